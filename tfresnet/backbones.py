@@ -1,0 +1,89 @@
+"""The backbone table: each backbone is one row of facts, not a branch in the code.
+
+Adding a backbone adds a row: how to build it, how its inputs were normalised when it was
+trained, and which Keras weight file holds its ImageNet weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+
+# Hub handles are recognised by these prefixes, besides an explicit "hub:" prefix.
+HUB_URL_PREFIXES = ("https://tfhub.dev/", "https://www.kaggle.com/models/", "https://kaggle.com/")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """Facts about one backbone.
+
+    Attributes:
+        name: The name users pass as `backbone=`.
+        builder: A `keras.applications` constructor, or None for a TF Hub module.
+        normalization: How raw [0, 255] RGB pixels are normalised for it: `"caffe"` (RGB to
+            BGR, minus the ImageNet mean), `"tf"` (scaled to [-1, 1]) or `"unit"` ([0, 1]).
+        weights_file: File name of the ImageNet weights (without the classification top).
+        weights_hash: MD5 of that file, as published with Keras.
+    """
+
+    name: str
+    builder: Callable[..., keras.Model] | None
+    normalization: str
+    weights_file: str | None = None
+    weights_hash: str | None = None
+
+    @property
+    def weights_url(self) -> str | None:
+        return KERAS_WEIGHTS_URL + self.weights_file if self.weights_file else None
+
+
+BACKBONES = {
+    "resnet50": Backbone(
+        name="resnet50",
+        builder=keras.applications.ResNet50,
+        normalization="caffe",
+        weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hash="4d473c1dd8becc155b73f8504c6f6626",
+    ),
+    "resnet50v2": Backbone(
+        name="resnet50v2",
+        builder=keras.applications.ResNet50V2,
+        normalization="tf",
+        weights_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hash="fac2f116257151a9d068a22e544a4917",
+    ),
+    "hub": Backbone(name="hub", builder=None, normalization="unit"),
+}
+
+
+def get_backbone(name: str) -> tuple[Backbone, str | None]:
+    """Looks a backbone up by the name users pass.
+
+    Args:
+        name: `"resnet50"`, `"resnet50v2"`, `"hub:<handle>"` (a TF Hub or Kaggle URL or a
+            local path), or a bare TF Hub / Kaggle URL.
+
+    Returns:
+        The backbone's row and, for a Hub module, its handle (None otherwise).
+
+    Example:
+    >>> get_backbone("hub:/models/resnet_v2_50")[1]
+    '/models/resnet_v2_50'
+    """
+    if isinstance(name, str) and name.startswith("hub:"):
+        handle = name[len("hub:") :]
+        if not handle:
+            raise ValueError("backbone='hub:' needs a handle after it, e.g. 'hub:/path/to/module'.")
+        return BACKBONES["hub"], handle
+    if isinstance(name, str) and name.startswith(HUB_URL_PREFIXES):
+        return BACKBONES["hub"], name
+    if name in BACKBONES and name != "hub":
+        return BACKBONES[name], None
+    allowed = ", ".join(repr(k) for k in BACKBONES if k != "hub")
+    raise ValueError(
+        f"Unknown backbone. Expected one of {allowed} or 'hub:<handle>'. Received: backbone={name!r}"
+    )

@@ -1,0 +1,132 @@
+"""TF Hub image modules as Keras 3 layers.
+
+`tensorflow_hub.KerasLayer` is built on `tf_keras` and cannot sit inside a Keras 3 model, and
+`keras.layers.TFSMLayer` keeps TensorFlow's `:0` variable names, which break optimizers with
+slots (Adam's `..._momentum`). `HubLayer` loads a TF2 reusable SavedModel (the format of TF Hub's
+`resnet_v2_50/feature_vector`) and tracks its variables as Keras variables with clean names, so
+the module trains with any Keras optimizer, exports with `model.export()` and reloads from its
+config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+
+def resolve_handle(handle: str) -> str:
+    """Returns a local directory for a Hub handle, downloading it once when it is a URL.
+
+    URLs (tfhub.dev, Kaggle) go through `tensorflow_hub.resolve`, which caches them in
+    `TFHUB_CACHE_DIR`. A local path must exist.
+
+    Example:
+    >>> resolve_handle("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5")
+    '/tmp/tfhub_modules/...'
+    """
+    if "://" not in handle:
+        if not os.path.isdir(handle):
+            raise FileNotFoundError(
+                f"Hub module not found: {handle!r} is not a directory. Pass the folder of a "
+                "TF2 SavedModel (the one holding saved_model.pb) or a tfhub.dev/Kaggle URL."
+            )
+        if not tf.saved_model.contains_saved_model(handle):
+            raise ValueError(
+                f"{handle!r} holds no SavedModel (no saved_model.pb). Pass the folder of a "
+                "TF2 SavedModel, such as an unpacked resnet_v2_50/feature_vector module."
+            )
+        return handle
+    import tensorflow_hub as hub
+
+    try:
+        return hub.resolve(handle)
+    except Exception as error:  # network and cache errors come in many types
+        raise OSError(
+            f"Could not download the Hub module {handle!r} ({type(error).__name__}: {error}). "
+            "Without network access, download it elsewhere, unpack it and pass its local path "
+            "(backbone='hub:/path/to/module'), or point TFHUB_CACHE_DIR to a cache holding it."
+        ) from None
+
+
+def _clean_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name.split(":")[0])
+
+
+@keras.saving.register_keras_serializable(package="tfresnet")
+class HubLayer(keras.layers.Layer):
+    """A TF2 reusable SavedModel (e.g. TF Hub's `resnet_v2_50/feature_vector`) as a layer.
+
+    The module is called as `module(images, training=False)`: its BatchNormalization always
+    runs in inference mode, as the Keras fine-tuning guide prescribes, while its weights train
+    when the layer is trainable. The module's own "layers" (its variables grouped by name
+    scope) can be frozen by index with `tfresnet.freeze`.
+
+    Args:
+        handle: A tfhub.dev or Kaggle URL, or a local directory holding the SavedModel.
+        trainable: Whether the module's weights train.
+        **kwargs: Passed to `keras.layers.Layer` (e.g. `name`).
+
+    Example:
+    >>> features = HubLayer("/models/resnet_v2_50_feature_vector", name="backbone")
+    >>> features(tf.zeros((1, 224, 224, 3))).shape
+    TensorShape([1, 2048])
+    """
+
+    def __init__(self, handle: str, trainable: bool = False, **kwargs):
+        super().__init__(trainable=trainable, **kwargs)
+        self.handle = handle
+        self._module = tf.saved_model.load(resolve_handle(handle))
+        if not callable(self._module) or not hasattr(self._module, "variables"):
+            raise ValueError(
+                f"The SavedModel at {handle!r} is not a reusable Hub module: it needs "
+                "`__call__(images, training)` and `variables`. Received a SavedModel without them."
+            )
+        module_trainable = {id(v) for v in getattr(self._module, "trainable_variables", [])}
+        # (Keras variable, the module's name scope for it, trainable in the module)
+        self._module_variables = []
+        for variable in self._module.variables:
+            wrapped = keras.Variable(
+                initializer=variable,
+                trainable=id(variable) in module_trainable,
+                dtype=variable.dtype,
+                shape=variable.shape,
+                name=_clean_name(variable.name),
+            )
+            self._track_variable(wrapped)
+            scope = variable.name.rsplit("/", 1)[0]
+            self._module_variables.append((wrapped, scope, id(variable) in module_trainable))
+        self._build_at_init()
+
+    @property
+    def module_layers(self) -> list[str]:
+        """The module's layers: its variables' name scopes, in order of first use."""
+        return list(dict.fromkeys(scope for _, scope, _ in self._module_variables))
+
+    def set_trainable_layers(self, first_trainable: int) -> None:
+        """Freezes the module's layers before `first_trainable`, unfreezes the rest.
+
+        Variables the module itself marks non-trainable (BatchNorm statistics) stay so. With
+        every layer frozen the whole layer becomes non-trainable, so that a later
+        `layer.trainable = True` unfreezes it all.
+        """
+        layers = self.module_layers
+        if first_trainable >= len(layers):
+            self.trainable = False
+            return
+        self.trainable = True
+        frozen = set(layers[:first_trainable])
+        for variable, scope, trainable in self._module_variables:
+            variable.trainable = trainable and scope not in frozen
+
+    def call(self, inputs):
+        return self._module(tf.cast(inputs, tf.float32), training=False)
+
+    def compute_output_shape(self, input_shape):
+        outputs = self._module(tf.zeros((1, *input_shape[1:]), tf.float32), training=False)
+        return (input_shape[0], *outputs.shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "handle": self.handle}
