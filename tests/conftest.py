@@ -58,3 +58,87 @@ def images() -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
 
 
+# === Image folders ===
+
+from tfresnet.examples import write_shapes_folder  # noqa: E402
+
+
+def write_image_folder(
+    root, *, num_classes: int = 3, images_per_class: int = 7, size: int = 40, seed: int = 0
+):
+    """A learnable folder (each class a colour and a shape) in every format and colour mode."""
+    return write_shapes_folder(
+        root,
+        num_classes=num_classes,
+        images_per_class=images_per_class,
+        size=size,
+        seed=seed,
+        mixed_formats=True,
+    )
+
+
+def write_bad_files(folder) -> list[str]:
+    """Writes a zero-byte, a truncated and a text "JPEG" into `folder`; returns their paths."""
+    import io
+
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, name) for name in ("empty.jpg", "truncated.jpg", "notes.jpg")]
+    open(paths[0], "wb").close()
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, "JPEG")
+    with open(paths[1], "wb") as file:
+        file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with open(paths[2], "w") as file:
+        file.write("Not an image: notes about the photos.\n")
+    return paths
+
+
+@pytest.fixture
+def make_image_folder(tmp_path):
+    """Factory: `make_image_folder(num_classes=3, images_per_class=7, size=40, seed=0)` writes
+    a fresh learnable image folder under `tmp_path` and returns its path."""
+    made = []
+
+    def make(**kwargs) -> str:
+        root = str(tmp_path / f"images{len(made)}")
+        write_image_folder(root, **kwargs)
+        made.append(root)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def image_folder(make_image_folder) -> str:
+    """A learnable image folder: 3 classes ("blue", "green", "red") of 7 images, 40 px,
+    every format and colour mode."""
+    return make_image_folder()
+
+
+@pytest.fixture
+def bad_image_folder(image_folder) -> tuple[str, list[str]]:
+    """`image_folder` plus three bad files in its "red" class; returns (folder, bad paths)."""
+    return image_folder, write_bad_files(os.path.join(image_folder, "red"))
+
+
+# === Tuning ===
+
+
+@pytest.fixture(scope="session")
+def tuning_folder(tmp_path_factory) -> str:
+    """A learnable image folder for searches, written once: 3 classes of 10 images, 40 px."""
+    root = str(tmp_path_factory.mktemp("tuning") / "images")
+    write_image_folder(root, images_per_class=10)
+    return root
+
+
+@pytest.fixture
+def tuning_data(tuning_folder):
+    """`tuning_folder` loaded for a search: 32 px, no augmentation, batches of 8, 3 validation
+    images per class (21 training images)."""
+    from tfresnet.data import from_folder
+
+    return from_folder(tuning_folder, image_size=32, batch_size=8, val_split=0.3, augmentation="none", seed=0)
