@@ -270,3 +270,14 @@ def test_two_worker_training_on_localhost(learnable_folder, tmp_path):
     summary = json.loads(results[0][0].strip().splitlines()[-1])
     assert 0 <= summary["accuracy"] <= 1
     assert np.isfinite(json.loads((tmp_path / "out" / "report.json").read_text())["accuracy"])
+
+
+def test_find_lr_writes_its_plot_and_trains_nothing(learnable_folder, tmp_path, capsys):
+    output = tmp_path / "out"
+    code = main(["--data-dir", learnable_folder, *QUICK, "--find-lr", "--output-dir", str(output)])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sweep = json.loads((output / "lr_find.json").read_text())
+    assert printed["suggested_learning_rate"] == sweep["suggested_learning_rate"]
+    assert (output / "lr_find.png").exists()
+    assert not (output / "best.weights.h5").exists()

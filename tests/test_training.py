@@ -110,3 +110,28 @@ def test_resolve_strategy_without_cluster(monkeypatch):
     strategy = training.resolve_strategy()
     assert strategy.num_replicas_in_sync == 1
     assert training.is_chief(strategy)
+
+
+def test_find_lr_sweeps_and_restores_the_model(tiny_data, tmp_path):
+    model = tfresnet.build_classifier(3, weights=None, image_size=32)
+    model.compile("sgd", "categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    sweep = training.find_lr(
+        model, tiny_data.train, steps=12, end_lr=10.0, output_path=str(tmp_path / "lr.png")
+    )
+
+    rates = np.array(sweep["learning_rates"])
+    assert len(rates) == len(sweep["losses"]) <= 12
+    np.testing.assert_allclose(rates[1:] / rates[:-1], (10.0 / 1e-7) ** (1 / 11), rtol=1e-6)
+    assert sweep["suggested_learning_rate"] in sweep["learning_rates"]
+    for expected, actual in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(expected, actual)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_steepest_descent_picks_the_fastest_fall():
+    rates = list(np.logspace(-6, 0, 13))
+    losses = [2.0, 2.0, 2.0, 1.99, 1.9, 1.5, 0.9, 0.6, 0.5, 0.45, 0.6, 2.0, 9.0]
+    suggested = training._steepest_descent(rates, losses)
+    assert rates[4] <= suggested <= rates[7]

@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outputs.add_argument("--top-k", type=_positive_int, default=5, help="classes returned by the export")
     outputs.add_argument("--resume", action="store_true", help="continue the run found in --output-dir")
+    outputs.add_argument(
+        "--find-lr",
+        action="store_true",
+        help="only sweep the head phase's learning rate: write lr_find.png and a suggestion, train nothing",
+    )
     return parser
 
 
@@ -192,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             data = data_module.from_tfds(
                 args.tfds, split=args.tfds_split, data_dir=args.tfds_data_dir, **loader_options
             )
+        if args.find_lr:
+            return _find_lr(args, data)
         result = training.fine_tune(
             data,
             backbone=args.backbone,
@@ -242,6 +249,30 @@ def main(argv: list[str] | None = None) -> int:
         "skipped_files": len(data.skipped),
     }
     print(json.dumps(summary))
+    return 0
+
+
+def _find_lr(args: argparse.Namespace, data) -> int:
+    from tfresnet import models, training
+
+    model = models.build_classifier(
+        len(data.class_names),
+        backbone=args.backbone,
+        weights=None if args.weights.lower() == "none" else args.weights,
+        image_size=args.image_size,
+        head_units=args.head_units or None,
+        dropout=args.dropout,
+    )
+    os.makedirs(args.output_dir, exist_ok=True)
+    plot = os.path.join(args.output_dir, "lr_find.png")
+    sweep = training.find_lr(model, data.train, label_smoothing=args.label_smoothing, output_path=plot)
+    with open(os.path.join(args.output_dir, "lr_find.json"), "w") as file:
+        json.dump(sweep, file, indent=2)
+    print(
+        json.dumps(
+            {"suggested_learning_rate": sweep["suggested_learning_rate"], "plot": os.path.abspath(plot)}
+        )
+    )
     return 0
 
 

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfresnet.data import ImageData
@@ -442,3 +443,101 @@ def _batch_size(data: ImageData) -> int:
     for images, _ in data.train.take(1):
         return int(images.shape[0])
     raise ValueError("The training set is empty: no batch could be read from it.")
+
+
+# === Learning-rate finder ===
+
+
+def find_lr(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 1.0,
+    steps: int = 100,
+    label_smoothing: float = 0.0,
+    output_path: str | None = None,
+) -> dict:
+    """Sweeps Adam's learning rate exponentially over training steps and suggests one.
+
+    One step per rate, from `start_lr` to `end_lr`, stopping early when the loss diverges
+    (four times its minimum). The model's weights and compile settings are restored
+    afterwards, so the sweep leaves no trace. The suggestion is the rate where the smoothed
+    loss falls fastest (the steepest slope against log rate), as fastai's `lr_find` does.
+
+    Args:
+        model: A model from `build_classifier`; freeze it as the phase to tune will be.
+        dataset: Batches of `(images, int labels)`, e.g. `ImageData.train` (repeated as needed).
+        start_lr: The first rate.
+        end_lr: The last rate.
+        steps: The number of rates tried (one training step each).
+        label_smoothing: As in training.
+        output_path: A PNG of loss against rate is written here when given.
+
+    Returns:
+        `{"suggested_learning_rate", "learning_rates", "losses"}`.
+
+    Example:
+    >>> model = build_classifier(5, image_size=224)
+    >>> find_lr(model, data.train, output_path="lr_find.png")["suggested_learning_rate"]
+    0.0012
+    """
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"Need 0 < start_lr < end_lr. Received: start_lr={start_lr}, end_lr={end_lr}")
+    if steps < 5:
+        raise ValueError(f"steps must be at least 5. Received: steps={steps}")
+    saved_weights = model.get_weights()
+    compile_config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    optimizer = keras.optimizers.Adam(start_lr)
+    model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing))
+    factor = (end_lr / start_lr) ** (1 / (steps - 1))
+    rates, losses = [], []
+    batches = dataset.map(_one_hot(model.output_shape[-1])).repeat()
+    try:
+        for step, (images, labels) in zip(range(steps), batches):
+            rate = start_lr * factor**step
+            optimizer.learning_rate = rate
+            loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
+            rates.append(rate)
+            losses.append(loss)
+            if not math.isfinite(loss) or loss > 4 * min(losses):
+                break
+    finally:
+        model.set_weights(saved_weights)
+        if compile_config:
+            model.compile_from_config(compile_config)
+    suggested = _steepest_descent(rates, losses)
+    if output_path:
+        _plot_lr_sweep(rates, losses, suggested, output_path)
+    return {"suggested_learning_rate": suggested, "learning_rates": rates, "losses": losses}
+
+
+def _steepest_descent(rates: list[float], losses: list[float]) -> float:
+    """The rate where the exponentially smoothed loss falls fastest against log(rate)."""
+    smoothed, average = [], 0.0
+    for i, loss in enumerate(losses):
+        average = 0.9 * average + 0.1 * (loss if math.isfinite(loss) else max(losses[:i] or [0.0]))
+        smoothed.append(average / (1 - 0.9 ** (i + 1)))
+    end = int(np.argmin(smoothed)) + 1  # the sweep's tail past the minimum only diverges
+    if end < 3:
+        return rates[max(end - 1, 0)]
+    slopes = np.gradient(np.array(smoothed[:end]), np.log(np.array(rates[:end])))
+    return float(rates[int(np.argmin(slopes))])
+
+
+def _plot_lr_sweep(rates: list[float], losses: list[float], suggested: float, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6, 4))
+    axes.plot(rates, losses)
+    axes.axvline(suggested, color="red", linestyle="--", label=f"suggested {suggested:.2g}")
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("loss")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot.close(figure)
