@@ -66,6 +66,7 @@ class ImageData:
         num_validation: Validation images (before batching); 0 without a validation set.
         image_size: Side of the square images, in pixels.
         skipped: Files left out because they are not readable images, mapped to the reason.
+        batch_size: Images per batch (None when unknown).
 
     Example:
     >>> data = from_folder("flowers/", image_size=224, seed=0)
@@ -81,6 +82,7 @@ class ImageData:
     num_validation: int
     image_size: int
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    batch_size: int | None = None
 
 
 # === Transforms ===
@@ -165,10 +167,10 @@ def _decode_and_crop(image_bytes: tf.Tensor, box: Callable, image_size: int) -> 
         shrink = tf.reduce_sum(tf.cast(shorter >= larger, tf.int32))
 
         def decode(ratio):
-            window = tf.stack([top // ratio, left // ratio, tf.maximum(height // ratio, 1),
-                               tf.maximum(width // ratio, 1)])
-            return lambda: tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3,
-                                                      ratio=ratio)
+            window = tf.stack(
+                [top // ratio, left // ratio, tf.maximum(height // ratio, 1), tf.maximum(width // ratio, 1)]
+            )
+            return lambda: tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3, ratio=ratio)
 
         return tf.switch_case(shrink, [decode(ratio) for ratio in JPEG_SHRINK_RATIOS])
 
@@ -244,18 +246,28 @@ def _settings(
         )
     if augmentation not in AUGMENTATIONS:
         allowed = ", ".join(repr(name) for name in AUGMENTATIONS)
-        raise ValueError(f"Unknown augmentation. Expected one of {allowed}. Received: "
-                         f"augmentation={augmentation!r}")
+        raise ValueError(
+            f"Unknown augmentation. Expected one of {allowed}. Received: augmentation={augmentation!r}"
+        )
     if extra_augmentation is not None and not callable(extra_augmentation):
-        raise ValueError(f"extra_augmentation must be a callable on a batch of images, or "
-                         f"None. Received: extra_augmentation={extra_augmentation!r}")
+        raise ValueError(
+            f"extra_augmentation must be a callable on a batch of images, or "
+            f"None. Received: extra_augmentation={extra_augmentation!r}"
+        )
     if seed is not None and not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer or None. Received: seed={seed!r}")
     if not isinstance(cache, (bool, str, os.PathLike)):
-        raise ValueError(f"cache must be True (memory), False or a directory path. "
-                         f"Received: cache={cache!r}")
-    return _Settings(image_size, batch_size, augmentation, extra_augmentation, seed, cache,
-                     bool(drop_remainder), bool(strict))
+        raise ValueError(f"cache must be True (memory), False or a directory path. Received: cache={cache!r}")
+    return _Settings(
+        image_size,
+        batch_size,
+        augmentation,
+        extra_augmentation,
+        seed,
+        cache,
+        bool(drop_remainder),
+        bool(strict),
+    )
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -281,8 +293,13 @@ def _assemble(
                 f"batch of batch_size={settings.batch_size}; lower batch_size."
             )
     datasets = {
-        name: _pipeline(part, training=name == "train", settings=settings,
-                        cache_name=f"{name}-{fingerprint}", shuffle_buffer=shuffle_buffer)
+        name: _pipeline(
+            part,
+            training=name == "train",
+            settings=settings,
+            cache_name=f"{name}-{fingerprint}",
+            shuffle_buffer=shuffle_buffer,
+        )
         for name, part in parts.items()
         if part is not None
     }
@@ -296,6 +313,7 @@ def _assemble(
         num_validation=0 if validation is None else len(validation.labels),
         image_size=settings.image_size,
         skipped=dict(skipped or {}),
+        batch_size=settings.batch_size,
     )
 
 
@@ -334,8 +352,7 @@ def _pipeline(
         dataset = dataset.map(lambda image, label: (tf.cast(image, tf.float32), label))
         if training and settings.augmentation == "flip":
             dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-                lambda pair, seed: (tf.image.stateless_random_flip_left_right(pair[0], seed),
-                                    pair[1]),
+                lambda pair, seed: (tf.image.stateless_random_flip_left_right(pair[0], seed), pair[1]),
                 num_parallel_calls=autotune,
             )
     dataset = dataset.batch(settings.batch_size, drop_remainder=settings.drop_remainder)
@@ -483,9 +500,15 @@ def from_folder(
     (TensorShape([32, 224, 224, 3]), tf.int32)
     """
     settings = _settings(
-        image_size=image_size, batch_size=batch_size, val_split=val_split,
-        augmentation=augmentation, extra_augmentation=extra_augmentation, seed=seed,
-        cache=cache, drop_remainder=drop_remainder, strict=strict,
+        image_size=image_size,
+        batch_size=batch_size,
+        val_split=val_split,
+        augmentation=augmentation,
+        extra_augmentation=extra_augmentation,
+        seed=seed,
+        cache=cache,
+        drop_remainder=drop_remainder,
+        strict=strict,
     )
     class_names, paths, labels, skipped = _list_folder(directory, strict=strict)
     listed = list(paths)
@@ -497,9 +520,7 @@ def from_folder(
         else:
             train, validation = _file_part(paths, labels), None
     else:
-        val_names, val_paths, val_labels, val_skipped = _list_folder(
-            validation_directory, strict=strict
-        )
+        val_names, val_paths, val_labels, val_skipped = _list_folder(validation_directory, strict=strict)
         if val_names != class_names:
             raise ValueError(
                 f"The class sub-folders of {os.fspath(validation_directory)!r} differ from "
@@ -509,16 +530,17 @@ def from_folder(
         train, validation = _file_part(paths, labels), _file_part(val_paths, val_labels)
         skipped.update(val_skipped)
         listed += list(val_paths)
-    stats = None if isinstance(cache, bool) else [
-        (path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in listed
-    ]
+    stats = (
+        None
+        if isinstance(cache, bool)
+        else [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in listed]
+    )
     return _assemble(
         train,
         validation,
         class_names=class_names,
         settings=settings,
-        fingerprint=_fingerprint(cache, stats, validation_directory, val_split, seed,
-                                 image_size),
+        fingerprint=_fingerprint(cache, stats, validation_directory, val_split, seed, image_size),
         skipped=skipped,
     )
 
@@ -539,8 +561,7 @@ def _list_folder(
             f"images per class."
         )
     class_names = sorted(
-        entry.name for entry in os.scandir(directory)
-        if entry.is_dir() and not entry.name.startswith(".")
+        entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith(".")
     )
     if not class_names:
         raise ValueError(
@@ -594,9 +615,7 @@ def _check_file(path: str) -> str | None:
         return f"unreadable: {error.strerror}"
     if size == 0:
         return "empty file"
-    kind = next(
-        (kind for kind, (starts, _) in FILE_SIGNATURES.items() if head.startswith(starts)), None
-    )
+    kind = next((kind for kind, (starts, _) in FILE_SIGNATURES.items() if head.startswith(starts)), None)
     if kind is None:
         return "not a JPEG, PNG, GIF or BMP image"
     if kind == "BMP":
@@ -620,8 +639,7 @@ def _decode_error(path: str) -> str | None:
 def _report(skipped: dict[str, str], directory: str, strict: bool) -> None:
     if not skipped:
         return
-    listed = "; ".join(f"{path} ({reason})" for path, reason in
-                       list(skipped.items())[:REPORTED_FILES])
+    listed = "; ".join(f"{path} ({reason})" for path, reason in list(skipped.items())[:REPORTED_FILES])
     more = len(skipped) - REPORTED_FILES
     listed += f"; and {more} more" if more > 0 else ""
     if strict:
@@ -696,15 +714,21 @@ def from_tfds(
     import tensorflow_datasets as tfds  # here: it takes seconds to import, and only TFDS needs it
 
     settings = _settings(
-        image_size=image_size, batch_size=batch_size, val_split=val_split,
-        augmentation=augmentation, extra_augmentation=extra_augmentation, seed=seed,
-        cache=cache, drop_remainder=drop_remainder,
+        image_size=image_size,
+        batch_size=batch_size,
+        val_split=val_split,
+        augmentation=augmentation,
+        extra_augmentation=extra_augmentation,
+        seed=seed,
+        cache=cache,
+        drop_remainder=drop_remainder,
     )
     info = tfds.builder(name, data_dir=data_dir).info
     keys = info.supervised_keys
     features = info.features
-    if not (isinstance(keys, tuple) and len(keys) == 2
-            and isinstance(features[keys[1]], tfds.features.ClassLabel)):
+    if not (
+        isinstance(keys, tuple) and len(keys) == 2 and isinstance(features[keys[1]], tfds.features.ClassLabel)
+    ):
         raise ValueError(
             f"TFDS dataset {name!r} has no (image, ClassLabel) supervised keys. Received: "
             f"supervised_keys={keys!r}. Use a classification dataset, or from_arrays."
@@ -716,15 +740,23 @@ def from_tfds(
     decoders = {image_key: tfds.decode.SkipDecoding()} if skip_decoding else None
 
     def read_split(which: str) -> tuple[tf.data.Dataset, np.ndarray]:
-        records = tfds.load(name, split=which, data_dir=data_dir, shuffle_files=False,
-                            decoders=tfds.decode.PartialDecoding({label_key: True}))
+        records = tfds.load(
+            name,
+            split=which,
+            data_dir=data_dir,
+            shuffle_files=False,
+            decoders=tfds.decode.PartialDecoding({label_key: True}),
+        )
         batches = records.map(lambda record: record[label_key]).batch(4096)
         labels = np.concatenate([np.zeros(0, np.int32), *batches.as_numpy_iterator()])
         if len(labels) == 0:
-            raise ValueError(f"Split {which!r} of TFDS dataset {name!r} is empty. Pick a "
-                             f"split with examples, e.g. 'train'.")
-        pairs = tfds.load(name, split=which, data_dir=data_dir, shuffle_files=False,
-                          as_supervised=True, decoders=decoders)
+            raise ValueError(
+                f"Split {which!r} of TFDS dataset {name!r} is empty. Pick a "
+                f"split with examples, e.g. 'train'."
+            )
+        pairs = tfds.load(
+            name, split=which, data_dir=data_dir, shuffle_files=False, as_supervised=True, decoders=decoders
+        )
         pairs = pairs.map(lambda image, label: (image, tf.cast(label, tf.int32)))
         return pairs, labels.astype(np.int32)
 
@@ -745,8 +777,9 @@ def from_tfds(
         validation,
         class_names=class_names,
         settings=settings,
-        fingerprint=_fingerprint(cache, info.full_name, split, validation_split, data_dir,
-                                 held_out, image_size),
+        fingerprint=_fingerprint(
+            cache, info.full_name, split, validation_split, data_dir, held_out, image_size
+        ),
         shuffle_buffer=TFDS_SHUFFLE_BUFFER,
     )
 
@@ -813,13 +846,17 @@ def from_arrays(
     (['0', '1'], 80, 20)
     """
     settings = _settings(
-        image_size=image_size, batch_size=batch_size, val_split=val_split,
-        augmentation=augmentation, extra_augmentation=extra_augmentation, seed=seed,
-        cache=cache, drop_remainder=drop_remainder,
+        image_size=image_size,
+        batch_size=batch_size,
+        val_split=val_split,
+        augmentation=augmentation,
+        extra_augmentation=extra_augmentation,
+        seed=seed,
+        cache=cache,
+        drop_remainder=drop_remainder,
     )
     images, labels = _check_arrays(images, labels, "images", "labels")
-    held = () if validation is None else _check_arrays(*validation, "validation[0]",
-                                                       "validation[1]")
+    held = () if validation is None else _check_arrays(*validation, "validation[0]", "validation[1]")
     if class_names is None:
         largest = int(np.concatenate([labels, *held[1:]]).max())
         class_names = [str(label) for label in range(max(largest + 1, 1))]
@@ -874,10 +911,10 @@ def _check_arrays(images, labels, images_name: str, labels_name: str):
             f"N, H, W, 4 RGBA). Received: shape={images.shape}"
         )
     if images.dtype != np.uint8:
-        if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype,
-                                                                         np.floating)):
-            raise ValueError(f"{images_name} must be uint8 or float pixel values. Received: "
-                             f"dtype={images.dtype}")
+        if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+            raise ValueError(
+                f"{images_name} must be uint8 or float pixel values. Received: dtype={images.dtype}"
+            )
         low, high = float(images.min()), float(images.max())
         if low < 0 or high > 255:
             raise ValueError(

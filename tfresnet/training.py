@@ -323,12 +323,7 @@ def fine_tune(
     if run_dir:
         os.makedirs(run_dir, exist_ok=True)
         if not resume:
-            for stale in (BACKUP_DIR, HEAD_DONE_WEIGHTS, BEST_WEIGHTS, "training_log.csv"):
-                path = os.path.join(run_dir, stale)
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                elif os.path.exists(path):
-                    os.remove(path)
+            _remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS, BEST_WEIGHTS, "log_head.csv", "log_fine_tune.csv")
 
     num_classes = len(data.class_names)
     train = data.train.map(_one_hot(num_classes))
@@ -404,6 +399,8 @@ def fine_tune(
 
         if best and os.path.exists(best.path):
             model.load_weights(best.path)
+        if run_dir:  # finished: nothing left to resume
+            _remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS)
 
     if run_dir and chief:
         with open(os.path.join(run_dir, "config.json"), "w") as file:
@@ -436,10 +433,18 @@ def _extend(history: dict[str, list[float]], epochs: dict[str, list[float]], pha
     history.setdefault("phase", []).extend([phase] * len(epochs.get("loss", [])))
 
 
+def _remove(directory: str, *names: str) -> None:
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
 def _batch_size(data: ImageData) -> int:
-    batch = getattr(data, "batch_size", None)
-    if batch:
-        return batch
+    if data.batch_size:
+        return data.batch_size
     for images, _ in data.train.take(1):
         return int(images.shape[0])
     raise ValueError("The training set is empty: no batch could be read from it.")
