@@ -1,20 +1,48 @@
 """The backbone table: each backbone is one row of facts, not a branch in the code.
 
 Adding a backbone adds a row: how to build it, how its inputs were normalised when it was
-trained, and which Keras weight file holds its ImageNet weights.
+trained, and which Keras weight file (or which torchvision files) hold its ImageNet weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Mapping
 
 import keras
 
+from tfresnet import torchvision_resnet
+
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+TORCHVISION_WEIGHTS_URL = "https://download.pytorch.org/models/"
 
 # Hub handles are recognised by these prefixes, besides an explicit "hub:" prefix.
 HUB_URL_PREFIXES = ("https://tfhub.dev/", "https://www.kaggle.com/models/", "https://kaggle.com/")
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchvisionWeights:
+    """One of torchvision's published weight files, and how torchvision evaluated it.
+
+    Attributes:
+        file: File name as published; the hex digits after its last "-" start its SHA256.
+        top1: ImageNet-1k top-1 accuracy (%) that torchvision reports for it.
+        eval_resize: Shorter side that images are resized to (bilinear) for evaluation.
+        eval_crop: Side of the central crop then evaluated.
+    """
+
+    file: str
+    top1: float
+    eval_resize: int
+    eval_crop: int = 224
+
+    @property
+    def url(self) -> str:
+        return TORCHVISION_WEIGHTS_URL + self.file
+
+    @property
+    def sha256_prefix(self) -> str:
+        return self.file.rsplit("-", 1)[1].split(".")[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,11 +51,15 @@ class Backbone:
 
     Attributes:
         name: The name users pass as `backbone=`.
-        builder: A `keras.applications` constructor, or None for a TF Hub module.
+        builder: A constructor with the arguments of `keras.applications.ResNet50`, or None for
+            a TF Hub module.
         normalization: How raw [0, 255] RGB pixels are normalised for it: `"caffe"` (RGB to
-            BGR, minus the ImageNet mean), `"tf"` (scaled to [-1, 1]) or `"unit"` ([0, 1]).
+            BGR, minus the ImageNet mean), `"tf"` (scaled to [-1, 1]), `"unit"` ([0, 1]) or
+            `"torch"` ([0, 1], minus the ImageNet mean, divided by its standard deviation).
         weights_file: File name of the ImageNet weights (without the classification top).
         weights_hash: MD5 of that file, as published with Keras.
+        torchvision_weights: torchvision's weight files by version (`weights="torchvision:<version>"`;
+            `"DEFAULT"` is torchvision's default). A backbone with them takes PyTorch state dicts.
     """
 
     name: str
@@ -35,6 +67,7 @@ class Backbone:
     normalization: str
     weights_file: str | None = None
     weights_hash: str | None = None
+    torchvision_weights: Mapping[str, TorchvisionWeights] = dataclasses.field(default_factory=dict)
 
     @property
     def weights_url(self) -> str | None:
@@ -56,6 +89,16 @@ BACKBONES = {
         weights_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_hash="fac2f116257151a9d068a22e544a4917",
     ),
+    "resnet50-torchvision": Backbone(
+        name="resnet50-torchvision",
+        builder=torchvision_resnet.resnet50,
+        normalization="torch",
+        torchvision_weights={
+            "IMAGENET1K_V1": TorchvisionWeights("resnet50-0676ba61.pth", top1=76.13, eval_resize=256),
+            "IMAGENET1K_V2": TorchvisionWeights("resnet50-11ad3fa6.pth", top1=80.858, eval_resize=232),
+            "DEFAULT": TorchvisionWeights("resnet50-11ad3fa6.pth", top1=80.858, eval_resize=232),
+        },
+    ),
     "hub": Backbone(name="hub", builder=None, normalization="unit"),
 }
 
@@ -64,8 +107,8 @@ def get_backbone(name: str) -> tuple[Backbone, str | None]:
     """Looks a backbone up by the name users pass.
 
     Args:
-        name: `"resnet50"`, `"resnet50v2"`, `"hub:<handle>"` (a TF Hub or Kaggle URL or a
-            local path), or a bare TF Hub / Kaggle URL.
+        name: `"resnet50"`, `"resnet50v2"`, `"resnet50-torchvision"`, `"hub:<handle>"` (a TF
+            Hub or Kaggle URL or a local path), or a bare TF Hub / Kaggle URL.
 
     Returns:
         The backbone's row and, for a Hub module, its handle (None otherwise).
