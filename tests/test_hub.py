@@ -69,3 +69,13 @@ def test_export_reloads_in_a_fresh_process(hub_model, images, tmp_path):
         capture_output=True,
     )
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), hub_model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_layer_parameters_follow_freezing(hub_model):
+    hub_layer = hub_model.get_layer("backbone")
+    tfresnet.freeze(hub_model, until=-3)
+    rows = hub_layer.layer_parameters()
+    assert [name for name, _, _ in rows] == hub_layer.module_layers
+    assert sum(t for _, t, _ in rows) == sum(int(np.prod(v.shape)) for v in hub_layer.trainable_weights)
+    assert sum(t + f for _, t, f in rows) == hub_layer.count_params()
+    assert all(t == 0 for _, t, _ in rows[:-3])

@@ -15,6 +15,7 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+from matplotlib.figure import Figure
 
 from tfresnet.data import decode_for_eval
 
@@ -211,21 +212,17 @@ def write_report(
     with open(os.path.join(output_dir, "report.json"), "w") as file:
         json.dump(report, file, indent=2)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    _plot_confusion_matrix(pyplot, np.array(report["confusion_matrix"]), class_names, output_dir)
+    _plot_confusion_matrix(np.array(report["confusion_matrix"]), class_names, output_dir)
     if history:
-        _plot_history(pyplot, history, output_dir)
-    _plot_top_losses(pyplot, dataset, probabilities, labels, class_names, output_dir)
+        _plot_history(history, output_dir)
+    _plot_top_losses(dataset, probabilities, labels, class_names, output_dir)
     return report
 
 
-def _plot_confusion_matrix(pyplot, matrix: np.ndarray, class_names: list[str], output_dir: str) -> None:
+def _plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], output_dir: str) -> None:
     size = max(4, 0.5 * len(class_names) + 2)
-    figure, axes = pyplot.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axes = figure.subplots()
     axes.imshow(matrix, cmap="Blues")
     ticks = range(len(class_names))
     axes.set_xticks(ticks, class_names, rotation=45, ha="right")
@@ -236,11 +233,11 @@ def _plot_confusion_matrix(pyplot, matrix: np.ndarray, class_names: list[str], o
         axes.text(j, i, str(count), ha="center", va="center")
     figure.tight_layout()
     figure.savefig(os.path.join(output_dir, "confusion_matrix.png"))
-    pyplot.close(figure)
 
 
-def _plot_history(pyplot, history: dict[str, list[float]], output_dir: str) -> None:
-    figure, panels = pyplot.subplots(1, 2, figsize=(10, 4))
+def _plot_history(history: dict[str, list[float]], output_dir: str) -> None:
+    figure = Figure(figsize=(10, 4))
+    panels = figure.subplots(1, 2)
     for panel, metric in zip(panels, ("loss", "accuracy")):
         for key in (metric, f"val_{metric}"):
             if history.get(key):
@@ -253,11 +250,9 @@ def _plot_history(pyplot, history: dict[str, list[float]], output_dir: str) -> N
         panel.legend()
     figure.tight_layout()
     figure.savefig(os.path.join(output_dir, "training_curves.png"))
-    pyplot.close(figure)
 
 
 def _plot_top_losses(
-    pyplot,
     dataset: tf.data.Dataset,
     probabilities: np.ndarray,
     labels: np.ndarray,
@@ -276,7 +271,8 @@ def _plot_top_losses(
     order = sorted(worst, key=lambda i: -losses[i])
     columns = 3
     rows = max(1, -(-len(order) // columns))
-    figure, axes = pyplot.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
+    figure = Figure(figsize=(3 * columns, 3.3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, i in zip(axes.flat, order):
@@ -288,4 +284,3 @@ def _plot_top_losses(
     figure.suptitle("highest loss: prediction / truth / probability")
     figure.tight_layout()
     figure.savefig(os.path.join(output_dir, "top_losses.png"))
-    pyplot.close(figure)

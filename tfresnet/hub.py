@@ -10,6 +10,7 @@ config.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -104,6 +105,19 @@ class HubLayer(keras.layers.Layer):
     def module_layers(self) -> list[str]:
         """The module's layers: its variables' name scopes, in order of first use."""
         return list(dict.fromkeys(scope for _, scope, _ in self._module_variables))
+
+    def layer_parameters(self) -> list[tuple[str, int, int]]:
+        """`(layer, trainable parameters, frozen parameters)` for each of the module's layers.
+
+        Example:
+        >>> hub_layer.layer_parameters()[-1]
+        ('post_bn', 0, 8192)
+        """
+        counts = {scope: [0, 0] for scope in self.module_layers}
+        for variable, scope, _ in self._module_variables:
+            trains = self.trainable and variable.trainable
+            counts[scope][0 if trains else 1] += math.prod(variable.shape)
+        return [(scope, trainable, frozen) for scope, (trainable, frozen) in counts.items()]
 
     def set_trainable_layers(self, first_trainable: int) -> None:
         """Freezes the module's layers before `first_trainable`, unfreezes the rest.

@@ -531,12 +531,10 @@ def _steepest_descent(rates: list[float], losses: list[float]) -> float:
 
 
 def _plot_lr_sweep(rates: list[float], losses: list[float], suggested: float, path: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
     axes.plot(rates, losses)
     axes.axvline(suggested, color="red", linestyle="--", label=f"suggested {suggested:.2g}")
     axes.set_xscale("log")
@@ -545,4 +543,3 @@ def _plot_lr_sweep(rates: list[float], losses: list[float], suggested: float, pa
     axes.legend()
     figure.tight_layout()
     figure.savefig(path)
-    pyplot.close(figure)
