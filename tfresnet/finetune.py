@@ -70,9 +70,13 @@ def _positive_float(text: str) -> float:
 
 
 def _backbone(text: str) -> str:
-    if text in ("resnet50", "resnet50v2") or text.startswith(("hub:", "https://")):
-        return text
-    raise argparse.ArgumentTypeError(f"must be resnet50, resnet50v2 or hub:HANDLE, received {text!r}")
+    from tfresnet.backbones import get_backbone
+
+    try:
+        get_backbone(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _layer(text: str) -> int | str:
@@ -113,14 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbone",
         type=_backbone,
         default="resnet50",
-        metavar="{resnet50,resnet50v2,hub:HANDLE}",
+        metavar="{resnet50,resnet50v2,resnet50-torchvision,hub:HANDLE}",
         help="backbone; HANDLE is a tfhub.dev/Kaggle URL or a local SavedModel folder",
     )
     model.add_argument(
         "--weights",
         default="imagenet",
         metavar="{imagenet,none,PATH}",
-        help="backbone weights: ImageNet, random, or a .h5/.weights.h5 file",
+        help="backbone weights: ImageNet, random, or a .h5/.weights.h5 file; for resnet50-torchvision "
+        "also torchvision:IMAGENET1K_V1|V2 or a .pth/.safetensors state dict",
     )
     model.add_argument("--head-units", type=_non_negative_int, default=0, help="hidden head units (0: none)")
     model.add_argument("--dropout", type=_fraction, default=0.2, help="dropout before the predictions")
@@ -153,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience", type=_non_negative_int, default=5, help="early stopping patience (0: none)"
     )
     training.add_argument("--seed", type=int, default=None, help="seed for repeatable runs")
+
+    tune = parser.add_argument_group("hyper-parameter search (keras-tuner)")
+    tune.add_argument(
+        "--tune",
+        action="store_true",
+        help="search head units, dropout and learning rate first, then train the best as usual",
+    )
+    tune.add_argument("--tuner", choices=("hyperband", "random", "bayesian"), default="hyperband")
+    tune.add_argument("--max-trials", type=_positive_int, default=10, help="trials in all")
+    tune.add_argument("--tune-epochs", type=_positive_int, default=5, help="epochs per trial (at most)")
+    tune.add_argument(
+        "--tune-dir", default=None, help="search directory, resumable (default: OUTPUT_DIR/tuning)"
+    )
+    tune.add_argument("--overwrite", action="store_true", help="start the search afresh")
 
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--output-dir", default="tfresnet_run", help="checkpoints, logs, report and plots")
@@ -199,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.find_lr:
             return _find_lr(args, data)
+        if args.tune:
+            _apply_search(args, loader_options, strategy)
         result = training.fine_tune(
             data,
             backbone=args.backbone,
@@ -250,6 +271,33 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(summary))
     return 0
+
+
+def _apply_search(args: argparse.Namespace, loader_options: dict, strategy) -> None:
+    """Runs the search on un-augmented data and puts the best values into `args`."""
+    from tfresnet import data as data_module
+    from tfresnet import tuning
+
+    options = {**loader_options, "augmentation": "none"}
+    if args.data_dir:
+        data = data_module.from_folder(args.data_dir, **options)
+    else:
+        data = data_module.from_tfds(args.tfds, split=args.tfds_split, data_dir=args.tfds_data_dir, **options)
+    best = tuning.search(
+        data,
+        backbone=args.backbone,
+        weights=None if args.weights.lower() == "none" else args.weights,
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        tune_epochs=args.tune_epochs,
+        directory=args.tune_dir or os.path.join(args.output_dir, "tuning"),
+        overwrite=args.overwrite,
+        seed=args.seed,
+        distribution_strategy=strategy if strategy.num_replicas_in_sync > 1 else None,
+    )
+    args.head_units = best["head_units"] or 0
+    args.dropout = best["dropout"]
+    args.learning_rate = best["learning_rate"]
 
 
 def _find_lr(args: argparse.Namespace, data) -> int:
