@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,6 +21,18 @@ def model():
     return tfresnet.build_classifier(3, weights=None, image_size=32, head_units=8)
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`(model, export_dir)`: one export (top_k=2) shared by the tests that only read it."""
+    keras_model = tfresnet.build_classifier(3, weights=None, image_size=32, head_units=8)
+    # Trained-looking weights, so that comparisons are not between near-constants.
+    for variable in keras_model.get_layer("predictions").weights:
+        variable.assign(np.random.default_rng(2).normal(0, 0.5, variable.shape))
+    path = str(tmp_path_factory.mktemp("export") / "1")
+    export.export_saved_model(keras_model, path, class_names=CLASS_NAMES, top_k=2)
+    return keras_model, path
+
+
 @pytest.fixture
 def encoded_images():
     rng = np.random.default_rng(1)
@@ -32,8 +45,8 @@ def encoded_images():
     return encoded
 
 
-def test_signatures_names_and_outputs(model, encoded_images, tmp_path):
-    path = export.export_saved_model(model, str(tmp_path / "1"), class_names=CLASS_NAMES, top_k=2)
+def test_signatures_names_and_outputs(exported, encoded_images):
+    model, path = exported
     served = tf.saved_model.load(path)
     assert {"serving_default", "serve_images"} <= set(served.signatures)
     by_bytes = served.signatures["serving_default"]
@@ -49,16 +62,15 @@ def test_signatures_names_and_outputs(model, encoded_images, tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     by_tensor = served.signatures["serve_images"](images=tf.constant(images))
     np.testing.assert_allclose(by_tensor["probabilities"], model.predict(images, verbose=0), atol=1e-5)
-    assert (tmp_path / "1" / "labels.txt").read_text().split() == CLASS_NAMES
-    config = json.loads((tmp_path / "1" / "tfresnet_config.json").read_text())
+    with open(os.path.join(path, "labels.txt")) as file:
+        assert file.read().split() == CLASS_NAMES
+    with open(os.path.join(path, "tfresnet_config.json")) as file:
+        config = json.load(file)
     assert config["image_size"] == 32 and config["class_names"] == CLASS_NAMES
 
 
-def test_bytes_predictions_in_a_fresh_process_equal_the_model(model, encoded_images, tmp_path):
-    # Give the model trained-looking weights, so that the comparison is not between near-constants.
-    for variable in model.get_layer("predictions").weights:
-        variable.assign(np.random.default_rng(2).normal(0, 0.5, variable.shape))
-    path = export.export_saved_model(model, str(tmp_path / "model"), class_names=CLASS_NAMES)
+def test_bytes_predictions_in_a_fresh_process_equal_the_model(exported, encoded_images, tmp_path):
+    model, path = exported
     for index, encoded in enumerate(encoded_images):
         (tmp_path / f"{index}.bin").write_bytes(encoded)
     script = (
@@ -77,9 +89,10 @@ def test_bytes_predictions_in_a_fresh_process_equal_the_model(model, encoded_ima
     np.testing.assert_allclose(np.load(tmp_path / "served.npy"), model.predict(decoded, verbose=0), atol=1e-5)
 
 
-def test_interrupted_export_keeps_the_previous_one(model, tmp_path, monkeypatch):
+def test_interrupted_export_keeps_the_previous_one(exported, tmp_path, monkeypatch):
+    model, path = exported
     target = str(tmp_path / "1")
-    export.export_saved_model(model, target, class_names=CLASS_NAMES)
+    shutil.copytree(path, target)
     images = np.zeros((1, 32, 32, 3), "float32")
     before = tf.saved_model.load(target).signatures["serve_images"](images=images)["probabilities"]
 
@@ -97,9 +110,10 @@ def test_interrupted_export_keeps_the_previous_one(model, tmp_path, monkeypatch)
     np.testing.assert_array_equal(before, after)
 
 
-def test_export_replaces_an_existing_one(model, tmp_path):
+def test_export_replaces_an_existing_one(exported, tmp_path):
+    model, path = exported
     target = str(tmp_path / "1")
-    export.export_saved_model(model, target, class_names=CLASS_NAMES)
+    shutil.copytree(path, target)
     export.export_saved_model(model, target, class_names=["x", "y", "z"])
     assert (tmp_path / "1" / "labels.txt").read_text().split() == ["x", "y", "z"]
     assert os.listdir(tmp_path) == ["1"]

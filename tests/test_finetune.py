@@ -35,6 +35,14 @@ def learnable_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    """3 classes of 6 images: for the runs that check the plumbing, not the learning."""
+    root = str(tmp_path_factory.mktemp("small") / "images")
+    write_image_folder(root, num_classes=3, images_per_class=6, size=40)
+    return root
+
+
+@pytest.fixture(scope="module")
 def trained_run(learnable_folder, tmp_path_factory):
     """One real run of the command, as users call it, shared by the tests that inspect it."""
     output = tmp_path_factory.mktemp("run")
@@ -190,11 +198,11 @@ def _log_rows(path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_at_its_last_epoch(learnable_folder, tmp_path):
+def test_killed_run_resumes_at_its_last_epoch(small_folder, tmp_path):
     output = tmp_path / "out"
     args = [
         "--data-dir",
-        learnable_folder,
+        small_folder,
         *QUICK,
         "--head-epochs",
         "0",
@@ -238,7 +246,7 @@ def _free_ports(count):
 
 
 @pytest.mark.slow
-def test_two_worker_training_on_localhost(learnable_folder, tmp_path):
+def test_two_worker_training_on_localhost(small_folder, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -250,8 +258,12 @@ def test_two_worker_training_on_localhost(learnable_folder, tmp_path):
                     "-m",
                     "tfresnet.finetune",
                     "--data-dir",
-                    learnable_folder,
+                    small_folder,
                     *QUICK,
+                    "--batch-size",
+                    "4",
+                    "--val-split",
+                    "0.34",
                     "--head-epochs",
                     "1",
                     "--epochs",
@@ -288,11 +300,11 @@ def test_find_lr_writes_its_plot_and_trains_nothing(learnable_folder, tmp_path, 
 
 
 @pytest.mark.slow
-def test_tune_searches_then_trains_and_exports_the_best(learnable_folder, tmp_path):
+def test_tune_searches_then_trains_and_exports_the_best(small_folder, tmp_path):
     output = tmp_path / "out"
     completed = _run_cli(
         "--data-dir",
-        learnable_folder,
+        small_folder,
         *QUICK,
         "--tune",
         "--tuner",
