@@ -13,7 +13,7 @@ noise. The backbone is random (`weights=None`) unless `--weights` names a file o
 
 Usage:
     python benchmarks/tuning.py            # 600 images of 48 px, 12 trials of 3 epochs
-    python benchmarks/tuning.py --quick    # 300 images of 32 px, 8 trials of 2 epochs
+    python benchmarks/tuning.py --quick    # 300 images of 32 px, 6 trials of 2 epochs
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ CLASS_COLORS = ((220, 40, 40), (40, 200, 60), (40, 70, 230), (235, 220, 40), (22
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="300 images of 32 px, 8 trials of 2 epochs (under 3 minutes on 2 cores)")
+                        help="300 images of 32 px, 6 trials of 2 epochs (under 3 minutes on 2 cores)")
     parser.add_argument("--num-images", type=int, default=None, help="default: 600; 300 with --quick")
     parser.add_argument("--image-size", type=int, default=None, help="default: 48; 32 with --quick")
-    parser.add_argument("--trials", type=int, default=None, help="default: 12; 8 with --quick")
+    parser.add_argument("--trials", type=int, default=None, help="default: 12; 6 with --quick")
     parser.add_argument("--epochs", type=int, default=None, help="default: 3; 2 with --quick")
     parser.add_argument("--classes", type=int, default=4, choices=range(2, len(CLASS_COLORS) + 1))
     parser.add_argument("--batch-size", type=int, default=32)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed must be a positive integer. Received: {args.seed}")
     args.num_images = args.num_images or (300 if args.quick else 600)
     args.image_size = args.image_size or (32 if args.quick else 48)
-    args.trials = args.trials or (8 if args.quick else 12)
+    args.trials = args.trials or (6 if args.quick else 12)
     args.epochs = args.epochs or (2 if args.quick else 3)
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, keras-tuner "
           f"{keras_tuner.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs")
