@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 from pipeline import load_average, write_photos  # noqa: E402  (benchmarks/pipeline.py)
 
 from tfresnet import build_classifier, fine_tune, from_arrays, from_folder  # noqa: E402
-from tfresnet.training import resolve_mixed_precision  # noqa: E402
+from tfresnet.distribute import resolve_mixed_precision  # noqa: E402
 
 VARIANTS = {
     "a": "(a) tfresnet fine_tune, in-memory images",

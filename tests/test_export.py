@@ -1,3 +1,5 @@
+"""The SavedModel export: what it serves, in a fresh process, and how it survives interruptions."""
+
 import io
 import json
 import os
@@ -5,32 +7,59 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import write_image_folder
 from PIL import Image
 
 import tfresnet
 from tfresnet import export
+from tfresnet.export import saved_model
 
-CLASS_NAMES = ["cat", "dog", "fox"]
-
-
-@pytest.fixture
-def model():
-    return tfresnet.build_classifier(3, weights=None, image_size=32, head_units=8)
+IMAGE_SIZE = 32
+SERVE = """
+import json, sys
+import numpy as np, tensorflow as tf
+served = tf.saved_model.load(sys.argv[1])
+with open(sys.argv[2]) as file:
+    paths = json.load(file)
+encoded = [open(path, "rb").read() for path in paths]
+outputs = served.signatures["serving_default"](image_bytes=tf.constant(encoded))
+labels = outputs["labels"].numpy().astype(str)
+np.savez(sys.argv[3], probabilities=outputs["probabilities"].numpy(), labels=labels)
+"""
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """`(model, export_dir)`: one export (top_k=2) shared by the tests that only read it."""
-    keras_model = tfresnet.build_classifier(3, weights=None, image_size=32, head_units=8)
-    # Trained-looking weights, so that comparisons are not between near-constants.
-    for variable in keras_model.get_layer("predictions").weights:
-        variable.assign(np.random.default_rng(2).normal(0, 0.5, variable.shape))
-    path = str(tmp_path_factory.mktemp("export") / "1")
-    export.export_saved_model(keras_model, path, class_names=CLASS_NAMES, top_k=2)
-    return keras_model, path
+def trained(tmp_path_factory):
+    """`(model, export_dir, held-out image files, class names)`: a tiny classifier trained on a
+    learnable folder (its head: 8 epochs at a high rate, 4 at a decaying one), exported with
+    top_k=2, and image files of the same classes that it never saw (another seed)."""
+    root = tmp_path_factory.mktemp("export")
+    write_image_folder(str(root / "train"), num_classes=3, images_per_class=20, size=40, seed=0)
+    write_image_folder(str(root / "held_out"), num_classes=3, images_per_class=10, size=40, seed=5)
+    data = tfresnet.from_folder(
+        str(root / "train"), image_size=IMAGE_SIZE, batch_size=8, val_split=0.2, augmentation="none", seed=0
+    )
+    result = tfresnet.fine_tune(
+        data,
+        backbone="resnet-tiny",
+        weights=None,
+        head_epochs=8,
+        epochs=4,
+        freeze_until=175,
+        learning_rate=3e-2,
+        fine_tune_learning_rate=1e-2,
+        patience=None,
+        seed=0,
+        verbose=0,
+    )
+    path = str(root / "serving" / "1")
+    export.export_saved_model(result.model, path, class_names=data.class_names, top_k=2)
+    files = sorted(str(p) for p in (root / "held_out").rglob("*") if p.is_file())
+    return result.model, path, files, data.class_names
 
 
 @pytest.fixture
@@ -45,8 +74,38 @@ def encoded_images():
     return encoded
 
 
-def test_signatures_names_and_outputs(exported, encoded_images):
-    model, path = exported
+def _served_pixels(path, images):
+    """The export at `path`, loaded afresh, on raw pixels: its probabilities."""
+    served = tf.saved_model.load(path)
+    return served.signatures["serve_images"](images=tf.constant(images))["probabilities"].numpy()
+
+
+# === What it serves ===
+
+
+def test_served_image_files_in_a_fresh_process_match_the_model_and_their_folders(trained, tmp_path):
+    model, path, files, class_names = trained
+    (tmp_path / "files.json").write_text(json.dumps(files))
+    completed = subprocess.run(
+        [sys.executable, "-c", SERVE, path, str(tmp_path / "files.json"), str(tmp_path / "served.npz")],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    served = np.load(tmp_path / "served.npz")
+
+    decoded = np.stack(
+        [tfresnet.decode_for_eval(tf.constant(open(f, "rb").read()), IMAGE_SIZE).numpy() for f in files]
+    )
+    np.testing.assert_allclose(served["probabilities"], model.predict(decoded, verbose=0), atol=1e-5)
+    top_labels = served["labels"][:, 0]
+    folders = np.array([os.path.basename(os.path.dirname(f)) for f in files])
+    assert set(folders) == set(class_names)
+    assert (top_labels == folders).mean() >= 0.8
+
+
+def test_signatures_names_and_outputs(trained, encoded_images):
+    model, path, _, class_names = trained
     served = tf.saved_model.load(path)
     assert {"serving_default", "serve_images"} <= set(served.signatures)
     by_bytes = served.signatures["serving_default"]
@@ -55,102 +114,122 @@ def test_signatures_names_and_outputs(exported, encoded_images):
     assert set(outputs) == {"probabilities", "classes", "labels", "scores"}
     assert outputs["probabilities"].shape == (3, 3)
     assert outputs["classes"].shape == (3, 2)
-    expected_labels = np.array(CLASS_NAMES)[outputs["classes"].numpy()]
+    expected_labels = np.array(class_names)[outputs["classes"].numpy()]
     assert (outputs["labels"].numpy().astype(str) == expected_labels).all()
     np.testing.assert_allclose(outputs["scores"][:, 0], outputs["probabilities"].numpy().max(axis=1))
 
-    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    by_tensor = served.signatures["serve_images"](images=tf.constant(images))
-    np.testing.assert_allclose(by_tensor["probabilities"], model.predict(images, verbose=0), atol=1e-5)
+    images = np.random.default_rng(0).uniform(0, 255, (2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    by_pixels = served.signatures["serve_images"](images=tf.constant(images))
+    np.testing.assert_allclose(by_pixels["probabilities"], model.predict(images, verbose=0), atol=1e-5)
     with open(os.path.join(path, "labels.txt")) as file:
-        assert file.read().split() == CLASS_NAMES
+        assert file.read().split() == class_names
     with open(os.path.join(path, "tfresnet_config.json")) as file:
         config = json.load(file)
-    assert config["image_size"] == 32 and config["class_names"] == CLASS_NAMES
+    assert config["image_size"] == IMAGE_SIZE and config["class_names"] == class_names
 
 
-def test_bytes_predictions_in_a_fresh_process_equal_the_model(exported, encoded_images, tmp_path):
-    model, path = exported
-    for index, encoded in enumerate(encoded_images):
-        (tmp_path / f"{index}.bin").write_bytes(encoded)
-    script = (
-        "import sys, numpy as np, tensorflow as tf\n"
-        "served = tf.saved_model.load(sys.argv[1])\n"
-        "files = [open(f'{sys.argv[2]}/{i}.bin', 'rb').read() for i in range(3)]\n"
-        "out = served.signatures['serving_default'](image_bytes=tf.constant(files))\n"
-        "np.save(sys.argv[3], out['probabilities'].numpy())\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", script, path, str(tmp_path), str(tmp_path / "served.npy")],
-        check=True,
-        capture_output=True,
-    )
-    decoded = np.stack([tfresnet.decode_for_eval(tf.constant(e), 32).numpy() for e in encoded_images])
-    np.testing.assert_allclose(np.load(tmp_path / "served.npy"), model.predict(decoded, verbose=0), atol=1e-5)
+# === Interruptions ===
+# What is exported does not matter here: a small model exports in a second.
 
 
-def test_interrupted_export_keeps_the_previous_one(exported, tmp_path, monkeypatch):
-    model, path = exported
+def _small_model(seed):
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, dense(pooled))
+    rng = np.random.default_rng(seed)
+    dense.set_weights([rng.normal(0, 3, (3, 3)), rng.normal(0, 1, 3)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory):
+    """`(model, export_dir)`: a small model's export, class names cat/dog/fox."""
+    model = _small_model(0)
+    path = str(tmp_path_factory.mktemp("small") / "1")
+    export.export_saved_model(model, path, class_names=["cat", "dog", "fox"])
+    return model, path
+
+
+@pytest.fixture
+def previous(small_export, tmp_path):
+    """`(target, pixels, probabilities)`: a copy of `small_export` at `tmp_path/1`, and what it
+    serves on `pixels` (the exported model's own probabilities)."""
+    model, path = small_export
     target = str(tmp_path / "1")
     shutil.copytree(path, target)
-    images = np.zeros((1, 32, 32, 3), "float32")
-    before = tf.saved_model.load(target).signatures["serve_images"](images=images)["probabilities"]
+    pixels = np.random.default_rng(3).uniform(0, 255, (4, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    return target, pixels, model.predict(pixels, verbose=0)
 
-    def interrupted(obj, path, *args, **kwargs):
-        os.makedirs(os.path.join(path, "variables"))
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(tf.saved_model, "save", interrupted)
+def test_an_export_interrupted_between_its_two_renames_keeps_the_previous_one(
+    previous, tmp_path, monkeypatch
+):
+    target, pixels, before = previous
+    aside = str(tmp_path / ".1.previous")
+    rename, calls = os.rename, []
+
+    def interrupted_rename(source, destination):
+        if os.path.dirname(os.path.abspath(destination)) == str(tmp_path):
+            calls.append((source, destination))
+            if len(calls) == 2:  # the new export into place, after the previous one went aside
+                raise KeyboardInterrupt
+        rename(source, destination)
+
+    monkeypatch.setattr(saved_model.os, "rename", interrupted_rename)
     with pytest.raises(KeyboardInterrupt):
-        export.export_saved_model(model, target, class_names=["a", "b", "c"])
+        export.export_saved_model(_small_model(1), target, class_names=["x", "y", "z"])
+    monkeypatch.undo()
+
+    assert calls[0] == (target, aside) and calls[1][1] == target and calls[2] == (aside, target)
+    assert os.listdir(tmp_path) == ["1"]
+    assert (tmp_path / "1" / "labels.txt").read_text().split() == ["cat", "dog", "fox"]
+    np.testing.assert_allclose(_served_pixels(target, pixels), before, atol=1e-6)
+
+
+def test_a_kill_between_the_renames_is_repaired_by_the_next_export_even_a_failed_one(
+    previous, tmp_path, monkeypatch
+):
+    """A SIGKILL between the renames leaves the previous export aside and nothing at the path."""
+    target, pixels, before = previous
+    os.rename(target, str(tmp_path / ".1.previous"))
+
+    def failing_write_out(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    # ExportArchive() builds the backend's own archive class: that class writes.
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", failing_write_out)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(_small_model(1), target, class_names=["x", "y", "z"])
 
     assert os.listdir(tmp_path) == ["1"]
-    assert (tmp_path / "1" / "labels.txt").read_text().split() == CLASS_NAMES
-    after = tf.saved_model.load(target).signatures["serve_images"](images=images)["probabilities"]
-    np.testing.assert_array_equal(before, after)
+    assert (tmp_path / "1" / "labels.txt").read_text().split() == ["cat", "dog", "fox"]
+    np.testing.assert_allclose(_served_pixels(target, pixels), before, atol=1e-6)
 
 
-def test_export_replaces_an_existing_one(exported, tmp_path):
-    model, path = exported
-    target = str(tmp_path / "1")
-    shutil.copytree(path, target)
-    export.export_saved_model(model, target, class_names=["x", "y", "z"])
+def test_after_a_kill_the_next_export_takes_the_place_and_drops_the_leftover(previous, tmp_path):
+    target, pixels, _ = previous
+    os.rename(target, str(tmp_path / ".1.previous"))
+    replacement = _small_model(1)
+    export.export_saved_model(replacement, target, class_names=["x", "y", "z"])
+    assert os.listdir(tmp_path) == ["1"]
+    assert (tmp_path / "1" / "labels.txt").read_text().split() == ["x", "y", "z"]
+    expected = replacement.predict(pixels, verbose=0)
+    np.testing.assert_allclose(_served_pixels(target, pixels), expected, atol=1e-6)
+
+
+def test_export_replaces_an_existing_one(previous, tmp_path):
+    target, pixels, before = previous
+    replacement = _small_model(1)
+    export.export_saved_model(replacement, target, class_names=["x", "y", "z"])
     assert (tmp_path / "1" / "labels.txt").read_text().split() == ["x", "y", "z"]
     assert os.listdir(tmp_path) == ["1"]
+    served = _served_pixels(target, pixels)
+    np.testing.assert_allclose(served, replacement.predict(pixels, verbose=0), atol=1e-6)
+    assert np.abs(served - before).max() > 0.01  # the replacement serves, not the previous model
 
 
-def test_class_names_must_match_the_model(model, tmp_path):
+def test_class_names_must_match_the_model(tmp_path):
     with pytest.raises(ValueError, match="class_names has 2 names but the model predicts 3"):
-        export.export_saved_model(model, str(tmp_path / "1"), class_names=["a", "b"])
-
-
-def test_classification_report_counts():
-    labels = np.array([0, 0, 0, 1, 1, 2])
-    predicted = np.array([0, 0, 1, 1, 2, 2])
-    probabilities = np.eye(3)[predicted]
-    report = export.classification_report(labels, probabilities, CLASS_NAMES)
-    assert report["accuracy"] == pytest.approx(4 / 6)
-    assert report["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
-    assert report["per_class"]["cat"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "support": 3}
-    assert report["per_class"]["dog"]["precision"] == pytest.approx(0.5)
-    assert report["per_class"]["fox"]["precision"] == pytest.approx(0.5)
-    assert {"true": "cat", "predicted": "dog", "count": 1} in report["most_confused"]
-
-
-def test_write_report_files(model, tmp_path):
-    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices((images, np.array([0, 1, 2, 0, 1, 2]))).batch(4)
-    history = {
-        "loss": [1.0, 0.5, 0.4],
-        "val_loss": [1.1, 0.7, 0.6],
-        "accuracy": [0.3, 0.6, 0.7],
-        "val_accuracy": [0.3, 0.5, 0.6],
-        "phase": [1, 2, 2],
-    }
-    report = export.write_report(model, dataset, CLASS_NAMES, str(tmp_path), history=history)
-    assert report["num_images"] == 6
-    assert (
-        json.loads((tmp_path / "report.json").read_text())["confusion_matrix"] == report["confusion_matrix"]
-    )
-    for name in ("confusion_matrix.png", "training_curves.png", "top_losses.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        export.export_saved_model(_small_model(0), str(tmp_path / "1"), class_names=["a", "b"])
+    assert not os.path.exists(tmp_path / "1")

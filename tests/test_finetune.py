@@ -1,29 +1,102 @@
+"""The command `python -m tfresnet.finetune`: what it writes, how it fails, what it prints."""
+
+import contextlib
 import csv
+import io
 import json
 import os
-import signal
-import socket
+import re
 import subprocess
 import sys
-import time
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import write_image_folder
 
-from tfresnet.finetune import main
+import tfresnet
+from tfresnet import export, training, tuning
+from tfresnet.finetune import build_parser, main
 
-QUICK = ["--weights", "none", "--image-size", "32", "--batch-size", "8", "--seed", "0"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = [
+    "--backbone",
+    "resnet-tiny",
+    "--weights",
+    "none",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--seed",
+    "0",
+]
+# A random tiny backbone learns the colour-and-shape classes with its head: 8 epochs at a high rate,
+# then 4 at a decaying one with the backbone still frozen (175: all its layers) settle it. Best
+# validation accuracy 0.9-1.0 on every seed tried (0, 1, 2).
+LEARN = [
+    "--augmentation",
+    "none",
+    "--head-epochs",
+    "8",
+    "--epochs",
+    "4",
+    "--freeze-until",
+    "175",
+    "--learning-rate",
+    "3e-2",
+    "--fine-tune-learning-rate",
+    "1e-2",
+    "--patience",
+    "0",
+]
+PROMISED_FILES = (
+    "report.json",
+    "confusion_matrix.png",
+    "training_curves.png",
+    "top_losses.png",
+    "best.weights.h5",
+    "log_head.csv",
+    "log_fine_tune.csv",
+    "config.json",
+    "saved_model/1/saved_model.pb",
+    "saved_model/1/labels.txt",
+)
 
 
-def _run_cli(*args, env=None, **kwargs):
+def _run_cli(*args, env=None):
+    """The command as users run it: a fresh process, TensorFlow's logging left as it comes."""
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run(
         [sys.executable, "-m", "tfresnet.finetune", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-        **kwargs,
+        env={**environment, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def _main(argv):
+    """`main(argv)` in this process: `(exit code, stdout)`; a usage error's SystemExit is a code."""
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        try:
+            code = main(argv)
+        except SystemExit as exit_info:
+            code = exit_info.code
+    return code, stdout.getvalue()
+
+
+def _rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _files_under(folder):
+    return (
+        sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        if folder.exists()
+        else []
     )
 
 
@@ -44,289 +117,351 @@ def small_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_run(learnable_folder, tmp_path_factory):
-    """One real run of the command, as users call it, shared by the tests that inspect it."""
-    output = tmp_path_factory.mktemp("run")
-    completed = _run_cli(
-        "--data-dir",
-        learnable_folder,
-        *QUICK,
-        "--val-split",
-        "0.25",
-        # A random backbone: "standard" crops of 8% of a 40 px image often miss the shape, and
-        # its unnormalised features need a gentle learning rate.
-        "--augmentation",
-        "flip",
-        "--head-epochs",
-        "5",
-        "--epochs",
-        "2",
-        "--learning-rate",
-        "1e-3",
-        "--output-dir",
-        str(output / "out"),
-        "--export-dir",
-        str(output / "serving" / "1"),
-    )
-    return completed, output
+    """One whole run of the command (both phases, report, export), shared by the tests that read it."""
+    output = tmp_path_factory.mktemp("run") / "out"
+    argv = ["--data-dir", learnable_folder, *QUICK, *LEARN, "--output-dir", str(output)]
+    code, stdout = _main(argv)
+    return code, stdout, output
 
 
-def test_cli_learns_a_learnable_folder(trained_run):
-    completed, output = trained_run
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+# === A run ===
+
+
+@pytest.mark.slow
+def test_cli_learns_a_learnable_folder_and_writes_every_promised_file(trained_run):
+    code, stdout, output = trained_run
+    assert code == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["evaluated_on"] == "validation"
-    assert summary["accuracy"] >= 0.9
-    report = json.loads((output / "out" / "report.json").read_text())
-    assert report["num_images"] == 15
-    assert sum(map(sum, report["confusion_matrix"])) == 15
-    for name in ("confusion_matrix.png", "training_curves.png", "top_losses.png", "config.json"):
-        assert (output / "out" / name).exists(), name
-    config = json.loads((output / "out" / "config.json").read_text())
-    assert config["class_names"] == ["blue", "green", "red"]
+    assert summary["accuracy"] >= 0.8
+    assert summary["export_dir"] == str(output / "saved_model" / "1")
+    missing = [name for name in PROMISED_FILES if not (output / name).is_file()]
+    assert missing == []
+    report = json.loads((output / "report.json").read_text())
+    assert report["accuracy"] == summary["accuracy"]
+    assert report["num_images"] == 12 == sum(map(sum, report["confusion_matrix"]))
+    assert len(_rows(output / "log_head.csv")) == 8
+    assert len(_rows(output / "log_fine_tune.csv")) == 4
+    assert json.loads((output / "config.json").read_text())["class_names"] == ["blue", "green", "red"]
+    assert (output / "saved_model" / "1" / "labels.txt").read_text().split() == ["blue", "green", "red"]
 
 
-def test_cli_export_serves_both_signatures(trained_run, learnable_folder):
-    _, output = trained_run
-    export_dir = output / "serving" / "1"
-    shown = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "saved_model_cli"),
-            "show",
-            "--dir",
-            str(export_dir),
-            "--all",
-        ],
-        capture_output=True,
-        text=True,
+def test_without_validation_the_report_evaluates_the_training_images(small_folder, tmp_path, monkeypatch):
+    """`--val-split 0`: the report and the summary say they evaluated the training images."""
+
+    def untrained(data, **kwargs):
+        inputs = keras.Input((32, 32, 3))
+        outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+        return training.FineTuneResult(keras.Model(inputs, outputs), {}, list(data.class_names), {})
+
+    monkeypatch.setattr(training, "fine_tune", untrained)
+    monkeypatch.setattr(export, "export_saved_model", lambda model, path, **kwargs: path)
+    output = tmp_path / "out"
+    code, stdout = _main(
+        ["--data-dir", small_folder, *QUICK, "--val-split", "0", "--output-dir", str(output)]
     )
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    assert "signature_def['serving_default']" in shown.stdout
-    assert "signature_def['serve_images']" in shown.stdout
-    assert "image_bytes" in shown.stdout
-    served = tf.saved_model.load(str(export_dir))
-    files = sorted(os.listdir(os.path.join(learnable_folder, "red")))[:2]
-    encoded = [open(os.path.join(learnable_folder, "red", name), "rb").read() for name in files]
-    labels = served.signatures["serving_default"](image_bytes=tf.constant(encoded))["labels"]
-    assert labels.shape == (2, 3)
-    assert (export_dir / "labels.txt").read_text().split() == ["blue", "green", "red"]
+    assert code == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    report = json.loads((output / "report.json").read_text())
+    assert summary["evaluated_on"] == report["evaluated_on"] == "training (evaluation transform)"
+    assert report["num_images"] == 18
 
 
-def test_help_lists_the_flags(capsys):
+# === Failures during training are not bad input ===
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), ValueError("a Keras error in epoch 7")])
+def test_a_failure_during_training_keeps_its_traceback(small_folder, tmp_path, monkeypatch, error):
+    output = tmp_path / "out"
+
+    def failing(data, *, output_dir, **kwargs):
+        with open(os.path.join(output_dir, "log_head.csv"), "w") as file:
+            file.write("epoch,loss\n0,1.0\n")
+        raise error
+
+    monkeypatch.setattr(training, "fine_tune", failing)
+    with pytest.raises(type(error), match=str(error)):
+        main(["--data-dir", small_folder, *QUICK, "--output-dir", str(output)])
+    assert (output / "log_head.csv").read_text() == "epoch,loss\n0,1.0\n"
+
+
+# === Bad input: one line, exit code 2, nothing trained ===
+
+
+def _bad_inputs(tmp_path, folder):
+    """`{id: (argv, expected text in the error line, sys.modules entries to hide)}`."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_image_folder(str(tmp_path / "two"), num_classes=2, images_per_class=3, size=32)
+    single = tmp_path / "single"
+    single.mkdir()
+    first = sorted(os.listdir(tmp_path / "two"))[0]
+    os.rename(tmp_path / "two" / first, single / first)
+    hollow = tmp_path / "hollow"
+    write_image_folder(str(hollow), num_classes=2, images_per_class=3, size=32)
+    (hollow / "empty_class").mkdir()
+    (tmp_path / "not_weights.h5").write_text("nope")
+    (tmp_path / "state.pth").write_bytes(b"not read")
+    (tmp_path / "state.safetensors").write_bytes(b"not read")
+    (tmp_path / "a_file").write_text("")
+    other_search = tmp_path / "other_search"
+    other_search.mkdir()
+    (other_search / tuning.SETTINGS_FILE).write_text(json.dumps({"tuner": "an older search"}))
+    tiny = ["--backbone", "resnet-tiny", "--weights", "none"]
+    tune = ["--tune", "--tuner", "random", "--max-trials", "1", "--tune-epochs", "1"]
+    data = ["--data-dir", folder]
+    cases = [
+        ("missing-folder", ["--data-dir", str(tmp_path / "missing"), *tiny], "missing", ()),
+        ("empty-folder", ["--data-dir", str(empty), *tiny], str(empty), ()),
+        ("one-class", ["--data-dir", str(single), *tiny], "class", ()),
+        ("empty-class", ["--data-dir", str(hollow), *tiny], "empty_class", ()),
+        ("negative-batch", [*data, *tiny, "--batch-size", "-4"], "--batch-size", ()),
+        ("unknown-backbone", [*data, "--backbone", "resnet18"], "--backbone", ()),
+        ("mixed-precision", [*data, *tiny, "--mixed-precision", "maybe"], "--mixed-precision", ()),
+        ("small-image", [*data, *tiny, "--image-size", "16"], "--image-size", ()),
+        ("nothing-to-train", [*data, *tiny, "--head-epochs", "0", "--epochs", "0"], "Nothing to train", ()),
+        ("freeze-index", [*data, *tiny, "--freeze-until", "999"], "out of range", ()),
+        ("freeze-name", [*data, *tiny, "--freeze-until", "conv9"], "conv9", ()),
+        ("tiny-imagenet", [*data, "--backbone", "resnet-tiny"], "weights=None", ()),
+        (
+            "not-weights",
+            [*data, "--backbone", "resnet50", "--weights", str(tmp_path / "not_weights.h5")],
+            "is not a weights file",
+            (),
+        ),
+        (
+            "pth-without-torch",
+            [*data, "--backbone", "resnet50-torchvision", "--weights", str(tmp_path / "state.pth")],
+            "pip install torch",
+            ("torch",),
+        ),
+        (
+            "safetensors-without-package",
+            [*data, "--backbone", "resnet50-torchvision", "--weights", str(tmp_path / "state.safetensors")],
+            "pip install safetensors",
+            ("safetensors",),
+        ),
+        ("missing-hub", [*data, "--backbone", f"hub:{tmp_path / 'nohub'}"], "Hub module not found", ()),
+        ("output-dir", [*data, *tiny, "--output-dir", str(tmp_path / "a_file" / "out")], "--output-dir", ()),
+        (
+            "export-dir",
+            [*data, *tiny, "--export-dir", str(tmp_path / "a_file" / "m" / "1")],
+            "--export-dir",
+            (),
+        ),
+        ("tune-freeze", [*data, *tiny, *tune, "--freeze-until", "999"], "out of range", ()),
+        (
+            "tune-nothing",
+            [*data, *tiny, *tune, "--head-epochs", "0", "--epochs", "0"],
+            "Nothing to train",
+            (),
+        ),
+        ("tune-no-validation", [*data, *tiny, *tune, "--val-split", "0"], "validation", ()),
+        ("bayesian", [*data, *tiny, *tune, "--tuner", "bayesian"], "pip install", ("sklearn",)),
+        ("tune-dir", [*data, *tiny, *tune, "--tune-dir", str(tmp_path / "a_file" / "t")], "--tune-dir", ()),
+        ("other-search", [*data, *tiny, *tune, "--tune-dir", str(other_search)], "--overwrite", ()),
+    ]
+    return {name: rest for name, *rest in cases}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing-folder",
+        "empty-folder",
+        "one-class",
+        "empty-class",
+        "negative-batch",
+        "unknown-backbone",
+        "mixed-precision",
+        "small-image",
+        "nothing-to-train",
+        "freeze-index",
+        "freeze-name",
+        "tiny-imagenet",
+        "not-weights",
+        "pth-without-torch",
+        "safetensors-without-package",
+        "missing-hub",
+        "output-dir",
+        "export-dir",
+        "tune-freeze",
+        "tune-nothing",
+        "tune-no-validation",
+        "bayesian",
+        "tune-dir",
+        "other-search",
+    ],
+)
+def test_bad_input_exits_2_with_one_line_before_any_training(
+    case, small_folder, tmp_path, monkeypatch, capsys
+):
+    argv, expected, hidden = _bad_inputs(tmp_path, small_folder)[case]
+    for module in hidden:
+        monkeypatch.setitem(sys.modules, module, None)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("trained or searched on bad input")
+
+    monkeypatch.setattr(training, "fine_tune", must_not_run)
+    if case != "other-search":  # there the search itself finds the bad input, before any trial
+        monkeypatch.setattr(tuning, "search", must_not_run)
+    output = tmp_path / "out"
+    argv = [*argv, "--image-size", "32"] if "--image-size" not in argv else argv
+    argv = [*argv, "--output-dir", str(output)] if "--output-dir" not in argv else argv
+    code, stdout = _main(argv)
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert expected in stderr
+    assert "Traceback" not in stderr
+    assert _files_under(output) == []
+
+
+def test_a_shared_search_with_a_variable_missing_is_bad_input(small_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.delenv("KERASTUNER_ORACLE_PORT", raising=False)
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    code, _ = _main(["--data-dir", small_folder, *QUICK, "--tune", "--output-dir", str(tmp_path / "out")])
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert "KERASTUNER_ORACLE_PORT" in stderr and len(stderr.splitlines()) == 1
+
+
+def test_bad_input_from_a_plain_terminal_prints_one_line_and_nothing_else(tmp_path):
+    """No TF_CPP_MIN_LOG_LEVEL: TensorFlow's start-up lines must not reach the terminal."""
+    completed = _run_cli("--data-dir", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "out"))
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert len(completed.stderr.splitlines()) == 1, completed.stderr
+    assert completed.stderr.startswith("python -m tfresnet.finetune: error: Image folder not found")
+
+
+def test_a_saved_keras_model_loads_after_import_tfresnet(tmp_path):
+    """`import tfresnet` is enough for Keras to find the custom layers of a `.keras` file."""
+    model = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+    model.save(tmp_path / "model.keras")
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "pixels.npy", pixels)
+    script = (
+        "import sys, numpy as np, keras, tfresnet\n"
+        "model = keras.models.load_model('model.keras')\n"
+        "np.save('loaded.npy', model.predict(np.load('pixels.npy'), verbose=0))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "loaded.npy"), model.predict(pixels, verbose=0), atol=1e-6)
+
+
+def test_every_public_name_resolves():
+    from tfresnet import export_saved_model, fine_tune, from_folder  # noqa: F401
+
+    unresolved = [name for name in tfresnet.__all__ if getattr(tfresnet, name, None) is None]
+    assert unresolved == []
+
+
+# === Several machines share a search; only its chief trains ===
+
+
+ORACLE = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"}
+
+
+class _Trained(Exception):
+    """Raised by the stand-in for `fine_tune`, carrying what it was asked to train."""
+
+
+@pytest.mark.parametrize(
+    "environment, trains",
+    [
+        ({}, True),
+        ({"KERASTUNER_TUNER_ID": "chief", **ORACLE}, True),
+        ({"KERASTUNER_TUNER_ID": "tuner1", **ORACLE}, False),
+        ({"KERASTUNER_TUNER_ID": "tuner1"}, True),  # no oracle address: a search of its own
+    ],
+    ids=["alone", "chief", "worker", "id-without-oracle"],
+)
+def test_after_a_shared_search_only_the_chief_trains(
+    environment, trains, small_folder, tmp_path, monkeypatch
+):
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    best = {"head_units": 128, "dropout": 0.3, "learning_rate": 0.004}
+    monkeypatch.setattr(tuning, "search", lambda data, **kwargs: dict(best))
+
+    def fine_tune(data, **kwargs):
+        raise _Trained(kwargs)
+
+    monkeypatch.setattr(training, "fine_tune", fine_tune)
+    output = tmp_path / "out"
+    argv = ["--data-dir", small_folder, *QUICK, "--tune", "--tuner", "random", "--output-dir", str(output)]
+    if trains:
+        with pytest.raises(_Trained) as trained:
+            _main(argv)
+        asked = trained.value.args[0]
+        assert {key: asked[key] for key in best} == best
+    else:
+        code, stdout = _main(argv)
+        assert code == 0
+        lines = stdout.strip().splitlines()
+        assert len(lines) == 1
+        assert json.loads(lines[0]) == {"tuner_id": "tuner1", "best_hyperparameters": best}
+        assert _files_under(output) == []
+
+
+# === --help and the README ===
+
+
+def _readme_command_flags():
+    """The `--flags` the README's section on the command mentions (up to the next `## ` heading)."""
+    with open(os.path.join(ROOT, "README.md")) as file:
+        text = file.read()
+    start = text.index("## The command")
+    end = text.find("\n## ", start + 1)
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text[start : end if end > 0 else None]))
+
+
+def _parser_flags():
+    return {
+        flag for action in build_parser()._actions for flag in action.option_strings if flag.startswith("--")
+    }
+
+
+def test_every_flag_is_documented_in_the_readme():
+    assert sorted(_parser_flags() - _readme_command_flags()) == []
+
+
+def test_every_flag_in_the_readme_exists():
+    assert sorted(_readme_command_flags() - _parser_flags()) == []
+
+
+def test_help_describes_every_flag(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in (
-        "--data-dir",
-        "--tfds",
-        "--val-split",
-        "--backbone",
-        "--weights",
-        "--image-size",
-        "--batch-size",
-        "--head-units",
-        "--dropout",
-        "--head-epochs",
-        "--epochs",
-        "--learning-rate",
-        "--fine-tune-learning-rate",
-        "--freeze-until",
-        "--augmentation",
-        "--label-smoothing",
-        "--mixed-precision",
-        "--seed",
-        "--output-dir",
-        "--export-dir",
-        "--resume",
-    ):
-        assert flag in text, flag
+    for action in build_parser()._actions:
+        assert action.option_strings[-1] in text
+        assert action.help, action.option_strings
 
 
-def _bad_inputs(tmp_path, learnable_folder):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    single = tmp_path / "single"
-    write_image_folder(str(tmp_path / "two"), num_classes=2, images_per_class=3, size=32)
-    os.makedirs(single)
-    first_class = sorted(os.listdir(tmp_path / "two"))[0]
-    os.rename(tmp_path / "two" / first_class, single / first_class)
-    hollow = tmp_path / "hollow"
-    write_image_folder(str(hollow), num_classes=2, images_per_class=3, size=32)
-    (hollow / "empty_class").mkdir()
-    not_weights = tmp_path / "resnet50.h5"
-    not_weights.write_text("nope")
-    return [
-        (["--data-dir", str(tmp_path / "missing")], "missing"),
-        (["--data-dir", str(empty)], str(empty)),
-        (["--data-dir", str(single)], "class"),
-        (["--data-dir", str(hollow)], "empty_class"),
-        (["--data-dir", learnable_folder, "--batch-size", "-4"], "--batch-size"),
-        (["--data-dir", learnable_folder, "--backbone", "resnet18"], "--backbone"),
-        (["--data-dir", learnable_folder, "--weights", str(not_weights)], "is not a weights file"),
-        (["--data-dir", learnable_folder, "--weights", "none", "--freeze-until", "999"], "out of range"),
-        (["--data-dir", learnable_folder, "--backbone", f"hub:{tmp_path / 'nohub'}"], "Hub module not found"),
-        (["--data-dir", learnable_folder, "--mixed-precision", "maybe"], "--mixed-precision"),
-    ]
+# === --find-lr ===
 
 
-def test_bad_input_exits_2_with_one_line(tmp_path, learnable_folder, capsys):
-    for argv, expected in _bad_inputs(tmp_path, learnable_folder):
-        argv = [*argv, "--image-size", "32", "--output-dir", str(tmp_path / "out")]
-        try:
-            code = main(argv)
-        except SystemExit as exit_info:
-            code = exit_info.code
-        stderr = capsys.readouterr().err.strip()
-        assert code == 2, (argv, stderr)
-        assert expected in stderr, (argv, stderr)
-        assert len(stderr.splitlines()) == 1, stderr
-        assert "Traceback" not in stderr
-
-
-def test_bad_input_through_the_command_line(tmp_path):
-    completed = _run_cli("--data-dir", str(tmp_path / "missing"))
-    assert completed.returncode == 2
-    assert "Traceback" not in completed.stderr
-    assert "missing" in completed.stderr.strip().splitlines()[-1]
-
-
-def _log_rows(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_at_its_last_epoch(small_folder, tmp_path):
+def test_find_lr_suggests_a_rate_in_the_sweep_before_the_loss_minimum(learnable_folder, tmp_path):
     output = tmp_path / "out"
-    args = [
-        "--data-dir",
-        small_folder,
-        *QUICK,
-        "--head-epochs",
-        "0",
-        "--epochs",
-        "6",
-        "--patience",
-        "0",
-        "--output-dir",
-        str(output),
-    ]
-    log = output / "log_fine_tune.csv"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tfresnet.finetune", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while len(_log_rows(log)) < 2 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_before = len(_log_rows(log))
-    assert 2 <= done_before < 6
-
-    resumed = _run_cli(*args, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Epoch {done_before + 1}/6" in resumed.stdout
-    assert "Epoch 1/6" not in resumed.stdout
-    epochs = [int(row["epoch"]) for row in _log_rows(log)]
-    assert epochs == list(range(6))
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-@pytest.mark.slow
-def test_two_worker_training_on_localhost(small_folder, tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tfresnet.finetune",
-                    "--data-dir",
-                    small_folder,
-                    *QUICK,
-                    "--batch-size",
-                    "4",
-                    "--val-split",
-                    "0.34",
-                    "--head-epochs",
-                    "1",
-                    "--epochs",
-                    "1",
-                    "--output-dir",
-                    str(tmp_path / "out"),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"},
-            )
-        )
-    results = [process.communicate(timeout=600) for process in processes]
-    for process, (_, stderr) in zip(processes, results):
-        assert process.returncode == 0, stderr[-3000:]
-    config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["num_replicas"] == 2
-    assert (tmp_path / "out" / "saved_model" / "1" / "saved_model.pb").exists()
-    summary = json.loads(results[0][0].strip().splitlines()[-1])
-    assert 0 <= summary["accuracy"] <= 1
-    assert np.isfinite(json.loads((tmp_path / "out" / "report.json").read_text())["accuracy"])
-
-
-def test_find_lr_writes_its_plot_and_trains_nothing(learnable_folder, tmp_path, capsys):
-    output = tmp_path / "out"
-    code = main(["--data-dir", learnable_folder, *QUICK, "--find-lr", "--output-dir", str(output)])
+    # Batches of 16 without augmentation: a random backbone's losses are noisy enough as they are.
+    argv = ["--data-dir", learnable_folder, *QUICK, "--batch-size", "16", "--augmentation", "none"]
+    code, stdout = _main([*argv, "--find-lr", "--output-dir", str(output)])
     assert code == 0
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = json.loads(stdout.strip().splitlines()[-1])
     sweep = json.loads((output / "lr_find.json").read_text())
-    assert printed["suggested_learning_rate"] == sweep["suggested_learning_rate"]
-    assert (output / "lr_find.png").exists()
-    assert not (output / "best.weights.h5").exists()
-
-
-@pytest.mark.slow
-def test_tune_searches_then_trains_and_exports_the_best(small_folder, tmp_path):
-    output = tmp_path / "out"
-    completed = _run_cli(
-        "--data-dir",
-        small_folder,
-        *QUICK,
-        "--tune",
-        "--tuner",
-        "random",
-        "--max-trials",
-        "2",
-        "--tune-epochs",
-        "1",
-        "--head-epochs",
-        "1",
-        "--epochs",
-        "0",
-        "--output-dir",
-        str(output),
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    best = json.loads((output / "tuning" / "best_hyperparameters.json").read_text())
-    assert {"head_units", "dropout", "learning_rate"} <= set(best)
-    for name in ("trials.csv", "trials.png"):
-        assert (output / "tuning" / name).exists(), name
-    config = json.loads((output / "config.json").read_text())
-    assert config["learning_rate"] == pytest.approx(best["learning_rate"])
-    assert config["dropout"] == pytest.approx(best["dropout"])
-    assert config["head_units"] == best["head_units"]
-    assert (output / "saved_model" / "1" / "saved_model.pb").exists()
+    rates, losses = np.array(sweep["learning_rates"]), np.array(sweep["losses"])
+    suggested = sweep["suggested_learning_rate"]
+    assert printed["suggested_learning_rate"] == suggested
+    assert rates[0] <= suggested <= rates[-1]
+    assert len(rates) >= 5
+    assert suggested <= rates[int(np.nanargmin(losses))]
+    assert (output / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(output)) == ["lr_find.json", "lr_find.png"]

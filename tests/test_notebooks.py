@@ -1,15 +1,21 @@
 """Tests of notebooks/: stored clean, and run offline as CI runs them.
 
-Each notebook's parameters cell holds its Colab defaults (ImageNet weights, real photos). As
-papermill does, the run inserts a cell after it that overrides them: random weights, 32 px, a
-tiny image folder from `tfresnet.examples`, one epoch or less. Notebooks run with nbclient in
-`tmp_path`, where their files land, in a kernel of the Python running the tests; the first cell
-that raises fails the test with that cell and its traceback.
+Each notebook's parameters cell holds its Colab defaults (ResNet50 or a Hub module, ImageNet
+weights, real photos). As papermill does, the run inserts a cell after it that overrides them: the
+tiny `"resnet-tiny"` backbone with random weights (the small Hub-format module of
+`tests/conftest.py` for `02_tfhub_backbone.ipynb`), 32 px, a tiny image folder from
+`tfresnet.examples`, one epoch or less. Notebooks run with nbclient in a temporary folder, where
+their files land, in a kernel of the Python running the tests; the first cell that raises fails
+the test with that cell and its traceback. Each notebook runs once per module: the tests of what
+it prints and writes read the same run.
 """
 
 import ast
+import json
+import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 import pytest
@@ -23,8 +29,8 @@ from tfresnet.examples import write_shapes_folder
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 COLAB = "https://colab.research.google.com/github/tfresnet/tfresnet/blob/main/notebooks/"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-TINY = {"weights": None, "image_size": 32, "batch_size": 8}
-SHAPES = "shapes"  # written in tmp_path, the notebooks' working directory
+TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32, "batch_size": 8}
+SHAPES = "shapes"  # written in the working directory of the notebook
 HUB_MODULE = "hub:<the module of conftest.save_hub_feature_vector>"
 # The overrides of each notebook's parameters in CI.
 CI_PARAMETERS = {
@@ -48,8 +54,18 @@ CI_PARAMETERS = {
         "epochs": 0,
     },
     # Nothing there: the notebook exports its offline fallback.
-    "04_serving.ipynb": {"export_dir": "models/offline/1", "image_size": 32},
+    "04_serving.ipynb": {"export_dir": "models/offline/1", "backbone": "resnet-tiny", "image_size": 32},
 }
+# What the notebooks print and write, in their working directory.
+DIFFERENCE = "max abs difference"  # between two routes to the same probabilities
+TOLERANCE = 1e-5  # float32 round-off; a crop or a decoding that differs moves them by far more
+SERVING_NOTEBOOKS = ["01_quickstart.ipynb", "02_tfhub_backbone.ipynb"]  # they serve a file's bytes
+RUN_DIRS = {  # the output_dir of fine_tune
+    "01_quickstart.ipynb": "runs/quickstart",
+    "02_tfhub_backbone.ipynb": "runs/hub",
+    "03_hyperparameter_search.ipynb": "runs/best",
+}
+MAX_TINY_EXPORT = 4 << 20  # bytes of a "resnet-tiny" classifier's variables; ResNet50's: 90 MiB
 # PNG images each notebook displays (report figures, predictions, the trials' plot).
 IMAGES_SHOWN = {
     "01_quickstart.ipynb": 3,
@@ -130,28 +146,124 @@ def test_notebooks_run_in_this_python():
 # === Offline runs ===
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_offline(name, tmp_path, request):
+def execute(name: str, folder: Path, hub_module_dir: Callable[[], str]) -> nbformat.NotebookNode:
+    """Runs notebook `name` in `folder` with CI's parameters; returns it with its outputs.
+
+    `hub_module_dir()` gives the folder of the Hub-format module, built only when needed.
+    """
     parameters = dict(CI_PARAMETERS[name])
     if parameters.get("backbone") == HUB_MODULE:
-        parameters["backbone"] = "hub:" + request.getfixturevalue("hub_module_dir")
+        parameters["backbone"] = "hub:" + hub_module_dir()
     if parameters.get("image_folder") == SHAPES:
-        write_shapes_folder(str(tmp_path / SHAPES), num_classes=3, images_per_class=8, size=32)
+        write_shapes_folder(str(folder / SHAPES), num_classes=3, images_per_class=8, size=32)
     notebook = read(name)
     notebook.cells.insert(parameters_cells(notebook)[0] + 1, injected_parameters(parameters))
     notebook.cells.insert(0, new_code_cell(f"import sys\nassert sys.executable == {sys.executable!r}"))
-
     client = NotebookClient(
         notebook,
         km=this_python_kernel(),
         timeout=600,
         kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
+        resources={"metadata": {"path": str(folder)}},
     )
     client.execute(cleanup_kc=True)  # raises CellExecutionError at the first error
+    return notebook
 
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, request):
+    """`run(name)` -> `(notebook with outputs, its working folder)`, each notebook run once.
+
+    A run that raised raises again for every test of that notebook, without running it again.
+    """
+    runs = {}
+
+    def run_once(name: str) -> tuple[nbformat.NotebookNode, Path]:
+        if name not in runs:
+            folder = tmp_path_factory.mktemp(Path(name).stem)
+            try:
+                runs[name] = (
+                    execute(name, folder, lambda: request.getfixturevalue("hub_module_dir")),
+                    folder,
+                )
+            except Exception as error:  # kept, raised again below
+                runs[name] = error
+        if isinstance(runs[name], Exception):
+            raise runs[name]
+        return runs[name]
+
+    return run_once
+
+
+def outputs_of(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def printed(notebook: nbformat.NotebookNode, name: str) -> list[str]:
+    """The values of the stdout lines `<name>: <value>`, in order."""
+    text = "".join(
+        output.text
+        for output in outputs_of(notebook)
+        if output.output_type == "stream" and output.name == "stdout"
+    )
+    return re.findall(rf"^{re.escape(name)}: (.*)$", text, flags=re.MULTILINE)
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as file:
+        return json.load(file)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_offline(name, run):
+    notebook, _ = run(name)
+    outputs = outputs_of(notebook)
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) == IMAGES_SHOWN[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SERVING_NOTEBOOKS)
+def test_notebook_serves_an_image_file_as_the_model_in_memory_predicts_it(name, run):
+    notebook, folder = run(name)
+    class_names = read_json(folder / RUN_DIRS[name] / "config.json")["class_names"]
+    assert printed(notebook, "true label") == [class_names[0]]  # the first photo of the first class
+    (served,) = printed(notebook, "served label")
+    assert [served] == printed(notebook, "model label")
+    (difference,) = printed(notebook, DIFFERENCE)
+    assert float(difference) < TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RUN_DIRS))
+def test_notebook_trains_the_backbone_of_its_parameters(name, run, request):
+    _, folder = run(name)
+    expected = CI_PARAMETERS[name]["backbone"]
+    if expected == HUB_MODULE:
+        expected = "hub:" + request.getfixturevalue("hub_module_dir")
+    assert read_json(folder / RUN_DIRS[name] / "config.json")["backbone"] == expected
+
+
+@pytest.mark.slow
+def test_serving_notebook_gets_the_same_probabilities_from_bytes_and_pixels(run):
+    notebook, folder = run("04_serving.ipynb")
+    (difference,) = printed(notebook, DIFFERENCE)
+    assert float(difference) < TOLERANCE
+    export_dir = folder / CI_PARAMETERS["04_serving.ipynb"]["export_dir"]
+    assert read_json(export_dir / "tfresnet_config.json")["image_size"] == 32
+    variables = sum(path.stat().st_size for path in (export_dir / "variables").iterdir())
+    assert variables < MAX_TINY_EXPORT  # the stand-in is built on the backbone parameter
+
+
+@pytest.mark.slow
+def test_search_notebook_trains_and_exports_the_best_values(run):
+    notebook, folder = run("03_hyperparameter_search.ipynb")
+    (best,) = printed(notebook, "best")
+    best = ast.literal_eval(best)
+    assert best == read_json(folder / "runs/search/best_hyperparameters.json")
+    trained = read_json(folder / "runs/best/config.json")
+    assert {key: trained[key] for key in best} == best
+    exported = read_json(folder / "models/best/1/tfresnet_config.json")
+    assert {key: exported[key] for key in best} == best

@@ -1,31 +1,234 @@
+"""The two-phase recipe on the tiny backbone: what reaches training, what each phase trains,
+and what a run leaves for a resume."""
+
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+import types
 
 import keras
 import numpy as np
 import pytest
+from conftest import write_image_folder
 
 import tfresnet
 from tfresnet import training
+from tfresnet.checkpoints import EpochLog, read_json, read_log
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = {"backbone": "resnet-tiny", "weights": None, "verbose": 0}
+COLOURS = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220]], dtype="float32")
 
 
-def _tiny_data():
+def _data(counts=(8, 8, 8), *, val_split=0.25, batch_size=8, drop_remainder=False):
+    """Classes of one colour each (a learnable signal) with noise, 32 px."""
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 8)
-    colours = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220]], dtype="float32")
-    images = colours[labels][:, None, None, :] + rng.normal(0, 20, (24, 32, 32, 3))
+    labels = np.repeat(np.arange(len(counts)), counts)
+    images = COLOURS[labels][:, None, None, :] + rng.normal(0, 20, (len(labels), 32, 32, 3))
     return tfresnet.from_arrays(
-        np.clip(images, 0, 255).astype("uint8"), labels, image_size=32, batch_size=8, val_split=0.25, seed=0
+        np.clip(images, 0, 255).astype("uint8"),
+        labels,
+        image_size=32,
+        batch_size=batch_size,
+        val_split=val_split,
+        augmentation="none",
+        drop_remainder=drop_remainder,
+        seed=0,
     )
 
 
-@pytest.fixture
-def tiny_data():
-    return _tiny_data()
-
-
-def _fresh_backbone(seed):
+def _fresh_backbone(seed: int, num_classes: int):
     keras.utils.set_random_seed(seed)
-    return tfresnet.build_classifier(3, weights=None, image_size=32).get_layer("backbone")
+    model = tfresnet.build_classifier(num_classes, backbone="resnet-tiny", weights=None, image_size=32)
+    return model.get_layer("backbone")
+
+
+def _same_weights(a: keras.layers.Layer, b) -> bool:
+    """Whether layer `a` holds the weights of layer `b` (or of a list of arrays)."""
+    b = [w.numpy() for w in b.weights] if isinstance(b, keras.layers.Layer) else b
+    return all(np.array_equal(x.numpy(), y) for x, y in zip(a.weights, b))
+
+
+def _recording_fit(monkeypatch) -> list[dict]:
+    """Wraps `keras.Model.fit`; returns the list it appends each call's kwargs and end state to."""
+    calls, fit = [], keras.Model.fit
+
+    def recording(model, *args, **kwargs):
+        history = fit(model, *args, **kwargs)
+        optimizer = model.optimizer
+        calls.append(
+            {
+                **kwargs,
+                "iterations": int(optimizer.iterations),
+                "final_learning_rate": float(optimizer.learning_rate),
+                "schedule": optimizer._learning_rate,
+                "backbone": {  # as the phase leaves it, before the best epoch is restored
+                    layer.name: [weight.numpy() for weight in layer.weights]
+                    for layer in model.get_layer("backbone").layers
+                    if layer.weights
+                },
+            }
+        )
+        return history
+
+    monkeypatch.setattr(keras.Model, "fit", recording)
+    return calls
+
+
+# === A head phase without a validation set, 3:1 classes ===
+
+HEAD_RUN = dict(TINY, head_epochs=2, epochs=0, label_smoothing=0.2, class_weight="balanced", seed=3)
+
+
+def _imbalanced():
+    keras.utils.set_random_seed(1)  # the same state as a fresh process, for the same-seed test
+    return _data((12, 4), val_split=0)
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("head_run"))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        calls = _recording_fit(monkeypatch)
+        result = training.fine_tune(_imbalanced(), output_dir=output_dir, **HEAD_RUN)
+    return types.SimpleNamespace(result=result, output_dir=output_dir, fit_calls=calls)
+
+
+def test_a_run_without_validation_finishes_on_the_lowest_training_loss(head_run):
+    history, output_dir = head_run.result.history, head_run.output_dir
+    assert set(history) == {"loss", "accuracy", "phase"}
+    assert history["phase"] == [1, 1]
+    best = read_json(os.path.join(output_dir, "best.json"))
+    assert best["monitor"] == "loss"
+    assert best["value"] == min(history["loss"])
+    assert best["epoch"] == {"phase": "head", "epoch": int(np.argmin(history["loss"]))}
+    log = open(os.path.join(output_dir, "log_head.csv")).read()
+    assert log.splitlines()[0] == "epoch,accuracy,loss" and "NA" not in log
+    assert read_json(os.path.join(output_dir, "training_done.json"))["best_epoch"] == best["epoch"]
+    assert not os.path.exists(os.path.join(output_dir, "backup"))
+
+    saved = tfresnet.build_classifier(2, backbone="resnet-tiny", weights=None, image_size=32)
+    saved.load_weights(os.path.join(output_dir, "best.weights.h5"))
+    for expected, actual in zip(saved.weights, head_run.result.model.weights):
+        np.testing.assert_array_equal(expected.numpy(), actual.numpy())
+
+
+def test_the_head_phase_leaves_the_backbone_untouched(head_run):
+    trained = head_run.result.model
+    assert _same_weights(_fresh_backbone(3, 2), trained.get_layer("backbone"))
+    fresh_head = tfresnet.build_classifier(2, backbone="resnet-tiny", weights=None, image_size=32)
+    assert not np.array_equal(fresh_head.layers[-1].kernel.numpy(), trained.layers[-1].kernel.numpy())
+
+
+def test_class_weights_and_label_smoothing_reach_training(head_run):
+    (call,) = head_run.fit_calls
+    assert call["class_weight"] == pytest.approx({0: 16 / 24, 1: 2.0})
+    assert head_run.result.model.loss.label_smoothing == pytest.approx(0.2)
+
+
+def test_config_records_what_the_run_resolved(head_run):
+    config = read_json(os.path.join(head_run.output_dir, "config.json"))
+    assert config["jit_compile"] is False  # "auto" on a CPU
+    assert config["strategy"] == "default"
+    assert config["steps_per_epoch"] == 2
+    assert config["class_weights"] == pytest.approx({"0": 16 / 24, "1": 2.0})
+    assert config["label_smoothing"] == 0.2 and config["num_validation"] == 0
+    assert config["best_epoch"] == read_json(os.path.join(head_run.output_dir, "best.json"))["epoch"]
+
+
+def test_same_seed_same_result_with_or_without_an_output_dir(head_run):
+    again = training.fine_tune(_imbalanced(), **HEAD_RUN)
+    assert again.history == head_run.result.history
+    for expected, actual in zip(head_run.result.model.weights, again.model.weights):
+        np.testing.assert_array_equal(expected.numpy(), actual.numpy())
+
+
+# === Both phases, killed in the head phase and resumed; 10 images in 2 full batches ===
+
+BOTH_PHASES = dict(TINY, head_epochs=2, epochs=2, freeze_until="conv5", warmup_epochs=0.5, seed=3)
+
+
+def _full_batches():
+    return _data((5, 5), val_split=0, batch_size=4, drop_remainder=True)
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """Killed after the head phase's first epoch was backed up, before it was logged; resumed."""
+    output_dir = str(tmp_path_factory.mktemp("resumed_run"))
+    data = _full_batches()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        log_epoch = EpochLog.on_epoch_end
+
+        def killed(self, epoch, logs=None):
+            raise KeyboardInterrupt("killed")
+
+        monkeypatch.setattr(EpochLog, "on_epoch_end", killed)
+        with pytest.raises(KeyboardInterrupt):
+            training.fine_tune(data, output_dir=output_dir, **BOTH_PHASES)
+        assert not os.path.exists(os.path.join(output_dir, "log_head.csv"))
+        monkeypatch.setattr(EpochLog, "on_epoch_end", log_epoch)
+        calls = _recording_fit(monkeypatch)
+        result = training.fine_tune(data, output_dir=output_dir, resume=True, **BOTH_PHASES)
+    return types.SimpleNamespace(result=result, output_dir=output_dir, fit_calls=calls, data=data)
+
+
+def test_a_resumed_run_logs_every_epoch_once(resumed_run):
+    head = read_log(os.path.join(resumed_run.output_dir, "log_head.csv"))
+    fine_tune = read_log(os.path.join(resumed_run.output_dir, "log_fine_tune.csv"))
+    assert [row["epoch"] for row in head] == [0, 1]
+    assert [row["epoch"] for row in fine_tune] == [0, 1]
+    assert resumed_run.result.history["phase"] == [1, 1, 2, 2]
+    assert resumed_run.result.history["loss"] == [row["loss"] for row in head + fine_tune]
+    head_fit, fine_tune_fit = resumed_run.fit_calls
+    assert (head_fit["iterations"], fine_tune_fit["iterations"]) == (2 * 2, 2 * 2)  # 1 + 1 head epochs
+
+
+def test_the_schedule_ends_at_zero_on_the_last_batch_run(resumed_run):
+    assert training.steps_per_epoch(resumed_run.data) == 2  # 10 images, batches of 4, remainder dropped
+    fine_tune_fit = resumed_run.fit_calls[-1]
+    assert fine_tune_fit["iterations"] == 2 * 2
+    assert fine_tune_fit["final_learning_rate"] == pytest.approx(0.0, abs=1e-12)
+    assert float(fine_tune_fit["schedule"](2 * 2 - 1)) > 0
+    assert read_json(os.path.join(resumed_run.output_dir, "config.json"))["steps_per_epoch"] == 2
+
+
+def test_freeze_until_trains_the_given_stages_only(resumed_run):
+    fresh, trained = _fresh_backbone(3, 2), resumed_run.fit_calls[-1]["backbone"]
+    same = {layer.name: _same_weights(layer, trained[layer.name]) for layer in fresh.layers if layer.weights}
+    assert same["conv1_conv"] and same["conv4_block6_3_conv"]
+    assert not same["conv5_block1_1_conv"] and not same["conv5_block3_3_conv"]
+    assert all(same[name] for name in same if name.endswith("_bn"))  # moving statistics included
+
+
+def test_resuming_a_finished_run_trains_nothing(resumed_run, monkeypatch):
+    logs = {
+        name: open(os.path.join(resumed_run.output_dir, name)).read()
+        for name in ("log_head.csv", "log_fine_tune.csv")
+    }
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_fit)
+    again = training.fine_tune(
+        resumed_run.data, output_dir=resumed_run.output_dir, resume=True, **BOTH_PHASES
+    )
+
+    assert again.history == resumed_run.result.history
+    for expected, actual in zip(resumed_run.result.model.weights, again.model.weights):
+        np.testing.assert_array_equal(expected.numpy(), actual.numpy())
+    for name, text in logs.items():
+        assert open(os.path.join(resumed_run.output_dir, name)).read() == text
+    assert again.config["best_epoch"] == resumed_run.result.config["best_epoch"] is not None
+    assert again.model.loss.label_smoothing == pytest.approx(0.1)  # compiled as after training
+
+
+# === Recipe pieces ===
 
 
 def test_class_weights_balance_the_classes():
@@ -46,47 +249,10 @@ def test_fine_tune_schedule_warms_up_then_decays():
     assert rates[4] == pytest.approx(0.0, abs=1e-7)
 
 
-def test_head_phase_leaves_the_backbone_untouched(tiny_data, tmp_path):
-    result = training.fine_tune(
-        tiny_data, weights=None, head_epochs=2, epochs=0, seed=3, output_dir=str(tmp_path), verbose=0
-    )
-    fresh = _fresh_backbone(3)
-    for expected, actual in zip(fresh.weights, result.model.get_layer("backbone").weights):
-        np.testing.assert_array_equal(expected.numpy(), actual.numpy())
-    assert result.history["phase"] == [1, 1]
-    assert len(result.history["val_accuracy"]) == 2
-    for name in ("best.weights.h5", "config.json", "log_head.csv"):
-        assert os.path.exists(tmp_path / name)
-
-
-def test_fine_tune_phase_trains_from_freeze_until_and_keeps_batch_norm(tiny_data):
-    result = training.fine_tune(
-        tiny_data, weights=None, head_epochs=1, epochs=1, freeze_until="conv5", seed=3, verbose=0
-    )
-    fresh, trained = _fresh_backbone(3), result.model.get_layer("backbone")
-    same = {
-        layer.name: all(
-            np.array_equal(a.numpy(), b.numpy())
-            for a, b in zip(layer.weights, trained.get_layer(layer.name).weights)
-        )
-        for layer in fresh.layers
-        if layer.weights
-    }
-    assert same["conv1_conv"] and same["conv4_block6_3_conv"]
-    assert not same["conv5_block3_3_conv"]
-    assert all(same[name] for name in same if name.endswith("_bn"))
-    assert result.history["phase"] == [1, 2]
-    assert result.config["fine_tune_learning_rate"] == pytest.approx(1e-4)
-
-
-def test_same_seed_same_result():
-    runs = []
-    for _ in range(2):
-        keras.utils.set_random_seed(1)  # the same starting state, as in two fresh processes
-        runs.append(
-            training.fine_tune(_tiny_data(), weights=None, head_epochs=1, epochs=0, seed=7, verbose=0)
-        )
-    np.testing.assert_allclose(runs[0].history["loss"], runs[1].history["loss"], rtol=1e-5)
+@pytest.mark.parametrize("drop_remainder, steps", [(True, 2), (False, 3)])
+def test_steps_per_epoch_counts_the_batches_of_the_training_set(drop_remainder, steps):
+    data = _data((5, 5), val_split=0, batch_size=4, drop_remainder=drop_remainder)
+    assert training.steps_per_epoch(data) == steps
 
 
 @pytest.mark.parametrize(
@@ -94,44 +260,118 @@ def test_same_seed_same_result():
     [
         ({"head_epochs": 0, "epochs": 0}, "Nothing to train"),
         ({"epochs": -1}, "epochs must be an integer >= 0"),
+        ({"head_epochs": True}, "head_epochs must be an integer >= 0"),
         ({"resume": True}, "resume=True needs the output_dir"),
         ({"freeze_until": 500}, "out of range"),
         ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+        ({"fine_tune_learning_rate": 0.0}, "fine_tune_learning_rate must be > 0"),
         ({"mixed_precision": "yes"}, "mixed_precision must be one of"),
     ],
 )
-def test_bad_settings_fail_before_training(tiny_data, kwargs, message):
+def test_bad_settings_fail_before_training(kwargs, message, monkeypatch):
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: pytest.fail("trained with a bad setting"))
     with pytest.raises(ValueError, match=message):
-        training.fine_tune(tiny_data, weights=None, verbose=0, **kwargs)
+        training.fine_tune(_data(), **{**TINY, **kwargs})
 
 
-def test_resolve_strategy_without_cluster(monkeypatch):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    strategy = training.resolve_strategy()
-    assert strategy.num_replicas_in_sync == 1
-    assert training.is_chief(strategy)
+# === The command, as users run it ===
+
+CLI = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
+CLI += ["--augmentation", "none", "--seed", "0"]
 
 
-def test_find_lr_sweeps_and_restores_the_model(tiny_data, tmp_path):
-    model = tfresnet.build_classifier(3, weights=None, image_size=32)
-    model.compile("sgd", "categorical_crossentropy")
-    before = [w.copy() for w in model.get_weights()]
-    sweep = training.find_lr(
-        model, tiny_data.train, steps=12, end_lr=10.0, output_path=str(tmp_path / "lr.png")
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tfresnet.finetune", *CLI, *args]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    completed = subprocess.run(_command(*args), capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+def _logs(output_dir) -> dict[str, list[dict]]:
+    return {phase: read_log(os.path.join(output_dir, f"log_{phase}.csv")) for phase in ("head", "fine_tune")}
+
+
+@pytest.mark.slow
+def test_the_command_without_a_validation_set_reports_on_the_training_images(tmp_path):
+    write_image_folder(str(tmp_path / "images"), num_classes=2, images_per_class=6, size=32)
+    output_dir = tmp_path / "run"
+    completed = _cli(
+        *("--data-dir", str(tmp_path / "images"), "--val-split", "0", "--head-epochs", "1", "--epochs", "1"),
+        *("--output-dir", str(output_dir)),
     )
 
-    rates = np.array(sweep["learning_rates"])
-    assert len(rates) == len(sweep["losses"]) <= 12
-    np.testing.assert_allclose(rates[1:] / rates[:-1], (10.0 / 1e-7) ** (1 / 11), rtol=1e-6)
-    assert sweep["suggested_learning_rate"] in sweep["learning_rates"]
-    for expected, actual in zip(before, model.get_weights()):
-        np.testing.assert_array_equal(expected, actual)
-    assert isinstance(model.optimizer, keras.optimizers.SGD)
-    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    report = read_json(str(output_dir / "report.json"))
+    assert report["evaluated_on"] == "training (evaluation transform)"
+    assert report["num_images"] == 12
+    assert json.loads(completed.stdout.strip().splitlines()[-1])["evaluated_on"] == report["evaluated_on"]
+    logs = _logs(output_dir)
+    assert [len(logs["head"]), len(logs["fine_tune"])] == [1, 1]
+    assert all(set(row) == {"epoch", "loss", "accuracy"} for rows in logs.values() for row in rows)
+    assert read_json(str(output_dir / "best.json"))["monitor"] == "loss"
 
 
-def test_steepest_descent_picks_the_fastest_fall():
-    rates = list(np.logspace(-6, 0, 13))
-    losses = [2.0, 2.0, 2.0, 1.99, 1.9, 1.5, 0.9, 0.6, 0.5, 0.45, 0.6, 2.0, 9.0]
-    suggested = training._steepest_descent(rates, losses)
-    assert rates[4] <= suggested <= rates[7]
+def _start(command: list[str], stderr_path) -> subprocess.Popen:
+    with open(stderr_path, "w") as stderr:  # a file, not a pipe nobody reads while it runs
+        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def _kill_once(process: subprocess.Popen, done) -> None:
+    """SIGKILLs `process` as soon as `done()` holds (it must not end before)."""
+    deadline = time.monotonic() + 540
+    while not done():
+        assert process.poll() is None, "the run ended before the moment to kill it"
+        assert time.monotonic() < deadline, "the moment to kill the run never came"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_a_killed_command_resumes_and_keeps_its_best_epoch(tmp_path):
+    images, killed_dir, reference_dir = (str(tmp_path / name) for name in ("images", "killed", "reference"))
+    write_image_folder(images, images_per_class=10, size=32)
+    run = ["--data-dir", images, "--val-split", "0.3", "--head-epochs", "2", "--epochs", "6"]
+    run += ["--patience", "0"]
+    reference = _start(_command(*run, "--output-dir", reference_dir), tmp_path / "reference.err")
+    killed = _start(_command(*run, "--output-dir", killed_dir), tmp_path / "killed.err")
+    _kill_once(killed, lambda: read_log(os.path.join(killed_dir, "log_fine_tune.csv")))
+    at_kill = _logs(killed_dir)
+    assert not os.path.exists(os.path.join(killed_dir, "training_done.json"))
+    # The uninterrupted run is only needed up to the end of its training.
+    _kill_once(reference, lambda: os.path.exists(os.path.join(reference_dir, "training_done.json")))
+
+    completed = _cli(*run, "--output-dir", killed_dir, "--resume")
+
+    logs, reference_logs = _logs(killed_dir), _logs(reference_dir)
+    for phase, epochs in (("head", 2), ("fine_tune", 6)):  # every epoch once, those before the kill kept
+        assert [row["epoch"] for row in logs[phase]] == list(range(epochs))
+        assert logs[phase][: len(at_kill[phase])] == at_kill[phase]
+    # Up to the kill, the run is the uninterrupted one, to the bit. The resumed process goes on
+    # from the last epoch before the kill, but draws its batches in another order (a fresh
+    # process starts the shuffle again), so its epochs come close to the uninterrupted ones only.
+    assert at_kill["head"] == reference_logs["head"]
+    assert at_kill["fine_tune"] == reference_logs["fine_tune"][: len(at_kill["fine_tune"])]
+    first = len(at_kill["fine_tune"])  # the first epoch of the resumed process
+    assert 1 <= first < 6
+    resumed, before, uninterrupted = (
+        logs["fine_tune"][first],
+        logs["fine_tune"][first - 1],
+        reference_logs["fine_tune"][first],
+    )
+    # A restart of the phase would fall back to the validation loss of its first epoch, well
+    # above the next ones: the resumed epoch lands near the uninterrupted one instead.
+    assert resumed["loss"] < 2 * before["loss"], "the resumed run did not go on from the kill"
+    assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=0.1)
+
+    scores = [(row["val_accuracy"], phase, row["epoch"]) for phase in logs for row in logs[phase]]
+    best_score, phase, epoch = max(scores, key=lambda score: score[0])  # the first of the best
+    assert read_json(os.path.join(killed_dir, "best.json"))["epoch"] == {"phase": phase, "epoch": epoch}
+    report = read_json(os.path.join(killed_dir, "report.json"))
+    assert report["accuracy"] == pytest.approx(best_score, abs=1e-6)
+    assert (report["num_images"], report["evaluated_on"]) == (9, "validation")
+    assert json.loads(completed.stdout.strip().splitlines()[-1])["accuracy"] == report["accuracy"]
+    reference_scores = [row["val_accuracy"] for phase in reference_logs for row in reference_logs[phase]]
+    assert read_json(os.path.join(reference_dir, "best.json"))["value"] == max(reference_scores)

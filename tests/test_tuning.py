@@ -1,6 +1,11 @@
-"""Tests of tfresnet.tuning: search spaces built without training, tiny searches on 32 px images."""
+"""Tests of tfresnet.tuning: search spaces built without training, tiny searches on 32 px images.
+
+Every model here is built on the tiny test backbone (`backbone="resnet-tiny"`, `weights=None`,
+128 features), and every search runs on 32 images of 32 px in three imbalanced classes.
+"""
 
 import csv
+import importlib
 import json
 import os
 import shutil
@@ -8,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import keras_tuner
@@ -16,8 +22,44 @@ import pytest
 import tensorflow as tf
 
 from tfresnet import tuning
-from tfresnet.data import ImageData
+from tfresnet.data import ImageData, from_arrays
+from tfresnet.examples import CLASS_COLORS, CLASS_SHAPES, draw_shape
+from tfresnet.models import build_classifier, compile_classifier
+from tfresnet.training import class_weights
 from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, extract_features, search
+from tfresnet.tuning import tuner as tuner_module
+from tfresnet.tuning.tuner import SearchTuner, make_oracle
+
+# `tfresnet.tuning.search` is the function; the module holds what the tests patch.
+search_module = importlib.import_module("tfresnet.tuning.search")
+
+TINY = {"backbone": "resnet-tiny", "weights": None}
+# Images per class: imbalanced, so the balanced class weights differ from 1. A quarter of each
+# class is held out: 24 training images (12, 6, 6), 3 batches of 8, and 8 validation images.
+CLASS_SIZES = (16, 8, 8)
+NUM_CLASSES = len(CLASS_SIZES)
+FEATURE_SIZE = 128  # resnet-tiny's
+
+
+def make_arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """32 px images in which class k is the k-th colour and shape on a noisy background."""
+    rng = np.random.default_rng(seed)
+    colors = list(CLASS_COLORS.values())
+    labels = np.repeat(np.arange(NUM_CLASSES), CLASS_SIZES)
+    images = np.stack([np.asarray(draw_shape(CLASS_SHAPES[k], colors[k], 32, rng)) for k in labels])
+    return images, labels
+
+
+def make_data(seed: int = 0) -> ImageData:
+    images, labels = make_arrays(seed)
+    return from_arrays(
+        images, labels, image_size=32, batch_size=8, val_split=0.25, augmentation="none", seed=0
+    )
+
+
+@pytest.fixture
+def data() -> ImageData:
+    return make_data()
 
 
 def fixed_hp(**values) -> keras_tuner.HyperParameters:
@@ -36,6 +78,24 @@ def check_in_space(best: dict) -> None:
     assert best["head_units"] is None or best["head_units"] in tuning.HEAD_UNITS[1:]
     assert tuning.DROPOUT_RANGE[0] <= best["dropout"] <= tuning.DROPOUT_RANGE[1]
     assert tuning.LEARNING_RATE_RANGE[0] <= best["learning_rate"] <= tuning.LEARNING_RATE_RANGE[1]
+
+
+def take_all(dataset):
+    batches = list(dataset.as_numpy_iterator())
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def record_fit_calls(monkeypatch, hypermodel_class) -> list[dict]:
+    """Records the keyword arguments of every `hypermodel_class.fit` a trial makes."""
+    calls = []
+    fit = hypermodel_class.fit
+
+    def recording_fit(self, hp, model, *args, **kwargs):
+        calls.append(kwargs)
+        return fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(hypermodel_class, "fit", recording_fit)
+    return calls
 
 
 class RecordTraining(keras.callbacks.Callback):
@@ -57,7 +117,24 @@ class RecordTraining(keras.callbacks.Callback):
         return int(self.model.optimizer.iterations), keras.ops.convert_to_numpy(kernel)
 
 
-# === Search spaces, built without training ===
+class RecordBackboneKernels(keras.callbacks.Callback):
+    """Records a conv5 and a conv4 kernel of the backbone when a trial's fit starts and ends."""
+
+    LAYERS = ("conv5_block1_1_conv", "conv4_block6_3_conv")
+    record = []
+
+    def on_train_begin(self, logs=None):
+        self.record.append(self.kernels())
+
+    def on_train_end(self, logs=None):
+        self.record.append(self.kernels())
+
+    def kernels(self) -> dict:
+        backbone = self.model.get_layer("backbone")
+        return {name: keras.ops.convert_to_numpy(backbone.get_layer(name).kernel) for name in self.LAYERS}
+
+
+# === Search spaces and the recipe, built without searching ===
 
 
 def test_head_hypermodel_default_values_build_the_default_head():
@@ -87,7 +164,7 @@ def test_head_hypermodel_declares_the_space_with_defaults():
 
 
 def test_classifier_hypermodel_default_values_freeze_the_backbone():
-    model = ClassifierHyperModel(3, weights=None, image_size=32).build(keras_tuner.HyperParameters())
+    model = ClassifierHyperModel(3, image_size=32, **TINY).build(keras_tuner.HyperParameters())
     names = ["images", "preprocessing", "backbone", "pooler", "output_dropout", "predictions"]
     assert [layer.name for layer in model.layers] == names
     assert [v.path for v in model.trainable_variables] == ["predictions/kernel", "predictions/bias"]
@@ -95,7 +172,7 @@ def test_classifier_hypermodel_default_values_freeze_the_backbone():
 
 
 def test_classifier_hypermodel_searches_where_to_freeze():
-    hypermodel = ClassifierHyperModel(3, weights=None, image_size=32, freeze_until_choices=[None, "conv5"])
+    hypermodel = ClassifierHyperModel(3, image_size=32, freeze_until_choices=[None, "conv5"], **TINY)
     hp = keras_tuner.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
     assert hp.get("freeze_until") == "none"
@@ -106,36 +183,162 @@ def test_classifier_hypermodel_searches_where_to_freeze():
     assert trainable and all(name.startswith("conv5") for name in trainable)
 
 
+@pytest.mark.parametrize("label_smoothing", [None, 0.25])
+@pytest.mark.parametrize("kind", ["head", "classifier"])
+def test_hypermodels_compile_fine_tunes_loss(kind, label_smoothing):
+    options = {} if label_smoothing is None else {"label_smoothing": label_smoothing}
+    if kind == "head":
+        hypermodel = HeadHyperModel(3, feature_dim=FEATURE_SIZE, **options)
+    else:
+        hypermodel = ClassifierHyperModel(3, image_size=32, **TINY, **options)
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    assert type(model.loss) is keras.losses.CategoricalCrossentropy
+    assert model.loss.label_smoothing == (0.1 if label_smoothing is None else label_smoothing)
+    assert model.loss.get_config()["from_logits"] is False
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+def test_a_trial_optimises_the_loss_of_fine_tune(data):
+    """A trial's loss on a batch is fine_tune's: smoothed cross-entropy weighted by class."""
+    images, labels = take_all(data.train)
+    weights = class_weights(data.class_counts, "balanced")
+    assert len(set(weights.values())) > 1  # imbalanced: the weights matter
+    # fine_tune's model and recipe (compile_classifier's defaults, fine_tune's class weights).
+    classifier = build_classifier(NUM_CLASSES, image_size=32, dropout=0.0, **TINY)
+    compile_classifier(classifier, learning_rate=1e-3)
+    features = keras.Model(classifier.input, classifier.get_layer("pooler").output).predict(images, verbose=0)
+    # A trial's head on those features, its weights copied into the classifier's head.
+    hp = fixed_hp(head_units=0, dropout=0.0, learning_rate=1e-3)
+    hypermodel = HeadHyperModel(NUM_CLASSES, feature_dim=FEATURE_SIZE)
+    head = hypermodel.build(hp)
+    kernel, bias = head.get_layer("predictions").get_weights()
+    classifier.get_layer("predictions").set_weights([kernel, bias])
+
+    one_hot = np.eye(NUM_CLASSES, dtype="float32")[labels]
+    sample_weight = np.array([weights[label] for label in labels], dtype="float32")
+    recipe = classifier.evaluate(
+        images, one_hot, sample_weight=sample_weight, batch_size=len(labels), verbose=0, return_dict=True
+    )["loss"]
+    # One batch, one epoch: the logged loss is the loss before the only update.
+    trial = hypermodel.fit(
+        hp,
+        head,
+        features,
+        labels,
+        batch_size=len(labels),
+        shuffle=False,
+        epochs=1,
+        class_weight=weights,
+        verbose=0,
+    ).history["loss"][0]
+    assert trial == pytest.approx(recipe, rel=1e-5)
+
+    # The same number from first principles, and the numbers a trial without label smoothing
+    # or without class weights would give. From logits: Keras computes a softmax layer's
+    # cross-entropy from its logits, which clipped probabilities would not match.
+    logits = features @ kernel + bias
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+    unsmoothed = keras.losses.CategoricalCrossentropy(from_logits=True)
+    assert float(smoothed(one_hot, logits, sample_weight=sample_weight)) == pytest.approx(recipe, rel=1e-5)
+    assert float(unsmoothed(one_hot, logits, sample_weight=sample_weight)) != pytest.approx(recipe, rel=1e-3)
+    assert float(smoothed(one_hot, logits)) != pytest.approx(recipe, rel=1e-3)
+
+
+def test_freeze_choices_are_checked_against_the_table_without_building(monkeypatch):
+    built = []
+
+    def build(*args, **kwargs):
+        built.append(kwargs)
+        return build_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "build_classifier", build)
+    check = search_module._check_freeze_choices
+    check(("none", "conv4", "conv5", "143", "-10"), backbone="resnet50", image_size=224)
+    assert built == []
+    with pytest.raises(ValueError, match=r"choice 176 is out of range: the resnet50 backbone has 175 layers"):
+        check(("176",), backbone="resnet50", image_size=224)
+    assert built == []
+    check(("conv5", "conv4_block2"), backbone="resnet-tiny", image_size=32)  # a block: built to be checked
+    assert [kwargs["weights"] for kwargs in built] == [None]
+
+
+# === keras-tuner's private hook ===
+
+
+class CountingHeadHyperModel(HeadHyperModel):
+    builds = 0
+
+    def build(self, hp):
+        CountingHeadHyperModel.builds += 1
+        return super().build(hp)
+
+
+class PlainTuner(keras_tuner.Tuner):
+    """keras-tuner's own Tuner, nothing overridden but the trial."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        raise NotImplementedError
+
+
+class CountingSearchTuner(SearchTuner):
+    populated = 0
+
+    def _populate_initial_space(self):
+        CountingSearchTuner.populated += 1
+        super()._populate_initial_space()
+
+
+def test_keras_tuner_calls_the_private_hook_that_search_tuner_overrides(tmp_path):
+    """Pins what `SearchTuner._populate_initial_space` relies on: keras-tuner calls it while a
+    tuner is created and, left alone, builds the model there; overridden, no model is built."""
+    assert "_populate_initial_space" in vars(keras_tuner.engine.base_tuner.BaseTuner)
+
+    def oracle():
+        return make_oracle("random", objective="val_accuracy", max_trials=1, tune_epochs=1, seed=0)
+
+    CountingHeadHyperModel.builds = 0
+    PlainTuner(oracle(), CountingHeadHyperModel(3, feature_dim=8), directory=tmp_path, project_name="plain")
+    assert CountingHeadHyperModel.builds >= 1  # why the override exists
+
+    CountingHeadHyperModel.builds = CountingSearchTuner.populated = 0
+    tuner = CountingSearchTuner(
+        oracle(),
+        CountingHeadHyperModel(3, feature_dim=8),
+        max_epochs=1,
+        directory=tmp_path,
+        project_name="ours",
+    )
+    assert CountingSearchTuner.populated == 1
+    assert CountingHeadHyperModel.builds == 0
+    assert [p.name for p in tuner.oracle.get_space().space] == ["head_units", "dropout", "learning_rate"]
+
+
 # === Fast path ===
 
 
-def take_all(dataset):
-    batches = list(dataset.as_numpy_iterator())
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
-
-
-def test_fast_path_trains_the_same_head_as_the_full_frozen_model(tuning_data, tmp_path):
+def test_fast_path_trains_the_same_head_as_the_full_frozen_model(data, tmp_path):
     # The same images in a fixed order for both paths, so only the path differs.
-    train, validation = take_all(tuning_data.train), take_all(tuning_data.validation)
-    data = ImageData(
+    train, validation = take_all(data.train), take_all(data.validation)
+    ordered = ImageData(
         train=tf.data.Dataset.from_tensor_slices(train).batch(8),
         validation=tf.data.Dataset.from_tensor_slices(validation).batch(8),
-        class_names=tuning_data.class_names,
-        class_counts=tuning_data.class_counts,
+        class_names=data.class_names,
+        class_counts=data.class_counts,
         num_train=len(train[1]),
         num_validation=len(validation[1]),
         image_size=32,
     )
-    features = extract_features(data, weights=None, seed=3, cache_dir=tmp_path)
+    features = extract_features(ordered, seed=3, cache_dir=tmp_path, **TINY)
     np.testing.assert_array_equal(features.train_labels, train[1])
-    assert features.train_features.shape == (len(train[1]), 2048)
+    assert features.train_features.shape == (len(train[1]), FEATURE_SIZE)
     assert features.batch_size == 8
-    cached = extract_features(data, weights=None, seed=3, cache_dir=tmp_path)
+    cached = extract_features(ordered, seed=3, cache_dir=tmp_path, **TINY)
     np.testing.assert_array_equal(cached.validation_features, features.validation_features)
     assert len(list(tmp_path.glob("features-*.npz"))) == 1
 
     hp = fixed_hp(head_units=16, dropout=0.3, learning_rate=3e-3)
-    head = HeadHyperModel(3, feature_dim=features.feature_dim, seed=3)
+    weights = class_weights(data.class_counts, "balanced")
+    head = HeadHyperModel(NUM_CLASSES, feature_dim=features.feature_dim, seed=3)
     head_model = head.build(hp)
     fast = head.fit(
         hp,
@@ -145,45 +348,82 @@ def test_fast_path_trains_the_same_head_as_the_full_frozen_model(tuning_data, tm
         batch_size=8,
         epochs=2,
         shuffle=False,
+        class_weight=weights,
         verbose=0,
         validation_data=(features.validation_features, features.validation_labels),
     ).history
-    full = ClassifierHyperModel(3, weights=None, image_size=32, seed=3)
+    full = ClassifierHyperModel(NUM_CLASSES, image_size=32, seed=3, **TINY)
     full_model = full.build(hp)
     slow = full.fit(
-        hp, full_model, data.train, epochs=2, shuffle=False, validation_data=data.validation, verbose=0
+        hp,
+        full_model,
+        ordered.train,
+        epochs=2,
+        shuffle=False,
+        class_weight=weights,
+        validation_data=ordered.validation,
+        verbose=0,
     ).history
 
-    assert max(fast["val_accuracy"]) > 1 / 3  # it learns something
+    np.testing.assert_allclose(fast["loss"], slow["loss"], rtol=1e-4)
     np.testing.assert_allclose(fast["val_accuracy"], slow["val_accuracy"], atol=1e-6)
     np.testing.assert_allclose(fast["val_loss"], slow["val_loss"], rtol=1e-3)
+    assert fast["loss"][1] < fast["loss"][0]  # it learns something
     for name in ("head_dense", "predictions"):
         np.testing.assert_allclose(
             head_model.get_layer(name).kernel, full_model.get_layer(name).kernel, atol=1e-4
         )
 
 
+def test_features_are_the_backbones_for_partial_batches_under_a_strategy():
+    # 27 training images in batches of 8 (the last of 3) and 5 validation images: one graph
+    # serves every batch size, features stay with their labels, and a strategy's replicas
+    # (one here) gather what they computed.
+    images, labels = make_arrays()
+    images = images.astype("float32")
+    ordered = ImageData(
+        train=tf.data.Dataset.from_tensor_slices((images[:27], labels[:27])).batch(8),
+        validation=tf.data.Dataset.from_tensor_slices((images[27:], labels[27:])).batch(8),
+        class_names=["a", "b", "c"],
+        class_counts=list(CLASS_SIZES),
+        num_train=27,
+        num_validation=5,
+        image_size=32,
+    )
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    features = extract_features(ordered, seed=3, distribution_strategy=strategy, **TINY)
+
+    keras.utils.set_random_seed(3)
+    classifier = build_classifier(NUM_CLASSES, image_size=32, dropout=0.0, **TINY)
+    pooled = keras.Model(classifier.input, classifier.get_layer("pooler").output)
+    expected = keras.ops.convert_to_numpy(pooled(images, training=False))
+    np.testing.assert_allclose(features.train_features, expected[:27], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features.validation_features, expected[27:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(features.train_labels, labels[:27])
+    np.testing.assert_array_equal(features.validation_labels, labels[27:])
+    assert features.train_features.dtype == np.float32 and features.train_labels.dtype == np.int32
+    assert features.batch_size == 8
+
+
 # === Searches ===
 
 
 @pytest.fixture(scope="module")
-def hyperband_search(tuning_folder, tmp_path_factory):
+def hyperband_search(tmp_path_factory):
     """A finished default-tuner search, run once: `(directory, best, RecordTraining.record)`."""
-    from tfresnet.data import from_folder
-
-    data = from_folder(tuning_folder, image_size=32, batch_size=8, val_split=0.3, augmentation="none", seed=0)
     RecordTraining.record = []
     directory = tmp_path_factory.mktemp("hyperband") / "search"
     best = search(
-        data,
-        weights=None,
+        make_data(),
         max_trials=4,
         tune_epochs=3,
         seed=0,
         directory=directory,
         callbacks=[RecordTraining()],
         verbose=0,
+        **TINY,
     )
+    keras.backend.clear_session()
     return directory, best, list(RecordTraining.record)
 
 
@@ -205,6 +445,9 @@ def test_search_returns_values_in_space_and_writes_the_summary(hyperband_search)
     top = max(rows, key=lambda row: float(row["val_accuracy"]))
     assert best["head_units"] == (int(top["head_units"]) or None)
     assert best["learning_rate"] == pytest.approx(float(top["learning_rate"]))
+    with open(directory / "search.json") as file:
+        settings = json.load(file)
+    assert (settings["label_smoothing"], settings["class_weight"]) == (0.1, "balanced")
 
 
 def test_hyperband_continues_a_trial_with_its_optimizer_state(hyperband_search):
@@ -216,51 +459,99 @@ def test_hyperband_continues_a_trial_with_its_optimizer_state(hyperband_search):
     assert float(rows[parent]["val_accuracy"]) == max(float(row["val_accuracy"]) for row in rows[:3])
     _, parent_steps, parent_kernel = record[2 * parent + 1]  # the parent's end
     _, steps, kernel = record[6]  # the continuation's start
-    assert steps == parent_steps == 3  # 21 training images in batches of 8: Adam's step kept
+    assert steps == parent_steps == 3  # 24 training images in batches of 8: Adam's step kept
     np.testing.assert_array_equal(kernel, parent_kernel)
     assert not list(directory.glob("trial_*/continuation.npz"))
 
 
-def test_resuming_a_finished_search_runs_no_new_trial(hyperband_search, tuning_data, tmp_path):
+def test_resuming_a_finished_search_runs_no_new_trial(hyperband_search, data, tmp_path):
     finished, best, _ = hyperband_search
     directory = copy_search(finished, tmp_path)
-    arguments = {"weights": None, "tune_epochs": 3, "seed": 0, "directory": directory, "verbose": 0}
+    arguments = {"tune_epochs": 3, "seed": 0, "directory": directory, "verbose": 0, **TINY}
     RecordTraining.record = []
-    assert search(tuning_data, max_trials=4, callbacks=[RecordTraining()], **arguments) == best
+    assert search(data, max_trials=4, callbacks=[RecordTraining()], **arguments) == best
     assert RecordTraining.record == []
     assert len(read_trials(directory)) == 4
 
-    check_in_space(search(tuning_data, max_trials=5, callbacks=[RecordTraining()], **arguments))
+    check_in_space(search(data, max_trials=5, callbacks=[RecordTraining()], **arguments))
     assert len(RecordTraining.record) == 2  # one more trial: its begin and end
     assert len(read_trials(directory)) == 5
 
 
-def test_changed_settings_are_refused_unless_overwrite(hyperband_search, tuning_data, tmp_path, monkeypatch):
-    directory = copy_search(hyperband_search[0], tmp_path)
-    arguments = {"weights": None, "seed": 0, "directory": directory, "verbose": 0}
-    with pytest.raises(ValueError, match=r"tune_epochs: 3 -> 2.*overwrite=True.*--overwrite"):
-        search(tuning_data, tune_epochs=2, **arguments)
-    with pytest.raises(ValueError, match=r"tuner: \"hyperband\" -> \"random\""):
-        search(tuning_data, tune_epochs=3, tuner="random", **arguments)
+@pytest.mark.parametrize(
+    "changed, message",
+    [
+        ({"tune_epochs": 2}, r"tune_epochs: 3 -> 2.*overwrite=True.*--overwrite"),
+        ({"tuner": "random"}, r"tuner: \"hyperband\" -> \"random\""),
+        ({"label_smoothing": 0.2}, r"label_smoothing: 0.1 -> 0.2"),
+        ({"class_weight": "none"}, r"class_weight: \"balanced\" -> \"none\""),
+    ],
+)
+def test_changed_settings_are_refused(hyperband_search, data, changed, message):
+    directory = hyperband_search[0]
+    arguments = {"tune_epochs": 3, "seed": 0, "directory": directory, "verbose": 0, **TINY, **changed}
+    with pytest.raises(ValueError, match=message):
+        search(data, **arguments)  # refused before anything in the directory changes
 
-    monkeypatch.setattr(tuning, "HEAD_UNITS", (0, 8, 16))
+
+def test_a_changed_space_is_refused_unless_overwrite(hyperband_search, data, tmp_path, monkeypatch):
+    directory = copy_search(hyperband_search[0], tmp_path)
+    arguments = {"seed": 0, "directory": directory, "verbose": 0, **TINY}
+    monkeypatch.setattr(tuning.hypermodels, "HEAD_UNITS", (0, 8, 16))
     with pytest.raises(ValueError, match=r"space: .*overwrite=True"):
-        search(tuning_data, tune_epochs=3, **arguments)
-    best = search(tuning_data, tuner="random", max_trials=1, tune_epochs=1, overwrite=True, **arguments)
+        search(data, tune_epochs=3, **arguments)
+    best = search(data, tuner="random", max_trials=1, tune_epochs=1, overwrite=True, **arguments)
     assert best["head_units"] in (None, 8, 16)
     with open(directory / "search.json") as file:
         assert json.load(file)["space"][0]["config"]["values"] == [0, 8, 16]
     assert len(read_trials(directory)) == 1
 
 
-def test_overwrite_deletes_only_a_search_directory(tuning_data, tmp_path):
+def test_overwrite_deletes_only_a_search_directory(data, tmp_path):
     (tmp_path / "notes.txt").write_text("not a search")
     with pytest.raises(ValueError, match="holds files but no search"):
-        search(tuning_data, weights=None, directory=tmp_path, overwrite=True)
+        search(data, directory=tmp_path, overwrite=True, **TINY)
     assert (tmp_path / "notes.txt").exists()
 
 
-def test_bayesian_search_reuses_the_feature_cache(hyperband_search, tuning_data, tmp_path):
+class RecordLoss(keras.callbacks.Callback):
+    """Records the label smoothing of each trial's loss."""
+
+    record = []
+
+    def on_train_begin(self, logs=None):
+        self.record.append(self.model.loss.label_smoothing)
+
+
+@pytest.mark.parametrize("class_weight, label_smoothing", [("balanced", 0.1), ("none", 0.3)])
+def test_trials_get_the_class_weights_and_the_label_smoothing(
+    data, tmp_path, monkeypatch, class_weight, label_smoothing
+):
+    fits = record_fit_calls(monkeypatch, HeadHyperModel)
+    RecordLoss.record = []
+    search(
+        data,
+        tuner="random",
+        max_trials=2,
+        tune_epochs=1,
+        seed=0,
+        class_weight=class_weight,
+        label_smoothing=label_smoothing,
+        directory=tmp_path / "search",
+        callbacks=[RecordLoss()],
+        verbose=0,
+        **TINY,
+    )
+    weights = class_weights(data.class_counts, class_weight)
+    assert weights is None if class_weight == "none" else len(set(weights.values())) == 2
+    assert [fit["class_weight"] for fit in fits] == [weights, weights]
+    assert RecordLoss.record == [label_smoothing, label_smoothing]
+    with open(tmp_path / "search" / "search.json") as file:
+        settings = json.load(file)
+    assert (settings["class_weight"], settings["label_smoothing"]) == (class_weight, label_smoothing)
+
+
+def test_bayesian_search_reuses_the_feature_cache(hyperband_search, data, tmp_path):
     pytest.importorskip("sklearn")
     (cache,) = hyperband_search[0].glob("features-*.npz")
     directory = tmp_path / "search"
@@ -268,8 +559,7 @@ def test_bayesian_search_reuses_the_feature_cache(hyperband_search, tuning_data,
     shutil.copy(cache, directory)
     copied_at = (directory / cache.name).stat().st_mtime_ns
     best = search(
-        tuning_data,
-        weights=None,
+        data,
         tuner="bayesian",
         max_trials=2,
         tune_epochs=1,
@@ -277,6 +567,7 @@ def test_bayesian_search_reuses_the_feature_cache(hyperband_search, tuning_data,
         objective="val_loss",
         directory=directory,
         verbose=0,
+        **TINY,
     )
     check_in_space(best)
     rows = read_trials(directory)
@@ -287,24 +578,72 @@ def test_bayesian_search_reuses_the_feature_cache(hyperband_search, tuning_data,
     assert (directory / cache.name).stat().st_mtime_ns == copied_at  # read, not computed again
 
 
-def test_full_model_search_of_freeze_until(tuning_data, tmp_path):
+def test_head_trials_share_a_session_and_train_as_in_fresh_ones(
+    hyperband_search, data, tmp_path, monkeypatch
+):
+    """A fresh Keras session per head trial (a garbage collection each) changes no number."""
+    (cache,) = hyperband_search[0].glob("features-*.npz")
+    collections = []
+    clear_session = keras.backend.clear_session
+
+    def recording_clear_session(free_memory=True):
+        collections.append(free_memory)
+        clear_session(free_memory=free_memory)
+
+    monkeypatch.setattr(keras.backend, "clear_session", recording_clear_session)
+    runs = []
+    for per_session in (1, search_module.HEAD_TRIALS_PER_SESSION):
+        monkeypatch.setattr(search_module, "HEAD_TRIALS_PER_SESSION", per_session)
+        directory = tmp_path / f"per_session_{per_session}"
+        directory.mkdir()
+        shutil.copy(cache, directory)  # the same features, not computed again
+        collections.clear()
+        RecordTraining.record = []
+        arguments = {"tuner": "random", "max_trials": 3, "tune_epochs": 1, "seed": 0, "verbose": 0}
+        search(data, directory=directory, callbacks=[RecordTraining()], **arguments, **TINY)
+        runs.append(
+            {
+                "collections": collections.count(True),
+                "scores": [row["val_accuracy"] for row in read_trials(directory)],
+                "kernels": [kernel for _, _, kernel in RecordTraining.record],  # each trial's start, end
+            }
+        )
+    fresh, shared = runs
+    assert fresh["collections"] == shared["collections"] + 3  # one per trial
+    assert shared["collections"] <= 2  # after reading the features, after the trials
+    assert shared["scores"] == fresh["scores"]
+    assert len(shared["kernels"]) == len(fresh["kernels"]) == 6
+    for shared_kernel, fresh_kernel in zip(shared["kernels"], fresh["kernels"]):
+        np.testing.assert_array_equal(shared_kernel, fresh_kernel)
+
+
+def test_full_model_search_trains_the_backbone_from_the_chosen_stage(data, tmp_path, monkeypatch):
+    fits = record_fit_calls(monkeypatch, ClassifierHyperModel)
+    RecordBackboneKernels.record = []
     best = search(
-        tuning_data,
-        weights=None,
+        data,
         tuner="random",
         max_trials=1,
         tune_epochs=1,
         seed=0,
-        freeze_until_choices=[None, "conv5"],
+        freeze_until_choices=["conv5"],
         directory=tmp_path / "search",
+        callbacks=[RecordBackboneKernels()],
         verbose=0,
+        **TINY,
     )
     check_in_space(best)
-    assert best["freeze_until"] in (None, "conv5")
+    assert best["freeze_until"] == "conv5"
     (row,) = read_trials(tmp_path / "search")
-    assert row["freeze_until"] in ("none", "conv5")
+    assert row["freeze_until"] == "conv5"
     with open(tmp_path / "search" / "search.json") as file:
         assert json.load(file)["fast"] is False
+
+    begin, end = RecordBackboneKernels.record
+    assert not np.allclose(begin["conv5_block1_1_conv"], end["conv5_block1_1_conv"])  # trained
+    np.testing.assert_array_equal(begin["conv4_block6_3_conv"], end["conv4_block6_3_conv"])  # frozen
+    (fit,) = fits
+    assert fit["class_weight"] == class_weights(data.class_counts, "balanced")
 
 
 @pytest.mark.parametrize(
@@ -313,26 +652,47 @@ def test_full_model_search_of_freeze_until(tuning_data, tmp_path):
         ({"tuner": "grid"}, r"one of \('hyperband', 'random', 'bayesian'\). Received: tuner='grid'"),
         ({"objective": "accuracy"}, r"Received: objective='accuracy'"),
         ({"max_trials": 0}, r"Received: max_trials=0"),
+        ({"label_smoothing": 1.0}, r"Received: label_smoothing=1.0"),
+        ({"class_weight": "inverse"}, r"Received: class_weight='inverse'"),
+        ({"backbone": "resnet18"}, r"Unknown backbone.*Received: backbone='resnet18'"),
         ({"freeze_until_choices": "conv5"}, r"a list of .*Received: freeze_until_choices='conv5'"),
         ({"freeze_until_choices": [None, 1.5]}, r"Received: 1.5 in"),
+        ({"freeze_until_choices": [None, 200]}, r"choice 200 is out of range"),
         ({"freeze_until_choices": [None, "conv9"]}, r"No backbone layer is named 'conv9'"),
         ({"distribution_strategy": "mirrored"}, r"Received: distribution_strategy='mirrored'"),
     ],
 )
-def test_invalid_arguments_are_refused(tuning_data, tmp_path, arguments, message):
+def test_invalid_arguments_are_refused(data, tmp_path, arguments, message):
     with pytest.raises(ValueError, match=message):
-        search(tuning_data, weights=None, directory=tmp_path / "search", **arguments)
+        search(data, directory=tmp_path / "search", **{**TINY, **arguments})
     assert not (tmp_path / "search").exists()
 
 
-def test_multi_worker_strategy_and_data_without_validation_are_refused(tuning_data, tmp_path):
+@pytest.mark.parametrize("address, warned", [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_a_chief_listening_on_every_interface_is_warned(monkeypatch, address, warned):
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", address)
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    assert tuner_module.role() == "chief"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuner_module.warn_if_exposed()
+    assert [str(w.message).startswith("The chief's oracle listens on every interface") for w in caught] == (
+        [True] if warned else []
+    )
+
+
+def test_multi_worker_strategy_and_data_without_validation_are_refused(data, tmp_path):
     with pytest.raises(ValueError, match="single-machine strategies.*KERASTUNER_ORACLE_IP"):
         search(
-            tuning_data, directory=tmp_path, distribution_strategy=tf.distribute.MultiWorkerMirroredStrategy()
+            data,
+            directory=tmp_path,
+            distribution_strategy=tf.distribute.MultiWorkerMirroredStrategy(),
+            **TINY,
         )
-    no_validation = ImageData(tuning_data.train, None, ["a", "b"], [1, 1], 2, 0, 32)
+    no_validation = ImageData(data.train, None, ["a", "b"], [1, 1], 2, 0, 32)
     with pytest.raises(ValueError, match="val_split > 0"):
-        search(no_validation, directory=tmp_path)
+        search(no_validation, directory=tmp_path, **TINY)
 
 
 # === Several processes ===
@@ -358,8 +718,8 @@ SEARCH_PROCESS = textwrap.dedent("""
 
 
     data = from_folder(folder, image_size=32, batch_size=8, val_split=0.3, augmentation="none", seed=0)
-    best = search(data, weights=None, tuner="random", max_trials=4, tune_epochs=1, seed=0,
-                  directory=directory, callbacks=[WaitForBothWorkers()], verbose=0)
+    best = search(data, backbone="resnet-tiny", weights=None, tuner="random", max_trials=4, tune_epochs=1,
+                  seed=0, directory=directory, callbacks=[WaitForBothWorkers()], verbose=0)
     print("BEST " + json.dumps(best))
 """)
 

@@ -1,33 +1,72 @@
-"""tfresnet: fine-tune ResNet50 image classifiers with Keras 3 on TensorFlow."""
+"""tfresnet: fine-tune ResNet50 image classifiers with Keras 3 on TensorFlow.
 
-from tfresnet.backbones import BACKBONES, Backbone
-from tfresnet.data import ImageData, decode_for_eval, from_arrays, from_folder, from_tfds
-from tfresnet.export import classification_report, export_saved_model, write_report
-from tfresnet.freezing import freeze
-from tfresnet.hub import HubLayer
-from tfresnet.models import ImageNormalization, build_backbone, build_classifier
-from tfresnet.training import FineTuneResult, fine_tune, resolve_strategy
+The public API, flat: data loaders (`from_folder`, `from_tfds`, `from_arrays`), the classifier
+and its recipe (`build_classifier`, `build_head`, `compile_classifier`, `freeze`), training
+(`fine_tune`, `find_lr`), the report (`write_report`) and the export (`export_saved_model`).
+The search lives in `tfresnet.tuning`, the commands in `tfresnet.finetune`.
 
-__version__ = "0.1.0"
+Names resolve on first use (PEP 562). `import tfresnet` also imports `tfresnet.models`, so
+that Keras knows the custom layers of a saved `.keras` model (`ImageNormalization`,
+`HubLayer`), except on the way to running a command (`python -m tfresnet.finetune`, when
+`sys.argv[0]` is still `"-m"`): the command keeps TensorFlow's start-up lines off the terminal
+before TensorFlow loads.
 
-__all__ = [
-    "BACKBONES",
-    "Backbone",
-    "FineTuneResult",
-    "HubLayer",
-    "ImageData",
-    "ImageNormalization",
-    "build_backbone",
-    "build_classifier",
-    "classification_report",
-    "decode_for_eval",
-    "export_saved_model",
-    "fine_tune",
-    "freeze",
-    "from_arrays",
-    "from_folder",
-    "from_tfds",
-    "resolve_strategy",
-    "write_report",
-    "__version__",
-]
+Example:
+>>> import tfresnet
+>>> model = tfresnet.build_classifier(3, weights=None, image_size=64)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+__version__ = "0.2.0"
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "BACKBONES": "tfresnet.backbones",
+    "Backbone": "tfresnet.backbones",
+    "FineTuneResult": "tfresnet.training",
+    "HubLayer": "tfresnet.hub",
+    "ImageData": "tfresnet.data",
+    "ImageNormalization": "tfresnet.models",
+    "build_backbone": "tfresnet.models",
+    "build_classifier": "tfresnet.models",
+    "build_head": "tfresnet.models",
+    "compile_classifier": "tfresnet.models",
+    "classification_report": "tfresnet.report",
+    "decode_for_eval": "tfresnet.data",
+    "export_saved_model": "tfresnet.export",
+    "fine_tune": "tfresnet.training",
+    "find_lr": "tfresnet.lr_finder",
+    "freeze": "tfresnet.freezing",
+    "from_arrays": "tfresnet.data",
+    "from_folder": "tfresnet.data",
+    "from_tfds": "tfresnet.data",
+    "resolve_strategy": "tfresnet.distribute",
+    "write_report": "tfresnet.report",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    """Imports the module that defines a public name (or a submodule: `tfresnet.report`) on first use."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if sys.argv[:1] != ["-m"]:
+    importlib.import_module("tfresnet.models")

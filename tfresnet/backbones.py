@@ -1,7 +1,10 @@
 """The backbone table: each backbone is one row of facts, not a branch in the code.
 
 Adding a backbone adds a row: how to build it, how its inputs were normalised when it was
-trained, and which Keras weight file (or which torchvision files) hold its ImageNet weights.
+trained, how wide its features are, where its stages start (for freezing by index), the
+central crop it was evaluated with, and which Keras weight file (or which torchvision files)
+hold its ImageNet weights. Everything else reads the row; nothing builds a network to learn
+one of these facts.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from typing import Callable, Mapping
 
 import keras
 
-from tfresnet import torchvision_resnet
+from tfresnet import tiny_resnet, torchvision_resnet
+from tfresnet.data.transforms import CROP_FRACTION
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 TORCHVISION_WEIGHTS_URL = "https://download.pytorch.org/models/"
@@ -56,6 +60,15 @@ class Backbone:
         normalization: How raw [0, 255] RGB pixels are normalised for it: `"caffe"` (RGB to
             BGR, minus the ImageNet mean), `"tf"` (scaled to [-1, 1]), `"unit"` ([0, 1]) or
             `"torch"` ([0, 1], minus the ImageNet mean, divided by its standard deviation).
+        feature_size: Length of the pooled feature vector the head sees.
+        pools_itself: True when the backbone returns pooled features (a TF Hub feature-vector
+            module); otherwise the classifier adds a `"pooler"` layer.
+        stages: First layer of each stage by stage name, as an index into the backbone's
+            layers (the input layer is 0): what `freeze(model, until=name)` resolves to.
+            Empty where it depends on the module (TF Hub).
+        num_layers: Layers of the backbone without its top (0 where it depends on the module).
+        eval_crop: Fraction of the shorter side kept by the central crop of evaluation.
+        test_only: A tiny network for tests and smoke runs, without pretrained weights.
         weights_file: File name of the ImageNet weights (without the classification top).
         weights_hash: MD5 of that file, as published with Keras.
         torchvision_weights: torchvision's weight files by version (`weights="torchvision:<version>"`;
@@ -65,6 +78,12 @@ class Backbone:
     name: str
     builder: Callable[..., keras.Model] | None
     normalization: str
+    feature_size: int = 2048
+    pools_itself: bool = False
+    stages: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    num_layers: int = 0
+    eval_crop: float = CROP_FRACTION
+    test_only: bool = False
     weights_file: str | None = None
     weights_hash: str | None = None
     torchvision_weights: Mapping[str, TorchvisionWeights] = dataclasses.field(default_factory=dict)
@@ -74,11 +93,16 @@ class Backbone:
         return KERAS_WEIGHTS_URL + self.weights_file if self.weights_file else None
 
 
+# Keras's ResNet50, and the tiny test network that copies its structure.
+RESNET50_STAGES = {"conv2": 7, "conv3": 39, "conv4": 81, "conv5": 143}
+
 BACKBONES = {
     "resnet50": Backbone(
         name="resnet50",
         builder=keras.applications.ResNet50,
         normalization="caffe",
+        stages=RESNET50_STAGES,
+        num_layers=175,
         weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_hash="4d473c1dd8becc155b73f8504c6f6626",
     ),
@@ -86,6 +110,8 @@ BACKBONES = {
         name="resnet50v2",
         builder=keras.applications.ResNet50V2,
         normalization="tf",
+        stages={"conv2": 5, "conv3": 40, "conv4": 86, "conv5": 154},
+        num_layers=190,
         weights_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_hash="fac2f116257151a9d068a22e544a4917",
     ),
@@ -93,13 +119,25 @@ BACKBONES = {
         name="resnet50-torchvision",
         builder=torchvision_resnet.resnet50,
         normalization="torch",
+        stages={"layer1": 7, "layer2": 42, "layer3": 88, "layer4": 156},
+        num_layers=191,
         torchvision_weights={
             "IMAGENET1K_V1": TorchvisionWeights("resnet50-0676ba61.pth", top1=76.13, eval_resize=256),
             "IMAGENET1K_V2": TorchvisionWeights("resnet50-11ad3fa6.pth", top1=80.858, eval_resize=232),
             "DEFAULT": TorchvisionWeights("resnet50-11ad3fa6.pth", top1=80.858, eval_resize=232),
         },
     ),
-    "hub": Backbone(name="hub", builder=None, normalization="unit"),
+    # resnet_v2_50/feature_vector's facts; a module's own layers are counted when it loads.
+    "hub": Backbone(name="hub", builder=None, normalization="unit", pools_itself=True),
+    "resnet-tiny": Backbone(
+        name="resnet-tiny",
+        builder=tiny_resnet.tiny_resnet,
+        normalization="caffe",
+        feature_size=tiny_resnet.EXPANSION * tiny_resnet.STAGE_FILTERS[-1],
+        stages=RESNET50_STAGES,
+        num_layers=175,
+        test_only=True,
+    ),
 }
 
 
@@ -107,8 +145,9 @@ def get_backbone(name: str) -> tuple[Backbone, str | None]:
     """Looks a backbone up by the name users pass.
 
     Args:
-        name: `"resnet50"`, `"resnet50v2"`, `"resnet50-torchvision"`, `"hub:<handle>"` (a TF
-            Hub or Kaggle URL or a local path), or a bare TF Hub / Kaggle URL.
+        name: `"resnet50"`, `"resnet50v2"`, `"resnet50-torchvision"`, `"resnet-tiny"` (for
+            tests), `"hub:<handle>"` (a TF Hub or Kaggle URL or a local path), or a bare TF Hub
+            / Kaggle URL.
 
     Returns:
         The backbone's row and, for a Hub module, its handle (None otherwise).

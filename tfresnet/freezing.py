@@ -11,6 +11,8 @@ import difflib
 
 import keras
 
+from tfresnet.backbones import Backbone
+
 
 def _backbone_of(model: keras.Model) -> keras.layers.Layer:
     try:
@@ -25,6 +27,14 @@ def _layer_names(backbone: keras.layers.Layer) -> list[str]:
     return [layer.name for layer in backbone.layers]
 
 
+def _check_index(until: int, count: int) -> None:
+    if not -count <= until <= count:
+        raise ValueError(
+            f"until={until} is out of range: the backbone has {count} layers, so use an "
+            f"index from {-count} to {count} (0 trains all of it, {count} freezes all of it)."
+        )
+
+
 def _resolve_index(names: list[str], until: int | str | None) -> int:
     count = len(names)
     if until is None:
@@ -32,11 +42,7 @@ def _resolve_index(names: list[str], until: int | str | None) -> int:
     if isinstance(until, bool) or not isinstance(until, (int, str)):
         raise ValueError(f"until must be an int, a layer name or None. Received: until={until!r}")
     if isinstance(until, int):
-        if not -count <= until <= count:
-            raise ValueError(
-                f"until={until} is out of range: the backbone has {count} layers, so use an "
-                f"index from {-count} to {count} (0 trains all of it, {count} freezes all of it)."
-            )
+        _check_index(until, count)
         return until % count if until < 0 else until
     for index, name in enumerate(names):
         if name == until or name.startswith(until + "_") or name.startswith(until + "/"):
@@ -49,6 +55,28 @@ def _resolve_index(names: list[str], until: int | str | None) -> int:
     )
 
 
+def first_trainable_from_table(row: Backbone, until: int | str | None) -> int | None:
+    """Where `freeze(model, until)` starts training, from the backbone's row alone.
+
+    Answers without building the network for None, an index and a stage name; raises the
+    ValueError `freeze` would raise for an index out of range; returns None where only the
+    network can tell (a block or layer name, or a Hub module's layers).
+
+    Example:
+    >>> first_trainable_from_table(BACKBONES["resnet50"], "conv5")
+    143
+    """
+    count = row.num_layers
+    if until is None:
+        return count or None
+    if isinstance(until, str):
+        return row.stages.get(until)
+    if isinstance(until, int) and not isinstance(until, bool) and count:
+        _check_index(until, count)
+        return until % count if until < 0 else until
+    return None
+
+
 def freeze(model: keras.Model, until: int | str | None = None) -> dict:
     """Freezes the backbone's layers before `until`; the rest and the head train.
 
@@ -57,8 +85,10 @@ def freeze(model: keras.Model, until: int | str | None = None) -> dict:
     the first layer with that name or that name as a prefix: `"conv5"` or `"conv5_block1"`
     starts training at that stage or block. For a TF Hub module, indices and names count the
     module's layers (its variables' name scopes). BatchNormalization layers always stay frozen
-    and in inference mode. A compiled model is recompiled from its own compile config, so the
-    change takes effect (optimizer state starts afresh).
+    and in inference mode; in a Hub module, BatchNorm runs in inference mode (its statistics
+    never change) but its scale and shift train where their layer is unfrozen. A compiled model
+    is recompiled from its own compile config, so the change takes effect (optimizer state
+    starts afresh).
 
     Args:
         model: A model from `build_classifier`, or a bare backbone.

@@ -61,13 +61,19 @@ class HubLayer(keras.layers.Layer):
     """A TF2 reusable SavedModel (e.g. TF Hub's `resnet_v2_50/feature_vector`) as a layer.
 
     The module is called as `module(images, training=False)`: its BatchNormalization always
-    runs in inference mode, as the Keras fine-tuning guide prescribes, while its weights train
-    when the layer is trainable. The module's own "layers" (its variables grouped by name
-    scope) can be frozen by index with `tfresnet.freeze`.
+    runs in inference mode, as the Keras fine-tuning guide prescribes, so its moving statistics
+    never change, while its weights train when the layer is trainable. Those weights include
+    BatchNorm's scale and shift (gamma and beta, trainable variables of the module): unlike a
+    Keras backbone's BatchNorm layers, they train wherever their layer is unfrozen. The
+    module's own "layers" (its variables grouped by name scope) can be frozen by index with
+    `tfresnet.freeze`.
 
     Args:
         handle: A tfhub.dev or Kaggle URL, or a local directory holding the SavedModel.
         trainable: Whether the module's weights train.
+        frozen_layers: The module's layers (see `module_layers`) that stay frozen while the
+            layer trains: what `tfresnet.freeze` sets, kept in the config so that a reloaded
+            model trains the same layers.
         **kwargs: Passed to `keras.layers.Layer` (e.g. `name`).
 
     Example:
@@ -76,7 +82,7 @@ class HubLayer(keras.layers.Layer):
     TensorShape([1, 2048])
     """
 
-    def __init__(self, handle: str, trainable: bool = False, **kwargs):
+    def __init__(self, handle: str, trainable: bool = False, frozen_layers: tuple[str, ...] = (), **kwargs):
         super().__init__(trainable=trainable, **kwargs)
         self.handle = handle
         self._module = tf.saved_model.load(resolve_handle(handle))
@@ -100,11 +106,31 @@ class HubLayer(keras.layers.Layer):
             scope = variable.name.rsplit("/", 1)[0]
             self._module_variables.append((wrapped, scope, id(variable) in module_trainable))
         self._build_at_init()
+        unknown = sorted(set(frozen_layers) - set(self.module_layers))
+        if unknown:
+            raise ValueError(
+                f"frozen_layers names layers the module at {handle!r} does not have: {unknown}. "
+                f"Its layers: {self.module_layers}"
+            )
+        if trainable:
+            self._freeze(frozen_layers)
 
     @property
     def module_layers(self) -> list[str]:
         """The module's layers: its variables' name scopes, in order of first use."""
         return list(dict.fromkeys(scope for _, scope, _ in self._module_variables))
+
+    @property
+    def frozen_layers(self) -> list[str]:
+        """The module's layers whose trainable variables are frozen while the layer trains."""
+        if not self.trainable:
+            return []
+        frozen = {
+            scope
+            for variable, scope, trainable in self._module_variables
+            if trainable and not variable.trainable
+        }
+        return [scope for scope in self.module_layers if scope in frozen]
 
     def layer_parameters(self) -> list[tuple[str, int, int]]:
         """`(layer, trainable parameters, frozen parameters)` for each of the module's layers.
@@ -131,7 +157,10 @@ class HubLayer(keras.layers.Layer):
             self.trainable = False
             return
         self.trainable = True
-        frozen = set(layers[:first_trainable])
+        self._freeze(layers[:first_trainable])
+
+    def _freeze(self, scopes) -> None:
+        frozen = set(scopes)
         for variable, scope, trainable in self._module_variables:
             variable.trainable = trainable and scope not in frozen
 
@@ -143,4 +172,4 @@ class HubLayer(keras.layers.Layer):
         return (input_shape[0], *outputs.shape[1:])
 
     def get_config(self):
-        return {**super().get_config(), "handle": self.handle}
+        return {**super().get_config(), "handle": self.handle, "frozen_layers": self.frozen_layers}

@@ -1,23 +1,23 @@
-"""`build_classifier`: normalisation layer -> backbone -> named classification head.
+"""The classifier and its one recipe: `build_classifier`, `build_head`, `compile_classifier`.
 
 Models take raw RGB pixels in [0, 255]. Each backbone's own normalisation is the model's first
 layer, so the data pipeline, evaluation and the exported SavedModel all feed the backbone
-exactly what it was trained on.
+exactly what it was trained on. `build_head` is the head that `build_classifier` puts on the
+backbone and that the search trains on cached features; `compile_classifier` is the one place
+where the optimizer, the loss and the metrics are set, for training, the learning-rate finder
+and every trial of the search alike.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-
-import h5py
 import keras
+import tensorflow as tf
 from keras import ops
 
-from tfresnet.backbones import BACKBONES, Backbone, get_backbone
+from tfresnet.backbones import get_backbone
 from tfresnet.freezing import freeze
 from tfresnet.hub import HubLayer
-from tfresnet.torchvision_resnet import STATE_DICT_SUFFIXES, load_state_dict
+from tfresnet.weights import load_weights, resolve_weights
 
 # ImageNet channel means in BGR order, subtracted by "caffe"-style normalisation.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -26,7 +26,8 @@ TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 TORCH_STD_RGB = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("caffe", "tf", "unit", "torch")
 MIN_IMAGE_SIZE = 32
-TORCHVISION_PREFIX = "torchvision:"
+# Names of the head's layers, in order (`"output_dropout"` only with dropout > 0).
+HEAD_LAYERS = ("head_dense", "output_dropout", "predictions")
 
 
 # === Layers ===
@@ -75,104 +76,6 @@ class ImageNormalization(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-# === Weights ===
-
-
-def _weights_cache_dir() -> str:
-    return os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models")
-
-
-def _cached_file(file_name: str, url: str, file_hash: str | None, what: str, example: str) -> str:
-    """`file_name` in the Keras cache, downloaded by Keras when missing."""
-    cache_dir = os.path.dirname(_weights_cache_dir())
-    try:
-        return keras.utils.get_file(
-            file_name, url, cache_subdir="models", cache_dir=cache_dir, file_hash=file_hash
-        )
-    except Exception as error:  # Keras raises a bare Exception on a failed fetch
-        raise OSError(
-            f"Could not download {what} ({file_name}): {error}. Without network access, download "
-            f"that file elsewhere and put it in {_weights_cache_dir()} (the Keras cache; KERAS_HOME "
-            f"moves it), or pass weights={example!r}, or weights=None for random initialisation."
-        ) from None
-
-
-def _imagenet_weights_path(backbone: Backbone) -> str:
-    """The cached ImageNet weight file of `backbone`, downloaded by Keras when missing."""
-    return _cached_file(
-        backbone.weights_file,
-        backbone.weights_url,
-        backbone.weights_hash,
-        f"the ImageNet weights of {backbone.name}",
-        "/path/to/file.h5",
-    )
-
-
-def _torchvision_weights_path(backbone: Backbone, version: str) -> str:
-    """torchvision's `version` file of `backbone` in the Keras cache, its SHA256 checked."""
-    weights = f"{TORCHVISION_PREFIX}{version}"
-    if not backbone.torchvision_weights:
-        takers = [name for name, row in BACKBONES.items() if row.torchvision_weights]
-        raise ValueError(
-            f"torchvision weights load into backbone={' or '.join(map(repr, takers))} only. "
-            f"Received: backbone={backbone.name!r}, weights={weights!r}"
-        )
-    if version not in backbone.torchvision_weights:
-        allowed = ", ".join(repr(TORCHVISION_PREFIX + name) for name in backbone.torchvision_weights)
-        raise ValueError(
-            f"Unknown torchvision weights. Expected one of {allowed}. Received: weights={weights!r}"
-        )
-    published = backbone.torchvision_weights[version]
-    path = _cached_file(
-        published.file,
-        published.url,
-        None,  # torchvision publishes the start of the SHA256 only, in the file name
-        f"torchvision's {version} weights of {backbone.name}",
-        f"/path/to/{published.file}",
-    )
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(published.sha256_prefix):
-        raise ValueError(
-            f"{path!r} is not torchvision's {published.file}: its SHA256 starts with "
-            f"{digest.hexdigest()[:8]}, not {published.sha256_prefix} (an interrupted download?). "
-            "Delete it to download it again."
-        )
-    return path
-
-
-def _load_weights(network: keras.Model, path: str, backbone: Backbone) -> None:
-    state_dicts = " (or a .pth/.safetensors state dict)" if backbone.torchvision_weights else ""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Weights file not found: {path!r}. Pass 'imagenet', None, or the path of an "
-            f".h5 or .weights.h5 file saved from a Keras backbone{state_dicts}."
-        )
-    if path.endswith(STATE_DICT_SUFFIXES):
-        if not backbone.torchvision_weights:
-            takers = [name for name, row in BACKBONES.items() if row.torchvision_weights]
-            raise ValueError(
-                f"{path!r} is a PyTorch state dict: backbone={' or '.join(map(repr, takers))} "
-                f"takes those. Received: backbone={backbone.name!r}"
-            )
-        load_state_dict(network, path)
-        return
-    if not h5py.is_hdf5(path):
-        raise ValueError(
-            f"{path!r} is not a weights file: Keras weights are HDF5 files (.h5 or "
-            f".weights.h5), e.g. the ones keras.applications caches in ~/.keras/models{state_dicts}."
-        )
-    try:
-        network.load_weights(path)
-    except Exception as error:  # Keras reports mismatches with several exception types
-        raise ValueError(
-            f"The weights in {path!r} do not fit the {backbone.name} backbone "
-            f"(saved from another architecture or input shape?): {error}"
-        ) from None
-
-
 # === Builder ===
 
 
@@ -182,8 +85,9 @@ def build_backbone(
     """Builds a backbone without its top and the normalisation layer it expects.
 
     Args:
-        backbone: `"resnet50"`, `"resnet50v2"`, `"resnet50-torchvision"` or `"hub:<handle>"`
-            (a TF Hub / Kaggle URL or a local SavedModel directory).
+        backbone: A name of `tfresnet.BACKBONES` (`"resnet50"`, `"resnet50v2"`,
+            `"resnet50-torchvision"`, `"resnet-tiny"` for tests) or `"hub:<handle>"` (a TF Hub /
+            Kaggle URL or a local SavedModel directory).
         weights: `"imagenet"`, None (random), or the path of an `.h5` / `.weights.h5` file.
             For `"resnet50-torchvision"` also `"torchvision:IMAGENET1K_V1"`,
             `"torchvision:IMAGENET1K_V2"` (what `"imagenet"` loads: torchvision's default) or
@@ -203,16 +107,7 @@ def build_backbone(
     normalization = ImageNormalization(row.normalization, name="preprocessing")
     if handle is not None:
         return HubLayer(handle, name="backbone"), normalization
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"weights must be 'imagenet', None or a file path. Received: weights={weights!r}")
-    if weights == "imagenet" and row.torchvision_weights:
-        weights = f"{TORCHVISION_PREFIX}DEFAULT"
-    if isinstance(weights, str) and weights.startswith(TORCHVISION_PREFIX):
-        path = _torchvision_weights_path(row, weights[len(TORCHVISION_PREFIX) :])
-    elif weights == "imagenet":
-        path = _imagenet_weights_path(row)
-    else:
-        path = None if weights is None else os.fspath(weights)
+    path = resolve_weights(row, weights)
     network = row.builder(
         include_top=False,
         weights=None,
@@ -220,7 +115,7 @@ def build_backbone(
         name="backbone",
     )
     if path is not None:
-        _load_weights(network, path, row)
+        load_weights(network, path, row)
     return network, normalization
 
 
@@ -239,12 +134,15 @@ def build_classifier(
     Layers, by name: `"preprocessing"` (the backbone's normalisation), `"backbone"`,
     `"pooler"` (global average pooling; absent for Hub modules, which pool themselves),
     `"head_dense"` (when `head_units`), `"output_dropout"` (when `dropout > 0`) and
-    `"predictions"` (softmax probabilities, float32 also under mixed precision). The backbone
-    is called in inference mode, so its BatchNormalization layers keep their statistics.
+    `"predictions"` (softmax probabilities, float32 also under mixed precision). Its
+    BatchNormalization layers are frozen by `tfresnet.freeze`, which runs them in inference
+    mode with their statistics kept: unfreeze through `tfresnet.freeze` (setting
+    `model.get_layer("backbone").trainable = True` by hand makes them trainable again, and a
+    training call would then update their statistics).
 
     Args:
         num_classes: Number of classes, at least 2.
-        backbone: `"resnet50"`, `"resnet50v2"`, `"resnet50-torchvision"` or `"hub:<handle>"`.
+        backbone: A name of `tfresnet.BACKBONES` or `"hub:<handle>"` (see `build_backbone`).
         weights: `"imagenet"` (downloaded once into the Keras cache), None, or the path of an
             `.h5` / `.weights.h5` file of the backbone without its top; for
             `"resnet50-torchvision"` also `"torchvision:IMAGENET1K_V1"` / `"..._V2"` or a
@@ -284,11 +182,87 @@ def build_classifier(
     else:
         x = network(x, training=False)
         x = keras.layers.GlobalAveragePooling2D(name="pooler")(x)
-    if head_units:
-        x = keras.layers.Dense(head_units, activation="relu", name="head_dense")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="output_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = build_head(x, num_classes, head_units=head_units, dropout=dropout)
     model = keras.Model(inputs, outputs, name=f"{get_backbone(backbone)[0].name}_classifier")
     freeze(model, until=freeze_until)
     return model
+
+
+def build_head(
+    features: keras.KerasTensor, num_classes: int, *, head_units: int | None = None, dropout: float = 0.2
+) -> keras.KerasTensor:
+    """Puts the classification head on pooled features: the layers of every tfresnet model.
+
+    `"head_dense"` (a ReLU layer of `head_units`, when given), `"output_dropout"` (when
+    `dropout > 0`) and `"predictions"` (softmax, float32 also under mixed precision).
+
+    Args:
+        features: A symbolic `(batch, feature_size)` tensor.
+        num_classes: Number of classes.
+        head_units: Units of an optional hidden ReLU layer (None or 0: none).
+        dropout: Dropout rate before the predictions (0: none).
+
+    Returns:
+        The symbolic `(batch, num_classes)` probabilities.
+
+    Example:
+    >>> features = keras.Input((2048,))
+    >>> keras.Model(features, build_head(features, 5, head_units=128)).output_shape
+    (None, 5)
+    """
+    x = features
+    if head_units:
+        x = keras.layers.Dense(head_units, activation="relu", name=HEAD_LAYERS[0])(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=HEAD_LAYERS[1])(x)
+    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[2])(x)
+
+
+def compile_classifier(
+    model: keras.Model,
+    *,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    label_smoothing: float = 0.1,
+    jit_compile: bool | str = "auto",
+) -> None:
+    """Compiles `model` with the recipe: Adam, smoothed cross-entropy, accuracy.
+
+    The loss is categorical cross-entropy on one-hot labels (feed `one_hot_labels`'s
+    output), with `label_smoothing`; the metric is `"accuracy"`. The optimizer is built at
+    once, so the first training step is traced once. `fine_tune`, `find_lr` and every trial of
+    the search compile through here, so they all optimise the same objective.
+
+    Args:
+        model: A model from `build_classifier` (or a head from `build_head`).
+        learning_rate: Adam's learning rate, or a schedule.
+        label_smoothing: Label smoothing of the loss, in [0, 1).
+        jit_compile: XLA compilation: `"auto"`, True or False (as `Model.compile`).
+
+    Example:
+    >>> model = build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+    >>> compile_classifier(model, learning_rate=1e-3)
+    >>> model.loss.label_smoothing
+    0.1
+    """
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+    model.optimizer.build(model.trainable_variables)
+
+
+def one_hot_labels(num_classes: int):
+    """A `Dataset.map` function from `(images, int labels)` to the one-hot labels of the loss.
+
+    Example:
+    >>> train = data.train.map(one_hot_labels(len(data.class_names)))
+    """
+
+    def convert(images, labels):
+        return images, tf.one_hot(labels, num_classes)
+
+    return convert

@@ -1,36 +1,64 @@
-"""The two-phase fine-tuning recipe, its callbacks, and the choice of distribution strategy.
+"""The two-phase fine-tuning recipe and the callbacks that make a run resumable.
 
 Phase 1 trains the head with the backbone frozen. Phase 2 unfreezes the backbone from
 `freeze_until` and trains on at a lower learning rate with a linear warm-up and a cosine decay.
 BatchNormalization stays in inference mode throughout, and the model is recompiled between the
-phases here, never by the user.
+phases here (through `compile_classifier`, the one recipe), never by the user.
+
+A run with an `output_dir` keeps there what lets a killed run continue with `resume=True`:
+each phase's last finished epoch (`backup/`, see `tfresnet.checkpoints`), the best epoch's
+weights and score (`best.weights.h5`, `best.json`), one log per phase (`log_head.csv`,
+`log_fine_tune.csv`, one row per epoch, never two for the same epoch) and, once training is
+over, `training_done.json`: resuming a finished run trains nothing more. A killed run resumed
+with the same settings continues at the epoch after the last one it finished, with that
+epoch's weights and optimizer state; only its data order differs from an uninterrupted run's
+(a fresh process starts the shuffle again).
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import json
+import hashlib
 import math
 import os
 import shutil
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from tfresnet.checkpoints import (
+    BEST_STATE,
+    BestCheckpoint,
+    EpochBackup,
+    EpochLog,
+    ResumableEarlyStopping,
+    copy_atomically,
+    read_json,
+    read_log,
+    write_json,
+)
 from tfresnet.data import ImageData
+from tfresnet.distribute import (
+    is_chief,
+    precision_policy,
+    resolve_mixed_precision,
+    resolve_strategy,
+    strategy_name,
+    work_around_multi_worker_fit,
+)
 from tfresnet.freezing import freeze
-from tfresnet.models import build_classifier
+from tfresnet.models import build_classifier, compile_classifier, one_hot_labels
 
-MIXED_PRECISION = ("auto", "on", "off")
 CLASS_WEIGHTS = ("balanced", "none")
+PHASES = ("head", "fine_tune")
 # Files kept in `output_dir`.
 BEST_WEIGHTS = "best.weights.h5"
 HEAD_DONE_WEIGHTS = "head_phase.weights.h5"
+DONE_FILE = "training_done.json"
+CONFIG_FILE = "config.json"
 BACKUP_DIR = "backup"
+LOG_FILE = "log_{phase}.csv"
 
 
 @dataclasses.dataclass
@@ -38,9 +66,9 @@ class FineTuneResult:
     """What `fine_tune` returns.
 
     Attributes:
-        model: The trained model, holding the weights of its best validation epoch.
-        history: Per-epoch metrics of both phases, phase 1 first (`loss`, `accuracy`,
-            `val_loss`, `val_accuracy`, `learning_rate`), and `phase` (1 or 2) per epoch.
+        model: The trained model, holding the weights of its best epoch.
+        history: Per-epoch metrics of both phases, phase 1 first (`loss`, `accuracy`, and
+            with a validation set `val_loss`, `val_accuracy`), and `phase` (1 or 2) per epoch.
         class_names: Label `i` is `class_names[i]`.
         config: The resolved settings of the run (what was asked and what "auto" became).
     """
@@ -49,68 +77,6 @@ class FineTuneResult:
     history: dict[str, list[float]]
     class_names: list[str]
     config: dict
-
-
-# === Strategy and precision ===
-
-
-def resolve_strategy() -> tf.distribute.Strategy:
-    """Picks the distribution strategy a run on this machine should use.
-
-    `MultiWorkerMirroredStrategy` when `TF_CONFIG` names a cluster (training across
-    machines, one process per machine with the same command), `TPUStrategy` when a TPU is
-    attached (Colab), `MirroredStrategy` with several GPUs, else the default strategy. Call it
-    at the start of a program, before any other TensorFlow work: multi-worker training
-    requires it.
-
-    Example:
-    >>> strategy = resolve_strategy()
-    >>> with strategy.scope():
-    ...     model = build_classifier(3, weights=None)
-    """
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    if tf_config.get("cluster"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    with contextlib.suppress(ValueError, tf.errors.NotFoundError, RuntimeError):
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the run's files (always, outside multi-worker training)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (
-        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
-    )
-
-
-def resolve_mixed_precision(mixed_precision: str) -> bool:
-    """`"auto"` means on when a GPU is visible; `"on"` and `"off"` are what they say."""
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(
-            f"mixed_precision must be one of {MIXED_PRECISION}. Received: mixed_precision={mixed_precision!r}"
-        )
-    if mixed_precision == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    return mixed_precision == "on"
-
-
-@contextlib.contextmanager
-def _precision_policy(mixed: bool):
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 # === Recipe pieces ===
@@ -138,7 +104,13 @@ def class_weights(class_counts: list[int], mode: str = "balanced") -> dict[int, 
 def fine_tune_schedule(
     learning_rate: float, *, steps: int, warmup_steps: int
 ) -> keras.optimizers.schedules.LearningRateSchedule:
-    """A linear warm-up from 0 to `learning_rate`, then a cosine decay to 0 at `steps`."""
+    """A linear warm-up from 0 to `learning_rate`, then a cosine decay to 0 at `steps`.
+
+    Example:
+    >>> schedule = fine_tune_schedule(1e-4, steps=100, warmup_steps=10)
+    >>> float(schedule(10)), float(schedule(100))
+    (0.0001, 0.0)
+    """
     warmup_steps = min(warmup_steps, max(steps - 1, 0))
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
@@ -148,57 +120,18 @@ def fine_tune_schedule(
     )
 
 
-def _one_hot(num_classes: int):
-    def convert(images, labels):
-        return images, tf.one_hot(labels, num_classes)
+def steps_per_epoch(data: ImageData) -> int:
+    """Training steps in one epoch, as the training set batches (a dropped remainder included).
 
-    return convert
-
-
-def save_weights_atomically(model: keras.Model, path: str) -> None:
-    """Writes the weights beside `path`, then renames them over it."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".weights.h5")
-    os.close(handle)
-    model.save_weights(temporary, overwrite=True)
-    os.replace(temporary, path)
-
-
-class BestCheckpoint(keras.callbacks.Callback):
-    """Keeps the weights of the best epoch in `path`, written atomically.
-
-    The file is written beside its target, then renamed over it, so an interrupted run never
-    leaves a half-written checkpoint where a good one was. One instance spans both phases.
+    Example:
+    >>> steps_per_epoch(tfresnet.from_folder("flowers/", batch_size=32))
+    8
     """
-
-    def __init__(self, path: str, monitor: str = "val_accuracy"):
-        super().__init__()
-        self.path = path
-        self.monitor = monitor
-        self.best = -math.inf if "acc" in monitor else math.inf
-
-    def _better(self, value: float) -> bool:
-        return value > self.best if "acc" in self.monitor else value < self.best
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not self._better(value):
-            return
-        self.best = float(value)
-        save_weights_atomically(self.model, self.path)
-
-
-def _history_from_csv(path: str) -> dict[str, list[float]]:
-    """Reads a CSVLogger file, so a resumed run reports the epochs it did before too."""
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as file:
-        rows = list(csv.DictReader(file))
-    history: dict[str, list[float]] = {}
-    for row in rows:
-        for key, value in row.items():
-            if key != "epoch":
-                history.setdefault(key, []).append(float(value))
-    return history
+    steps = int(data.train.cardinality())
+    if steps > 0:
+        return steps
+    batch_size = data.batch_size or next(iter(data.train))[0].shape[0]
+    return max(math.ceil(data.num_train / batch_size), 1)
 
 
 # === The recipe ===
@@ -235,14 +168,16 @@ def fine_tune(
        `fine_tune_learning_rate` (default a tenth of `learning_rate`) after a linear warm-up
        of `warmup_epochs`, decaying along a cosine. BatchNormalization stays in inference mode.
 
-    With `output_dir`, the run keeps there: `best.weights.h5` (best validation accuracy, or
-    training loss without a validation set, written atomically), `training_log.csv`,
-    TensorBoard logs in `logs/`, and a `backup/` from which `resume=True` continues a killed
-    run at the epoch it reached. Without `resume`, a previous run's backup is discarded.
+    The best epoch is the one with the best validation accuracy (the lowest training loss
+    without a validation set); the returned model holds its weights. With `output_dir`, the
+    run keeps there the files listed in this module's documentation, TensorBoard logs in
+    `logs/` and `config.json`; `resume=True` continues a killed run where it stopped, and a
+    finished one without training. Without `resume`, a previous run's state is discarded.
+    With `seed`, Keras's global seeds are set (`keras.utils.set_random_seed`).
 
     Args:
         data: Training (and validation) batches from `tfresnet.data`.
-        backbone: `"resnet50"`, `"resnet50v2"` or `"hub:<handle>"`.
+        backbone: A name of `tfresnet.BACKBONES` or `"hub:<handle>"`.
         weights: `"imagenet"`, None or a weights file (see `build_classifier`).
         head_units: Units of an optional hidden layer in the head.
         dropout: Dropout rate before the predictions.
@@ -272,8 +207,86 @@ def fine_tune(
     >>> result.history["val_accuracy"][-1]
     0.93
     """
+    check_recipe(
+        head_epochs=head_epochs,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate,
+        label_smoothing=label_smoothing,
+    )
+    if resume and not output_dir:
+        raise ValueError("resume=True needs the output_dir of the run to continue.")
+    strategy = strategy or resolve_strategy()
+    recipe = {
+        "head_epochs": head_epochs,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "fine_tune_learning_rate": fine_tune_learning_rate or learning_rate / 10,
+        "freeze_until": freeze_until,
+        "warmup_epochs": warmup_epochs,
+        "label_smoothing": label_smoothing,
+        "class_weights": class_weights(data.class_counts, class_weight),
+        "jit_compile": jit_compile,
+        "patience": patience,
+        "steps_per_epoch": steps_per_epoch(data),
+    }
+    config = {
+        "backbone": backbone,
+        "weights": weights,
+        "image_size": data.image_size,
+        "head_units": head_units,
+        "dropout": dropout,
+        **recipe,
+        "class_weight": class_weight,
+        "mixed_precision": resolve_mixed_precision(mixed_precision),
+        "seed": seed,
+        "class_names": data.class_names,
+        "num_train": data.num_train,
+        "num_validation": data.num_validation,
+        "strategy": strategy_name(strategy),
+        "num_replicas": strategy.num_replicas_in_sync,
+    }
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    run_dir = _run_dir(output_dir, strategy, resume)
+    with precision_policy(config["mixed_precision"]), strategy.scope():
+        model = build_classifier(
+            len(data.class_names),
+            backbone=backbone,
+            weights=weights,
+            image_size=data.image_size,
+            head_units=head_units,
+            dropout=dropout,
+        )
+        freeze(model, until=freeze_until)  # checks the index or name before any training
+        if run_dir and resume and os.path.exists(os.path.join(run_dir, DONE_FILE)):
+            history = _finished_run(model, run_dir, recipe, config)
+        else:
+            history = _train(
+                model,
+                data,
+                recipe,
+                run_dir=run_dir,
+                resume=resume,
+                strategy=strategy,
+                verbose=verbose,
+                config=config,
+            )
+    if run_dir and is_chief(strategy):
+        write_json(os.path.join(run_dir, CONFIG_FILE), config)
+    return FineTuneResult(model=model, history=history, class_names=list(data.class_names), config=config)
+
+
+def check_recipe(*, head_epochs, epochs, learning_rate, fine_tune_learning_rate=None, label_smoothing=0.1):
+    """Raises a ValueError naming the first bad setting of the recipe (before any training).
+
+    Example:
+    >>> check_recipe(head_epochs=0, epochs=0, learning_rate=1e-3)
+    Traceback (most recent call last):
+    ValueError: Nothing to train: head_epochs and epochs are both 0. Set one of them above 0.
+    """
     for name, value in (("head_epochs", head_epochs), ("epochs", epochs)):
-        if not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0. Received: {name}={value!r}")
     if head_epochs + epochs == 0:
         raise ValueError("Nothing to train: head_epochs and epochs are both 0. Set one of them above 0.")
@@ -285,152 +298,24 @@ def fine_tune(
             raise ValueError(f"{name} must be > 0. Received: {name}={value!r}")
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
-    if resume and not output_dir:
-        raise ValueError("resume=True needs the output_dir of the run to continue.")
-    weights_by_class = class_weights(data.class_counts, class_weight)
-    mixed = resolve_mixed_precision(mixed_precision)
-    fine_tune_learning_rate = fine_tune_learning_rate or learning_rate / 10
-    strategy = strategy or resolve_strategy()
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-
-    config = {
-        "backbone": backbone,
-        "weights": weights,
-        "image_size": data.image_size,
-        "head_units": head_units,
-        "dropout": dropout,
-        "head_epochs": head_epochs,
-        "epochs": epochs,
-        "learning_rate": learning_rate,
-        "fine_tune_learning_rate": fine_tune_learning_rate,
-        "freeze_until": freeze_until,
-        "warmup_epochs": warmup_epochs,
-        "label_smoothing": label_smoothing,
-        "class_weight": class_weight,
-        "mixed_precision": mixed,
-        "jit_compile": jit_compile,
-        "patience": patience,
-        "seed": seed,
-        "class_names": data.class_names,
-        "num_train": data.num_train,
-        "num_validation": data.num_validation,
-        "num_replicas": strategy.num_replicas_in_sync,
-    }
-
-    chief = is_chief(strategy)
-    run_dir = output_dir if chief else (output_dir and tempfile.mkdtemp(prefix="tfresnet-worker-"))
-    if run_dir:
-        os.makedirs(run_dir, exist_ok=True)
-        if not resume:
-            _remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS, BEST_WEIGHTS, "log_head.csv", "log_fine_tune.csv")
-
-    num_classes = len(data.class_names)
-    train = data.train.map(_one_hot(num_classes))
-    validation = data.validation.map(_one_hot(num_classes)) if data.validation is not None else None
-    monitor = "val_accuracy" if validation is not None else "loss"
-    steps_per_epoch = max(math.ceil(data.num_train / _batch_size(data)), 1)
-
-    with _precision_policy(mixed), strategy.scope():
-        model = build_classifier(
-            num_classes,
-            backbone=backbone,
-            weights=weights,
-            image_size=data.image_size,
-            head_units=head_units,
-            dropout=dropout,
-        )
-        freeze(model, until=freeze_until)  # checks the index or name before any training
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-
-        best = BestCheckpoint(os.path.join(run_dir, BEST_WEIGHTS), monitor) if run_dir else None
-        history: dict[str, list[float]] = {}
-
-        def callbacks(phase: str) -> list[keras.callbacks.Callback]:
-            found = [best] if best else []
-            if patience is not None and monitor.startswith("val_"):
-                found.append(keras.callbacks.EarlyStopping(monitor, patience=patience, mode="max"))
-            if run_dir:
-                found += [
-                    keras.callbacks.BackupAndRestore(
-                        os.path.join(run_dir, BACKUP_DIR, phase), double_checkpoint=True
-                    ),
-                    keras.callbacks.CSVLogger(os.path.join(run_dir, f"log_{phase}.csv"), append=resume),
-                    keras.callbacks.TensorBoard(os.path.join(run_dir, "logs", phase)),
-                ]
-            return found
-
-        def run_phase(phase: str, phase_epochs: int, optimizer: keras.optimizers.Optimizer) -> None:
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
-            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                _work_around_multi_worker_fit(model)
-            fitted = model.fit(
-                train,
-                validation_data=validation,
-                epochs=phase_epochs,
-                class_weight=weights_by_class,
-                callbacks=callbacks(phase),
-                verbose=verbose,
-            )
-            done = {k: [float(v) for v in values] for k, values in fitted.history.items()}
-            if run_dir:  # a resumed phase logged its earlier epochs too
-                done = _history_from_csv(os.path.join(run_dir, f"log_{phase}.csv")) or done
-            _extend(history, done, phase=1 if phase == "head" else 2)
-
-        head_done = run_dir and resume and os.path.exists(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
-        if head_epochs and not head_done:
-            freeze(model, until=None)
-            run_phase("head", head_epochs, keras.optimizers.Adam(learning_rate))
-            if run_dir:
-                save_weights_atomically(model, os.path.join(run_dir, HEAD_DONE_WEIGHTS))
-        elif head_done:
-            model.load_weights(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
-            _extend(history, _history_from_csv(os.path.join(run_dir, "log_head.csv")), phase=1)
-
-        if epochs:
-            freeze(model, until=freeze_until)
-            schedule = fine_tune_schedule(
-                fine_tune_learning_rate,
-                steps=epochs * steps_per_epoch,
-                warmup_steps=round(warmup_epochs * steps_per_epoch),
-            )
-            run_phase("fine_tune", epochs, keras.optimizers.Adam(schedule))
-
-        if best and os.path.exists(best.path):
-            model.load_weights(best.path)
-        if run_dir:  # finished: nothing left to resume
-            _remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS)
-
-    if run_dir and chief:
-        with open(os.path.join(run_dir, "config.json"), "w") as file:
-            json.dump(config, file, indent=2, default=str)
-    return FineTuneResult(model=model, history=history, class_names=list(data.class_names), config=config)
 
 
-def _work_around_multi_worker_fit(model: keras.Model) -> None:
-    """Lets Keras 3's `fit()` run under `MultiWorkerMirroredStrategy` (keras-team/keras#20585).
-
-    Keras 3 averages one batch across workers eagerly to build the model, which that strategy
-    cannot do, and averages each step's scalar logs "along axis 0", which scalars lack. The
-    model and optimizer are built here instead (fit() runs inside `strategy.scope()`, where
-    Keras finds the strategy), and the step logs get a batch axis of length 1.
-    """
-    model.optimizer.build(model.trainable_variables)
-    model._distribute_strategy = None
-    for name in ("train_step", "test_step"):
-        step = getattr(model, name)
-
-        def with_batch_axis(data, step=step):
-            return {key: tf.reshape(value, [1]) for key, value in step(data).items()}
-
-        setattr(model, name, with_batch_axis)
-
-
-def _extend(history: dict[str, list[float]], epochs: dict[str, list[float]], phase: int) -> None:
-    for key, values in epochs.items():
-        history.setdefault(key, []).extend(values)
-    history.setdefault("phase", []).extend([phase] * len(epochs.get("loss", [])))
+def _run_dir(output_dir: str | None, strategy: tf.distribute.Strategy, resume: bool) -> str | None:
+    """`output_dir` on the chief; on another worker a folder of its own outside it, the same
+    on every start (so a worker resumes to the point the chief resumes to)."""
+    if not output_dir:
+        return None
+    run_dir = output_dir
+    if not is_chief(strategy):
+        resolver = strategy.cluster_resolver
+        key = hashlib.sha1(os.path.abspath(output_dir).encode()).hexdigest()[:12]
+        name = f"tfresnet-{key}-{resolver.task_type}{resolver.task_id}"
+        run_dir = os.path.join(tempfile.gettempdir(), name)
+    os.makedirs(run_dir, exist_ok=True)
+    if not resume:
+        logs = [LOG_FILE.format(phase=phase) for phase in PHASES]
+        _remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS, BEST_WEIGHTS, BEST_STATE, DONE_FILE, *logs)
+    return run_dir
 
 
 def _remove(directory: str, *names: str) -> None:
@@ -442,104 +327,122 @@ def _remove(directory: str, *names: str) -> None:
             os.remove(path)
 
 
-def _batch_size(data: ImageData) -> int:
-    if data.batch_size:
-        return data.batch_size
-    for images, _ in data.train.take(1):
-        return int(images.shape[0])
-    raise ValueError("The training set is empty: no batch could be read from it.")
+def _finished_run(model: keras.Model, run_dir: str, recipe: dict, config: dict) -> dict[str, list[float]]:
+    """The model (compiled as after training, holding the best epoch's weights) and history of
+    a run that finished training, resumed for its report and export."""
+    compile_classifier(
+        model,
+        learning_rate=recipe["fine_tune_learning_rate" if recipe["epochs"] else "learning_rate"],
+        label_smoothing=recipe["label_smoothing"],
+        jit_compile=recipe["jit_compile"],
+    )
+    config["jit_compile"] = bool(model.jit_compile)
+    config["best_epoch"] = (read_json(os.path.join(run_dir, DONE_FILE)) or {}).get("best_epoch")
+    model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
+    return _logged_history(run_dir)
 
 
-# === Learning-rate finder ===
+def _logged_history(run_dir: str) -> dict[str, list[float]]:
+    history: dict[str, list[float]] = {}
+    for number, phase in enumerate(PHASES, 1):
+        _extend(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase=phase))), number)
+    return history
 
 
-def find_lr(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    *,
-    start_lr: float = 1e-7,
-    end_lr: float = 1.0,
-    steps: int = 100,
-    label_smoothing: float = 0.0,
-    output_path: str | None = None,
-) -> dict:
-    """Sweeps Adam's learning rate exponentially over training steps and suggests one.
-
-    One step per rate, from `start_lr` to `end_lr`, stopping early when the loss diverges
-    (four times its minimum). The model's weights and compile settings are restored
-    afterwards, so the sweep leaves no trace. The suggestion is the rate where the smoothed
-    loss falls fastest (the steepest slope against log rate), as fastai's `lr_find` does.
-
-    Args:
-        model: A model from `build_classifier`; freeze it as the phase to tune will be.
-        dataset: Batches of `(images, int labels)`, e.g. `ImageData.train` (repeated as needed).
-        start_lr: The first rate.
-        end_lr: The last rate.
-        steps: The number of rates tried (one training step each).
-        label_smoothing: As in training.
-        output_path: A PNG of loss against rate is written here when given.
-
-    Returns:
-        `{"suggested_learning_rate", "learning_rates", "losses"}`.
-
-    Example:
-    >>> model = build_classifier(5, image_size=224)
-    >>> find_lr(model, data.train, output_path="lr_find.png")["suggested_learning_rate"]
-    0.0012
-    """
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"Need 0 < start_lr < end_lr. Received: start_lr={start_lr}, end_lr={end_lr}")
-    if steps < 5:
-        raise ValueError(f"steps must be at least 5. Received: steps={steps}")
-    saved_weights = model.get_weights()
-    compile_config = model.get_compile_config() if getattr(model, "compiled", False) else None
-    optimizer = keras.optimizers.Adam(start_lr)
-    model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing))
-    factor = (end_lr / start_lr) ** (1 / (steps - 1))
-    rates, losses = [], []
-    batches = dataset.map(_one_hot(model.output_shape[-1])).repeat()
-    try:
-        for step, (images, labels) in zip(range(steps), batches):
-            rate = start_lr * factor**step
-            optimizer.learning_rate = rate
-            loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
-            rates.append(rate)
-            losses.append(loss)
-            if not math.isfinite(loss) or loss > 4 * min(losses):
-                break
-    finally:
-        model.set_weights(saved_weights)
-        if compile_config:
-            model.compile_from_config(compile_config)
-    suggested = _steepest_descent(rates, losses)
-    if output_path:
-        _plot_lr_sweep(rates, losses, suggested, output_path)
-    return {"suggested_learning_rate": suggested, "learning_rates": rates, "losses": losses}
+def _extend(history: dict[str, list[float]], rows: list[dict], phase: int) -> None:
+    for row in rows:
+        for key, value in row.items():
+            if key != "epoch":
+                history.setdefault(key, []).append(value)
+        history.setdefault("phase", []).append(phase)
 
 
-def _steepest_descent(rates: list[float], losses: list[float]) -> float:
-    """The rate where the exponentially smoothed loss falls fastest against log(rate)."""
-    smoothed, average = [], 0.0
-    for i, loss in enumerate(losses):
-        average = 0.9 * average + 0.1 * (loss if math.isfinite(loss) else max(losses[:i] or [0.0]))
-        smoothed.append(average / (1 - 0.9 ** (i + 1)))
-    end = int(np.argmin(smoothed)) + 1  # the sweep's tail past the minimum only diverges
-    if end < 3:
-        return rates[max(end - 1, 0)]
-    slopes = np.gradient(np.array(smoothed[:end]), np.log(np.array(rates[:end])))
-    return float(rates[int(np.argmin(slopes))])
+def _train(model, data, recipe, *, run_dir, resume, strategy, verbose, config) -> dict[str, list[float]]:
+    """Runs both phases; returns the history and leaves the best epoch's weights in `model`."""
+    num_classes = len(data.class_names)
+    train = data.train.map(one_hot_labels(num_classes))
+    validation = data.validation.map(one_hot_labels(num_classes)) if data.validation is not None else None
+    if validation is not None and data.batch_size and strategy.num_replicas_in_sync > 1:
+        # Every replica needs a batch at every step: the fit drops the last partial one (the
+        # report still evaluates every image).
+        validation = validation.rebatch(data.batch_size, drop_remainder=True)
+    monitor = "val_accuracy" if validation is not None else "loss"
+    best = BestCheckpoint(run_dir and os.path.join(run_dir, BEST_WEIGHTS), monitor, resume=resume)
+    history: dict[str, list[float]] = {}
+
+    def run_phase(phase: str, phase_epochs: int, learning_rate) -> None:
+        compile_classifier(
+            model,
+            learning_rate=learning_rate,
+            label_smoothing=recipe["label_smoothing"],
+            jit_compile=recipe["jit_compile"],
+        )
+        config["jit_compile"] = bool(model.jit_compile)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            work_around_multi_worker_fit(model)
+        best.phase = phase
+        callbacks, log = _callbacks(phase, run_dir, best, monitor, recipe["patience"], resume)
+        fitted = model.fit(
+            train,
+            validation_data=validation,
+            epochs=phase_epochs,
+            verbose=verbose,
+            class_weight=recipe["class_weights"],
+            callbacks=callbacks,
+            shuffle=False,  # the loaders shuffle; Keras would only warn that it cannot
+        )
+        if log:
+            rows = log.rows
+        else:
+            rows = [
+                {"epoch": i, **{key: float(values[i]) for key, values in fitted.history.items()}}
+                for i in range(len(fitted.history.get("loss", [])))
+            ]
+        _extend(history, rows, PHASES.index(phase) + 1)
+
+    head_done = run_dir and resume and os.path.exists(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
+    if head_done:
+        model.load_weights(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
+        _extend(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase="head"))), 1)
+    elif recipe["head_epochs"]:
+        freeze(model, until=None)
+        run_phase("head", recipe["head_epochs"], recipe["learning_rate"])
+        if run_dir:  # the phase's backup holds the weights it ended with
+            copy_atomically(_backup(run_dir, "head").weights_path, os.path.join(run_dir, HEAD_DONE_WEIGHTS))
+    if recipe["epochs"]:
+        freeze(model, until=recipe["freeze_until"])
+        steps = recipe["steps_per_epoch"]
+        schedule = fine_tune_schedule(
+            recipe["fine_tune_learning_rate"],
+            steps=recipe["epochs"] * steps,
+            warmup_steps=round(recipe["warmup_epochs"] * steps),
+        )
+        run_phase("fine_tune", recipe["epochs"], schedule)
+    best.restore(model)
+    config["best_epoch"] = best.best_epoch
+    if run_dir:  # finished: a resume goes straight to the report and the export
+        write_json(os.path.join(run_dir, DONE_FILE), {"best_epoch": best.best_epoch, "monitor": monitor})
+        _remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS)
+    return history
 
 
-def _plot_lr_sweep(rates: list[float], losses: list[float], suggested: float, path: str) -> None:
-    from matplotlib.figure import Figure
+def _backup(run_dir: str, phase: str, replay: list[keras.callbacks.Callback] = ()) -> EpochBackup:
+    return EpochBackup(os.path.join(run_dir, BACKUP_DIR, phase), replay=replay)
 
-    figure = Figure(figsize=(6, 4))
-    axes = figure.subplots()
-    axes.plot(rates, losses)
-    axes.axvline(suggested, color="red", linestyle="--", label=f"suggested {suggested:.2g}")
-    axes.set_xscale("log")
-    axes.set_xlabel("learning rate")
-    axes.set_ylabel("loss")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path)
+
+def _callbacks(
+    phase: str, run_dir: str | None, best: BestCheckpoint, monitor: str, patience: int | None, resume: bool
+) -> tuple[list[keras.callbacks.Callback], EpochLog | None]:
+    """The phase's callbacks, in order: the backup commits an epoch before anything records it."""
+    log = EpochLog(os.path.join(run_dir, LOG_FILE.format(phase=phase)), resume=resume) if run_dir else None
+    found: list[keras.callbacks.Callback] = []
+    best.backup = None
+    if run_dir:
+        best.backup = _backup(run_dir, phase, replay=[log, best])
+        found += [best.backup, log]
+    found.append(best)
+    if patience is not None and monitor.startswith("val_"):
+        found.append(ResumableEarlyStopping(monitor, patience=patience, log=log))
+    if run_dir:
+        found.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs", phase)))
+    return found, log

@@ -1,0 +1,192 @@
+"""Where a run computes: the strategy, who writes files, mixed precision, and two workers
+training one model over loopback."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import types
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import write_image_folder
+
+from tfresnet import distribute, training
+from tfresnet.checkpoints import read_json, read_log
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _strategy(cluster: dict | None, task_type: str | None = None, task_id: int = 0):
+    """A stand-in for a strategy of a cluster: only its `cluster_resolver` is read."""
+    if cluster is None:
+        return types.SimpleNamespace()
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+WITH_CHIEF = {"chief": ["host0:1"], "worker": ["host1:1", "host2:1"]}
+WORKERS_ONLY = {"worker": ["host0:1", "host1:1"]}
+
+
+def test_resolve_strategy_without_a_cluster_is_the_default_one(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = distribute.resolve_strategy()
+    assert strategy is tf.distribute.get_strategy()
+    assert strategy.num_replicas_in_sync == 1
+    assert distribute.is_chief(strategy)
+    assert distribute.strategy_name(strategy) == "default"
+
+
+def test_strategy_name_is_the_public_class_name():
+    assert distribute.strategy_name(tf.distribute.MirroredStrategy(["/cpu:0"])) == "MirroredStrategy"
+    assert distribute.strategy_name(tf.distribute.OneDeviceStrategy("/cpu:0")) == "OneDeviceStrategy"
+
+
+@pytest.mark.parametrize(
+    "cluster, task_type, task_id, chief",
+    [
+        (WITH_CHIEF, "chief", 0, True),
+        (WITH_CHIEF, "worker", 0, False),
+        (WITH_CHIEF, "worker", 1, False),
+        (WORKERS_ONLY, "worker", 0, True),
+        (WORKERS_ONLY, "worker", 1, False),
+        (None, None, 0, True),
+    ],
+)
+def test_is_chief(cluster, task_type, task_id, chief):
+    """The chief when the cluster names one, else worker 0; a process outside a cluster is."""
+    assert distribute.is_chief(_strategy(cluster, task_type, task_id)) is chief
+
+
+def test_a_worker_runs_in_the_same_folder_of_its_own_on_every_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(training.tempfile, "tempdir", str(tmp_path / "tmp"))
+    output_dir = str(tmp_path / "run")
+    worker = _strategy(WORKERS_ONLY, "worker", 1)
+    first = training._run_dir(output_dir, worker, resume=False)
+    again = training._run_dir(output_dir, worker, resume=True)
+    assert first == again
+    assert first.startswith(str(tmp_path / "tmp")) and os.path.isdir(first)
+    assert training._run_dir(output_dir, _strategy(WORKERS_ONLY, "worker", 0), resume=True) == output_dir
+    assert training._run_dir(str(tmp_path / "other"), worker, resume=True) != first
+    assert not os.path.exists(output_dir) or os.listdir(output_dir) == []
+
+
+@pytest.mark.parametrize("value, expected", [("on", True), ("off", False), ("auto", False)])
+def test_resolve_mixed_precision(value, expected):
+    assert not tf.config.list_physical_devices("GPU")  # "auto" is on only with a GPU
+    assert distribute.resolve_mixed_precision(value) is expected
+
+
+def test_resolve_mixed_precision_names_the_choices():
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of .*Received: mixed_precision='yes'"):
+        distribute.resolve_mixed_precision("yes")
+
+
+def test_precision_policy_applies_inside_the_block_only():
+    keras.mixed_precision.set_global_policy("float32")
+    with distribute.precision_policy(True):
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        assert keras.layers.Dense(2).compute_dtype == "float16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(RuntimeError), distribute.precision_policy(True):
+        raise RuntimeError("failed inside")
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+# === Two workers over loopback ===
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _h5_arrays(path: str) -> dict[str, np.ndarray]:
+    arrays = {}
+    with h5py.File(path, "r") as file:
+        file.visititems(
+            lambda name, item: arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None
+        )
+    return arrays
+
+
+def _event_file_pids(folder: str) -> set[int]:
+    """The process ids in the names of TensorBoard's event files (`...tfevents.TIME.HOST.PID.N.v2`)."""
+    return {
+        int(name.split(".")[-3])
+        for _, _, names in os.walk(folder)
+        for name in names
+        if name.startswith("events.out.tfevents")
+    }
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """The command run by two workers of one cluster on this machine: worker 0 is the chief."""
+    root = tmp_path_factory.mktemp("two_workers")
+    images, output_dir, temporary = (str(root / name) for name in ("images", "run", "tmp"))
+    write_image_folder(images, images_per_class=10, size=32)  # 21 training, 9 validation images
+    os.makedirs(temporary)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    command = [sys.executable, "-m", "tfresnet.finetune", "--data-dir", images, "--output-dir", output_dir]
+    command += ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
+    command += ["--val-split", "0.3", "--augmentation", "none", "--head-epochs", "2", "--epochs", "1"]
+    command += ["--patience", "0", "--seed", "0"]
+    workers = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        environment = {**os.environ, "TF_CONFIG": config, "TMPDIR": temporary}
+        with open(root / f"worker{index}.log", "w") as log:
+            workers.append(subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=log))
+    for index, worker in enumerate(workers):
+        assert worker.wait(timeout=600) == 0, (root / f"worker{index}.log").read_text()[-3000:]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(training.tempfile, "tempdir", temporary)  # as TMPDIR set it for the workers
+        worker_dir = training._run_dir(output_dir, _strategy(cluster, "worker", 1), resume=True)
+    return types.SimpleNamespace(
+        output_dir=output_dir, worker_dir=worker_dir, temporary=temporary, pids=[w.pid for w in workers]
+    )
+
+
+@pytest.mark.slow
+def test_two_workers_train_the_same_model_and_only_the_chief_writes(two_workers):
+    output_dir, worker_dir = two_workers.output_dir, two_workers.worker_dir
+    for name in ("best.weights.h5", "log_head.csv", "log_fine_tune.csv"):  # the worker trained alongside
+        assert os.path.exists(os.path.join(worker_dir, name))
+    chief_weights = _h5_arrays(os.path.join(output_dir, "best.weights.h5"))
+    worker_weights = _h5_arrays(os.path.join(worker_dir, "best.weights.h5"))
+    assert chief_weights.keys() == worker_weights.keys()
+    for name, array in chief_weights.items():
+        np.testing.assert_array_equal(array, worker_weights[name], err_msg=name)
+    for phase, epochs in (("head", 2), ("fine_tune", 1)):
+        log = read_log(os.path.join(output_dir, f"log_{phase}.csv"))
+        assert [row["epoch"] for row in log] == list(range(epochs))
+        assert log == read_log(os.path.join(worker_dir, f"log_{phase}.csv"))
+
+    # The worker wrote nothing into the output folder: TensorBoard's files name their writer.
+    chief, worker = two_workers.pids
+    assert _event_file_pids(output_dir) == {chief}
+    assert _event_file_pids(worker_dir) == {worker}
+    leftovers = [name for _, _, names in os.walk(output_dir) for name in names if name.startswith(".")]
+    assert leftovers == []
+    assert os.listdir(two_workers.temporary) == [os.path.basename(worker_dir)]  # its report went away
+    assert read_json(os.path.join(output_dir, "report.json"))["evaluated_on"] == "validation"
+    assert read_json(os.path.join(output_dir, "config.json"))["strategy"] == "MultiWorkerMirroredStrategy"
+
+
+@pytest.mark.slow
+def test_the_report_of_two_workers_counts_every_validation_image(two_workers):
+    report = read_json(os.path.join(two_workers.output_dir, "report.json"))
+    assert report["num_images"] == 9

@@ -1,0 +1,320 @@
+"""Tests of tfresnet.data.pipeline, through the loaders: determinism, the batch contract, file
+caches (killed runs included), the training set's safety net and the training images under the
+evaluation transform."""
+
+import glob
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import file_index, take_all
+
+from tfresnet.data import AUGMENTATIONS, decode_for_eval, from_arrays, from_folder
+from tfresnet.data.pipeline import clear_stale_cache, make_settings, stratified_split
+
+SIZE = 32
+
+
+def listed_files(folder: str) -> list[tuple[str, int]]:
+    """`(path, label)` of a class folder's files, in the order the loader lists them."""
+    classes = sorted(os.listdir(folder))
+    return [
+        (os.path.join(folder, name, file), label)
+        for label, name in enumerate(classes)
+        for file in sorted(os.listdir(os.path.join(folder, name)))
+    ]
+
+
+# === Determinism and the batch contract ===
+
+
+def test_same_seed_same_batches_other_seed_other_batches(make_image_folder):
+    folder = make_image_folder(images_per_class=3, size=SIZE)
+
+    def two_epochs(seed):
+        train = from_folder(folder, image_size=SIZE, batch_size=4, seed=seed).train
+        return [take_all(train) for _ in range(2)]
+
+    first, second, other = two_epochs(7), two_epochs(7), two_epochs(8)
+
+    for (images, labels), (images_again, labels_again) in zip(first, second):
+        np.testing.assert_array_equal(images, images_again)
+        np.testing.assert_array_equal(labels, labels_again)
+    assert not np.array_equal(first[0][0], other[0][0])
+    assert not np.array_equal(first[0][0], first[1][0])  # each epoch augments anew
+
+
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
+def test_batches_are_float32_raw_pixels_and_int32_labels(image_folder, augmentation):
+    data = from_folder(
+        image_folder, image_size=SIZE, batch_size=3, augmentation=augmentation, seed=0, drop_remainder=True
+    )
+
+    for dataset in (data.train, data.validation, data.train_evaluation):
+        images, labels = next(iter(dataset))
+        assert images.dtype == tf.float32 and images.shape == (3, SIZE, SIZE, 3)
+        assert labels.dtype == tf.int32 and labels.shape == (3,)
+        assert 0 <= images.numpy().min() and images.numpy().max() <= 255
+        assert images.numpy().max() > 200  # raw pixels, not normalised
+
+
+def test_extra_augmentation_applies_to_training_batches_only(image_folder):
+    data = from_folder(
+        image_folder, image_size=SIZE, seed=0, extra_augmentation=lambda images: 255.0 - images * 0.0
+    )
+
+    train_images, _ = take_all(data.train)
+    assert (train_images == 255).all()
+    for dataset in (data.validation, data.train_evaluation):
+        assert not (take_all(dataset)[0] == 255).all()
+
+
+def test_training_set_without_augmentation_is_decode_for_eval_of_each_file(image_folder):
+    data = from_folder(image_folder, image_size=SIZE, val_split=0, augmentation="none", seed=0)
+    files = listed_files(image_folder)
+    decode = tf.function(lambda contents: decode_for_eval(contents, SIZE))
+    expected = np.stack([decode(tf.io.read_file(path)).numpy() for path, _ in files])
+
+    images, labels = take_all(data.train)
+
+    index = file_index(images, expected)  # shuffled: match each image to its file
+    assert sorted(index) == list(range(len(files)))
+    assert labels.tolist() == [files[i][1] for i in index]
+
+
+# === The training images under the evaluation transform ===
+
+
+@pytest.mark.parametrize("cache", ["memory", "directory"])
+def test_train_evaluation_is_every_training_image_once_in_source_order(image_folder, tmp_path, cache):
+    data = from_folder(
+        image_folder,
+        image_size=SIZE,
+        batch_size=4,
+        val_split=0.3,
+        seed=0,
+        cache=True if cache == "memory" else str(tmp_path / "cache"),
+    )
+    files = listed_files(image_folder)
+    expected = np.stack([decode_for_eval(tf.io.read_file(path), SIZE).numpy() for path, _ in files])
+    assert len(np.unique(expected.reshape(len(files), -1), axis=0)) == len(files)  # files tell apart
+
+    first, second = take_all(data.train_evaluation), take_all(data.train_evaluation)
+
+    train_index = file_index(first[0], expected)
+    validation_index = file_index(take_all(data.validation)[0], expected)
+    assert len(train_index) == data.num_train == 15
+    assert train_index == sorted(set(train_index))  # each once, in source order
+    assert set(train_index).isdisjoint(validation_index)
+    assert sorted(train_index + validation_index) == list(range(len(files)))
+    assert first[1].tolist() == [files[i][1] for i in train_index]
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+# === A file that fails after the listing ===
+
+
+def corrupt_png_body(path: str) -> None:
+    """Overwrites the middle of a PNG file: its signature and end stay, decoding fails."""
+    contents = bytearray(open(path, "rb").read())
+    middle = len(contents) // 2
+    contents[middle - 8 : middle + 8] = bytes(16)
+    open(path, "wb").write(bytes(contents))
+    with pytest.raises(tf.errors.InvalidArgumentError):  # precondition
+        tf.io.decode_image(tf.io.read_file(path))
+
+
+def test_file_failing_after_listing_is_replaced_in_training_but_never_in_evaluation(make_image_folder):
+    train_folder = make_image_folder(images_per_class=4, size=SIZE)
+    validation_folder = make_image_folder(images_per_class=2, size=SIZE, seed=1)
+    data = from_folder(
+        train_folder, validation_directory=validation_folder, image_size=SIZE, seed=0, augmentation="flip"
+    )
+    assert (data.num_train, data.num_validation, data.skipped) == (12, 6, {})
+
+    corrupt_png_body(os.path.join(train_folder, "red", "001.png"))
+    corrupt_png_body(os.path.join(validation_folder, "red", "001.png"))
+
+    assert len(take_all(data.train)[1]) == data.num_train  # the safety net keeps the epoch's length
+    for dataset in (data.validation, data.train_evaluation):  # no image twice: it raises instead
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            take_all(dataset)
+
+
+# === File caches ===
+
+
+def test_file_cache_serves_the_same_images_to_a_new_loader(image_folder, tmp_path):
+    cache = tmp_path / "cache"
+    data = from_folder(image_folder, image_size=SIZE, cache=str(cache), seed=0)
+
+    first = take_all(data.validation)
+    names = os.listdir(cache)
+    again = take_all(from_folder(image_folder, image_size=SIZE, cache=str(cache), seed=0).validation)
+
+    assert any(name.startswith("validation-") and name.endswith(".index") for name in names)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def leave_killed_cache(prefix: str) -> list[str]:
+    """Leaves on disk what a run killed while filling the cache `prefix` leaves: tf.data's
+    lockfile and partial file (copied while a cache fills: dropping the iterator removes them)."""
+    aside = os.path.join(os.path.dirname(prefix), "aside")
+    os.makedirs(aside)
+    iterator = iter(tf.data.Dataset.range(1000).cache(prefix))
+    next(iterator)
+    left = glob.glob(glob.escape(prefix) + "_*")
+    for path in left:
+        shutil.copy(path, aside)
+    del iterator
+    for path in left:
+        shutil.move(os.path.join(aside, os.path.basename(path)), path)
+    os.rmdir(aside)
+    assert any(path.endswith("_0.lockfile") for path in left)
+    return left
+
+
+def test_a_killed_cache_blocks_tf_data(tmp_path):
+    """The state `leave_killed_cache` leaves is the one that fails the next run (whose failing
+    iterator then removes the lockfile: the run after it works)."""
+    prefix = str(tmp_path / "validation-0123456789abcdef")
+    leave_killed_cache(prefix)
+
+    with pytest.raises(tf.errors.AlreadyExistsError, match="concurrent caching iterator.*lockfile"):
+        list(tf.data.Dataset.range(3).cache(prefix))
+
+
+def test_cache_left_locked_by_a_killed_run_is_filled_again(image_folder, tmp_path):
+    cache = tmp_path / "cache"
+    expected = take_all(from_folder(image_folder, image_size=SIZE, cache=str(cache), seed=0).validation)
+    (index,) = glob.glob(str(cache / "validation-*.index"))
+    prefix = index[: -len(".index")]
+    for path in glob.glob(glob.escape(prefix) + ".index") + glob.glob(glob.escape(prefix) + ".data-*"):
+        os.remove(path)  # no cache yet: a run was killed while filling it
+    leave_killed_cache(prefix)
+
+    data = from_folder(image_folder, image_size=SIZE, cache=str(cache), seed=0)
+    images, labels = take_all(data.validation)
+
+    np.testing.assert_array_equal(images, expected[0])
+    np.testing.assert_array_equal(labels, expected[1])
+    assert os.path.exists(prefix + ".index") and not glob.glob(glob.escape(prefix) + "_*")
+
+
+def test_stale_cache_is_cleared_only_once_no_live_run_holds_it(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    prefix = str(tmp_path / "validation-0123456789abcdef")
+    left = leave_killed_cache(prefix)
+
+    with open(prefix + ".lock", "a") as other_run:  # another live process filling this cache
+        fcntl.flock(other_run.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        clear_stale_cache(prefix)
+        assert all(os.path.exists(path) for path in left)
+    clear_stale_cache(prefix)  # that process ended
+
+    assert not any(os.path.exists(path) for path in left)
+    assert list(tf.data.Dataset.range(3).cache(prefix).as_numpy_iterator()) == [0, 1, 2]
+
+
+# === Settings and split ===
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"augmentation": "fancy"}, "'none', 'flip', 'standard'. Received: augmentation='fancy'"),
+        ({"val_split": 1.5}, "Received: val_split=1.5"),
+        ({"val_split": -0.1}, "Received: val_split=-0.1"),
+        ({"image_size": 0}, "Received: image_size=0"),
+        ({"batch_size": 2.0}, "Received: batch_size=2.0"),
+        ({"seed": "7"}, "Received: seed='7'"),
+        ({"cache": 3}, "Received: cache=3"),
+        ({"extra_augmentation": "flip"}, "Received: extra_augmentation='flip'"),
+    ],
+)
+def test_settings_errors_say_what_was_received(kwargs, match):
+    settings = dict(
+        image_size=SIZE,
+        batch_size=4,
+        val_split=0.2,
+        augmentation="standard",
+        extra_augmentation=None,
+        seed=0,
+        cache=True,
+        drop_remainder=False,
+    )
+
+    with pytest.raises(ValueError, match=match):
+        make_settings(**{**settings, **kwargs})
+
+
+def test_drop_remainder_drops_training_batches_only():
+    images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1) * np.ones((1, 8, 8, 3), np.uint8)
+
+    data = from_arrays(
+        images, np.arange(20) % 2, image_size=8, batch_size=4, val_split=0.3, drop_remainder=True
+    )
+
+    assert [len(labels) for _, labels in data.train] == [4, 4, 4]  # 14 images: the last 2 dropped
+    assert sum(len(labels) for _, labels in data.validation) == data.num_validation == 6
+    assert sum(len(labels) for _, labels in data.train_evaluation) == data.num_train == 14
+
+
+def test_drop_remainder_without_a_full_training_batch_is_refused():
+    images = np.zeros((10, 8, 8, 3), np.uint8)
+
+    with pytest.raises(ValueError, match="the 2 training images make no full batch of batch_size=4"):
+        from_arrays(images, np.arange(10) % 2, image_size=8, batch_size=4, val_split=0.7, drop_remainder=True)
+
+
+@pytest.mark.parametrize(
+    "labels, val_split, held_out",
+    [
+        ([0] * 10 + [1] * 10, 0.2, [2, 2]),
+        ([0] * 3 + [1] * 9, 0.5, [2, 5]),  # rounds half up
+        ([0] * 1 + [1] * 4, 0.5, [0, 2]),  # a class keeps at least one training image
+    ],
+)
+def test_stratified_split_holds_out_each_class_and_never_all_of_one(labels, val_split, held_out):
+    labels = np.array(labels)
+
+    train, validation = stratified_split(labels, val_split, seed=0)
+
+    assert np.bincount(labels[validation], minlength=2).tolist() == held_out
+    assert sorted(np.concatenate([train, validation]).tolist()) == list(range(len(labels)))
+    assert train.tolist() == sorted(train) and validation.tolist() == sorted(validation)
+    again = stratified_split(labels, val_split, seed=None)  # None splits as seed 0
+    np.testing.assert_array_equal(again[1], validation)
+
+
+def test_stratified_split_holding_out_nothing_says_so():
+    with pytest.raises(ValueError, match="holds out no image.*only 2 images"):
+        stratified_split(np.array([0, 0, 1, 1]), 0.1, seed=0)
+
+
+# === The models' normalisation of these batches ===
+
+
+@pytest.mark.parametrize(
+    "backbone, preprocess",
+    [
+        ("resnet50", keras.applications.resnet50.preprocess_input),
+        ("resnet50v2", keras.applications.resnet_v2.preprocess_input),
+    ],
+)
+def test_backbone_normalisation_of_batches_matches_keras_preprocess_input(image_folder, backbone, preprocess):
+    """The batches hold what each backbone's first layer expects: Keras's raw pixels."""
+    from tfresnet.backbones import BACKBONES
+    from tfresnet.models import ImageNormalization
+
+    images, _ = next(iter(from_folder(image_folder, image_size=SIZE, seed=0).train))
+
+    normalised = ImageNormalization(BACKBONES[backbone].normalization)(images)
+
+    expected = preprocess(np.array(images))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalised), expected, atol=1e-4)

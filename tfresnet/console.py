@@ -1,0 +1,171 @@
+"""How the commands talk to a terminal: one-line errors, exit codes, quiet output.
+
+Every command (`python -m tfresnet.finetune`, ...) parses its flags with `Parser`, which
+reports a bad flag in one line with exit code 2; prints bad input with `print_bad_input`, in
+one line, exit code 2; and runs inside `quiet_output`, which keeps TensorFlow's own log lines
+and library warnings that a user cannot act on off the terminal (unless `--verbose`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+
+EXIT_BAD_INPUT = 2
+# Without --verbose: TensorFlow's C++ logs stay off (unless the variable is set); its errors reach
+# Python as exceptions. 3 also drops the "failed call to cuInit" line of machines without a GPU.
+LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+QUIET_LOG_LEVEL = "3"
+# Without --verbose: warnings of the libraries underneath that a user of the command cannot act on.
+QUIET_WARNINGS = (
+    r"`shuffle=True` was passed, but will be ignored",  # keras-tuner's default; the loaders shuffle
+    r"Skipping variable loading for optimizer",  # best weights reloaded into a recompiled model
+)
+
+
+# === Flags ===
+
+
+class Parser(argparse.ArgumentParser):
+    """Reports a bad flag in one line (not the whole usage) and exits with code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, unless its help says it already or there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def positive_int(text: str) -> int:
+    value = int_type(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, received {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int_type(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, received {text}")
+    return value
+
+
+def int_type(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, received {text!r}") from None
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, received {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), received {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, received {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, received {text}")
+    return value
+
+
+# === Bad input ===
+
+
+def print_bad_input(prog: str, error: BaseException) -> int:
+    """Prints `error` in one line on stderr; returns the exit code of bad input.
+
+    Example:
+    >>> print_bad_input("python -m tfresnet.finetune", ValueError("no images in 'x/'"))
+    2
+    """
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+# === Quiet output ===
+
+
+def wants_verbose(argv: list[str]) -> bool:
+    """Whether `--verbose` is among `argv`, read before the full parser imports TensorFlow."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--verbose", action="store_true")
+    return parser.parse_known_args(argv)[0].verbose
+
+
+@contextlib.contextmanager
+def quiet_output(*, verbose: bool):
+    """Keeps TensorFlow's logs and unactionable warnings off the terminal inside the block."""
+    if verbose:
+        yield
+        return
+    previous = os.environ.get(LOG_LEVEL_VARIABLE)
+    os.environ.setdefault(LOG_LEVEL_VARIABLE, QUIET_LOG_LEVEL)
+    try:
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            import_tensorflow_quietly()
+            import tensorflow as tf
+
+            logger = tf.get_logger()
+            level = logger.level
+            logger.setLevel("ERROR")
+            try:
+                yield
+            finally:
+                logger.setLevel(level)
+    finally:
+        if previous is None:
+            os.environ.pop(LOG_LEVEL_VARIABLE, None)
+        else:
+            os.environ[LOG_LEVEL_VARIABLE] = previous
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with file descriptor 2 sent to a temporary file.
+
+    While its libraries load, TensorFlow logs through absl before any setting applies (oneDNN,
+    CUDA stubs, CPU features, factories registered twice): no variable silences those lines.
+    They are dropped, or written out after all if the import fails.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        import tensorflow  # noqa: F401
+
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            os.write(2, captured.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,178 @@
+"""Arrays in memory: `from_arrays` checks images and integer labels held in NumPy arrays, then
+splits them and feeds them through the same transforms as files."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfresnet.data.pipeline import (
+    ImageData,
+    Part,
+    assemble,
+    cache_fingerprint,
+    check_class_count,
+    make_settings,
+    stratified_split,
+)
+
+
+def from_arrays(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    class_names: Sequence[str] | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    val_split: float = 0.2,
+    image_size: int = 224,
+    batch_size: int = 32,
+    augmentation: str = "standard",
+    extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    seed: int | None = None,
+    cache: bool | str | os.PathLike = True,
+    drop_remainder: bool = False,
+) -> ImageData:
+    """Loads images and integer labels held in memory.
+
+    Images go through the same transforms as files: the evaluation transform crops the
+    central 87.5% even of images already at `image_size`, as serving will.
+
+    Args:
+        images: `(N, H, W, 3)` RGB, `(N, H, W, 4)` RGBA or `(N, H, W[, 1])` gray images,
+            uint8 or float, raw pixel values in [0, 255].
+        labels: `(N,)` integer class indices.
+        class_names: Names of the classes, indexed by label; `["0", "1", ...]` up to the
+            largest label when None.
+        validation: `(images, labels)` for validation; None holds out `val_split` instead.
+        val_split: Fraction of each class held out for validation when `validation` is None
+            (0: no validation set).
+        image_size: Side of the square images, in pixels.
+        batch_size: Images per batch.
+        augmentation: `"standard"`, `"flip"` or `"none"` (see `from_folder`).
+        extra_augmentation: Called on each training batch (see `from_folder`).
+        seed: Seeds the split, the shuffle and the augmentation (see `from_folder`).
+        cache: True (memory), a directory path or False (see `from_folder`).
+        drop_remainder: Drop the training set's last partial batch; the evaluation sets keep every image.
+
+    Returns:
+        An `ImageData`.
+
+    Raises:
+        ValueError: Bad shapes, pixel values outside [0, 255] or all in [0, 1], labels out
+            of range, a single class, or an invalid argument.
+
+    Example:
+    >>> images = np.random.randint(0, 256, (100, 32, 32, 3), dtype="uint8")
+    >>> data = from_arrays(images, np.arange(100) % 2, image_size=32, seed=0)
+    >>> data.class_names, data.num_train, data.num_validation
+    (['0', '1'], 80, 20)
+    """
+    settings = make_settings(
+        image_size=image_size,
+        batch_size=batch_size,
+        val_split=val_split,
+        augmentation=augmentation,
+        extra_augmentation=extra_augmentation,
+        seed=seed,
+        cache=cache,
+        drop_remainder=drop_remainder,
+    )
+    images, labels = _check_arrays(images, labels, "images", "labels")
+    held = () if validation is None else _check_arrays(*validation, "validation[0]", "validation[1]")
+    class_names = _class_names(class_names, labels, held[1] if held else None)
+    train, val = _parts(images, labels, held, val_split=val_split, seed=seed)
+    return assemble(
+        train,
+        val,
+        class_names=class_names,
+        settings=settings,
+        fingerprint=cache_fingerprint(cache, images, labels, *held, val_split, seed, image_size),
+    )
+
+
+def _class_names(
+    class_names: Sequence[str] | None, labels: np.ndarray, val_labels: np.ndarray | None
+) -> list[str]:
+    """The class names as strings (`"0"` up to the largest label when None), checked against the labels."""
+    if class_names is None:
+        every = labels if val_labels is None else np.concatenate([labels, val_labels])
+        largest = int(every.max())
+        class_names = [str(label) for label in range(max(largest + 1, 1))]
+    class_names = [str(name) for name in class_names]
+    _check_labels(labels, len(class_names), "labels")
+    if val_labels is not None:
+        _check_labels(val_labels, len(class_names), "validation[1]")
+    check_class_count(class_names, "the labels")
+    return class_names
+
+
+def _parts(
+    images: np.ndarray, labels: np.ndarray, held: tuple, *, val_split: float, seed: int | None
+) -> tuple[Part, Part | None]:
+    """The training and validation parts: `held`'s `(images, labels)` for validation when given,
+    else a stratified `val_split` of the images (None when `val_split` is 0)."""
+    tensor = tf.constant(images)
+    everything = np.arange(len(labels))
+    if held:
+        train = _array_part(tensor, everything, labels)
+        val = _array_part(tf.constant(held[0]), np.arange(len(held[1])), held[1])
+    elif val_split:
+        train_index, val_index = stratified_split(labels, val_split, seed)
+        train = _array_part(tensor, train_index, labels[train_index])
+        val = _array_part(tensor, val_index, labels[val_index])
+    else:
+        train, val = _array_part(tensor, everything, labels), None
+    return train, val
+
+
+def _array_part(images: tf.Tensor, index: np.ndarray, labels: np.ndarray) -> Part:
+    items = tf.data.Dataset.from_tensor_slices((index, labels))
+    return Part(items=items, load=lambda position: tf.gather(images, position), labels=labels)
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        raise ValueError(
+            f"Labels must lie in [0, {num_classes}) for {num_classes} class names. Received: "
+            f"{where}[{bad[0]}]={labels[bad[0]]}. Fix the label or pass class_names naming "
+            f"every class."
+        )
+
+
+def _check_arrays(images, labels, images_name: str, labels_name: str):
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or len(images) == 0:
+        raise ValueError(
+            f"{images_name} must be a non-empty (N, H, W, 3) RGB array (or N, H, W[, 1] gray, "
+            f"N, H, W, 4 RGBA). Received: shape={images.shape}"
+        )
+    if images.dtype != np.uint8:
+        if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+            raise ValueError(
+                f"{images_name} must be uint8 or float pixel values. Received: dtype={images.dtype}"
+            )
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"{images_name} must hold raw pixel values in [0, 255]. Received: values in "
+                f"[{low:g}, {high:g}]."
+            )
+        if np.issubdtype(images.dtype, np.floating) and high <= 1:
+            raise ValueError(
+                f"{images_name} must hold raw pixel values in [0, 255], but all lie in [0, 1]. "
+                f"Multiply them by 255."
+            )
+        images = images.astype(np.float32)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
+        raise ValueError(
+            f"{labels_name} must be {len(images)} integer class indices, one per image. "
+            f"Received: shape={labels.shape}, dtype={labels.dtype}"
+        )
+    return images, labels.astype(np.int32)

@@ -1,0 +1,346 @@
+"""What the loaders share: `ImageData`, the checked settings, and the tf.data pipeline that
+turns a set of items and labels into shuffled, transformed, cached and batched datasets, with
+the stratified split, the class-count check, and the file caches' fingerprint and cleanup
+after a killed run."""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import glob
+import hashlib
+import os
+from typing import IO, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfresnet.data.transforms import check_positive_int, eval_transform, train_transform
+
+AUGMENTATIONS = ("none", "flip", "standard")
+# The file caches this process may fill, each claimed by an exclusive lock held until it ends.
+_CLAIMED_CACHES: dict[str, IO] = {}
+
+
+@dataclasses.dataclass
+class ImageData:
+    """What every loader returns: the batched datasets and the facts a trainer needs.
+
+    Attributes:
+        train: Batches of `(images, labels)` for training, shuffled and augmented.
+        validation: Batches for evaluation (evaluation transform, in source order), or
+            None when there is no validation set.
+        class_names: Class names; label `i` is `class_names[i]`. Save them with the model.
+        class_counts: Training images per class, indexed by label (for class weights).
+        num_train: Training images (before batching).
+        num_validation: Validation images (before batching); 0 without a validation set.
+        image_size: Side of the square images, in pixels.
+        skipped: Files left out because they cannot be used (empty, truncated, corrupt,
+            not an image, a BMP bit depth TensorFlow misreads), mapped to the reason; none
+            is counted in `num_train` or `num_validation`.
+        batch_size: Images per batch (None when unknown).
+        train_evaluation: The training images under the evaluation transform, in source
+            order, neither shuffled nor augmented (the same batches on every pass): what the
+            search computes features of, and what a run without a validation set is
+            evaluated on.
+
+    Example:
+    >>> data = from_folder("flowers/", image_size=224, seed=0)
+    >>> data.class_names, data.num_train, data.num_validation
+    (['daisy', 'roses', 'tulips'], 240, 60)
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    class_names: list[str]
+    class_counts: list[int]
+    num_train: int
+    num_validation: int
+    image_size: int
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    batch_size: int | None = None
+    train_evaluation: tf.data.Dataset | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The loader arguments that shape the pipeline, checked by `make_settings`."""
+
+    image_size: int
+    batch_size: int
+    augmentation: str
+    extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None
+    seed: int | None
+    cache: bool | str | os.PathLike
+    drop_remainder: bool
+    strict: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One set before its transforms: `items` yields cheap `(item, label)` pairs to shuffle,
+    `load` turns an item into encoded bytes or decoded pixels."""
+
+    items: tf.data.Dataset
+    load: Callable[[tf.Tensor], tf.Tensor]
+    labels: np.ndarray
+
+
+def make_settings(
+    *,
+    image_size: int,
+    batch_size: int,
+    val_split: float,
+    augmentation: str,
+    extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None,
+    seed: int | None,
+    cache: bool | str | os.PathLike,
+    drop_remainder: bool,
+    strict: bool = False,
+) -> Settings:
+    """Checks the loader arguments every loader takes, raising a ValueError naming a bad one."""
+    check_positive_int("image_size", image_size)
+    check_positive_int("batch_size", batch_size)
+    if not (isinstance(val_split, (int, float)) and 0 <= val_split < 1):
+        raise ValueError(
+            f"val_split is the fraction of images held out for validation, in [0, 1) "
+            f"(0: no validation set). Received: val_split={val_split!r}"
+        )
+    if augmentation not in AUGMENTATIONS:
+        allowed = ", ".join(repr(name) for name in AUGMENTATIONS)
+        raise ValueError(
+            f"Unknown augmentation. Expected one of {allowed}. Received: augmentation={augmentation!r}"
+        )
+    if extra_augmentation is not None and not callable(extra_augmentation):
+        raise ValueError(
+            f"extra_augmentation must be a callable on a batch of images, or "
+            f"None. Received: extra_augmentation={extra_augmentation!r}"
+        )
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer or None. Received: seed={seed!r}")
+    if not isinstance(cache, (bool, str, os.PathLike)):
+        raise ValueError(f"cache must be True (memory), False or a directory path. Received: cache={cache!r}")
+    return Settings(
+        image_size,
+        batch_size,
+        augmentation,
+        extra_augmentation,
+        seed,
+        cache,
+        bool(drop_remainder),
+        bool(strict),
+    )
+
+
+def assemble(
+    train: Part,
+    validation: Part | None,
+    *,
+    class_names: Sequence[str],
+    settings: Settings,
+    fingerprint: str,
+    skipped: dict[str, str] | None = None,
+    shuffle_buffer: int | None = None,
+) -> ImageData:
+    """Builds the batches of the training and validation parts into an `ImageData`.
+
+    `fingerprint` names the file caches (see `cache_fingerprint`); `shuffle_buffer` bounds the
+    training shuffle buffer (None: the whole set).
+    """
+    parts = {"train": train, "validation": validation}
+    if settings.drop_remainder and len(train.labels) < settings.batch_size:
+        raise ValueError(
+            f"With drop_remainder=True, the {len(train.labels)} training images make no full "
+            f"batch of batch_size={settings.batch_size}; lower batch_size."
+        )
+    datasets = {
+        name: _pipeline(
+            part,
+            training=name == "train",
+            settings=settings,
+            cache_name=f"{name}-{fingerprint}",
+            shuffle_buffer=shuffle_buffer,
+        )
+        for name, part in parts.items()
+        if part is not None
+    }
+    train_evaluation = _pipeline(
+        train,
+        training=False,
+        settings=settings,
+        cache_name=f"train-evaluation-{fingerprint}",
+        shuffle_buffer=None,
+    )
+    counts = np.bincount(train.labels, minlength=len(class_names))
+    return ImageData(
+        train=datasets["train"],
+        validation=datasets.get("validation"),
+        class_names=list(class_names),
+        class_counts=[int(count) for count in counts],
+        num_train=len(train.labels),
+        num_validation=0 if validation is None else len(validation.labels),
+        image_size=settings.image_size,
+        skipped=dict(skipped or {}),
+        batch_size=settings.batch_size,
+        train_evaluation=train_evaluation,
+    )
+
+
+def cache_fingerprint(cache: bool | str | os.PathLike, *parts) -> str:
+    """Names a file cache after everything that decides its contents, so none goes stale
+    (nothing to name for a memory cache or none)."""
+    if isinstance(cache, bool):
+        return ""
+    digest = hashlib.sha1()
+    for part in parts:
+        digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return digest.hexdigest()[:16]
+
+
+def stratified_split(labels: np.ndarray, val_split: float, seed: int | None):
+    """Indices `(train, validation)` holding out `val_split` of every class, in order.
+
+    Each class keeps at least one training image. A seed of None splits as seed 0 does, so
+    the split is the same in every run and validation images never leak into training.
+    """
+    rng = np.random.default_rng(0 if seed is None else seed)
+    held_out = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = min(int(len(members) * val_split + 0.5), len(members) - 1)
+        held_out.append(rng.permutation(members)[:count])
+    validation = np.sort(np.concatenate(held_out))
+    if len(validation) == 0:
+        raise ValueError(
+            f"val_split={val_split} holds out no image: the largest class has only "
+            f"{np.bincount(labels).max()} images. Add images, raise val_split or pass val_split=0."
+        )
+    return np.setdiff1d(np.arange(len(labels)), validation), validation
+
+
+def check_class_count(class_names: Sequence[str], where: str) -> None:
+    """Raises a ValueError unless there are at least two classes; `where` names their source."""
+    if len(class_names) < 2:
+        raise ValueError(
+            f"Found a single class, {class_names[0]!r}, in {where}; a classifier needs at "
+            f"least two. Add images of another class."
+        )
+
+
+def _pipeline(
+    part: Part, *, training: bool, settings: Settings, cache_name: str, shuffle_buffer: int | None
+) -> tf.data.Dataset:
+    """Builds one set's batches.
+
+    `standard` training decodes a fresh random crop of every file each epoch: caching would
+    have to hold whole decoded images, so nothing is cached. Every other set decodes with the
+    evaluation transform, which is the same every epoch: those images are cached as uint8
+    (a quarter of float32's memory), then shuffled and flipped at random if training.
+    Random ops are stateless, seeded per element from a seeded stream, so one seed gives the
+    same batches, augmentation included, whatever the parallelism. Only the training set
+    drops a last partial batch (with `drop_remainder`), and only the training set
+    skips an image that fails to decode (see `_skip_errors`): the other sets raise, so that
+    they never hold an image twice.
+    """
+    size = settings.image_size
+    autotune = tf.data.AUTOTUNE
+    buffer = min(shuffle_buffer or len(part.labels), len(part.labels))
+    seeds = tf.data.Dataset.random(seed=settings.seed, rerandomize_each_iteration=True).batch(2)
+    if training and settings.augmentation == "standard":
+        dataset = part.items.shuffle(buffer, seed=settings.seed, reshuffle_each_iteration=True)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda pair, seed: (train_transform(part.load(pair[0]), seed, size), pair[1]),
+            num_parallel_calls=autotune,
+        )
+        dataset = _skip_errors(dataset, len(part.labels), settings.strict)
+    else:
+        dataset = part.items.map(
+            lambda item, label: (tf.cast(eval_transform(part.load(item), size), tf.uint8), label),
+            num_parallel_calls=autotune,
+        )
+        if training:
+            dataset = _skip_errors(dataset, len(part.labels), settings.strict)
+        dataset = _cache(dataset, settings.cache, cache_name)
+        if training:
+            dataset = dataset.shuffle(buffer, seed=settings.seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(lambda image, label: (tf.cast(image, tf.float32), label))
+        if training and settings.augmentation == "flip":
+            dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+                lambda pair, seed: (tf.image.stateless_random_flip_left_right(pair[0], seed), pair[1]),
+                num_parallel_calls=autotune,
+            )
+    dataset = dataset.batch(settings.batch_size, drop_remainder=training and settings.drop_remainder)
+    if training and settings.extra_augmentation is not None:
+        augment = settings.extra_augmentation
+        dataset = dataset.map(
+            lambda images, labels: (tf.cast(augment(images), tf.float32), labels),
+            num_parallel_calls=autotune,
+        )
+    return dataset.prefetch(autotune)
+
+
+def _skip_errors(dataset: tf.data.Dataset, count: int, strict: bool) -> tf.data.Dataset:
+    """The training set's safety net for files that pass the listing check yet fail to decode
+    (changed since), so that an epoch never stops on one file.
+
+    The error is logged and the element dropped. Each epoch still yields `count` elements (a
+    known length for Keras's progress and schedules): a dropped element is replaced by the
+    first of the next pass, which suits training only; evaluation sets raise instead. With
+    `strict`, errors raise.
+    """
+    if strict:
+        return dataset
+    return dataset.ignore_errors(log_warning=True).repeat().take(count)
+
+
+def _cache(dataset: tf.data.Dataset, cache: bool | str | os.PathLike, name: str) -> tf.data.Dataset:
+    if cache is True:
+        return dataset.cache()
+    if cache is False:
+        return dataset
+    os.makedirs(cache, exist_ok=True)
+    prefix = os.path.join(os.fspath(cache), name)
+    clear_stale_cache(prefix)
+    return dataset.cache(prefix)
+
+
+def clear_stale_cache(prefix: str) -> None:
+    """Removes what a killed run left of the file cache `prefix`, so that the cache fills anew.
+
+    While tf.data fills a file cache it keeps `<prefix>_<shard>.lockfile` and temporary files,
+    and removes them when the cache is complete or its iterator is dropped; a run killed
+    meanwhile leaves them, and the lockfile then stops every later run ("concurrent caching
+    iterator running"). A complete cache (`<prefix>.index`) is left alone. Leftovers are
+    removed only by the process holding an exclusive lock on `<prefix>.lock`, which it keeps
+    until it ends (the system releases it however the process ends): a cache that another
+    live run is filling is never touched, and fails as tf.data says instead.
+
+    Example:
+    >>> clear_stale_cache("/tmp/cache/validation-3f2a9c1d0b7e4a55")
+    """
+    if os.path.exists(prefix + ".index") or not _claim_cache(prefix):
+        return
+    for path in glob.glob(glob.escape(prefix) + "_*"):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def _claim_cache(prefix: str) -> bool:
+    """Takes, or already holds, the exclusive lock on `<prefix>.lock` (without waiting)."""
+    if prefix in _CLAIMED_CACHES:
+        return True
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): a cache directory serves one run at a time
+        return True
+    handle = open(prefix + ".lock", "a")  # held open until the process ends
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return False
+    _CLAIMED_CACHES[prefix] = handle
+    atexit.register(handle.close)
+    return True

@@ -1,0 +1,181 @@
+"""The image transforms: decode, crop and resize, the one evaluation transform the export also uses.
+
+Two transforms exist:
+- evaluation (`decode_for_eval`): the central square of 87.5% of the shorter side (the
+  224 px crop of an image resized to 256 px), resized to `image_size`;
+- training with `augmentation="standard"`: a random crop of 8% to 100% of the area with an
+  aspect ratio of 3/4 to 4/3, resized to `image_size`, then a random horizontal flip.
+JPEG files are decoded only inside the crop window, shrunk 2, 4 or 8 times by libjpeg
+when the crop is that much larger than `image_size`; other formats are decoded, then cropped.
+Resizing is bilinear and antialiased (like torchvision's and PIL's resize): shrinking averages
+every source pixel instead of sampling a few, so fine patterns do not alias.
+BMP images other than 24- and 32-bit are refused: TensorFlow reads them, 8-bit palette ones
+included, as wrong colours.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+CROP_FRACTION = 0.875
+RANDOM_CROP_AREA = (0.08, 1.0)
+RANDOM_CROP_ASPECT = (3 / 4, 4 / 3)
+RANDOM_CROP_ATTEMPTS = 10
+JPEG_SHRINK_RATIOS = (1, 2, 4, 8)
+# The BMP bit depths TensorFlow decodes correctly: it reads 8-bit BMPs as gray levels,
+# ignoring their palette.
+BMP_BITS = (24, 32)
+
+
+def decode_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decodes one encoded image exactly as the evaluation pipeline does.
+
+    JPEG, PNG, BMP (24- and 32-bit) and GIF (first frame); grayscale, RGBA and palette
+    images become RGB. The central square of 87.5% of the shorter side is resized
+    bilinearly, antialiased, to `image_size` (a JPEG crop at least twice that size is
+    first shrunk 2, 4 or 8 times by libjpeg while decoding), and values are rounded to
+    whole pixel values. Graph-safe: use it inside `tf.function`, `tf.map_fn` or a serving
+    signature.
+
+    Args:
+        image_bytes: Scalar string tensor holding the encoded file.
+        image_size: Side of the square output, in pixels.
+
+    Returns:
+        float32 tensor of shape `(image_size, image_size, 3)` with values in [0, 255].
+
+    Raises:
+        tf.errors.InvalidArgumentError: The bytes are not a readable image, or are a BMP
+            of a bit depth other than 24 or 32 (convert those to PNG).
+
+    Example:
+    >>> image = decode_for_eval(tf.io.read_file("flowers/daisy/1.jpg"), 224)
+    >>> image.shape, image.dtype
+    (TensorShape([224, 224, 3]), tf.float32)
+    """
+    check_positive_int("image_size", image_size)
+    return eval_transform(tf.convert_to_tensor(image_bytes, tf.string), image_size)
+
+
+def eval_transform(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """The evaluation transform of encoded bytes or decoded pixels, unchecked (see `decode_for_eval`)."""
+    return tf.round(_crop_and_resize(image, _central_box, image_size))
+
+
+def train_transform(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
+    """The `"standard"` training transform: a random resized crop, then a random flip, seeded by `seed`."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    image = _crop_and_resize(image, _random_box(crop_seed), image_size)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def check_positive_int(name: str, value) -> None:
+    """Raises a ValueError naming `name` unless `value` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+
+
+def _central_box(height: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    shorter = tf.cast(tf.minimum(height, width), tf.float32)
+    side = tf.maximum(tf.cast(CROP_FRACTION * shorter, tf.int32), 1)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def _random_box(seed: tf.Tensor) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:
+    def box(height, width):
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.stack([height, width, 3]),
+            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+            seed=seed,
+            min_object_covered=RANDOM_CROP_AREA[0],
+            aspect_ratio_range=RANDOM_CROP_ASPECT,
+            area_range=RANDOM_CROP_AREA,
+            max_attempts=RANDOM_CROP_ATTEMPTS,
+            use_image_if_no_bounding_boxes=True,
+        )
+        return begin[0], begin[1], size[0], size[1]
+
+    return box
+
+
+def _crop_and_resize(image: tf.Tensor, box: Callable, image_size: int) -> tf.Tensor:
+    """Crops `box(height, width)` out of encoded bytes or decoded pixels, then resizes."""
+    if image.dtype == tf.string:
+        image = _decode_and_crop(image, box, image_size)
+    else:
+        image = _crop(_to_rgb(image), box)
+    resized = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 255.0)
+
+
+def _decode_and_crop(image_bytes: tf.Tensor, box: Callable, image_size: int) -> tf.Tensor:
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(image_bytes)
+        top, left, height, width = box(shape[0], shape[1])
+        # libjpeg shrinks by 2, 4 or 8 while decoding (a box filter, and far less work) as
+        # long as the crop stays at least image_size; the bilinear resize does the rest.
+        shorter = tf.minimum(height, width)
+        larger = [ratio * image_size for ratio in JPEG_SHRINK_RATIOS[1:]]
+        shrink = tf.reduce_sum(tf.cast(shorter >= larger, tf.int32))
+
+        def decode(ratio):
+            window = tf.stack(
+                [top // ratio, left // ratio, tf.maximum(height // ratio, 1), tf.maximum(width // ratio, 1)]
+            )
+            return lambda: tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3, ratio=ratio)
+
+        return tf.switch_case(shrink, [decode(ratio) for ratio in JPEG_SHRINK_RATIOS])
+
+    def other():
+        with tf.control_dependencies([check_bmp_bits(image_bytes)]):
+            pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        return _crop(pixels, box)
+
+    return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+
+
+def check_bmp_bits(image_bytes: tf.Tensor) -> tf.Operation | None:
+    """Asserts that encoded bytes are not a BMP of a bit depth TensorFlow decodes wrongly.
+
+    Returns the assertion to run before decoding (None when executing eagerly, where a
+    failed assertion raises at once).
+
+    Raises:
+        tf.errors.InvalidArgumentError: The bytes are a BMP not of 24 or 32 bits per pixel.
+    """
+    # The bit depth is the little-endian uint16 at byte 28; pad short strings with zeros.
+    header = tf.strings.substr(tf.strings.join([tf.strings.substr(image_bytes, 0, 30), "\0" * 30]), 0, 30)
+    is_bmp = tf.equal(tf.strings.substr(header, 0, 2), "BM")
+    bits = tf.io.decode_raw(tf.strings.substr(header, 28, 2), tf.uint16, little_endian=True)[0]
+    supported = tf.reduce_any(tf.equal(tf.cast(bits, tf.int32), BMP_BITS))
+    return tf.debugging.Assert(
+        tf.logical_or(tf.logical_not(is_bmp), supported),
+        [
+            f"BMP images must have {' or '.join(map(str, BMP_BITS))} bits per pixel: TensorFlow decodes "
+            f"other BMPs, 8-bit palette ones included, to wrong colours. Convert the image to PNG or "
+            f"24-bit BMP. Received: BMP bit depth",
+            bits,
+        ],
+    )
+
+
+def _crop(image: tf.Tensor, box: Callable) -> tf.Tensor:
+    shape = tf.shape(image)
+    top, left, height, width = box(shape[0], shape[1])
+    return image[top : top + height, left : left + width]
+
+
+def _to_rgb(pixels: tf.Tensor) -> tf.Tensor:
+    channels = pixels.shape[-1]
+    if channels == 1:
+        return tf.image.grayscale_to_rgb(pixels)
+    if channels == 4:
+        return pixels[..., :3]
+    if channels == 3:
+        return pixels
+    raise ValueError(
+        f"Images must have 1 (gray), 3 (RGB) or 4 (RGBA) channels. Received: shape={pixels.shape}"
+    )

@@ -1,0 +1,198 @@
+"""What the LiteRT and ONNX exports share: the classifier to convert, its interface, labels.txt,
+and the check that a converted file computes what its source computes.
+
+Every export takes a Keras classifier or a SavedModel folder written by `export_saved_model`,
+and exposes one interface: `images`, float32 raw RGB pixels in [0, 255] of shape
+`(batch, image_size, image_size, 3)` (what the SavedModel's `serve_images` takes; the model
+normalises them itself), and `probabilities`, float32 `(batch, classes)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfresnet.checkpoints import write_atomically
+from tfresnet.export.saved_model import LABELS_FILE
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+# The SavedModel signature that takes raw pixels (see `export_saved_model`).
+PIXELS_SIGNATURE = "serve_images"
+# Images of the probe batch a converted file is checked on.
+PROBE_IMAGES = 2
+
+
+@dataclasses.dataclass
+class Source:
+    """A classifier ready to convert: a Keras model from raw pixels to probabilities."""
+
+    model: keras.Model
+    class_names: list[str]
+    image_size: int
+
+    def input_signature(self) -> list[tf.TensorSpec]:
+        """The exports' interface: a dynamic batch of raw `image_size` squares."""
+        shape = [None, self.image_size, self.image_size, 3]
+        return [tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)]
+
+    def endpoint(self) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+        """`images -> {"probabilities": ...}`, the function every export converts."""
+        model = self.model
+
+        def probabilities(images):
+            return {OUTPUT_NAME: tf.cast(model(images, training=False), tf.float32)}
+
+        return probabilities
+
+
+def classifier_source(model: keras.Model | str | os.PathLike, class_names: list[str] | None = None) -> Source:
+    """The classifier to convert, from a Keras model or a SavedModel folder.
+
+    Args:
+        model: A Keras classifier (raw [0, 255] pixels in, probabilities out), or the folder of
+            a SavedModel written by `export_saved_model` (its `serve_images` signature).
+        class_names: Label `i` is `class_names[i]`. Needed for a Keras model; for a SavedModel
+            the names in its `labels.txt` by default.
+
+    Raises:
+        FileNotFoundError: The folder does not exist.
+        ValueError: Not a SavedModel of `export_saved_model`, no class names for a Keras
+            model, or as many names as the model has classes.
+
+    Example:
+    >>> source = classifier_source("models/flowers/1")
+    >>> source.image_size, source.class_names
+    (224, ['daisy', 'roses', 'tulips'])
+    """
+    if isinstance(model, keras.Model):
+        if class_names is None:
+            raise ValueError(
+                "class_names is required to export a Keras model: labels.txt is written from them. "
+                "Pass class_names=data.class_names, or export the SavedModel folder instead."
+            )
+        shape = model.input_shape
+        if len(shape) != 4 or shape[1] is None or shape[1] != shape[2] or shape[3] != 3:
+            raise ValueError(
+                f"The model must take square RGB images of a fixed size, (batch, size, size, 3). "
+                f"Received: input_shape={shape}"
+            )
+        source = Source(model, list(class_names), int(shape[1]))
+    else:
+        source = _saved_model_source(os.fspath(model), class_names)
+    classes = source.model.output_shape[-1]
+    if len(source.class_names) != classes:
+        raise ValueError(
+            f"There are {len(source.class_names)} class names but the model predicts {classes} "
+            f"classes. Pass one name per class."
+        )
+    return source
+
+
+def _saved_model_source(path: str, class_names: list[str] | None) -> Source:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"SavedModel folder not found: {path!r}. Pass the folder export_saved_model wrote "
+            f"(the one holding saved_model.pb)."
+        )
+    if not tf.saved_model.contains_saved_model(path):
+        raise ValueError(f"{path!r} holds no SavedModel (no saved_model.pb). Pass an export_saved_model folder.")
+    try:
+        layer = keras.layers.TFSMLayer(path, call_endpoint=PIXELS_SIGNATURE)
+    except ValueError:  # no such endpoint
+        raise ValueError(
+            f"The SavedModel at {path!r} has no {PIXELS_SIGNATURE!r} signature: it was not written "
+            f"by tfresnet's export_saved_model. Export the classifier with it, then convert that."
+        ) from None
+    spec = layer._reloaded_obj.signatures[PIXELS_SIGNATURE].structured_input_signature[1][INPUT_NAME]
+    image_size = int(spec.shape[1])
+    inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
+    outputs = layer(inputs)
+    model = keras.Model(inputs, outputs[OUTPUT_NAME], name="saved_model")
+    names = read_labels(os.path.join(path, LABELS_FILE)) if class_names is None else list(class_names)
+    return Source(model, names, image_size)
+
+
+def read_labels(path: str) -> list[str]:
+    """The class names in a labels file, one a line.
+
+    Raises:
+        FileNotFoundError: No such file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No {os.path.basename(path)} at {path!r}: the exports keep their class names, one a "
+            f"line, in {LABELS_FILE} beside the model. Write it, or export the model again."
+        )
+    with open(path) as file:
+        return [line.rstrip("\n") for line in file if line.strip()]
+
+
+def labels_path(model_path: str) -> str:
+    """Where the class names of the file `model_path` live: `labels.txt` beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(model_path)), LABELS_FILE)
+
+
+def check_output_path(path: str | os.PathLike, suffix: str) -> str:
+    """`path` as a string, checked: it ends with `suffix` and its folder can be made.
+
+    Raises:
+        ValueError: Another suffix, or a folder at `path`.
+    """
+    path = os.fspath(path)
+    if not path.lower().endswith(suffix):
+        raise ValueError(f"The output file must end with {suffix}. Received: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a folder; pass a file path ending with {suffix}.")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def write_model_and_labels(path: str, contents: bytes, class_names: list[str]) -> None:
+    """Writes the converted file and `labels.txt` beside it, each renamed into place when whole."""
+
+    def write_bytes(temporary: str) -> None:
+        with open(temporary, "wb") as file:
+            file.write(contents)
+
+    def write_labels(temporary: str) -> None:
+        with open(temporary, "w") as file:
+            file.write("".join(f"{name}\n" for name in class_names))
+
+    write_atomically(labels_path(path), write_labels)
+    write_atomically(path, write_bytes)
+
+
+def probe_images(image_size: int) -> np.ndarray:
+    """A small fixed batch of raw pixels, to check a converted file against its source."""
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, (PROBE_IMAGES, image_size, image_size, 3)).astype(np.float32)
+
+
+def check_conversion(expected: np.ndarray, received: np.ndarray, *, tolerance: float | None, what: str) -> None:
+    """Raises if a converted model's probabilities are not finite probabilities, or differ from
+    its source's by more than `tolerance` (None: quantized, only the form is checked).
+
+    A conversion can succeed and still write a model without its weights that outputs NaN:
+    every export is checked on a probe batch before it is written.
+    """
+    received = np.asarray(received)
+    if received.shape != expected.shape or not np.all(np.isfinite(received)):
+        raise RuntimeError(
+            f"The {what} conversion produced a model whose outputs are not probabilities "
+            f"(shape {received.shape}, finite: {bool(np.all(np.isfinite(received)))}); nothing was written."
+        )
+    if not np.allclose(received.sum(axis=-1), 1.0, atol=0.05):
+        raise RuntimeError(f"The {what} conversion's probabilities do not sum to 1; nothing was written.")
+    if tolerance is not None:
+        difference = float(np.abs(received - expected).max())
+        if difference > tolerance:
+            raise RuntimeError(
+                f"The {what} conversion differs from the model by {difference:.2g} (allowed: "
+                f"{tolerance:g}) on a probe batch; nothing was written."
+            )

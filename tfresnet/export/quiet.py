@@ -1,0 +1,85 @@
+"""A clean terminal for the export and predict commands.
+
+TensorFlow, the TFLite converter, LiteRT and tf2onnx write their own lines from C++ straight to
+file descriptor 2 ("Ignored output_format.", "Created TensorFlow Lite XNNPACK delegate", absl
+preambles), which no Python setting silences. Inside `quiet_terminal()` descriptor 2 goes to a
+temporary file while Python's `sys.stderr` still reaches the terminal: the commands' own lines,
+warnings and progress bars show, the libraries' native lines do not. If the block fails, the
+captured lines are written out after all, before the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import warnings
+
+# Python warnings of the libraries underneath that a user of the commands cannot act on.
+QUIET_WARNINGS = (
+    r".*np\.object",  # Keras's numpy-2 patch of tf2onnx
+    r".*tf\.lite\.Interpreter is deprecated",
+)
+QUIET_LOGGERS = ("tensorflow", "tf2onnx", "absl")
+
+
+@contextlib.contextmanager
+def quiet_terminal(*, verbose: bool = False):
+    """Keeps the libraries' native log lines and unactionable warnings off the terminal.
+
+    Example:
+    >>> with quiet_terminal():
+    ...     export_litert(model, "model.tflite", class_names=names)
+    """
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with warnings.catch_warnings(), _quiet_loggers(), _native_stderr_captured():
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """Sends descriptor 2 to a temporary file; `sys.stderr` keeps writing to the terminal."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to protect
+        yield
+        return
+    python_stderr = sys.stderr
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None))
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        sys.stderr = terminal
+        try:
+            yield
+        except BaseException as error:
+            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
+                captured.seek(0)
+                terminal.flush()
+                os.write(saved, captured.read())
+            raise
+        finally:
+            sys.stderr = python_stderr
+            terminal.close()
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,156 @@
+"""SavedModel export for TensorFlow Serving, with decoding in the graph.
+
+The exported model takes what clients have, encoded JPEG or PNG bytes, and decodes, resizes,
+crops and normalises them inside the graph with the very function the evaluation pipeline uses
+(`tfresnet.data.decode_for_eval`), so served predictions equal evaluated ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from tfresnet.data import decode_for_eval
+
+LABELS_FILE = "labels.txt"
+CONFIG_FILE = "tfresnet_config.json"
+
+
+# === SavedModel ===
+
+
+def export_saved_model(
+    model: keras.Model,
+    export_dir: str,
+    *,
+    class_names: list[str],
+    top_k: int = 5,
+    config: dict | None = None,
+) -> str:
+    """Writes `model` as a SavedModel that TensorFlow Serving loads as it is.
+
+    Signatures:
+    - `serving_default`: `image_bytes`, a batch of encoded JPEG/PNG/BMP/GIF images (the
+      `_bytes` suffix lets TF Serving's REST API take `{"b64": ...}`); decoding, resizing,
+      central crop and normalisation run in the graph.
+    - `serve_images`: `images`, float32 `(batch, size, size, 3)` raw RGB pixels in [0, 255].
+    Both return `probabilities` (batch, classes), and the `top_k` best `classes` (int32
+    indices), their `labels` (strings) and `scores`.
+
+    `labels.txt` (one class name per line) and `tfresnet_config.json` are written beside
+    `saved_model.pb`. The directory is written under a temporary name and renamed into place,
+    so an interrupted export never leaves a half-written model at `export_dir`. TF Serving
+    expects versioned folders: export to `.../my_model/1`.
+
+    Args:
+        model: A model from `build_classifier` (raw [0, 255] RGB in, probabilities out).
+        export_dir: The folder to create or replace.
+        class_names: Label `i` is `class_names[i]`.
+        top_k: How many classes `classes`, `labels` and `scores` hold (at most all).
+        config: Settings stored in `tfresnet_config.json` (e.g. `FinetuneResult.config`).
+
+    Returns:
+        `export_dir`.
+
+    Example:
+    >>> export_saved_model(model, "models/flowers/1", class_names=["daisy", "rose"])
+    >>> served = tf.saved_model.load("models/flowers/1")
+    >>> served.signatures["serving_default"](image_bytes=tf.constant([jpeg]))["labels"]
+    """
+    num_classes = model.output_shape[-1]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"class_names has {len(class_names)} names but the model predicts {num_classes} classes."
+        )
+    k = min(top_k, num_classes)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, function in _signatures(model, class_names, k).items():
+        archive.add_endpoint(name, function)
+    settings = {"class_names": list(class_names), "image_size": model.input_shape[1], "top_k": k}
+
+    export_dir = os.path.abspath(export_dir)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    _restore_aside(export_dir)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.", dir=parent)
+    try:
+        archive.write_out(staging, verbose=False)
+        with open(os.path.join(staging, LABELS_FILE), "w") as file:
+            file.write("".join(f"{name}\n" for name in class_names))
+        with open(os.path.join(staging, CONFIG_FILE), "w") as file:
+            json.dump({**settings, **(config or {})}, file, indent=2, default=str)
+        _replace_directory(staging, export_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return export_dir
+
+
+def _signatures(model: keras.Model, class_names: list[str], k: int) -> dict:
+    """`serving_default` (encoded image bytes) and `serve_images` (raw pixels) of `model`."""
+    image_size = model.input_shape[1]
+    labels = tf.constant(list(class_names))
+
+    def outputs(images):
+        probabilities = tf.cast(model(images, training=False), tf.float32)
+        scores, classes = tf.math.top_k(probabilities, k=k)
+        return {
+            "probabilities": probabilities,
+            "classes": classes,
+            "labels": tf.gather(labels, classes),
+            "scores": scores,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(image_bytes):
+        images = tf.map_fn(
+            lambda encoded: decode_for_eval(encoded, image_size),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+        )
+        return outputs(images)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")]
+    )
+    def serve_images(images):
+        return outputs(images)
+
+    return {"serving_default": serve_bytes, "serve_images": serve_images}
+
+
+def _replace_directory(source: str, target: str) -> None:
+    """Renames `source` to `target`; an existing `target` is moved aside first, then removed.
+
+    Between the two renames the previous export sits at `_aside(target)`: an exception there
+    puts it back at once, and after a kill the next export finds it (`_restore_aside`).
+    """
+    if not os.path.exists(target):
+        os.rename(source, target)
+        return
+    aside = _aside(target)
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(target, aside)
+    try:
+        os.rename(source, target)
+    except BaseException:
+        if not os.path.exists(target):
+            os.rename(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _aside(target: str) -> str:
+    return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.previous")
+
+
+def _restore_aside(target: str) -> None:
+    """Puts back a previous export left aside by an export killed between its two renames."""
+    aside = _aside(target)
+    if os.path.isdir(aside) and not os.path.exists(target):
+        os.rename(aside, target)

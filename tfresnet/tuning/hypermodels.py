@@ -1,0 +1,341 @@
+"""The search space and the two hypermodels that build and train a trial's model.
+
+`ClassifierHyperModel` builds the full classifier of `build_classifier`; `HeadHyperModel` builds
+its head alone (`build_head`) on pooled backbone features. Both compile with
+`compile_classifier`, the recipe of `fine_tune`: Adam, categorical cross-entropy on one-hot
+labels with label smoothing, accuracy. Their `fit` turns integer labels into one-hot labels.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+
+from tfresnet.models import HEAD_LAYERS, build_classifier, build_head, compile_classifier, one_hot_labels
+
+HEAD_UNITS = (0, 128, 256, 512)
+DROPOUT_RANGE = (0.0, 0.5)
+DROPOUT_STEP = 0.1
+LEARNING_RATE_RANGE = (1e-5, 1e-2)
+# Defaults of the space: build_classifier's head, and Adam's usual rate.
+DEFAULT_HEAD_UNITS = 0
+DEFAULT_DROPOUT = 0.2
+DEFAULT_LEARNING_RATE = 1e-3
+# Validation features are scored in one batch of up to this many: one graph to trace, not two.
+VALIDATION_BATCH = 4096
+# `freeze_until=None` (the whole backbone frozen) travels through keras-tuner as this string.
+FROZEN = "none"
+# The head's Dense layers, initialised from `seed + position`, and its Dropout layer.
+DENSE_LAYERS = (HEAD_LAYERS[0], HEAD_LAYERS[2])
+DROPOUT_LAYER = HEAD_LAYERS[1]
+
+
+# === Search space ===
+
+
+def declare_space(hp: keras_tuner.HyperParameters, freeze_until_choices: Sequence[str] = ()) -> dict:
+    """Declares the space in `hp` (always in this order, so seeded tuners sample alike).
+
+    Args:
+        hp: The hyperparameters to declare the space in.
+        freeze_until_choices: Encoded choices (`encode_freeze_choices`); empty: not searched.
+
+    Returns:
+        The values `hp` holds for each parameter.
+
+    Example:
+    >>> declare_space(keras_tuner.HyperParameters())
+    {'head_units': 0, 'dropout': 0.2, 'learning_rate': 0.001}
+    """
+    values = {
+        "head_units": hp.Choice("head_units", list(HEAD_UNITS), default=DEFAULT_HEAD_UNITS),
+        "dropout": hp.Float("dropout", *DROPOUT_RANGE, step=DROPOUT_STEP, default=DEFAULT_DROPOUT),
+        "learning_rate": hp.Float(
+            "learning_rate", *LEARNING_RATE_RANGE, sampling="log", default=DEFAULT_LEARNING_RATE
+        ),
+    }
+    if freeze_until_choices:
+        values["freeze_until"] = hp.Choice(
+            "freeze_until", list(freeze_until_choices), default=freeze_until_choices[0]
+        )
+    return values
+
+
+def encode_freeze_choices(choices: Sequence[int | str | None] | None) -> tuple[str, ...]:
+    """The `freeze_until` choices as keras-tuner strings: `FROZEN` for None, indices as digits.
+
+    Example:
+    >>> encode_freeze_choices([None, "conv5", -10])
+    ('none', 'conv5', '-10')
+    """
+    if not choices:
+        return ()
+    if isinstance(choices, (str, int)) or not isinstance(choices, Sequence):
+        raise ValueError(
+            f"freeze_until_choices must be a list of layer indices, layer or stage names, or "
+            f"None (whole backbone frozen), e.g. [None, 'conv5', 'conv4']. "
+            f"Received: freeze_until_choices={choices!r}"
+        )
+    encoded = []
+    for choice in choices:
+        if choice is None:
+            encoded.append(FROZEN)
+        elif isinstance(choice, (int, np.integer)) and not isinstance(choice, bool):
+            encoded.append(str(int(choice)))
+        elif isinstance(choice, str) and choice and choice != FROZEN and not _is_index(choice):
+            encoded.append(choice)
+        else:
+            raise ValueError(
+                f"Each freeze_until choice must be a layer index, a layer or stage name, or "
+                f"None. Received: {choice!r} in freeze_until_choices={list(choices)!r}"
+            )
+    if len(set(encoded)) != len(encoded):
+        raise ValueError(f"freeze_until_choices repeats a choice. Received: {list(choices)!r}")
+    return tuple(encoded)
+
+
+def _is_index(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def decode_freeze(value: str) -> int | str | None:
+    """The `freeze_until` argument that an encoded choice stands for.
+
+    Example:
+    >>> decode_freeze("none"), decode_freeze("143"), decode_freeze("conv5")
+    (None, 143, 'conv5')
+    """
+    if value == FROZEN:
+        return None
+    return int(value) if _is_index(value) else value
+
+
+def _initialize_head(model: keras.Model, seed: int) -> None:
+    """Draws the head's weights and dropout masks from `seed` alone.
+
+    The full model and the head on features then start identical, whatever was built before.
+    """
+    for offset, name in enumerate(DENSE_LAYERS):
+        layer = _find_layer(model, name)
+        if layer is None:
+            continue
+        initializer = keras.initializers.GlorotUniform(seed=seed + offset)
+        layer.kernel.assign(initializer(layer.kernel.shape, layer.kernel.dtype))
+        layer.bias.assign(keras.ops.zeros(layer.bias.shape, layer.bias.dtype))
+    dropout = _find_layer(model, DROPOUT_LAYER)
+    if dropout is not None:
+        state = dropout.seed_generator.state
+        state.assign(keras.ops.convert_to_tensor([seed, 0], dtype=state.dtype))
+
+
+def _find_layer(model: keras.Model, name: str) -> keras.layers.Layer | None:
+    return next((layer for layer in model.layers if layer.name == name), None)
+
+
+def check_label_smoothing(label_smoothing: float) -> float:
+    """`label_smoothing` as a float, checked to lie in [0, 1).
+
+    Example:
+    >>> check_label_smoothing(0.1)
+    0.1
+    """
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def _has_int_labels(dataset) -> bool:
+    """Whether `dataset` yields `(inputs, labels)` with integer class indices (not one-hot)."""
+    spec = getattr(dataset, "element_spec", None)
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        return False
+    labels = spec[1]
+    return isinstance(labels, tf.TensorSpec) and labels.dtype.is_integer and labels.shape.rank == 1
+
+
+# === Hypermodels ===
+
+
+class ClassifierHyperModel(keras_tuner.HyperModel):
+    """The full classifier of `build_classifier`, its head, learning rate and freezing tuned.
+
+    Every build seeds Keras with `seed` first (`keras.utils.set_random_seed`), so a randomly
+    initialised backbone (`weights=None`) is the same in every trial and in `extract_features`,
+    and the head starts from weights drawn from `seed` alone. Models come compiled with
+    `compile_classifier` (fine_tune's recipe): Adam at `learning_rate`, categorical
+    cross-entropy with `label_smoothing` on one-hot labels, accuracy. `fit` maps datasets of
+    integer labels to one-hot labels.
+
+    Args:
+        num_classes: Number of classes, at least 2.
+        backbone: A name of `tfresnet.BACKBONES` or `"hub:<handle>"`.
+        weights: `"imagenet"`, None or the path of a weights file (see `build_classifier`).
+        image_size: Side of the input images, in pixels.
+        freeze_until_choices: Where the backbone may start to train: layer indices, layer or
+            stage names (`"conv4"`, `"conv5"`; ResNet50 stages start at 39, 81 and 143), None
+            for the whole backbone frozen. None or empty: always frozen, not tuned.
+        seed: Seeds the backbone's random initialisation, the head's and the dropout masks.
+        label_smoothing: Label smoothing of the loss, in [0, 1).
+        **kwargs: Passed to `keras_tuner.HyperModel` (`name`, `tunable`).
+
+    Example:
+    >>> hypermodel = ClassifierHyperModel(3, backbone="resnet-tiny", weights=None, image_size=32)
+    >>> model = hypermodel.build(keras_tuner.HyperParameters())
+    >>> [layer.name for layer in model.layers][-2:], model.loss.label_smoothing
+    (['output_dropout', 'predictions'], 0.1)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        backbone: str = "resnet50",
+        weights: str | None = "imagenet",
+        image_size: int = 224,
+        freeze_until_choices: Sequence[int | str | None] | None = None,
+        seed: int = 0,
+        label_smoothing: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.freeze_until_choices = encode_freeze_choices(freeze_until_choices)
+        self.seed = seed
+        self.label_smoothing = check_label_smoothing(label_smoothing)
+
+    def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
+        declare_space(hp, self.freeze_until_choices)
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        values = declare_space(hp, self.freeze_until_choices)
+        keras.utils.set_random_seed(self.seed)
+        model = build_classifier(
+            self.num_classes,
+            backbone=self.backbone,
+            weights=self.weights,
+            image_size=self.image_size,
+            head_units=values["head_units"] or None,
+            dropout=values["dropout"],
+            freeze_until=decode_freeze(values.get("freeze_until", FROZEN)),
+        )
+        _initialize_head(model, self.seed)
+        compile_classifier(model, learning_rate=values["learning_rate"], label_smoothing=self.label_smoothing)
+        return model
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs):
+        """Trains `model` as `model.fit(*args, **kwargs)`; returns the `History`.
+
+        A `tf.data.Dataset` of `(images, integer labels)`, as `x` or as `validation_data`, is
+        mapped to one-hot labels (`one_hot_labels`), the labels of the loss.
+        """
+        convert = one_hot_labels(self.num_classes)
+        if args and _has_int_labels(args[0]):
+            args = (args[0].map(convert), *args[1:])
+        if _has_int_labels(kwargs.get("x")):
+            kwargs["x"] = kwargs["x"].map(convert)
+        if _has_int_labels(kwargs.get("validation_data")):
+            kwargs["validation_data"] = kwargs["validation_data"].map(convert)
+        return model.fit(*args, **kwargs)
+
+
+class HeadHyperModel(keras_tuner.HyperModel):
+    """`build_classifier`'s head alone, on pooled backbone features; same space and layers.
+
+    The model maps `(batch, feature_dim)` features (input `"features"`) through `build_head`'s
+    layers (`"head_dense"` when `head_units > 0`, `"output_dropout"` when `dropout > 0`,
+    `"predictions"`), initialised from `seed` exactly as `ClassifierHyperModel` initialises its
+    head, and compiled the same way (`compile_classifier`, with `label_smoothing`).
+
+    Args:
+        num_classes: Number of classes, at least 2.
+        feature_dim: Length of a feature vector (the backbone's `feature_size`: 2048 for
+            ResNet50).
+        seed: Seeds the head's initialisation and the dropout masks.
+        label_smoothing: Label smoothing of the loss, in [0, 1).
+        **kwargs: Passed to `keras_tuner.HyperModel` (`name`, `tunable`).
+
+    Example:
+    >>> hp = keras_tuner.HyperParameters()
+    >>> hp.Fixed("head_units", 128)
+    128
+    >>> model = HeadHyperModel(5, feature_dim=2048).build(hp)
+    >>> [layer.name for layer in model.layers]
+    ['features', 'head_dense', 'output_dropout', 'predictions']
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        feature_dim: int = 2048,
+        seed: int = 0,
+        label_smoothing: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
+        if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
+            raise ValueError(f"feature_dim must be a positive integer. Received: feature_dim={feature_dim!r}")
+        self.num_classes = num_classes
+        self.feature_dim = feature_dim
+        self.seed = seed
+        self.label_smoothing = check_label_smoothing(label_smoothing)
+
+    def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
+        declare_space(hp)
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        values = declare_space(hp)
+        keras.utils.set_random_seed(self.seed)
+        inputs = keras.Input((self.feature_dim,), name="features")
+        outputs = build_head(
+            inputs, self.num_classes, head_units=values["head_units"] or None, dropout=values["dropout"]
+        )
+        model = keras.Model(inputs, outputs, name="head")
+        _initialize_head(model, self.seed)
+        compile_classifier(model, learning_rate=values["learning_rate"], label_smoothing=self.label_smoothing)
+        return model
+
+    def fit(
+        self,
+        hp: keras_tuner.HyperParameters,
+        model: keras.Model,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        **kwargs,
+    ):
+        """Trains `model` on features `x` and integer labels `y`; returns the `History`.
+
+        The arrays are fed as `tf.data` batches with one-hot labels, shuffled from `seed` afresh
+        in every trial, so a trial traces one training graph (not one per batch shape) and its
+        batches do not depend on the trials before it. Validation features go in one batch (up
+        to `VALIDATION_BATCH`). Other keyword arguments (`epochs`, `class_weight`, `callbacks`,
+        ...) go to `model.fit`.
+        """
+        train = self._dataset(x, y)
+        if shuffle:
+            train = train.shuffle(len(y), seed=self.seed, reshuffle_each_iteration=True)
+        if validation_data is not None:
+            features, labels = validation_data
+            validation_data = self._dataset(features, labels).batch(min(len(labels), VALIDATION_BATCH))
+        return model.fit(train.batch(batch_size), validation_data=validation_data, shuffle=False, **kwargs)
+
+    def _dataset(self, features: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+        labels = np.asarray(labels)
+        if labels.ndim == 1:
+            labels = np.eye(self.num_classes, dtype=np.float32)[labels]
+        return tf.data.Dataset.from_tensor_slices((features, labels))

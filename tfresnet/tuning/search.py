@@ -1,0 +1,413 @@
+"""`search`: checks its arguments and the search directory, prepares the trials, runs them, and
+reports the best values (see the package documentation for the whole story)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Sequence
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+
+from tfresnet.backbones import get_backbone
+from tfresnet.data import ImageData
+from tfresnet.freezing import freeze
+from tfresnet.models import build_classifier
+from tfresnet.training import class_weights
+from tfresnet.tuning.features import (
+    check_data,
+    describe_data,
+    describe_weights,
+    features_key,
+    load_or_extract,
+)
+from tfresnet.tuning.hypermodels import (
+    ClassifierHyperModel,
+    HeadHyperModel,
+    check_label_smoothing,
+    declare_space,
+    decode_freeze,
+    encode_freeze_choices,
+)
+from tfresnet.tuning.trials import read_trials, write_summary
+from tfresnet.tuning.tuner import (
+    OBJECTIVES,
+    TUNERS,
+    SearchTuner,
+    check_strategy,
+    make_oracle,
+    remove_checkpoints,
+    require_bayesian,
+    role,
+    warn_if_exposed,
+)
+
+SETTINGS_FILE = "search.json"
+BEST_FILE = "best_hyperparameters.json"
+# Head trials run in one Keras session this many at a time (`SearchTuner`'s
+# `trials_per_session`); full-model trials one at a time.
+HEAD_TRIALS_PER_SESSION = 25
+
+
+@dataclasses.dataclass
+class _Trials:
+    """What every trial builds and what it is fed: `hypermodel.fit(hp, model, *args, **kwargs)`,
+    and how many trials share a Keras session."""
+
+    hypermodel: keras_tuner.HyperModel
+    args: tuple = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    trials_per_session: int = 1
+
+
+def search(
+    data: ImageData,
+    *,
+    backbone: str = "resnet50",
+    weights: str | None = "imagenet",
+    tuner: str = "hyperband",
+    max_trials: int = 10,
+    tune_epochs: int = 5,
+    directory: str | os.PathLike = "tuning",
+    overwrite: bool = False,
+    seed: int | None = None,
+    fast: bool = True,
+    freeze_until_choices: Sequence[int | str | None] | None = None,
+    objective: str = "val_accuracy",
+    label_smoothing: float = 0.1,
+    class_weight: str = "balanced",
+    distribution_strategy: tf.distribute.Strategy | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> dict:
+    """Searches the head size, dropout, learning rate (and where to freeze) for a classifier.
+
+    Trials train on `data.train` and are scored on `data.validation`, under `fine_tune`'s
+    recipe: `compile_classifier` (Adam, categorical cross-entropy with `label_smoothing`,
+    accuracy) and the class weights of `class_weight`, computed once from `data.class_counts`
+    and passed to every trial's `fit`. With `fast` and no `freeze_until_choices`, the
+    backbone's features are computed once and trials train the head alone on them (see the
+    package documentation, also for resuming and for sharing a search between machines).
+
+    Keras session and random seeds: running trials in fresh sessions is part of what `search`
+    does. It calls `keras.backend.clear_session()` after checking a `freeze_until_choices` name
+    that it had to build the backbone for, after computing the features, at the start and at
+    the end of every full-model trial (head trials share a session, `HEAD_TRIALS_PER_SESSION`
+    at a time: a clear would cost a head's trial more than its training, and change none of
+    its numbers), and once the trials are over; Keras's global state (layer-name counters, the
+    memory of models no longer referenced) starts afresh each time. Every trial's build and
+    the feature extraction call `keras.utils.set_random_seed(seed)` (0 when `seed` is
+    None), which seeds Python's `random`, NumPy and TensorFlow globally: after `search`
+    returns, the global random state is the one the last trial left. It touches neither at any
+    other point.
+
+    Args:
+        data: An `ImageData` with a validation set; for the fast path, loaded with
+            `augmentation="none"`.
+        backbone: A name of `tfresnet.BACKBONES` or `"hub:<handle>"`.
+        weights: `"imagenet"`, None (random backbone, drawn from `seed`) or a weights file.
+        tuner: `"hyperband"`, `"random"` or `"bayesian"` (needs scikit-learn and scipy).
+        max_trials: Trials to run in all (a Hyperband continuation counts as a trial).
+        tune_epochs: Epochs per trial; Hyperband's largest number of epochs for one trial.
+        directory: The search's own directory, created if needed; running again resumes it
+            (`overwrite=True` deletes it, and refuses to delete one that holds no search).
+        overwrite: Delete the search in `directory` first and start afresh.
+        seed: Seeds the tuner's choices and every trial's initialisation (0 when None; the
+            tuner's choices are then random).
+        fast: Train heads on features computed once while the backbone is frozen.
+        freeze_until_choices: Also search where the backbone starts to train, e.g.
+            `[None, "conv5", "conv4"]` (None: frozen). Trials then train the full model.
+        objective: `"val_accuracy"` (maximised) or `"val_loss"` (minimised).
+        label_smoothing: Label smoothing of the loss, in [0, 1) (`fine_tune`'s default).
+        class_weight: `"balanced"` (classes weighed by inverse frequency) or `"none"`.
+        distribution_strategy: Strategy to run trials under (default: the active one);
+            multi-worker strategies are refused.
+        callbacks: Keras callbacks for every trial's `fit` (copied per trial), e.g.
+            `keras.callbacks.EarlyStopping`.
+        verbose: 0 silent, 1 keras-tuner's trial reports and progress bars, 2 one line per
+            epoch.
+
+    Returns:
+        The best trial's values: `{"head_units": int or None, "dropout": float,
+        "learning_rate": float}`, plus `"freeze_until"` when searched; also written to
+        `directory/best_hyperparameters.json`, with `trials.csv` and `trials.png` beside it.
+        A worker of a shared search returns the best of the trials finished when it stops
+        and writes no file.
+
+    Raises:
+        ValueError: An invalid argument, data without a validation set, or a search in
+            `directory` made with other settings (`label_smoothing` and `class_weight`
+            included; pass `overwrite=True`).
+
+    Example:
+    >>> data = from_folder("flowers/", image_size=224, augmentation="none", seed=0)
+    >>> best = search(data, tuner="hyperband", max_trials=20, directory="runs/tuning")
+    >>> model = build_classifier(len(data.class_names), head_units=best["head_units"],
+    ...                          dropout=best["dropout"])
+    """
+    _check_arguments(tuner, objective, max_trials, tune_epochs, seed, label_smoothing)
+    get_backbone(backbone)
+    check_data(data)
+    weights_by_class = class_weights(data.class_counts, class_weight)
+    strategy = check_strategy(distribution_strategy)
+    choices = encode_freeze_choices(freeze_until_choices)
+    if choices:
+        _check_freeze_choices(choices, backbone=backbone, image_size=data.image_size)
+    process = role()
+    if process == "chief":
+        warn_if_exposed()
+
+    project_dir = os.path.abspath(os.fspath(directory))
+    description = describe_data(data)
+    use_fast = fast and not choices
+    settings = {
+        "tuner": tuner,
+        "objective": objective,
+        "tune_epochs": int(tune_epochs),
+        "fast": use_fast,
+        "seed": seed if seed is None else int(seed),
+        "backbone": backbone,
+        "weights": describe_weights(weights),
+        "label_smoothing": float(label_smoothing),
+        "class_weight": class_weight,
+        "space": _space(choices),
+        "data": description,
+    }
+    _start_directory(project_dir, settings, overwrite=overwrite, role=process)
+
+    init_seed = 0 if seed is None else int(seed)
+    setup = {"backbone": backbone, "weights": weights, "seed": init_seed, "label_smoothing": label_smoothing}
+    if use_fast:
+        key = features_key(description, backbone, weights, init_seed)
+        chief = process == "chief"
+        trials = _head_trials(data, key=key, chief=chief, cache_dir=project_dir, strategy=strategy, **setup)
+    else:
+        trials = _full_model_trials(data, choices=choices, **setup)
+    trials.kwargs.update(
+        epochs=tune_epochs, callbacks=list(callbacks), verbose=verbose, class_weight=weights_by_class
+    )
+    oracle = make_oracle(
+        tuner, objective=objective, max_trials=max_trials, tune_epochs=tune_epochs, seed=seed
+    )
+    _run_trials(trials, oracle, max_epochs=tune_epochs, strategy=strategy, project_dir=project_dir)
+    return _report(project_dir, objective, process)
+
+
+# === Arguments ===
+
+
+def _check_arguments(tuner, objective, max_trials, tune_epochs, seed, label_smoothing) -> None:
+    if tuner not in TUNERS:
+        raise ValueError(f"tuner must be one of {TUNERS}. Received: tuner={tuner!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}. Received: objective={objective!r}")
+    for name, value in (("max_trials", max_trials), ("tune_epochs", tune_epochs)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32
+    ):
+        raise ValueError(f"seed must be an integer in [0, 2**32) or None. Received: seed={seed!r}")
+    check_label_smoothing(label_smoothing)
+    if tuner == "bayesian":
+        require_bayesian()
+
+
+def _check_freeze_choices(choices: Sequence[str], *, backbone: str, image_size: int) -> None:
+    """Fails now, not in some trial hours from now, on a choice the backbone does not have.
+
+    Indices are checked against the table's `num_layers`, stage names against its `stages`.
+    Only another name (a block, a layer) or a backbone whose layers the table does not know (a
+    Hub module) builds the network, with random weights, to ask `freeze`.
+    """
+    row, _ = get_backbone(backbone)
+    unknown = []
+    for choice in map(decode_freeze, choices):
+        if choice is None or (isinstance(choice, str) and choice in row.stages):
+            continue
+        if isinstance(choice, int) and row.num_layers:
+            count = row.num_layers
+            if not -count <= choice <= count:
+                raise ValueError(
+                    f"freeze_until choice {choice} is out of range: the {row.name} backbone has "
+                    f"{count} layers, so use an index from {-count} to {count} (0 trains all of "
+                    f"it, {count} freezes all of it)."
+                )
+            continue
+        unknown.append(choice)
+    if not unknown:
+        return
+    model = build_classifier(2, backbone=backbone, weights=None, image_size=image_size)
+    try:
+        for choice in unknown:
+            freeze(model, until=choice)
+    finally:
+        del model
+        keras.backend.clear_session()
+
+
+# === Settings ===
+
+
+def _space(choices: Sequence[str]) -> list:
+    """The search space as `search.json` stores it."""
+    space = keras_tuner.HyperParameters()
+    declare_space(space, choices)
+    return json.loads(json.dumps(space.get_config()["space"]))
+
+
+def _start_directory(project_dir: str, settings: dict, *, overwrite: bool, role: str) -> None:
+    """Checks the settings against the directory's (`overwrite` deletes it); the chief or a lone
+    process then writes them."""
+    _check_settings(project_dir, settings, overwrite=overwrite, role=role)
+    if role != "worker":
+        os.makedirs(project_dir, exist_ok=True)
+        with open(os.path.join(project_dir, SETTINGS_FILE), "w") as file:
+            json.dump(settings, file, indent=2)
+
+
+def _check_settings(project_dir: str, settings: dict, *, overwrite: bool, role: str) -> None:
+    """Refuses to continue a search made with other settings (keras-tuner would mix them)."""
+    path = os.path.join(project_dir, SETTINGS_FILE)
+    is_search = any(
+        os.path.exists(os.path.join(project_dir, name)) for name in (SETTINGS_FILE, "oracle.json")
+    )
+    if overwrite and role != "worker":
+        if os.path.isdir(project_dir) and os.listdir(project_dir) and not is_search:
+            raise ValueError(
+                f"overwrite=True would delete {project_dir!r}, which holds files but no search "
+                f"(no {SETTINGS_FILE} or oracle.json). Give the search a directory of its own."
+            )
+        shutil.rmtree(project_dir, ignore_errors=True)
+        return
+    if os.path.exists(path):
+        with open(path) as file:
+            stored = json.load(file)
+        if stored == settings:
+            return
+        changed = "; ".join(
+            f"{key}: {_short(stored.get(key))} -> {_short(settings.get(key))}"
+            for key in sorted(set(stored) | set(settings))
+            if stored.get(key) != settings.get(key)
+        )
+        raise ValueError(
+            f"The search in {project_dir!r} was made with other settings ({changed}); "
+            f"continuing it would mix its trials into this search. Pass overwrite=True "
+            f"(--overwrite on the command line) to start afresh, or choose another directory."
+        )
+    if os.path.exists(os.path.join(project_dir, "oracle.json")):
+        raise ValueError(
+            f"{project_dir!r} holds a keras-tuner search without {SETTINGS_FILE}, so its "
+            f"settings are unknown. Pass overwrite=True (--overwrite on the command line) to "
+            f"start afresh, or choose another directory."
+        )
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# === Trials ===
+
+
+def _full_model_trials(data: ImageData, *, backbone, weights, choices, seed, label_smoothing) -> _Trials:
+    """Trials that train the full classifier on `data` as given (augmentation included)."""
+    hypermodel = ClassifierHyperModel(
+        len(data.class_names),
+        backbone=backbone,
+        weights=weights,
+        image_size=data.image_size,
+        freeze_until_choices=[decode_freeze(choice) for choice in choices],
+        seed=seed,
+        label_smoothing=label_smoothing,
+    )
+    # The hypermodel's fit maps the integer labels to one-hot ones; data.train is shuffled by its loader.
+    return _Trials(hypermodel, (data.train,), {"validation_data": data.validation, "shuffle": False})
+
+
+def _head_trials(
+    data: ImageData, *, key, backbone, weights, cache_dir, strategy, seed, label_smoothing, chief: bool
+) -> _Trials:
+    """Trials that train the head alone on features computed once (or read from the cache).
+
+    The chief only hands out trials: it builds no model, so it needs the table's feature size,
+    not the features.
+    """
+    recipe = {"seed": seed, "label_smoothing": label_smoothing}
+    if chief:
+        return _Trials(HeadHyperModel(len(data.class_names), feature_dim=_feature_dim(backbone), **recipe))
+    features = load_or_extract(
+        data, key=key, backbone=backbone, weights=weights, seed=seed, cache_dir=cache_dir, strategy=strategy
+    )
+    keras.backend.clear_session()
+    return _Trials(
+        HeadHyperModel(len(data.class_names), feature_dim=features.feature_dim, **recipe),
+        (features.train_features, features.train_labels),
+        {
+            "batch_size": features.batch_size,
+            "shuffle": True,
+            "validation_data": (features.validation_features, features.validation_labels),
+        },
+        trials_per_session=HEAD_TRIALS_PER_SESSION,
+    )
+
+
+def _feature_dim(backbone: str) -> int:
+    return get_backbone(backbone)[0].feature_size
+
+
+def _run_trials(trials: _Trials, oracle, *, max_epochs: int, strategy, project_dir: str) -> None:
+    tuner = SearchTuner(
+        oracle,
+        trials.hypermodel,
+        max_epochs=max_epochs,
+        trials_per_session=trials.trials_per_session,
+        distribution_strategy=strategy,
+        directory=os.path.dirname(project_dir),
+        project_name=os.path.basename(project_dir),
+    )
+    tuner.search(*trials.args, **trials.kwargs)
+    del tuner
+    keras.backend.clear_session()
+
+
+# === Results ===
+
+
+def _report(project_dir: str, objective: str, process: str) -> dict:
+    """The best values; the chief or a lone process also writes them and the summary."""
+    trials = read_trials(project_dir)
+    best = _best_values(trials, objective, project_dir)
+    if process != "worker":
+        remove_checkpoints(project_dir)
+        with open(os.path.join(project_dir, BEST_FILE), "w") as file:
+            json.dump(best, file, indent=2)
+        write_summary(project_dir, trials, objective)
+    return best
+
+
+def _classifier_values(values: dict) -> dict:
+    best = {
+        "head_units": int(values["head_units"]) or None,
+        "dropout": round(float(values["dropout"]), 10),
+        "learning_rate": float(values["learning_rate"]),
+    }
+    if "freeze_until" in values:
+        best["freeze_until"] = decode_freeze(values["freeze_until"])
+    return best
+
+
+def _best_values(trials: list[dict], objective: str, project_dir: str) -> dict:
+    completed = [trial for trial in trials if trial["status"] == "COMPLETED" and trial["score"] is not None]
+    if not completed:
+        failed = next((trial for trial in trials if trial["message"]), None)
+        reason = f" The first failure: {failed['message']}" if failed else ""
+        raise RuntimeError(f"No trial of the search in {project_dir!r} completed.{reason}")
+    pick = max if OBJECTIVES[objective] == "max" else min
+    return _classifier_values(pick(completed, key=lambda trial: trial["score"])["values"])

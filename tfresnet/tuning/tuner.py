@@ -1,0 +1,299 @@
+"""The keras-tuner machinery: oracles, the tuner that runs trials, devices and shared searches.
+
+`SearchTuner` runs the trials of any oracle (`make_oracle`): in fresh Keras sessions,
+Hyperband continuations with the optimizer's state, checkpoints only where a promotion needs
+one, and the worker that ran each trial recorded. `check_strategy` and `role` say where trials
+run: under which `tf.distribute` strategy, and as which process of a shared search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import glob
+import importlib.util
+import json
+import os
+import socket
+import warnings
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+
+TUNERS = ("hyperband", "random", "bayesian")
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
+HYPERBAND_FACTOR = 3
+# The oracle's seed for `seed=0`, which keras-tuner would take for "no seed".
+ZERO_SEED = 2**31 - 1
+WORKER_FILE = "worker.json"
+CHECKPOINT_FILE = "continuation.npz"
+
+
+class SearchTuner(keras_tuner.Tuner):
+    """Runs trials for any oracle: fresh Keras sessions, Hyperband continuations that keep the
+    optimizer's state, checkpoints only where a promotion needs one, the worker recorded.
+
+    Args:
+        oracle: A keras-tuner oracle (`make_oracle`).
+        hypermodel: A `ClassifierHyperModel` or `HeadHyperModel`.
+        max_epochs: The most epochs of a trial: a Hyperband trial with fewer may be promoted,
+            so it keeps a checkpoint.
+        trials_per_session: Trials run in one Keras session: the first starts from
+            `keras.backend.clear_session()`, the last ends with one (garbage collection
+            included). 1 (a fresh session per trial) for full models; more for heads, whose
+            trials a clear would mostly slow down (see `run_trial`).
+        **kwargs: Passed to `keras_tuner.Tuner` (`directory`, `project_name`,
+            `distribution_strategy`, ...).
+
+    Example:
+    >>> tuner = SearchTuner(make_oracle("random", objective="val_accuracy", max_trials=3,
+    ...                                 tune_epochs=2, seed=0),
+    ...                     HeadHyperModel(3, feature_dim=128), max_epochs=2, directory="runs")
+    >>> tuner.search(features, labels, epochs=2, validation_data=(val_features, val_labels))
+    """
+
+    def __init__(self, oracle, hypermodel, *, max_epochs: int, trials_per_session: int = 1, **kwargs):
+        super().__init__(oracle, hypermodel, **kwargs)
+        self.max_epochs = max_epochs
+        self.trials_per_session = trials_per_session
+        self._session_trials = 0  # trials run since the last clear_session
+
+    def _populate_initial_space(self):
+        # A private keras-tuner hook, overridden because no public one does this: keras-tuner's
+        # own version declares the space and then builds the model at least once (to discover
+        # conditional parameters), which for a full classifier means building a ResNet50 and
+        # loading its weights before the first trial, on the chief too. Our space has no
+        # conditional parameters: declaring it is enough. tests/test_tuning.py pins that
+        # keras_tuner.Tuner still calls this hook while it is created, and that this override
+        # builds no model.
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        epochs = hp.values.get("tuner/epochs", kwargs.pop("epochs", 1))
+        initial_epoch = hp.values.get("tuner/initial_epoch", 0)
+        parent = hp.values.get("tuner/trial_id")
+        callbacks = copy.deepcopy(list(kwargs.pop("callbacks", None) or []))
+        self._record_worker(trial.trial_id)
+
+        # A clear costs a head's trial more than its training: a full garbage collection
+        # (0.2-0.4 s, growing with the objects in the process) and TensorFlow's kernel cache,
+        # rebuilt by the next steps. A head's results do not depend on the session (its build
+        # seeds everything), and a process grows about as fast with a clear after every head
+        # trial as without, so heads share a session for `trials_per_session` trials.
+        if self._session_trials == 0:
+            keras.backend.clear_session(free_memory=False)  # the last clear collected the garbage
+        with scope(self.distribution_strategy):
+            model = self.hypermodel.build(hp)
+            if parent is not None and not self._restore(model, parent):
+                initial_epoch = 0
+        history = self.hypermodel.fit(
+            hp,
+            model,
+            *args,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        if "tuner/epochs" in hp.values and epochs < self.max_epochs:
+            self._save(model, trial.trial_id)
+        if parent is not None:
+            _remove(self._checkpoint_path(parent))
+        results = _best_epoch(history.history, self.oracle.objective)
+        del model, history
+        self._session_trials += 1
+        if self._session_trials >= self.trials_per_session:
+            keras.backend.clear_session()
+            self._session_trials = 0
+        return results
+
+    def _checkpoint_path(self, trial_id: str) -> str:
+        return os.path.join(self.project_dir, f"trial_{trial_id}", CHECKPOINT_FILE)
+
+    def _save(self, model: keras.Model, trial_id: str) -> None:
+        arrays = {
+            f"model_{i}": keras.ops.convert_to_numpy(variable)
+            for i, variable in enumerate(model.trainable_variables)
+        }
+        arrays.update(
+            {
+                f"optimizer_{i}": keras.ops.convert_to_numpy(variable)
+                for i, variable in enumerate(model.optimizer.variables)
+            }
+        )
+        path = self._checkpoint_path(trial_id)
+        partial = f"{path}.partial"
+        with open(partial, "wb") as file:
+            np.savez(file, **arrays)
+        os.replace(partial, path)
+
+    def _restore(self, model: keras.Model, trial_id: str) -> bool:
+        path = self._checkpoint_path(trial_id)
+        if not os.path.exists(path):
+            warnings.warn(
+                f"Hyperband promoted trial {trial_id}, but its checkpoint {path} is gone (the "
+                f"search was stopped and resumed?): its continuation trains from scratch.",
+                stacklevel=2,
+            )
+            return False
+        with np.load(path) as stored:
+            for i, variable in enumerate(model.trainable_variables):
+                variable.assign(stored[f"model_{i}"])
+            for i, variable in enumerate(model.optimizer.variables):
+                variable.assign(stored[f"optimizer_{i}"])
+        return True
+
+    def _record_worker(self, trial_id: str) -> None:
+        with open(os.path.join(self.get_trial_dir(trial_id), WORKER_FILE), "w") as file:
+            json.dump({"worker": self.tuner_id, "host": socket.gethostname()}, file)
+
+
+def _best_epoch(history: dict, objective: keras_tuner.Objective) -> dict:
+    """The metrics of the epoch with the best objective (not the History: it holds the model)."""
+    scores = history[objective.name]
+    pick = np.argmax if objective.direction == "max" else np.argmin
+    best = int(pick(scores))
+    return {name: float(values[best]) for name, values in history.items()}
+
+
+def make_oracle(tuner: str, *, objective: str, max_trials: int, tune_epochs: int, seed: int | None):
+    """The keras-tuner oracle of `tuner`, which stops after `max_trials` trials.
+
+    Example:
+    >>> make_oracle("hyperband", objective="val_loss", max_trials=20, tune_epochs=9, seed=0).max_trials
+    20
+    """
+    goal = keras_tuner.Objective(objective, direction=OBJECTIVES[objective])
+    if seed == 0:  # keras-tuner's oracles read a seed of 0 as no seed at all
+        seed = ZERO_SEED
+    if tuner == "hyperband":
+        oracle = keras_tuner.oracles.HyperbandOracle(
+            goal,
+            max_epochs=tune_epochs,
+            factor=HYPERBAND_FACTOR,
+            hyperband_iterations=None,
+            seed=seed,
+        )
+        oracle.max_trials = max_trials  # brackets repeat until the trial budget is spent
+        return oracle
+    if tuner == "random":
+        return keras_tuner.oracles.RandomSearchOracle(goal, max_trials=max_trials, seed=seed)
+    return keras_tuner.oracles.BayesianOptimizationOracle(goal, max_trials=max_trials, seed=seed)
+
+
+def remove_checkpoints(project_dir: str) -> None:
+    """Deletes every trial's continuation checkpoint: the search has ended.
+
+    Example:
+    >>> remove_checkpoints("runs/tuning")
+    """
+    for path in glob.glob(os.path.join(project_dir, "trial_*", CHECKPOINT_FILE)):
+        _remove(path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+# === Devices and processes ===
+
+
+@contextlib.contextmanager
+def scope(strategy: tf.distribute.Strategy | None):
+    """`strategy.scope()`, or nothing for None.
+
+    Example:
+    >>> with scope(None):
+    ...     model = build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+    """
+    if strategy is None:
+        yield
+    else:
+        with strategy.scope():
+            yield
+
+
+def check_strategy(strategy: tf.distribute.Strategy | None) -> tf.distribute.Strategy | None:
+    """The strategy to run trials under: `strategy`, else the active one; multi-worker refused.
+
+    Example:
+    >>> check_strategy(tf.distribute.OneDeviceStrategy("/cpu:0")).num_replicas_in_sync
+    1
+    """
+    if strategy is None:
+        return tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise ValueError(
+            f"distribution_strategy must be a tf.distribute.Strategy or None. "
+            f"Received: distribution_strategy={strategy!r}"
+        )
+    multi_worker = (
+        tf.distribute.MultiWorkerMirroredStrategy,
+        tf.distribute.experimental.ParameterServerStrategy,
+    )
+    if isinstance(strategy, multi_worker):
+        raise ValueError(
+            f"keras-tuner runs trials under single-machine strategies only (MirroredStrategy, "
+            f"OneDeviceStrategy, TPUStrategy). To search on several machines, run one chief and "
+            f"a worker per machine (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, "
+            f"KERASTUNER_ORACLE_PORT; see tfresnet.tuning), each with a MirroredStrategy over "
+            f"its own GPUs. Received: distribution_strategy={type(strategy).__name__}"
+        )
+    return strategy
+
+
+def role() -> str:
+    """`"local"`, or `"chief"` / `"worker"` of a search shared through keras-tuner's oracle.
+
+    Example:
+    >>> role()  # KERASTUNER_ORACLE_IP unset
+    'local'
+    """
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "local"
+    missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"KERASTUNER_ORACLE_IP is set, so this process joins a shared search, but "
+            f"{' and '.join(missing)} is not. Set KERASTUNER_TUNER_ID ('chief' on the chief, a "
+            f"distinct name per worker) and KERASTUNER_ORACLE_PORT, or unset KERASTUNER_ORACLE_IP."
+        )
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def warn_if_exposed() -> None:
+    """Warns a chief told to listen on every interface: its server has no TLS, no authentication.
+
+    Example:
+    >>> warn_if_exposed()  # KERASTUNER_ORACLE_IP=127.0.0.1: silent
+    """
+    if os.environ.get("KERASTUNER_ORACLE_IP") in ("0.0.0.0", "::", "[::]"):
+        warnings.warn(
+            "The chief's oracle listens on every interface, without TLS or authentication: "
+            "set KERASTUNER_ORACLE_IP to a private address.",
+            stacklevel=3,
+        )
+
+
+def require_bayesian() -> None:
+    """Fails unless scikit-learn and scipy, which the Bayesian oracle needs, are installed.
+
+    Example:
+    >>> require_bayesian()
+    """
+    missing = [name for name in ("sklearn", "scipy") if not _importable(name)]
+    if missing:
+        raise ImportError(
+            f"tuner='bayesian' needs scikit-learn and scipy ({', '.join(missing)} missing): "
+            'pip install "tfresnet[bayesian]". Or use tuner="hyperband" or "random".'
+        )
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
