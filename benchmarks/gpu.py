@@ -14,8 +14,11 @@ synthetic batches.
    synthetic batches; epochs alternate between the two.
 
 Each figure is the median images/s over timed epochs after one warm-up epoch (tracing, XLA
-compilation, autotuning). `--strategy one-device` runs under `tf.distribute.OneDeviceStrategy`,
-which prefetches batches to the device; the default strategy copies each batch inside the step.
+compilation, autotuning); images per CPU-second (this process, all threads) beside it. The
+last line is JPEG-fed / synthetic, the medians of per-epoch ratios (with `--skip-pipeline`:
+the fastest setting / float32 without XLA at its batch size). `--strategy one-device` runs
+under `tf.distribute.OneDeviceStrategy`, which prefetches batches to the device; the default
+strategy copies each batch inside the step.
 
 Without a GPU it runs on the CPU, slowly: use `--quick` there, to check that the script works.
 
@@ -30,7 +33,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import shutil
 import tempfile
 
@@ -39,8 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from pipeline import load_average, write_photos  # noqa: E402  (benchmarks/pipeline.py)
-from training import EpochTimer, device_description, one_hot  # noqa: E402  (benchmarks/training.py)
+from pipeline import describe_machine, headline, load_average, write_photos  # noqa: E402
+from training import EpochTimer, one_hot  # noqa: E402  (benchmarks/training.py)
 
 from tfresnet import build_classifier, from_folder  # noqa: E402
 from tfresnet.training import class_weights, fine_tune_schedule  # noqa: E402
@@ -148,8 +150,10 @@ def sweep_one(precision: str, jit: bool, batch_size: int, args, strategy) -> dic
     finally:
         release_memory()
     rates = [batch_size * args.steps / seconds for seconds in timer.wall[1:]]
+    cpu_rates = [batch_size * args.steps / seconds for seconds in timer.cpu[1:]]
     return {"status": "ok", "rates": rates, "median": float(np.median(rates)),
-            "warm_up": timer.wall[0], "peak_gib": gpu_peak_gib()}
+            "cpu_median": float(np.median(cpu_rates)), "warm_up": timer.wall[0],
+            "peak_gib": gpu_peak_gib()}
 
 
 def write_jpeg_folder(root: str, count: int, args) -> None:
@@ -168,8 +172,9 @@ def write_jpeg_folder(root: str, count: int, args) -> None:
 
 
 def pipeline_against_synthetic(precision: str, jit: bool, batch_size: int, args,
-                               strategy) -> dict[str, list[float]]:
-    """Images/s per timed epoch of one model fed JPEGs and synthetic batches, alternately."""
+                               strategy) -> dict[str, dict[str, list[float]]]:
+    """Images/s and images/CPU-s per timed epoch of one model fed JPEGs and synthetic batches,
+    alternately."""
     release_memory()
     with tempfile.TemporaryDirectory() as root:
         write_jpeg_folder(root, batch_size * args.steps, args)
@@ -188,7 +193,8 @@ def pipeline_against_synthetic(precision: str, jit: bool, batch_size: int, args,
                     model.fit(dataset, epochs=1, class_weight=weights, verbose=0,
                               callbacks=[timers[name]])
     release_memory()
-    return {name: [batch_size * args.steps / s for s in timer.wall[1:]]
+    images = batch_size * args.steps
+    return {name: {"wall": [images / s for s in timer.wall[1:]], "cpu": [images / s for s in timer.cpu[1:]]}
             for name, timer in timers.items()}
 
 
@@ -203,15 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     strategy = make_strategy(args.strategy)
 
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
-          f"{platform.python_version()}; {device_description()}")
+    print(describe_machine())
     if not has_gpu:
         print("NO GPU VISIBLE: running on the CPU. These figures check that the script works; "
               "they say nothing of GPU throughput.")
     print(f"ResNet50 (weights=None, whole backbone trained, BatchNorm frozen), {args.image_size} "
           f"px, channels-last, {args.classes} classes, {args.steps} steps an epoch, 1 warm-up + "
           f"{args.epochs} timed epochs; strategy {args.strategy}")
-    print(f"load average before: {load_average()}")
+    print(f"load average before: {load_average()}", flush=True)
 
     results = {}
     for precision in args.precisions:
@@ -233,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average after: {load_average()}")
 
     print(f"\n{'precision':<15} {'XLA':<4} {'batch':>5} {'warm-up s':>9} {'images/s per epoch':>22} "
-          f"{'median':>8} {'peak GiB':>8}")
+          f"{'median':>8} {'images/CPU-s':>12} {'peak GiB':>8}")
     for (precision, jit, batch_size), result in results.items():
         head = f"{precision:<15} {'on' if jit else 'off':<4} {batch_size:>5}"
         if result["status"] != "ok":
@@ -241,14 +246,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         epochs = " ".join(f"{rate:.1f}" for rate in result["rates"])
         peak = "-" if result["peak_gib"] is None else f"{result['peak_gib']:.1f}"
-        print(f"{head} {result['warm_up']:>9.1f} {epochs:>22} {result['median']:>8.1f} {peak:>8}")
+        print(f"{head} {result['warm_up']:>9.1f} {epochs:>22} {result['median']:>8.1f} "
+              f"{result['cpu_median']:>12.1f} {peak:>8}")
     if fed:
         (precision, jit, batch_size), rates = fed
         print(f"\nfastest setting ({precision}, XLA {'on' if jit else 'off'}, batch {batch_size}), "
               f"epochs alternating:")
         for name, per_epoch in rates.items():
-            print(f"  {name:<10} {' '.join(f'{rate:.1f}' for rate in per_epoch)} images/s, median "
-                  f"{np.median(per_epoch):.1f}")
+            print(f"  {name:<10} {' '.join(f'{rate:.1f}' for rate in per_epoch['wall'])} images/s, "
+                  f"median {np.median(per_epoch['wall']):.1f}; median {np.median(per_epoch['cpu']):.1f} "
+                  f"images/CPU-s")
 
     print()
     if not measured:
@@ -256,9 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     best = max(measured, key=lambda key: measured[key]["median"])
     baseline = ("float32", False, best[2])
+    fastest = None
     if baseline in measured and baseline != best:
-        print(f"fastest / float32 without XLA at batch {best[2]}: "
-              f"{measured[best]['median'] / measured[baseline]['median']:.2f}x")
+        fastest = (measured[best]["median"] / measured[baseline]["median"],
+                   measured[best]["cpu_median"] / measured[baseline]["cpu_median"])
+        print(f"fastest ({best[0]}, XLA {'on' if best[1] else 'off'}) / float32 without XLA at batch "
+              f"{best[2]}: {fastest[0]:.2f}x wall, {fastest[1]:.2f}x CPU")
     mixed_xla = [key for key in measured if key[0] != "float32" and key[1]]
     if mixed_xla:
         top = max(mixed_xla, key=lambda key: measured[key]["median"])
@@ -266,9 +276,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{top[2]}); target on one H100: >= 4000 {'' if has_gpu else '(no GPU here)'}")
     if fed:
         rates = fed[1]
-        rounds = [jpeg / synthetic for jpeg, synthetic in zip(rates["JPEG"], rates["synthetic"])]
-        print(f"JPEG-fed / synthetic: median {np.median(rounds):.3f}x (rounds: "
-              f"{', '.join(f'{r:.3f}' for r in rounds)}); target >= 0.90 on 16 cores")
+        rounds = {clock: [jpeg / synthetic for jpeg, synthetic in zip(rates["JPEG"][clock],
+                                                                     rates["synthetic"][clock])]
+                  for clock in ("wall", "cpu")}
+        print(f"JPEG-fed / synthetic per epoch: wall {', '.join(f'{r:.3f}' for r in rounds['wall'])}; "
+              f"CPU {', '.join(f'{r:.3f}' for r in rounds['cpu'])}; target >= 0.90 wall on 16 cores")
+        print(headline("JPEG-fed", f"synthetic ({fed[0][0]}, XLA {'on' if fed[0][1] else 'off'}, batch "
+                       f"{fed[0][2]})", float(np.median(rounds["wall"])), float(np.median(rounds["cpu"]))))
+    elif fastest:
+        print(headline(f"fastest ({best[0]}, XLA {'on' if best[1] else 'off'})",
+                       f"float32 without XLA (batch {best[2]})", *fastest))
+    else:
+        print("one setting measured, nothing to compare: no headline")
     return 0
 
 

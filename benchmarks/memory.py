@@ -11,7 +11,12 @@ building its model and data, and after training:
 (b) a bare `model.fit` of `build_classifier(..., weights=None, freeze_until=0)` compiled with
     Adam, categorical cross-entropy and accuracy, on the same batches, one-hot labelled.
 
-The trained variants run in turn, their order reversed in every other round.
+The trained variants run in turn, their order reversed in every other round. Each process also
+reports the wall-clock and CPU seconds (all threads) from its data being ready to the end of
+training: building the model, tracing and the training steps, which with a step or two are
+mostly the one-off costs, not the speed of training (benchmarks/training.py measures that).
+The last line gives fine_tune / bare fit as costs: peak memory, wall time, CPU time (below 1:
+fine_tune uses less).
 
 Usage:
     python benchmarks/memory.py            # 224 px, batch 32, 2 steps, 1 round
@@ -23,8 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -74,6 +79,7 @@ def run_child(args) -> dict:
     data = from_arrays(images, np.arange(count) % args.classes, image_size=args.image_size,
                        batch_size=args.batch_size, val_split=0, augmentation="none", seed=0)
     peaks["model and data"] = None  # fine_tune builds its model itself
+    clock, cpu_clock = time.perf_counter(), time.process_time()
     if args.child != "fine_tune":
         model = build_classifier(args.classes, weights=None, image_size=args.image_size,
                                  freeze_until=0)
@@ -86,7 +92,8 @@ def run_child(args) -> dict:
         model.fit(data.train.map(lambda x, y: (x, tf.one_hot(y, args.classes))), epochs=1,
                   verbose=0)
     peaks["trained"] = peak_mib()
-    return {"peaks": peaks, "seconds": time.perf_counter() - start}
+    return {"peaks": peaks, "seconds": time.perf_counter() - start,
+            "wall": time.perf_counter() - clock, "cpu": time.process_time() - cpu_clock}
 
 
 def spawn(variant: str, args) -> dict:
@@ -107,17 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_child(args)))
         return 0
 
-    import keras
-    import tensorflow as tf
-    from pipeline import load_average  # benchmarks/pipeline.py; here, so a child skips it
-    from training import device_description  # benchmarks/training.py
+    from pipeline import describe_machine, load_average  # here, so that a child skips them
 
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
-          f"{platform.python_version()}; {device_description()}")
+    print(describe_machine())
     print(f"ResNet50 (weights=None, whole backbone trained, BatchNorm frozen), {args.image_size} "
-          f"px, batch {args.batch_size}, {args.steps} training steps; each variant in its own "
+          f"px, batch {args.batch_size}, {args.steps} training step(s); each variant in its own "
           f"process, {args.rounds} round(s)")
-    print(f"load average before: {load_average()}")
+    print(f"load average before: {load_average()}", flush=True)
     order = ["fine_tune", "fit"]
     runs = {"baseline": [spawn("baseline", args)], "fine_tune": [], "fit": []}
     for round_index in range(args.rounds):
@@ -126,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average after: {load_average()}")
 
     print(f"\n{'variant':<42} " + " ".join(f"{name + ' MiB':>20}" for name in CHECKPOINTS)
-          + f" {'seconds':>8}")
+          + f" {'process s':>9} {'build+train wall s':>18} {'CPU s':>7}")
     for variant, results in runs.items():
         for result in results:
             print(f"{VARIANTS[variant]:<42} "
                   + " ".join(f"{'-' if result['peaks'][name] is None else round(result['peaks'][name]):>20}"
                              for name in CHECKPOINTS)
-                  + f" {result['seconds']:>8.0f}")
+                  + f" {result['seconds']:>9.0f} {result['wall']:>18.1f} {result['cpu']:>7.1f}")
 
     def peak(variant: str) -> float:
         return max(result["peaks"]["trained"] for result in runs[variant])
@@ -142,6 +145,16 @@ def main(argv: list[str] | None = None) -> int:
           f"over (0)")
     print(f"(a)/(b) peak RSS: {peak('fine_tune') / peak('fit'):.3f}x "
           f"({peak('fine_tune'):.0f} / {peak('fit'):.0f} MiB)")
+
+    def median(variant: str, key: str) -> float:
+        return statistics.median(result[key] for result in runs[variant])
+
+    wall, cpu = (median("fine_tune", key) / median("fit", key) for key in ("wall", "cpu"))
+    print(f"(a)/(b) build and train, median over rounds: {wall:.3f}x wall time "
+          f"({median('fine_tune', 'wall'):.1f} / {median('fit', 'wall'):.1f} s), {cpu:.3f}x CPU time "
+          f"({median('fine_tune', 'cpu'):.1f} / {median('fit', 'cpu'):.1f} s)")
+    print(f"fine_tune / bare fit: {peak('fine_tune') / peak('fit'):.2f}x peak RSS; build and "
+          f"{args.steps} step{'s' if args.steps > 1 else ''}: {wall:.1f}x wall time, {cpu:.1f}x CPU time")
     return 0
 
 

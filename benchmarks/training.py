@@ -1,5 +1,5 @@
-"""Training images per second: `tfresnet.fine_tune` against a bare `model.fit`, and the tfresnet
-JPEG pipeline against images held in memory, feeding one model.
+"""Training images per second: `tfresnet.fine_tune` against a bare `model.fit` of the same model
+on the same batches, and the tfresnet JPEG pipeline against images held in memory.
 
 (a) `tfresnet.fine_tune(data, weights=None, head_epochs=0, epochs=N, freeze_until=0)`, no
     output_dir, its other defaults as users get them (label smoothing 0.1, balanced class
@@ -14,13 +14,16 @@ JPEG pipeline against images held in memory, feeding one model.
 Only steady-state epochs count: the first epoch of each variant (graph tracing, optimisation,
 first-touch allocation) is left out. Epochs alternate a, b, c, a, c, b, ...: `fine_tune` takes
 no callbacks, so for its duration `keras.Model.fit` is wrapped to add one that times each of
-its epochs and then runs and times one epoch of (b) and one of (c). A change of load on a
-shared machine thus hits the three alike, and each ratio is the median of per-round ratios.
+its epochs and then runs and times one epoch of (b) and one of (c). A round is one timed epoch
+of each; a change of load hits the three alike within a round. Each round gives a wall ratio
+(images per second) and a CPU ratio (images per CPU-second of this process, all threads); the
+figures quoted are the medians over the rounds. Epochs are 20 steps by default, long enough
+that a pause of a second or two moves a round by a few per cent, not by half.
 
 Usage:
-    python benchmarks/training.py            # 64 px, batch 32, 4 steps an epoch, 3 timed epochs
-    python benchmarks/training.py --quick    # 32 px, batch 16, 2 steps an epoch, 2 timed epochs
-    python benchmarks/training.py --image-size 224 --batch-size 256 --steps 8   # on a GPU
+    python benchmarks/training.py            # 64 px, batch 32, 20 steps an epoch, 3 timed epochs
+    python benchmarks/training.py --quick    # 32 px, batch 16, 20 steps an epoch, 3 timed epochs
+    python benchmarks/training.py --image-size 224 --batch-size 256 --steps 20   # on a GPU
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -41,7 +43,7 @@ warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from pipeline import load_average, write_photos  # noqa: E402  (benchmarks/pipeline.py)
+from pipeline import describe_machine, headline, load_average, write_photos  # noqa: E402
 
 from tfresnet import build_classifier, fine_tune, from_arrays, from_folder  # noqa: E402
 from tfresnet.distribute import resolve_mixed_precision  # noqa: E402
@@ -56,14 +58,14 @@ VARIANTS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="32 px, batch 16, 2 steps an epoch, 2 timed epochs (under 3 minutes "
-                             "on 2 cores)")
+                        help="32 px, batch 16, 20 steps an epoch, 3 timed epochs (about 2 to 3 "
+                             "minutes on 2 cores)")
     parser.add_argument("--image-size", type=int, default=None, help="default: 64; 32 with --quick")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 32; 16 with --quick")
     parser.add_argument("--steps", type=int, default=None,
-                        help="batches an epoch (default: 4; 2 with --quick)")
+                        help="batches an epoch (default: 20 both ways)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="timed epochs after one warm-up epoch (default: 3; 2 with --quick)")
+                        help="timed epochs after one warm-up epoch (default: 3 both ways)")
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--photo-size", type=int, nargs=2, default=(500, 375),
                         metavar=("WIDTH", "HEIGHT"), help="size of the generated JPEGs")
@@ -75,18 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def device_description() -> str:
-    """The GPUs TensorFlow sees, or the CPU model and core count when there is none."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-                 for gpu in gpus]
-        return f"{len(gpus)} GPU: {', '.join(names)}; {os.cpu_count()} CPUs"
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as file:
-            model = next((line.split(":", 1)[1].strip() for line in file
-                          if line.startswith("model name")), model)
-    return f"no GPU; CPU {model}, {os.cpu_count()} cores"
+    """The CPU, cores, memory and GPUs of this machine, in one line (see `describe_machine`)."""
+    return describe_machine().splitlines()[0].removeprefix("machine: ")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -164,35 +156,54 @@ def bare_model(args, mixed: bool, jit_compile) -> keras.Model:
     return model
 
 
-def summarise(wall: list[float], cpu: list[float], images: int) -> tuple[list[float], float]:
-    """Per-epoch images/s of the timed epochs (the first left out), and images per CPU-second."""
-    return [images / seconds for seconds in wall[1:]], images * len(cpu[1:]) / sum(cpu[1:])
+def rounds(timer: EpochTimer, images: int) -> dict[str, list[float]]:
+    """Images per second and per CPU-second of each timed epoch (the first epoch left out)."""
+    return {"wall": [images / seconds for seconds in timer.wall[1:]],
+            "cpu": [images / seconds for seconds in timer.cpu[1:]]}
+
+
+def print_rounds(rates: dict[str, dict[str, list[float]]], top: str, bottom: str) -> tuple[float, float]:
+    """Prints the rounds of `top` against `bottom`, wall and CPU side by side; returns the median ratios."""
+    wall = [x / y for x, y in zip(rates[top]["wall"], rates[bottom]["wall"])]
+    cpu = [x / y for x, y in zip(rates[top]["cpu"], rates[bottom]["cpu"])]
+    print(f"\n({top}) against ({bottom})   {'images/s':>19} {'':>8}   {'images/CPU-s':>19}")
+    print(f"{'round':<17} {f'({top})':>9} {f'({bottom})':>9} {f'({top})/({bottom})':>8}   "
+          f"{f'({top})':>9} {f'({bottom})':>9} {f'({top})/({bottom})':>8}")
+    for index, values in enumerate(zip(rates[top]["wall"], rates[bottom]["wall"], wall,
+                                       rates[top]["cpu"], rates[bottom]["cpu"], cpu), 1):
+        print(f"{index:<17} {values[0]:>9.1f} {values[1]:>9.1f} {values[2]:>7.3f}x   "
+              f"{values[3]:>9.1f} {values[4]:>9.1f} {values[5]:>7.3f}x")
+    medians = [float(np.median(values)) for values in (rates[top]["wall"], rates[bottom]["wall"], wall,
+                                                       rates[top]["cpu"], rates[bottom]["cpu"], cpu)]
+    print(f"{'median':<17} {medians[0]:>9.1f} {medians[1]:>9.1f} {medians[2]:>7.3f}x   "
+          f"{medians[3]:>9.1f} {medians[4]:>9.1f} {medians[5]:>7.3f}x")
+    return medians[2], medians[5]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.image_size = args.image_size or (32 if args.quick else 64)
     args.batch_size = args.batch_size or (16 if args.quick else 32)
-    args.steps = args.steps or (2 if args.quick else 4)
-    args.epochs = args.epochs or (2 if args.quick else 3)
+    args.steps = args.steps or 20
+    args.epochs = args.epochs or 3
     jit_compile = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
     mixed = resolve_mixed_precision(args.mixed_precision)
     count = args.steps * args.batch_size
     width, height = args.photo_size
 
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
-          f"{platform.python_version()}; {device_description()}")
+    print(describe_machine())
     print(f"ResNet50 (weights=None, whole backbone trained, BatchNorm frozen), {args.image_size} "
           f"px, batch {args.batch_size}, {args.steps} steps ({count} images) an epoch, 1 warm-up + "
           f"{args.epochs} timed epochs each; {args.classes} classes; mixed precision "
           f"{'float16' if mixed else 'off'}, jit_compile={args.jit_compile}; JPEGs of "
           f"{width}x{height} px")
-    print(f"load average before: {load_average()}")
+    print(f"load average before: {load_average()}", flush=True)
 
     images, labels = synthetic_images(count, args.image_size, args.classes)
     in_memory = from_arrays(images, labels, image_size=args.image_size,
                             batch_size=args.batch_size, val_split=0, augmentation="none", seed=0)
     bare = bare_model(args, mixed, jit_compile)
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         write_photos(root, num_images=count, classes=args.classes, width=width, height=height)
         jpegs = from_folder(root, image_size=args.image_size, batch_size=args.batch_size,
@@ -201,32 +212,23 @@ def main(argv: list[str] | None = None) -> int:
             "b": (bare, in_memory.train.map(one_hot(args.classes))),
             "c": (bare, jpegs.train.map(one_hot(args.classes))),
         })
-        start = time.perf_counter()
         with added_to_fit(timer, except_for=[bare]):
             fine_tune(in_memory, weights=None, head_epochs=0, epochs=1 + args.epochs,
                       freeze_until=0, mixed_precision="on" if mixed else "off",
                       jit_compile=jit_compile, seed=0, verbose=0)
-        elapsed = time.perf_counter() - start
-    print(f"load average after: {load_average()}")
+    print(f"load average after: {load_average()}; {time.perf_counter() - start:.0f} s for all "
+          f"epochs, warm-up included")
 
     timers = {"a": timer, **timer.timers}
-    rates = {name: summarise(t.wall, t.cpu, count) for name, t in timers.items()}
-    first = {name: t.wall[0] for name, t in timers.items()}
-    print(f"\n{'variant':<42} {'warm-up s':>9} {'images/s (timed epochs)':>28} {'median':>7} "
-          f"{'images/CPU-s':>12}")
-    for name, (per_epoch, per_cpu) in rates.items():
-        epochs = " ".join(f"{rate:.1f}" for rate in per_epoch)
-        print(f"{VARIANTS[name]:<42} {first[name]:>9.1f} {epochs:>28} "
-              f"{np.median(per_epoch):>7.1f} {per_cpu:>12.1f}")
-    print(f"all three, warm-up included: {elapsed:.0f} s")
-
-    def ratio(top: str, bottom: str) -> str:
-        rounds = [x / y for x, y in zip(rates[top][0], rates[bottom][0])]
-        return (f"median {np.median(rounds):.3f}x wall (rounds: "
-                f"{', '.join(f'{r:.3f}' for r in rounds)}), {rates[top][1] / rates[bottom][1]:.3f}x CPU")
-
-    print(f"\n(a)/(b) fine_tune / bare fit (target >= 0.97):   {ratio('a', 'b')}")
-    print(f"(c)/(b) JPEG pipeline / in memory (target >= 0.95): {ratio('c', 'b')}")
+    rates = {name: rounds(t, count) for name, t in timers.items()}
+    print(f"\n{'variant':<42} {'warm-up epoch s':>15}")
+    for name, t in timers.items():
+        print(f"{VARIANTS[name]:<42} {t.wall[0]:>15.1f}")
+    pipeline_ratios = print_rounds(rates, "c", "b")
+    fine_tune_ratios = print_rounds(rates, "a", "b")
+    print(f"\nmedians over {args.epochs} rounds:")
+    print(f"(c)/(b) {headline('JPEG-fed fit', 'in-memory fit', *pipeline_ratios)}")
+    print(headline("fine_tune", "bare fit", *fine_tune_ratios))
     return 0
 
 

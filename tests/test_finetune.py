@@ -15,7 +15,7 @@ import pytest
 from conftest import write_image_folder
 
 import tfresnet
-from tfresnet import export, training, tuning
+from tfresnet import calibration, check, export, training, tuning
 from tfresnet.finetune import build_parser, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +55,9 @@ PROMISED_FILES = (
     "confusion_matrix.png",
     "training_curves.png",
     "top_losses.png",
+    "calibration.png",
+    "gradcam.png",
+    "report.html",
     "best.weights.h5",
     "log_head.csv",
     "log_fine_tune.csv",
@@ -135,10 +138,14 @@ def test_cli_learns_a_learnable_folder_and_writes_every_promised_file(trained_ru
     assert summary["evaluated_on"] == "validation"
     assert summary["accuracy"] >= 0.8
     assert summary["export_dir"] == str(output / "saved_model" / "1")
+    assert summary["report_html"] == str(output / "report.html")
     missing = [name for name in PROMISED_FILES if not (output / name).is_file()]
     assert missing == []
     report = json.loads((output / "report.json").read_text())
     assert report["accuracy"] == summary["accuracy"]
+    assert report["dataset"]["num_images"] == 60 and report["dataset"]["unreadable"] == {}
+    assert report["grad_cam"] == {"available": True}
+    assert 0 <= report["expected_calibration_error"] == summary["expected_calibration_error"] <= 1
     assert report["num_images"] == 12 == sum(map(sum, report["confusion_matrix"]))
     assert len(_rows(output / "log_head.csv")) == 8
     assert len(_rows(output / "log_fine_tune.csv")) == 4
@@ -165,6 +172,70 @@ def test_without_validation_the_report_evaluates_the_training_images(small_folde
     report = json.loads((output / "report.json").read_text())
     assert summary["evaluated_on"] == report["evaluated_on"] == "training (evaluation transform)"
     assert report["num_images"] == 18
+
+
+def _untrained(data, **kwargs):
+    """Stands in for `fine_tune`: a small model ending in a Dense softmax layer, untrained."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs / 255.0))
+    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    return training.FineTuneResult(keras.Model(inputs, outputs), {}, list(data.class_names), {"seed": 0})
+
+
+def test_the_dataset_check_runs_before_training_and_calibrate_bakes_the_temperature_in(
+    small_folder, tmp_path, monkeypatch
+):
+    output = tmp_path / "out"
+    pixels = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    seen, order = {}, []
+    check_dataset = check.check_dataset
+
+    def checked(*args, **kwargs):
+        order.append("check")
+        return check_dataset(*args, **kwargs)
+
+    def fine_tune(data, *, output_dir, **kwargs):
+        order.append("train")
+        result = _untrained(data)
+        seen["before"] = result.model.predict(pixels, verbose=0)
+        return result
+
+    def export_saved_model(model, path, *, config, **kwargs):
+        seen["exported"], seen["config"] = model.predict(pixels, verbose=0), config
+        return path
+
+    monkeypatch.setattr(check, "check_dataset", checked)
+    monkeypatch.setattr(training, "fine_tune", fine_tune)
+    monkeypatch.setattr(export, "export_saved_model", export_saved_model)
+    code, stdout = _main(["--data-dir", small_folder, *QUICK, "--calibrate", "--output-dir", str(output)])
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert lines[0].startswith("images              18 in 3 classes")
+    written = json.loads((output / "report.json").read_text())
+    assert order == ["check", "train"]
+    assert written["dataset"] == json.loads(json.dumps(check_dataset(small_folder, val_split=0.2, seed=0)))
+    temperature = written["calibration"]["temperature"]
+    assert summary["temperature"] == seen["config"]["temperature"] == temperature
+    assert (
+        written["calibration"]["expected_calibration_error_before"] == written["expected_calibration_error"]
+    )
+    np.testing.assert_allclose(
+        seen["exported"], calibration.scale_probabilities(seen["before"], temperature), atol=1e-5
+    )
+    assert summary["report_html"] == str(output / "report.html")
+    assert "Calibration" in (output / "report.html").read_text()
+
+
+def test_no_check_skips_the_dataset_check(small_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "fine_tune", _untrained)
+    monkeypatch.setattr(export, "export_saved_model", lambda model, path, **kwargs: path)
+    output = tmp_path / "out"
+    code, stdout = _main(["--data-dir", small_folder, *QUICK, "--no-check", "--output-dir", str(output)])
+    assert code == 0
+    assert len(stdout.strip().splitlines()) == 1  # the summary alone: no table
+    assert "dataset" not in json.loads((output / "report.json").read_text())
+    assert "The dataset check did not run" in (output / "report.html").read_text()
 
 
 # === Failures during training are not bad input ===
@@ -220,6 +291,12 @@ def _bad_inputs(tmp_path, folder):
         ("mixed-precision", [*data, *tiny, "--mixed-precision", "maybe"], "--mixed-precision", ()),
         ("small-image", [*data, *tiny, "--image-size", "16"], "--image-size", ()),
         ("nothing-to-train", [*data, *tiny, "--head-epochs", "0", "--epochs", "0"], "Nothing to train", ()),
+        (
+            "calibrate-without-validation",
+            [*data, *tiny, "--calibrate", "--val-split", "0"],
+            "--calibrate",
+            (),
+        ),
         ("freeze-index", [*data, *tiny, "--freeze-until", "999"], "out of range", ()),
         ("freeze-name", [*data, *tiny, "--freeze-until", "conv9"], "conv9", ()),
         ("tiny-imagenet", [*data, "--backbone", "resnet-tiny"], "weights=None", ()),
@@ -276,6 +353,7 @@ def _bad_inputs(tmp_path, folder):
         "mixed-precision",
         "small-image",
         "nothing-to-train",
+        "calibrate-without-validation",
         "freeze-index",
         "freeze-name",
         "tiny-imagenet",

@@ -1,16 +1,25 @@
-"""The evaluation report: counts, the top-loss images paired with their own predictions, plots."""
+"""The evaluation report: counts, the top-loss images paired with their own predictions, plots,
+calibration, Grad-CAM, and the one self-contained HTML page."""
 
+import base64
+import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from tfresnet import report
+import tfresnet
+from tfresnet import calibration, report, report_html
+from tfresnet.gradcam import grad_cam
 
 CLASS_NAMES = ["cat", "dog", "fox"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +71,7 @@ def test_the_dataset_really_reshuffles():
 
 
 def test_top_loss_images_are_the_wrong_ones_with_their_own_predictions():
-    probabilities, labels, top = report._evaluate(_model(), _reshuffling_dataset(), keep=len(WRONG))
+    probabilities, labels, top, _ = report._evaluate(_model(), _reshuffling_dataset(), keep=len(WRONG))
     assert sorted(labels) == sorted(LABELS)
     shown = {int(round(image[0, 0, 2] / 10)) for image in top.values()}
     assert shown == WRONG
@@ -70,6 +79,15 @@ def test_top_loss_images_are_the_wrong_ones_with_their_own_predictions():
         assert image[0, 0, 0] / 100 == labels[position]  # the image shows the label reported for it
         assert image[0, 0, 1] == 255
         assert probabilities[position].argmax() == (labels[position] + 1) % 3
+
+
+def test_each_class_keeps_its_first_images_of_the_pass_with_their_own_labels():
+    _, labels, _, samples = report._evaluate(_model(), _reshuffling_dataset(), keep=0, per_class=2)
+    assert sorted(samples) == [0, 1, 2]
+    for label, kept in samples.items():
+        assert sorted(kept) == list(np.flatnonzero(labels == label)[:2])
+        for image in kept.values():
+            assert image[0, 0, 0] / 100 == label
 
 
 def test_write_report_counts_and_records_what_it_evaluated(tmp_path):
@@ -96,8 +114,16 @@ def test_write_report_counts_and_records_what_it_evaluated(tmp_path):
     # Wrong: 1 (dog as fox), 3 (cat as dog), 8 (fox as cat), 10 (dog as fox).
     assert saved["confusion_matrix"] == [[3, 1, 0], [0, 2, 2], [1, 0, 3]]
     assert saved["most_confused"][0] == {"true": "dog", "predicted": "fox", "count": 2}
-    for name in ("confusion_matrix.png", "training_curves.png", "top_losses.png"):
+    for name in ("confusion_matrix.png", "training_curves.png", "top_losses.png", "calibration.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    probabilities, labels = report.predict_dataset(_model(), _reshuffling_dataset())
+    assert saved["expected_calibration_error"] == pytest.approx(
+        calibration.expected_calibration_error(probabilities, labels)
+    )
+    # This model has no convolutional backbone: no heatmaps, said once in the report and the page.
+    assert saved["grad_cam"]["available"] is False and "'backbone'" in saved["grad_cam"]["reason"]
+    assert not (tmp_path / "gradcam.png").exists()
+    assert "Grad-CAM is not available" in (tmp_path / "report.html").read_text()
 
 
 def test_classification_report_counts():
@@ -142,3 +168,108 @@ def test_without_matplotlib_only_the_plots_fail(tmp_path):
     assert "ImportError:" in completed.stdout and "pip install matplotlib" in completed.stdout
     assert json.loads((tmp_path / "report.json").read_text())["num_images"] == 4
     assert not (tmp_path / "confusion_matrix.png").exists()
+
+
+# === A classifier's report and its page ===
+
+
+@pytest.fixture
+def folder_with_a_conflict(make_image_folder):
+    """A learnable folder where one "blue" image is also filed, unchanged, under "red"."""
+    folder = make_image_folder(num_classes=3, images_per_class=6, size=40)
+    shutil.copy(os.path.join(folder, "blue", "000.jpg"), os.path.join(folder, "red", "copy_of_blue.jpg"))
+    return folder
+
+
+def test_a_classifier_report_overlays_grad_cam_calibrates_and_holds_the_dataset_check(
+    folder_with_a_conflict, tmp_path, monkeypatch
+):
+    data = tfresnet.from_folder(folder_with_a_conflict, image_size=64, batch_size=4, val_split=0.3, seed=0)
+    check = tfresnet.check_dataset(folder_with_a_conflict, val_split=0.3, seed=0)
+    model = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=64)
+    shown = []
+    monkeypatch.setattr(report, "_show", lambda axis, image, heatmap: shown.append((image, heatmap)))
+    written = report.write_report(
+        model, data.validation, data.class_names, str(tmp_path), dataset_check=check, calibrate=True
+    )
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["dataset"] == json.loads(json.dumps(check)) and saved["grad_cam"] == {"available": True}
+    assert saved["dataset"]["conflicting_labels"][0]["paths"] == ["blue/000.jpg", "red/copy_of_blue.jpg"]
+    # Every image drawn (top losses, then a few per class) carries its own prediction's heatmap.
+    assert len(shown) == min(report.TOP_LOSSES, data.num_validation) + data.num_validation
+    expected = grad_cam(model, np.stack([image for image, _ in shown]))
+    np.testing.assert_allclose(np.stack([heatmap for _, heatmap in shown]), expected, atol=1e-5)
+    probabilities, labels = report.predict_dataset(model, data.validation)
+    temperature = calibration.fit_temperature(probabilities, labels)
+    assert written["calibration"]["temperature"] == pytest.approx(temperature, rel=1e-4)
+    assert written["calibration"]["expected_calibration_error_after"] == pytest.approx(
+        calibration.expected_calibration_error(
+            calibration.scale_probabilities(probabilities, temperature), labels
+        )
+    )
+    assert (tmp_path / "gradcam.png").is_file() and (tmp_path / "calibration.png").is_file()
+
+
+def _page_images(page: str) -> list[str]:
+    """The `src` of every <img> of the page, parsed as XML (the page is well-formed)."""
+    root = ElementTree.fromstring(page.split("\n", 1)[1])  # past <!DOCTYPE html>
+    assert root.tag == "html"
+    return [element.get("src") for element in root.iter("img")]
+
+
+def test_the_page_is_self_contained_and_every_picture_decodes(folder_with_a_conflict, tmp_path):
+    data = tfresnet.from_folder(folder_with_a_conflict, image_size=64, batch_size=8, val_split=0.3, seed=0)
+    check = tfresnet.check_dataset(folder_with_a_conflict, val_split=0.3, seed=0)
+    model = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=64)
+    history = {"loss": [1.0, 0.8], "accuracy": [0.4, 0.6], "phase": [1, 2]}
+    config = {"backbone": "resnet-tiny", "note": "<b>&'\"</b>"}
+    report.write_report(
+        model,
+        data.validation,
+        data.class_names,
+        str(tmp_path),
+        history=history,
+        dataset_check=check,
+        config=config,
+    )
+    page = (tmp_path / report.HTML_FILE).read_text(encoding="utf-8")
+    sources = _page_images(page)
+    pictures = [
+        "training_curves.png",
+        "confusion_matrix.png",
+        "top_losses.png",
+        "gradcam.png",
+        "calibration.png",
+    ]
+    # A thumbnail of each image of each group of duplicates shown, then the five figures.
+    groups = [group["train"] + group["validation"] for group in check["cross_split"]]
+    groups += [group["paths"] for group in check["conflicting_labels"]]
+    groups += check["exact_duplicates"] + check["near_duplicates"]
+    thumbnails = sum(map(len, groups))
+    assert thumbnails >= 4  # the copy is an exact duplicate and a label conflict
+    assert [source[:15] for source in sources] == ["data:image/jpeg"] * thumbnails + ["data:image/png;"] * 5
+    for source in sources:
+        kind, encoded = re.fullmatch(r"data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)", source).groups()
+        with Image.open(io.BytesIO(base64.b64decode(encoded))) as picture:
+            picture.load()
+            assert picture.format == kind.upper()
+    for name in pictures:
+        with open(tmp_path / name, "rb") as file:
+            assert base64.b64encode(file.read()).decode() in page, name
+    # Nothing outside itself: no link or source but data: URIs and the page's own anchors.
+    assert re.findall(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", page) == []
+    outside_pictures = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", page)
+    assert not re.search(
+        r"url\(|https?:|//[a-z]|<script|<link|@import", outside_pictures, flags=re.IGNORECASE
+    )
+    for key, _ in report_html.SECTIONS:
+        assert f'<section id="{key}">' in page
+    assert "&lt;b&gt;&amp;&#x27;&quot;&lt;/b&gt;" in page  # text is escaped
+    assert "red/copy_of_blue.jpg" in page
+
+
+def test_the_page_says_when_the_dataset_check_did_not_run(tmp_path):
+    report.write_report(_model(), _reshuffling_dataset(), CLASS_NAMES, str(tmp_path))
+    page = (tmp_path / report.HTML_FILE).read_text()
+    assert "The dataset check did not run" in page
+    assert len(_page_images(page)) == 3  # confusion matrix, top losses, calibration

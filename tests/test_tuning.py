@@ -27,6 +27,7 @@ from tfresnet.examples import CLASS_COLORS, CLASS_SHAPES, draw_shape
 from tfresnet.models import build_classifier, compile_classifier
 from tfresnet.training import class_weights
 from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, extract_features, search
+from tfresnet.tuning import trials as trials_module
 from tfresnet.tuning import tuner as tuner_module
 from tfresnet.tuning.tuner import SearchTuner, make_oracle
 
@@ -240,8 +241,8 @@ def test_a_trial_optimises_the_loss_of_fine_tune(data):
     smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
     unsmoothed = keras.losses.CategoricalCrossentropy(from_logits=True)
     assert float(smoothed(one_hot, logits, sample_weight=sample_weight)) == pytest.approx(recipe, rel=1e-5)
-    assert float(unsmoothed(one_hot, logits, sample_weight=sample_weight)) != pytest.approx(recipe, rel=1e-3)
-    assert float(smoothed(one_hot, logits)) != pytest.approx(recipe, rel=1e-3)
+    assert float(unsmoothed(one_hot, logits, sample_weight=sample_weight)) != pytest.approx(recipe, rel=1e-5)
+    assert float(smoothed(one_hot, logits)) != pytest.approx(recipe, rel=1e-5)
 
 
 def test_freeze_choices_are_checked_against_the_table_without_building(monkeypatch):
@@ -255,7 +256,7 @@ def test_freeze_choices_are_checked_against_the_table_without_building(monkeypat
     check = search_module._check_freeze_choices
     check(("none", "conv4", "conv5", "143", "-10"), backbone="resnet50", image_size=224)
     assert built == []
-    with pytest.raises(ValueError, match=r"choice 176 is out of range: the resnet50 backbone has 175 layers"):
+    with pytest.raises(ValueError, match=r"until=176 is out of range: the backbone has 175 layers"):
         check(("176",), backbone="resnet50", image_size=224)
     assert built == []
     check(("conv5", "conv4_block2"), backbone="resnet-tiny", image_size=32)  # a block: built to be checked
@@ -599,7 +600,7 @@ def test_head_trials_share_a_session_and_train_as_in_fresh_ones(
         shutil.copy(cache, directory)  # the same features, not computed again
         collections.clear()
         RecordTraining.record = []
-        arguments = {"tuner": "random", "max_trials": 3, "tune_epochs": 1, "seed": 0, "verbose": 0}
+        arguments = {"tuner": "random", "max_trials": 2, "tune_epochs": 1, "seed": 0, "verbose": 0}
         search(data, directory=directory, callbacks=[RecordTraining()], **arguments, **TINY)
         runs.append(
             {
@@ -609,10 +610,10 @@ def test_head_trials_share_a_session_and_train_as_in_fresh_ones(
             }
         )
     fresh, shared = runs
-    assert fresh["collections"] == shared["collections"] + 3  # one per trial
-    assert shared["collections"] <= 2  # after reading the features, after the trials
+    assert fresh["collections"] == shared["collections"] + 2  # one per trial
+    assert shared["collections"] == 1  # after reading the features
     assert shared["scores"] == fresh["scores"]
-    assert len(shared["kernels"]) == len(fresh["kernels"]) == 6
+    assert len(shared["kernels"]) == len(fresh["kernels"]) == 4
     for shared_kernel, fresh_kernel in zip(shared["kernels"], fresh["kernels"]):
         np.testing.assert_array_equal(shared_kernel, fresh_kernel)
 
@@ -657,7 +658,7 @@ def test_full_model_search_trains_the_backbone_from_the_chosen_stage(data, tmp_p
         ({"backbone": "resnet18"}, r"Unknown backbone.*Received: backbone='resnet18'"),
         ({"freeze_until_choices": "conv5"}, r"a list of .*Received: freeze_until_choices='conv5'"),
         ({"freeze_until_choices": [None, 1.5]}, r"Received: 1.5 in"),
-        ({"freeze_until_choices": [None, 200]}, r"choice 200 is out of range"),
+        ({"freeze_until_choices": [None, 200]}, r"until=200 is out of range"),
         ({"freeze_until_choices": [None, "conv9"]}, r"No backbone layer is named 'conv9'"),
         ({"distribution_strategy": "mirrored"}, r"Received: distribution_strategy='mirrored'"),
     ],
@@ -773,3 +774,15 @@ def test_chief_and_two_workers_share_the_trials(make_image_folder, tmp_path):
     assert ran.count("tuner0") >= 1 and ran.count("tuner1") >= 1 and len(ran) == 4
     with open(directory / "best_hyperparameters.json") as file:
         assert json.load(file) == results["chief"]
+
+
+def test_trials_are_read_in_the_order_they_were_created(tmp_path):
+    """A resumed search with more trials pads ids wider: trial_010 comes after trial_09."""
+    for trial_id in ("08", "09", "010", "011"):
+        folder = tmp_path / f"trial_{trial_id}"
+        folder.mkdir()
+        trial = {"trial_id": trial_id, "status": "COMPLETED", "score": 0.5, "hyperparameters": {"values": {}}}
+        (folder / "trial.json").write_text(json.dumps(trial))
+
+    trials = trials_module.read_trials(str(tmp_path))
+    assert [trial["trial_id"] for trial in trials] == ["08", "09", "010", "011"]

@@ -2,8 +2,9 @@
 
 The public API, flat: data loaders (`from_folder`, `from_tfds`, `from_arrays`), the classifier
 and its recipe (`build_classifier`, `build_head`, `compile_classifier`, `freeze`), training
-(`fine_tune`, `find_lr`), the report (`write_report`) and the export (`export_saved_model`).
-The search lives in `tfresnet.tuning`, the commands in `tfresnet.finetune`.
+(`fine_tune`, `find_lr`), the dataset check (`check_dataset`), the report (`write_report`,
+`grad_cam`) and the export (`export_saved_model`). The search lives in `tfresnet.tuning`, the
+commands in `tfresnet.finetune` and `tfresnet.check`.
 
 Names resolve on first use (PEP 562). `import tfresnet` also imports `tfresnet.models`, so
 that Keras knows the custom layers of a saved `.keras` model (`ImageNormalization`,
@@ -35,16 +36,21 @@ _EXPORTS = {
     "build_backbone": "tfresnet.models",
     "build_classifier": "tfresnet.models",
     "build_head": "tfresnet.models",
+    "check_dataset": "tfresnet.check",
     "compile_classifier": "tfresnet.models",
     "classification_report": "tfresnet.report",
     "decode_for_eval": "tfresnet.data",
     "export_saved_model": "tfresnet.export",
+    "export_litert": "tfresnet.export",
+    "export_onnx": "tfresnet.export",
+    "load_predictor": "tfresnet.predict",
     "fine_tune": "tfresnet.training",
     "find_lr": "tfresnet.lr_finder",
     "freeze": "tfresnet.freezing",
     "from_arrays": "tfresnet.data",
     "from_folder": "tfresnet.data",
     "from_tfds": "tfresnet.data",
+    "grad_cam": "tfresnet.gradcam",
     "resolve_strategy": "tfresnet.distribute",
     "write_report": "tfresnet.report",
 }

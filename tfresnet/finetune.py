@@ -1,7 +1,9 @@
 """`python -m tfresnet.finetune`: from a folder of images (or a TFDS dataset) to a SavedModel.
 
 A thin command over the library: load the data, (optionally search hyper-parameters,)
-fine-tune with the two-phase recipe, write the evaluation report and export for serving.
+fine-tune with the two-phase recipe, write the evaluation report and export for serving. A
+folder of images is checked first (`tfresnet.check`: duplicates, leakage across the split, bad
+files), unless `--no-check`; its findings go into the report.
 
 Errors. Everything a run needs is checked before any training (or search) starts: the flags,
 the data, the backbone, its weights file and the optional packages that file needs, where
@@ -57,6 +59,19 @@ def _layer(text: str) -> int | str:
         return text
 
 
+def _export_formats(text: str) -> list[str]:
+    """`saved_model,litert,onnx` -> the list, each name checked."""
+    from tfresnet.export.formats import FORMATS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of {', '.join(FORMATS)}, received {text!r}"
+        )
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags, in groups; `--help` documents each."""
     from tfresnet.backbones import BACKBONES
@@ -89,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=AUGMENTATIONS,
         default="standard",
         help="standard: random resized crop and flip; flip: flip only; none: central crop",
+    )
+    data.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the dataset check of --data-dir (duplicates, leakage across the split, bad files)",
     )
 
     model = parser.add_argument_group("model")
@@ -171,6 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument(
         "--top-k", type=console.positive_int, default=5, help="classes returned by the export"
     )
+    outputs.add_argument(
+        "--export-formats",
+        type=_export_formats,
+        default=["saved_model"],
+        metavar="saved_model,litert,onnx",
+        help="also write OUTPUT_DIR/model.tflite and/or OUTPUT_DIR/model.onnx, measured on validation",
+    )
+    outputs.add_argument(
+        "--quantize",
+        choices=("none", "float16", "dynamic", "int8"),
+        default="none",
+        help="the LiteRT file's weights (int8: activations too, calibrated on training images)",
+    )
+    outputs.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a temperature on the validation set and bake it into the export (calibrated probabilities)",
+    )
     outputs.add_argument("--resume", action="store_true", help="continue the run found in --output-dir")
     outputs.add_argument(
         "--find-lr",
@@ -205,6 +243,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         strategy, data = _prepare(args)
+        dataset_check = None if args.find_lr else _check_dataset(args, chief=distribute.is_chief(strategy))
     except BAD_INPUT_ERRORS as error:
         return console.print_bad_input(build_parser().prog, error)
     if args.find_lr:
@@ -225,7 +264,9 @@ def _run(args: argparse.Namespace) -> int:
     result = training.fine_tune(
         data, output_dir=args.output_dir, resume=args.resume, strategy=strategy, **options
     )
-    return _report_and_export(args, data, result, chief=distribute.is_chief(strategy))
+    return _report_and_export(
+        args, data, result, chief=distribute.is_chief(strategy), dataset_check=dataset_check
+    )
 
 
 # === Checks before any training ===
@@ -235,6 +276,11 @@ def _prepare(args: argparse.Namespace):
     """Checks the flags, the data, the model and the folders; returns `(strategy, data)`."""
     from tfresnet import distribute, training
 
+    if args.calibrate and not args.val_split and not args.find_lr:
+        raise ValueError(
+            "--calibrate fits a temperature on the validation set, and --val-split 0 holds out none. "
+            "Pass --val-split above 0 (e.g. 0.2)."
+        )
     if not args.find_lr:
         training.check_recipe(
             head_epochs=args.head_epochs,
@@ -245,6 +291,10 @@ def _prepare(args: argparse.Namespace):
         )
     if args.tune and not args.find_lr:
         _check_search(args)
+    if not args.find_lr:
+        from tfresnet.export.formats import check_export_request
+
+        check_export_request(args.export_formats, args.quantize)  # packages too, before training
     strategy = distribute.resolve_strategy()  # first TensorFlow work: multi-worker needs it so
     model = {
         "backbone": args.backbone,
@@ -263,6 +313,22 @@ def _prepare(args: argparse.Namespace):
         _written_folders(args, chief=distribute.is_chief(strategy))
     )  # last: creates them
     return strategy, data
+
+
+def _check_dataset(args: argparse.Namespace, *, chief: bool) -> dict | None:
+    """The dataset check of `--data-dir` against the split training uses, printed and returned
+    for the report (None where it does not run: TFDS data, `--no-check`, a worker of a shared
+    search or of a multi-worker run)."""
+    from tfresnet import check
+
+    if not args.data_dir or args.no_check or not chief or (args.tune and _search_worker_id() is not None):
+        return None
+    with check.native_stderr_dropped(not args.verbose):
+        found = check.check_dataset(args.data_dir, val_split=args.val_split, seed=args.seed)
+    print(check.summary_table(found))
+    if check.has_problems(found):
+        print("The dataset check found leakage across the split or conflicting labels: see report.html.")
+    return found
 
 
 def _check_search(args: argparse.Namespace) -> None:
@@ -375,9 +441,15 @@ def _search_worker_id() -> str | None:
     return os.environ["KERASTUNER_TUNER_ID"] if role() == "worker" else None
 
 
-def _report_and_export(args: argparse.Namespace, data, result, *, chief: bool) -> int:
-    """Writes the report and the SavedModel (on the chief; other workers only keep pace)."""
-    from tfresnet import export, report
+def _report_and_export(
+    args: argparse.Namespace, data, result, *, chief: bool, dataset_check: dict | None
+) -> int:
+    """Writes the report and the SavedModel (on the chief; other workers only keep pace).
+
+    With `--calibrate`, the temperature fitted on the validation set is baked into the model
+    before the export, and recorded in `tfresnet_config.json`.
+    """
+    from tfresnet import calibration, export, report
 
     # Every worker of a multi-worker run evaluates and exports, so that none leaves the others
     # early; only the chief's files are kept.
@@ -393,7 +465,13 @@ def _report_and_export(args: argparse.Namespace, data, result, *, chief: bool) -
         output_dir,
         history=result.history,
         evaluated_on=evaluated_on,
+        dataset_check=dataset_check,
+        config=result.config,
+        calibrate=args.calibrate,
     )
+    if args.calibrate:
+        result.config["temperature"] = written["calibration"]["temperature"]
+        calibration.apply_temperature(result.model, written["calibration"]["temperature"])
     export_dir = _export_dir(args)
     if not chief:
         export_dir = os.path.join(output_dir, "saved_model")
@@ -403,15 +481,48 @@ def _report_and_export(args: argparse.Namespace, data, result, *, chief: bool) -
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
         return 0
+    exports = _export_formats_and_measure(args, data, result.model, evaluation, output_dir)
     summary = {
         "accuracy": written["accuracy"],
         "evaluated_on": evaluated_on,
+        "expected_calibration_error": written["expected_calibration_error"],
         "output_dir": os.path.abspath(args.output_dir),
         "export_dir": os.path.abspath(export_dir),
+        "report_html": os.path.abspath(os.path.join(output_dir, report.HTML_FILE)),
         "skipped_files": len(data.skipped),
     }
+    if args.calibrate:
+        summary["temperature"] = written["calibration"]["temperature"]
+        summary["expected_calibration_error_after"] = written["calibration"][
+            "expected_calibration_error_after"
+        ]
+    if exports:
+        summary["exports"] = {name: entry["path"] for name, entry in exports.items()}
     print(json.dumps(summary))
     return 0
+
+
+def _export_formats_and_measure(args, data, model, evaluation, output_dir: str) -> dict:
+    """`OUTPUT_DIR/model.tflite` / `model.onnx`, their agreement added to report.json as `exports`."""
+    if not set(args.export_formats) - {"saved_model"}:
+        return {}
+    from tfresnet import checkpoints, report
+    from tfresnet.export.formats import export_formats
+    from tfresnet.export.quiet import quiet_terminal
+
+    with quiet_terminal(verbose=args.verbose):  # the converters' own C++ lines
+        exports = export_formats(
+            model,
+            output_dir,
+            args.export_formats,
+            quantize=args.quantize,
+            calibration=data.train,
+            validation=evaluation,
+            class_names=data.class_names,
+        )
+    path = os.path.join(output_dir, report.REPORT_FILE)
+    checkpoints.write_json(path, {**(checkpoints.read_json(path) or {}), "exports": exports})
+    return exports
 
 
 def _find_lr(args: argparse.Namespace, data) -> int:

@@ -1,11 +1,15 @@
-"""The evaluation report: `report.json` and the pictures a person would rather see than read.
+"""The evaluation report: `report.json`, the pictures a person would rather see than read, and
+`report.html`, one page holding them all.
 
 `write_report` evaluates a model in one pass over a dataset and writes `report.json` (see
-`classification_report`), `confusion_matrix.png`, `training_curves.png` and `top_losses.png`.
-The images of the top losses are kept during that same pass, so each one is shown with its own
-prediction even when the dataset reshuffles or re-augments on every pass. matplotlib is
-imported only when a plot is drawn: without it the module imports, and `write_report` writes
-`report.json` before it fails at the first plot, saying what to install.
+`classification_report`, plus the expected calibration error), `confusion_matrix.png`,
+`training_curves.png`, `top_losses.png` (with their Grad-CAM heatmaps), `calibration.png` (a
+reliability diagram), `gradcam.png` (a few images of each class with their heatmaps) and
+`report.html`. The images of the top losses and of each class are kept during that same pass,
+so each one is shown with its own prediction even when the dataset reshuffles or re-augments on
+every pass. matplotlib is imported only when a plot is drawn: without it the module imports,
+and `write_report` writes `report.json` before it fails at the first plot, saying what to
+install.
 """
 
 from __future__ import annotations
@@ -18,8 +22,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import calibration, report_html
+
 REPORT_FILE = "report.json"
+HTML_FILE = report_html.HTML_FILE
 TOP_LOSSES = 9
+# gradcam.png shows this many images of each class, for this many classes at most.
+GRADCAM_PER_CLASS = 3
+GRADCAM_CLASSES = 12
+GRADCAM_BATCH = 16  # heatmaps computed this many images at a time
 
 
 def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -28,13 +39,14 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nd
     Example:
     >>> probabilities, labels = predict_dataset(model, data.validation)
     """
-    probabilities, labels, _ = _evaluate(model, dataset, keep=0)
+    probabilities, labels, _, _ = _evaluate(model, dataset, keep=0)
     return probabilities, labels
 
 
-def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int):
-    """One pass: probabilities, labels, and the `keep` highest-loss images by index."""
-    probabilities, labels, worst, index = [], [], [], 0
+def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, per_class: int = 0):
+    """One pass: probabilities, labels, the `keep` highest-loss images by index, and the first
+    `per_class` images of each label by index."""
+    probabilities, labels, worst, samples, index = [], [], [], {}, 0
     for images, batch_labels in dataset:
         batch_probabilities = np.asarray(model.predict_on_batch(images))
         batch_labels = np.asarray(batch_labels)
@@ -45,11 +57,15 @@ def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int):
             for offset, loss in enumerate(-np.log(np.clip(picked, 1e-12, 1.0))):
                 item = (float(loss), index + offset, np.asarray(images[offset]))
                 (heapq.heappush if len(worst) < keep else heapq.heappushpop)(worst, item)
+        for offset, label in enumerate(batch_labels):
+            kept = samples.setdefault(int(label), {})
+            if len(kept) < per_class:
+                kept[index + offset] = np.asarray(images[offset])
         index += len(batch_labels)
     if not probabilities:
         raise ValueError("The evaluation set is empty: no batch could be read from it.")
     top = {position: image for _, position, image in worst}
-    return np.concatenate(probabilities), np.concatenate(labels), top
+    return np.concatenate(probabilities), np.concatenate(labels), top, samples
 
 
 def classification_report(
@@ -101,12 +117,20 @@ def write_report(
     *,
     history: dict[str, list[float]] | None = None,
     evaluated_on: str = "validation",
+    dataset_check: dict | None = None,
+    config: dict | None = None,
+    calibrate: bool = False,
 ) -> dict:
     """Evaluates `model` on `dataset` in one pass and writes the report into `output_dir`.
 
-    Files: `report.json` (see `classification_report`, plus `evaluated_on`),
-    `confusion_matrix.png`, `training_curves.png` (with `history`) and `top_losses.png`, the
-    evaluation images with the highest loss, titled prediction / truth / probability.
+    Files: `report.json` (see `classification_report`, plus `evaluated_on`,
+    `expected_calibration_error` over 15 equal-width bins, `grad_cam` (whether heatmaps could
+    be drawn), and `dataset` and `calibration` when given or asked for),
+    `confusion_matrix.png`, `training_curves.png` (with `history`), `top_losses.png` (the
+    evaluation images with the highest loss, titled prediction / truth / probability, with the
+    Grad-CAM heatmap of the prediction), `calibration.png` (the reliability diagram),
+    `gradcam.png` (a few images of each class and their heatmaps; not for a TF Hub backbone)
+    and `report.html`, one self-contained page with all of it.
 
     Args:
         model: A classifier of raw [0, 255] RGB images.
@@ -116,23 +140,83 @@ def write_report(
         history: Per-epoch metrics (`FineTuneResult.history`) for the training curves.
         evaluated_on: What `dataset` is, recorded in `report.json` (e.g. `"validation"`, or
             `"training (evaluation transform)"` for a run without a validation set).
+        dataset_check: `tfresnet.check_dataset`'s findings, kept under `"dataset"`.
+        config: The run's resolved settings (`FineTuneResult.config`), shown in the page.
+        calibrate: Fit a temperature on `dataset` (see `tfresnet.calibration`): `"calibration"`
+            then holds it and the calibration error before and after; the model is unchanged
+            (`calibration.apply_temperature` bakes it in).
 
     Returns:
         The report's dict.
 
     Example:
     >>> report = write_report(model, data.validation, data.class_names, "runs/flowers")
+    >>> report["expected_calibration_error"]
+    0.042
     """
     os.makedirs(output_dir, exist_ok=True)
-    probabilities, labels, top = _evaluate(model, dataset, keep=TOP_LOSSES)
-    report = {**classification_report(labels, probabilities, class_names), "evaluated_on": evaluated_on}
+    probabilities, labels, top, samples = _evaluate(
+        model, dataset, keep=TOP_LOSSES, per_class=GRADCAM_PER_CLASS
+    )
+    report = {
+        **classification_report(labels, probabilities, class_names),
+        "evaluated_on": evaluated_on,
+        "expected_calibration_error": calibration.expected_calibration_error(probabilities, labels),
+    }
+    calibrated = None
+    if calibrate:
+        report["calibration"], calibrated = _calibrate(probabilities, labels, evaluated_on)
+    samples = {label: samples[label] for label in sorted(samples)[:GRADCAM_CLASSES]}
+    heatmaps, report["grad_cam"] = _heatmaps(model, top, samples)
+    if dataset_check is not None:
+        report["dataset"] = dataset_check
     with open(os.path.join(output_dir, REPORT_FILE), "w") as file:
         json.dump(report, file, indent=2)
     _plot_confusion_matrix(np.array(report["confusion_matrix"]), class_names, output_dir)
     if history:
         _plot_history(history, output_dir)
-    _plot_top_losses(top, probabilities, labels, class_names, output_dir)
+    _plot_top_losses(top, probabilities, labels, class_names, output_dir, heatmaps)
+    _plot_calibration(probabilities, labels, calibrated, output_dir)
+    if heatmaps:
+        _plot_gradcam(samples, probabilities, labels, class_names, output_dir, heatmaps)
+    report_html.write_html(report, output_dir, config=config)
     return report
+
+
+def _calibrate(probabilities: np.ndarray, labels: np.ndarray, evaluated_on: str) -> tuple[dict, np.ndarray]:
+    """The temperature fitted on these images, the errors before and after, and the new probabilities."""
+    temperature = calibration.fit_temperature(probabilities, labels)
+    calibrated = calibration.scale_probabilities(probabilities, temperature)
+    found = {
+        "temperature": temperature,
+        "fitted_on": evaluated_on,
+        "expected_calibration_error_before": calibration.expected_calibration_error(probabilities, labels),
+        "expected_calibration_error_after": calibration.expected_calibration_error(calibrated, labels),
+        "negative_log_likelihood_before": calibration.negative_log_likelihood(probabilities, labels),
+        "negative_log_likelihood_after": calibration.negative_log_likelihood(calibrated, labels),
+    }
+    return found, calibrated
+
+
+def _heatmaps(model: keras.Model, top: dict, samples: dict) -> tuple[dict[int, np.ndarray], dict]:
+    """Grad-CAM heatmaps of the kept images by index (of their predicted class), and whether
+    they could be computed (with the reason when not)."""
+    from tfresnet.gradcam import GradCamUnavailable, grad_cam
+
+    kept = dict(top)
+    for images in samples.values():
+        kept.update(images)
+    if not kept:
+        return {}, {"available": False, "reason": "no images"}
+    order = sorted(kept)
+    try:
+        maps = [
+            grad_cam(model, np.stack([kept[i] for i in order[start : start + GRADCAM_BATCH]]))
+            for start in range(0, len(order), GRADCAM_BATCH)
+        ]
+    except GradCamUnavailable as error:
+        return {}, {"available": False, "reason": str(error)}
+    return dict(zip(order, np.concatenate(maps))), {"available": True}
 
 
 def _figure(width: float, height: float):
@@ -185,6 +269,7 @@ def _plot_top_losses(
     labels: np.ndarray,
     class_names: list[str],
     output_dir: str,
+    heatmaps: dict[int, np.ndarray],
 ) -> None:
     losses = -np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0))
     order = sorted(top, key=lambda i: -losses[i])
@@ -196,10 +281,80 @@ def _plot_top_losses(
         axis.axis("off")
     for axis, i in zip(axes.flat, order):
         guess = int(probabilities[i].argmax())
-        axis.imshow(np.clip(top[i], 0, 255).astype("uint8"))
+        _show(axis, top[i], heatmaps.get(i))
         axis.set_title(
             f"{class_names[guess]} / {class_names[labels[i]]} / {probabilities[i, guess]:.2f}", fontsize=9
         )
-    figure.suptitle("highest loss: prediction / truth / probability")
+    heat = ", Grad-CAM of the prediction" if heatmaps else ""
+    figure.suptitle(f"highest loss: prediction / truth / probability{heat}")
     figure.tight_layout()
     figure.savefig(os.path.join(output_dir, "top_losses.png"))
+
+
+def _show(axis, image: np.ndarray, heatmap: np.ndarray | None) -> None:
+    """An image, with its Grad-CAM heatmap over it when there is one."""
+    axis.imshow(np.clip(image, 0, 255).astype("uint8"))
+    if heatmap is not None:
+        axis.imshow(heatmap, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+
+
+def _plot_calibration(
+    probabilities: np.ndarray, labels: np.ndarray, calibrated: np.ndarray | None, output_dir: str
+) -> None:
+    """The reliability diagram: accuracy against confidence per bin, and how many images each holds."""
+    figure = _figure(6, 6.5)
+    top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    curves = [("model", probabilities)] + ([("calibrated", calibrated)] if calibrated is not None else [])
+    width = 1 / calibration.CALIBRATION_BINS
+    for offset, (name, values) in enumerate(curves):
+        bins = calibration.reliability_bins(values, labels)
+        centers = np.array(bins["edges"][:-1]) + width / 2
+        error = calibration.expected_calibration_error(values, labels)
+        shift = (offset - (len(curves) - 1) / 2) * width / len(curves)
+        top.bar(
+            centers + shift,
+            np.nan_to_num(bins["accuracy"]),
+            width / len(curves),
+            alpha=0.7,
+            label=f"{name} (ECE {error:.3f})",
+        )
+        bottom.bar(centers + shift, bins["count"], width / len(curves), alpha=0.7)
+    top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.set_title("reliability diagram (15 bins of the top probability)")
+    top.legend(loc="upper left")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
+    figure.tight_layout()
+    figure.savefig(os.path.join(output_dir, "calibration.png"))
+
+
+def _plot_gradcam(
+    samples: dict[int, dict[int, np.ndarray]],
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    output_dir: str,
+    heatmaps: dict[int, np.ndarray],
+) -> None:
+    """A row per class: its first images with the Grad-CAM heatmap of their prediction."""
+    rows = max(1, len(samples))
+    figure = _figure(2.6 * GRADCAM_PER_CLASS, 2.8 * rows)
+    axes = figure.subplots(rows, GRADCAM_PER_CLASS, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for row, (label, images) in zip(axes, samples.items()):
+        for axis, (i, image) in zip(row, images.items()):
+            guess = int(probabilities[i].argmax())
+            _show(axis, image, heatmaps.get(i))
+            color = "green" if guess == label else "red"
+            axis.set_title(
+                f"{class_names[label]}: {class_names[guess]} {probabilities[i, guess]:.2f}",
+                fontsize=9,
+                color=color,
+            )
+    figure.suptitle("Grad-CAM of the prediction: truth: prediction probability")
+    figure.tight_layout()
+    figure.savefig(os.path.join(output_dir, "gradcam.png"))

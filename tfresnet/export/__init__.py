@@ -1,9 +1,39 @@
-"""Exports of a trained classifier: a SavedModel for TensorFlow Serving.
+"""Exports of a trained classifier: a SavedModel for TensorFlow Serving, LiteRT and ONNX files.
 
 `export_saved_model(model, export_dir, class_names=...)` writes a SavedModel whose signatures
 take encoded image bytes or raw pixels, with `labels.txt` and `tfresnet_config.json` beside it.
+`export_litert(model, "model.tflite", quantization=...)` and `export_onnx(model, "model.onnx")`
+convert a Keras classifier or such a SavedModel, with `labels.txt` beside the file.
+
+Names are imported on first use (PEP 562), so `python -m tfresnet.export` can keep
+TensorFlow's log lines off the terminal before TensorFlow loads.
 """
 
-from tfresnet.export.saved_model import CONFIG_FILE, LABELS_FILE, export_saved_model
+from __future__ import annotations
 
-__all__ = ["CONFIG_FILE", "LABELS_FILE", "export_saved_model"]
+import importlib
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "CONFIG_FILE": "tfresnet.export.saved_model",
+    "LABELS_FILE": "tfresnet.export.saved_model",
+    "export_saved_model": "tfresnet.export.saved_model",
+    "export_litert": "tfresnet.export.litert",
+    "export_onnx": "tfresnet.export.onnx_export",
+    "export_formats": "tfresnet.export.formats",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Imports the module that defines a public name on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

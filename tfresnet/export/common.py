@@ -101,7 +101,9 @@ def _saved_model_source(path: str, class_names: list[str] | None) -> Source:
             f"(the one holding saved_model.pb)."
         )
     if not tf.saved_model.contains_saved_model(path):
-        raise ValueError(f"{path!r} holds no SavedModel (no saved_model.pb). Pass an export_saved_model folder.")
+        raise ValueError(
+            f"{path!r} holds no SavedModel (no saved_model.pb). Pass an export_saved_model folder."
+        )
     try:
         layer = keras.layers.TFSMLayer(path, call_endpoint=PIXELS_SIGNATURE)
     except ValueError:  # no such endpoint
@@ -174,7 +176,9 @@ def probe_images(image_size: int) -> np.ndarray:
     return rng.uniform(0, 255, (PROBE_IMAGES, image_size, image_size, 3)).astype(np.float32)
 
 
-def check_conversion(expected: np.ndarray, received: np.ndarray, *, tolerance: float | None, what: str) -> None:
+def check_conversion(
+    expected: np.ndarray, received: np.ndarray, *, tolerance: float | None, what: str
+) -> None:
     """Raises if a converted model's probabilities are not finite probabilities, or differ from
     its source's by more than `tolerance` (None: quantized, only the form is checked).
 

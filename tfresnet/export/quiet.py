@@ -1,11 +1,12 @@
-"""A clean terminal for the export and predict commands.
+"""A clean terminal for the export and predict commands, on top of `tfresnet.console.quiet_output`.
 
-TensorFlow, the TFLite converter, LiteRT and tf2onnx write their own lines from C++ straight to
-file descriptor 2 ("Ignored output_format.", "Created TensorFlow Lite XNNPACK delegate", absl
-preambles), which no Python setting silences. Inside `quiet_terminal()` descriptor 2 goes to a
-temporary file while Python's `sys.stderr` still reaches the terminal: the commands' own lines,
-warnings and progress bars show, the libraries' native lines do not. If the block fails, the
-captured lines are written out after all, before the traceback.
+`console.quiet_output` keeps TensorFlow's start-up lines and logs off the terminal. The TFLite
+converter, LiteRT and tf2onnx also write lines of their own from C++ straight to file
+descriptor 2 while they work ("Ignored output_format.", "Created TensorFlow Lite XNNPACK
+delegate", the quantizer's settings), which no setting silences. Inside `quiet_terminal()`
+descriptor 2 goes to a temporary file while Python's `sys.stderr` still reaches the terminal:
+the commands' own lines, warnings and progress bars show, the libraries' native lines do not.
+If the block fails, the captured lines are written out after all, before the traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ QUIET_WARNINGS = (
     r".*np\.object",  # Keras's numpy-2 patch of tf2onnx
     r".*tf\.lite\.Interpreter is deprecated",
 )
-QUIET_LOGGERS = ("tensorflow", "tf2onnx", "absl")
+QUIET_LOGGERS = ("tf2onnx", "absl")
 
 
 @contextlib.contextmanager
@@ -33,14 +34,16 @@ def quiet_terminal(*, verbose: bool = False):
     >>> with quiet_terminal():
     ...     export_litert(model, "model.tflite", class_names=names)
     """
+    from tfresnet import console
+
     if verbose:
         yield
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with warnings.catch_warnings(), _quiet_loggers(), _native_stderr_captured():
-        for pattern in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
+    with console.quiet_output(verbose=False), warnings.catch_warnings(), _quiet_loggers():
+        with _native_stderr_captured():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
 
 
 @contextlib.contextmanager

@@ -83,7 +83,9 @@ class Runtime:
         images = np.asarray(images, dtype=np.float32)
         expected = (self.image_size, self.image_size, 3)
         if images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"images must have shape (batch, {', '.join(map(str, expected))}). Received: {images.shape}")
+            raise ValueError(
+                f"images must have shape (batch, {', '.join(map(str, expected))}). Received: {images.shape}"
+            )
         if not len(images):
             return np.zeros((0, len(self.class_names)), np.float32)
         return np.asarray(self._run(images), dtype=np.float32)
@@ -102,7 +104,10 @@ class SavedModelRuntime(Runtime):
 
         self._loaded = tf.saved_model.load(path)
         if PIXELS_SIGNATURE not in self._loaded.signatures:
-            raise ValueError(f"The SavedModel at {path!r} has no {PIXELS_SIGNATURE!r} signature: export it with export_saved_model.")
+            raise ValueError(
+                f"The SavedModel at {path!r} has no {PIXELS_SIGNATURE!r} signature: export it with "
+                f"export_saved_model."
+            )
         self._serve = self._loaded.signatures[PIXELS_SIGNATURE]
         spec = self._serve.structured_input_signature[1][INPUT_NAME]
         num_classes = self._serve.structured_outputs[OUTPUT_NAME].shape[-1]
@@ -117,7 +122,9 @@ class LiteRTRuntime(Runtime):
 
     format = "litert"
 
-    def __init__(self, path: str | None = None, *, content: bytes | None = None, class_names: list[str] | None = None):
+    def __init__(
+        self, path: str | None = None, *, content: bytes | None = None, class_names: list[str] | None = None
+    ):
         interpreter_module = import_runtime("litert")
         self._interpreter = interpreter_module.Interpreter(
             model_path=path, model_content=content, num_threads=len(os.sched_getaffinity(0))
@@ -150,7 +157,9 @@ class OnnxRuntime(Runtime):
 
     format = "onnx"
 
-    def __init__(self, path: str | None = None, *, content: bytes | None = None, class_names: list[str] | None = None):
+    def __init__(
+        self, path: str | None = None, *, content: bytes | None = None, class_names: list[str] | None = None
+    ):
         onnxruntime = import_runtime("onnx")
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only

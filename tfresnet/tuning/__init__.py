@@ -23,9 +23,9 @@ same backbone. `search` computes the pooled backbone features of the training an
 sets once (`extract_features`), keeps them in the search directory, and trains the head alone
 on them: a model of `build_head`'s layers (`head_dense`, `output_dropout`, `predictions`, the
 head of `build_classifier`), initialised the same way from `seed`, so a head trained on features
-computes what the same head trains to on top of the frozen backbone. Build `data` without
-augmentation (`from_folder(..., augmentation="none")`): features are computed once, so an
-augmented set would freeze one random view of each image. A search of `freeze_until_choices`
+computes what the same head trains to on top of the frozen backbone. The training features are
+those of `data.train_evaluation`, the training images under the evaluation transform, whatever
+augmentation `data.train` has. A search of `freeze_until_choices`
 trains the full model in every trial (on `data` as given, augmentation included).
 
 Directory. `directory` holds everything: keras-tuner's `oracle.json` and `trial_*/`, the
@@ -38,8 +38,10 @@ trial, and a larger `max_trials` adds trials. Different settings are refused wit
 (keras-tuner would silently mix the old trials into the new search); pass `overwrite=True`
 (`--overwrite` on the command line) to start afresh.
 
-Memory and disk. Each trial starts from `keras.backend.clear_session()` and drops its model when
-it ends, so a long search does not grow until it dies (`search` documents every point where it
+Memory and disk. Each full-model trial starts from `keras.backend.clear_session()` and drops
+its model when it ends; head trials share a session, 25 at a time (a clear would cost a head's
+trial more than its training, and changes none of its numbers), so a long search does not grow
+until it dies (`search` documents every point where it
 resets Keras's session or seeds). keras-tuner saves the weights of every trial at every
 improving epoch (about 100 MB for a ResNet50) and continues a trial promoted by Hyperband with
 `load_weights` alone, losing the optimizer's state. Here only a trial that Hyperband may

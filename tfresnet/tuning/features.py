@@ -66,7 +66,9 @@ def extract_features(
 
     The features are the output of `build_classifier`'s `"pooler"` layer (a Hub module's own
     output), computed by the same layers in inference mode, so a head trained on them computes
-    what it would on top of the frozen backbone. Build `data` with `augmentation="none"`.
+    what it would on top of the frozen backbone. The training features are those of
+    `data.train_evaluation` (the training images under the evaluation transform, whatever
+    augmentation `data.train` has): one fixed view of each image.
     Building the backbone calls `keras.utils.set_random_seed(seed)` (as every trial's build
     does), so a random backbone is the one the trials would build.
 
@@ -139,7 +141,8 @@ def load_or_extract(
             image_size=data.image_size,
             seed=seed,
         )
-    train, validation = _extract(extractor, [data.train, data.validation], strategy)
+    images = data.train if data.train_evaluation is None else data.train_evaluation
+    train, validation = _extract(extractor, [images, data.validation], strategy)
     features = Features(
         train_features=train[0],
         train_labels=train[1],
@@ -221,23 +224,31 @@ def check_data(data) -> None:
 
 
 def describe_data(data: ImageData) -> dict:
-    """Class names and counts, sizes and a digest of the validation images and labels.
+    """Class names and counts, sizes and digests of the training and validation images.
+
+    The training images are digested as `data.train_evaluation` yields them (the same on
+    every pass), so a changed training image, not only a changed count, changes the cache key.
 
     Example:
     >>> describe_data(data)["class_counts"]
     [80, 80, 80]
     """
-    digest = hashlib.sha1()
-    for images, labels in data.validation:
-        digest.update(np.asarray(images).tobytes())
-        digest.update(np.asarray(labels).tobytes())
+    digests = {}
+    for name, dataset in (("train_digest", data.train_evaluation), ("validation_digest", data.validation)):
+        if dataset is None:
+            continue
+        digest = hashlib.sha1()
+        for images, labels in dataset:
+            digest.update(np.asarray(images).tobytes())
+            digest.update(np.asarray(labels).tobytes())
+        digests[name] = digest.hexdigest()[:16]
     return {
         "class_names": list(data.class_names),
         "class_counts": [int(count) for count in data.class_counts],
         "num_train": int(data.num_train),
         "num_validation": int(data.num_validation),
         "image_size": int(data.image_size),
-        "validation_digest": digest.hexdigest()[:16],
+        **digests,
     }
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfresnet.backbones import get_backbone
 from tfresnet.data import ImageData
-from tfresnet.freezing import freeze
+from tfresnet.freezing import first_trainable_from_table, freeze
 from tfresnet.models import build_classifier
 from tfresnet.training import class_weights
 from tfresnet.tuning.features import (
@@ -99,16 +99,17 @@ def search(
     that it had to build the backbone for, after computing the features, at the start and at
     the end of every full-model trial (head trials share a session, `HEAD_TRIALS_PER_SESSION`
     at a time: a clear would cost a head's trial more than its training, and change none of
-    its numbers), and once the trials are over; Keras's global state (layer-name counters, the
-    memory of models no longer referenced) starts afresh each time. Every trial's build and
-    the feature extraction call `keras.utils.set_random_seed(seed)` (0 when `seed` is
-    None), which seeds Python's `random`, NumPy and TensorFlow globally: after `search`
-    returns, the global random state is the one the last trial left. It touches neither at any
-    other point.
+    its numbers), and once the trials are over. Keras's global state (layer-name counters)
+    starts afresh each time; the clears after building the backbone, after the features and
+    at the end of a session also collect the memory of models no longer referenced. Every
+    trial's build and the feature extraction call `keras.utils.set_random_seed(seed)` (0 when
+    `seed` is None), which seeds Python's `random`, NumPy and TensorFlow globally: after
+    `search` returns, the global random state is the one the last trial left. It touches
+    neither at any other point.
 
     Args:
-        data: An `ImageData` with a validation set; for the fast path, loaded with
-            `augmentation="none"`.
+        data: An `ImageData` with a validation set (the fast path computes the training
+            features from `data.train_evaluation`, whatever augmentation `data` has).
         backbone: A name of `tfresnet.BACKBONES` or `"hub:<handle>"`.
         weights: `"imagenet"`, None (random backbone, drawn from `seed`) or a weights file.
         tuner: `"hyperband"`, `"random"` or `"bayesian"` (needs scikit-learn and scipy).
@@ -226,20 +227,11 @@ def _check_freeze_choices(choices: Sequence[str], *, backbone: str, image_size: 
     Hub module) builds the network, with random weights, to ask `freeze`.
     """
     row, _ = get_backbone(backbone)
-    unknown = []
-    for choice in map(decode_freeze, choices):
-        if choice is None or (isinstance(choice, str) and choice in row.stages):
-            continue
-        if isinstance(choice, int) and row.num_layers:
-            count = row.num_layers
-            if not -count <= choice <= count:
-                raise ValueError(
-                    f"freeze_until choice {choice} is out of range: the {row.name} backbone has "
-                    f"{count} layers, so use an index from {-count} to {count} (0 trains all of "
-                    f"it, {count} freezes all of it)."
-                )
-            continue
-        unknown.append(choice)
+    unknown = [
+        choice
+        for choice in map(decode_freeze, choices)
+        if choice is not None and first_trainable_from_table(row, choice) is None and choice != 0
+    ]
     if not unknown:
         return
     model = build_classifier(2, backbone=backbone, weights=None, image_size=image_size)
@@ -374,7 +366,9 @@ def _run_trials(trials: _Trials, oracle, *, max_epochs: int, strategy, project_d
     )
     tuner.search(*trials.args, **trials.kwargs)
     del tuner
-    keras.backend.clear_session()
+    # No garbage collection (up to 0.5 s in a large process): a full model's trial collected
+    # its own at its end, and heads leave little.
+    keras.backend.clear_session(free_memory=False)
 
 
 # === Results ===

@@ -26,7 +26,10 @@ def read_trials(project_dir: str) -> list[dict]:
     ['COMPLETED', 'COMPLETED']
     """
     trials = []
-    for path in sorted(glob.glob(os.path.join(project_dir, "trial_*", "trial.json"))):
+    paths = glob.glob(os.path.join(project_dir, "trial_*", "trial.json"))
+    # By number: keras-tuner pads trial ids to the width of max_trials, so a resumed search with
+    # more trials writes trial_010 beside trial_09, which a sort by name would put first.
+    for path in sorted(paths, key=lambda path: int(os.path.basename(os.path.dirname(path))[len("trial_") :])):
         with open(path) as file:
             trial = json.load(file)
         worker_path = os.path.join(os.path.dirname(path), WORKER_FILE)

@@ -81,7 +81,7 @@ class SearchTuner(keras_tuner.Tuner):
         self._record_worker(trial.trial_id)
 
         # A clear costs a head's trial more than its training: a full garbage collection
-        # (0.2-0.4 s, growing with the objects in the process) and TensorFlow's kernel cache,
+        # (0.2-0.5 s, growing with the objects in the process) and TensorFlow's kernel cache,
         # rebuilt by the next steps. A head's results do not depend on the session (its build
         # seeds everything), and a process grows about as fast with a clear after every head
         # trial as without, so heads share a session for `trials_per_session` trials.

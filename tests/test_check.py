@@ -1,0 +1,270 @@
+"""The dataset check: planted problems reported where they belong, a clean folder reports none."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfresnet import check
+from tfresnet.data import from_folder
+from tfresnet.data.folder import _folder_parts, _list_folder
+from tfresnet.data.pipeline import stratified_split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ("cats", "dogs", "foxes")
+SIZE = 48
+# The planted files, relative to the folder.
+EXACT = ("cats/00.png", "dogs/dup_of_cat.bmp")  # the same pixels, in two classes
+ORIGINAL, RESIZED = "foxes/02.png", "foxes/02_small.jpg"  # re-encoded and resized, across the split
+GRAY, TRUNCATED = "cats/gray.png", "cats/truncated.jpg"
+
+
+def photo(seed: int, size: int = SIZE) -> Image.Image:
+    """A photo-like RGB image, unlike any other seed's: random colour fields at four scales, the
+    finer the fainter (as the spectrum of a photograph falls), plus a little noise."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros((size, size, 3), np.float32)
+    for cells, weight in ((3, 1.0), (6, 0.6), (12, 0.35), (24, 0.2)):
+        field = rng.uniform(-1, 1, (cells, cells, 3)).astype(np.float32)
+        channels = [
+            Image.fromarray(field[..., k], mode="F").resize((size, size), Image.BICUBIC) for k in range(3)
+        ]
+        total += weight * np.stack([np.asarray(channel) for channel in channels], axis=-1)
+    pixels = 128 + 60 * total + rng.normal(0, 4, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_clean_folder(root: str, per_class: int = 8) -> str:
+    """Three classes of distinct photos, PNG and JPEG alternately."""
+    for number, name in enumerate(CLASSES):
+        os.makedirs(os.path.join(root, name))
+        for i in range(per_class):
+            extension, options = (".png", {}) if i % 2 == 0 else (".jpg", {"quality": 90})
+            photo(100 * number + i).save(os.path.join(root, name, f"{i:02d}{extension}"), **options)
+    return root
+
+
+def _side(root: str, val_split: float, seed: int) -> dict[str, bool]:
+    """Whether each readable file lies in the validation set, by the split `from_folder` makes."""
+    _, paths, labels, _ = _list_folder(root, strict=False)
+    validation = set(stratified_split(labels, val_split, seed)[1])
+    return {os.path.relpath(path, root): i in validation for i, path in enumerate(paths)}
+
+
+@pytest.fixture(scope="module")
+def clean_folder(tmp_path_factory) -> str:
+    return write_clean_folder(str(tmp_path_factory.mktemp("clean") / "images"))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> tuple[str, int]:
+    """A clean folder plus the planted problems; returns it and a seed whose split puts the
+    resized copy and its original on different sides."""
+    root = write_clean_folder(str(tmp_path_factory.mktemp("planted") / "images"))
+    Image.open(os.path.join(root, EXACT[0])).save(os.path.join(root, EXACT[1]))
+    Image.open(os.path.join(root, ORIGINAL)).resize((40, 40)).save(os.path.join(root, RESIZED), quality=70)
+    photo(999).convert("L").save(os.path.join(root, GRAY))
+    photo(998).save(os.path.join(root, "whole.jpg"))
+    with open(os.path.join(root, "whole.jpg"), "rb") as file:
+        contents = file.read()
+    with open(os.path.join(root, TRUNCATED), "wb") as file:
+        file.write(contents[: len(contents) // 2])
+    os.remove(os.path.join(root, "whole.jpg"))
+    seed = next(
+        seed for seed in range(100) if len({_side(root, 0.25, seed)[p] for p in (ORIGINAL, RESIZED)}) == 2
+    )
+    return root, seed
+
+
+@pytest.fixture(scope="module")
+def planted_report(planted) -> dict:
+    root, seed = planted
+    return check.check_dataset(root, val_split=0.25, seed=seed)
+
+
+# === Planted problems ===
+
+
+def test_a_clean_folder_reports_no_problem(clean_folder):
+    report = check.check_dataset(clean_folder, seed=0)
+    assert report["num_images"] == 24
+    assert report["class_counts"] == {"cats": 8, "dogs": 8, "foxes": 8}
+    assert report["imbalance_ratio"] == 1.0
+    for key in ("exact_duplicates", "near_duplicates", "conflicting_labels", "cross_split"):
+        assert report[key] == [], key
+    assert report["unreadable"] == {}
+    assert report["modes"] == {"grayscale": 0, "rgba": 0, "cmyk": 0, "palette": 0, "rgb": 24, "other": 0}
+    assert report["image_sizes"]["width"] == {"min": SIZE, "median": SIZE, "max": SIZE}
+    assert not check.has_problems(report)
+
+
+def test_an_exact_duplicate_across_classes_is_a_label_conflict(planted_report):
+    assert planted_report["exact_duplicates"] == [list(EXACT)]
+    assert {"kind": "exact", "paths": list(EXACT), "classes": ["cats", "dogs"]} in planted_report[
+        "conflicting_labels"
+    ]
+    assert len(planted_report["conflicting_labels"]) == 1  # the resized copy stays in its class
+    assert all(EXACT[0] not in group for group in planted_report["near_duplicates"])
+
+
+def test_a_resized_copy_across_the_split_is_leakage_on_the_split_from_folder_makes(planted, planted_report):
+    root, seed = planted
+    assert planted_report["near_duplicates"] == [[ORIGINAL, RESIZED]]
+    leaks = [group for group in planted_report["cross_split"] if group["kind"] == "near"]
+    assert len(leaks) == 1
+    # The loader's own split, read from the datasets it builds:
+    _, train, validation, _, _ = _folder_parts(root, None, val_split=0.25, seed=seed, strict=False)
+    in_validation = {os.path.relpath(p.decode(), root) for p, _ in validation.items.as_numpy_iterator()}
+    in_train = {os.path.relpath(p.decode(), root) for p, _ in train.items.as_numpy_iterator()}
+    assert set(leaks[0]["validation"]) == {ORIGINAL, RESIZED} & in_validation
+    assert set(leaks[0]["train"]) == {ORIGINAL, RESIZED} & in_train
+    assert len(leaks[0]["validation"]) == len(leaks[0]["train"]) == 1
+    assert check.has_problems(planted_report)
+
+
+def test_the_grayscale_image_and_the_truncated_file_are_reported(planted, planted_report):
+    assert planted_report["modes"]["grayscale"] == 1
+    assert list(planted_report["unreadable"]) == [TRUNCATED]
+    assert planted_report["unreadable"][TRUNCATED].startswith("truncated")
+    # The same files and reasons as the loader's
+    root, _ = planted
+    skipped = from_folder(root, image_size=32, val_split=0, seed=0).skipped
+    assert {os.path.relpath(path, root): reason for path, reason in skipped.items()} == planted_report[
+        "unreadable"
+    ]
+    assert planted_report["num_images"] == 24 + 3
+    assert planted_report["class_counts"] == {"cats": 9, "dogs": 9, "foxes": 9}
+
+
+def test_without_a_split_there_is_no_leakage(planted):
+    report = check.check_dataset(planted[0], val_split=0)
+    assert report["cross_split"] == []
+    assert report["near_duplicates"] == [[ORIGINAL, RESIZED]]
+
+
+@pytest.mark.parametrize(
+    "copy",
+    ["jpeg-quality-50", "half-size", "double-size", "cropped-1px-each-side", "one-pixel-changed"],
+)
+def test_a_changed_copy_is_a_near_duplicate_not_an_exact_one(copy, tmp_path):
+    root = write_clean_folder(str(tmp_path / "images"), per_class=3)
+    original = Image.open(os.path.join(root, "cats", "00.png"))
+    path = os.path.join(root, "cats", "copy.png")
+    if copy == "jpeg-quality-50":
+        path = path.replace(".png", ".jpg")
+        original.save(path, quality=50)
+    elif copy == "half-size":
+        original.resize((SIZE // 2, SIZE // 2)).save(path)
+    elif copy == "double-size":
+        original.resize((2 * SIZE, 2 * SIZE), Image.BICUBIC).save(path)
+    elif copy == "cropped-1px-each-side":
+        original.crop((1, 1, SIZE - 1, SIZE - 1)).save(path)
+    else:
+        pixels = np.array(original)
+        pixels[0, 0] = 255 - pixels[0, 0]
+        Image.fromarray(pixels).save(path)
+    report = check.check_dataset(root, val_split=0)
+    assert report["near_duplicates"] == [["cats/00.png", os.path.relpath(path, root)]]
+    assert report["exact_duplicates"] == []
+
+
+def test_modes_sizes_and_imbalance_are_counted(tmp_path):
+    root = str(tmp_path / "images")
+    os.makedirs(os.path.join(root, "a"))
+    os.makedirs(os.path.join(root, "b"))
+    photo(1, 40).convert("P").save(os.path.join(root, "a", "palette.png"))
+    photo(2, 50).convert("RGBA").save(os.path.join(root, "a", "alpha.png"))
+    photo(3, 60).convert("CMYK").save(os.path.join(root, "a", "cmyk.jpg"))
+    photo(4, 70).convert("L").save(os.path.join(root, "a", "gray.jpg"))
+    photo(5, 80).save(os.path.join(root, "b", "rgb.png"))
+    report = check.check_dataset(root, val_split=0)
+    assert report["modes"] == {"grayscale": 1, "rgba": 1, "cmyk": 1, "palette": 1, "rgb": 1, "other": 0}
+    assert report["image_sizes"]["height"] == {"min": 40, "median": 60.0, "max": 80}
+    assert report["imbalance_ratio"] == 4.0
+
+
+def test_perceptual_hashes_of_unrelated_images_differ_in_about_half_their_bits():
+    hashes = [check.perceptual_hash(np.asarray(photo(seed, 32).convert("L"), float)) for seed in range(40)]
+    distances = [bin(a ^ b).count("1") for i, a in enumerate(hashes) for b in hashes[i + 1 :]]
+    assert min(distances) > check.HAMMING_THRESHOLD
+    assert 26 <= np.mean(distances) <= 38
+
+
+@pytest.mark.parametrize("threshold", [-1, 64, 2.5])
+def test_a_bad_threshold_is_refused(clean_folder, threshold):
+    with pytest.raises(ValueError, match="hamming_threshold"):
+        check.check_dataset(clean_folder, hamming_threshold=threshold)
+
+
+# === The command ===
+
+
+def test_the_command_writes_the_report_prints_a_table_and_strict_fails_on_leakage(
+    planted, clean_folder, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    root, seed = planted
+    assert check.main([root, "--val-split", "0.25", "--seed", str(seed)]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads((tmp_path / check.REPORT_FILE).read_text())
+    assert written == json.loads(json.dumps(check.check_dataset(root, val_split=0.25, seed=seed)))
+    assert f"cross-split leaks   {len(written['cross_split'])} groups" in printed
+    assert str(tmp_path / check.REPORT_FILE) in printed
+    output = str(tmp_path / "out" / "checked.json")
+    assert check.main([root, "--val-split", "0.25", "--seed", str(seed), "--strict", "--output", output]) == 1
+    assert json.loads(open(output).read())["cross_split"]
+    assert check.main([clean_folder, "--strict", "--output", output]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["{tmp}/missing"], "Image folder not found"),
+        (["{clean}", "--output", "{tmp}"], "is a folder"),
+        (["{clean}", "--val-split", "1.5"], "--val-split"),
+    ],
+    ids=["missing-folder", "output-is-a-folder", "bad-flag"],
+)
+def test_bad_input_exits_2_with_one_line(argv, expected, clean_folder, tmp_path, capsys):
+    argv = [arg.format(tmp=tmp_path, clean=clean_folder) for arg in argv]
+    try:
+        code = check.main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert len(stderr.splitlines()) == 1 and expected in stderr
+
+
+def test_the_command_as_users_run_it(planted, tmp_path):
+    """A fresh process: the table on stdout, nothing from TensorFlow on stderr, exit 1 with --strict."""
+    root, seed = planted
+    copy = str(tmp_path / "images")
+    shutil.copytree(root, copy)
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfresnet.check",
+            copy,
+            "--val-split",
+            "0.25",
+            "--seed",
+            str(seed),
+            "--strict",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert completed.stderr == ""
+    assert completed.stdout.splitlines()[0].startswith("images              27 in 3 classes")
+    assert list(json.loads((tmp_path / check.REPORT_FILE).read_text())["unreadable"]) == [TRUNCATED]

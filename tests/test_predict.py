@@ -1,0 +1,238 @@
+"""`python -m tfresnet.predict` and `load_predictor`: the same rows from a SavedModel, a LiteRT
+and an ONNX file, decoded by the evaluation transform, with the reason of each unreadable file.
+
+The model here tells the shapes folder's classes by their colour (global average pooling, then
+a dense layer whose weights pick the red, green and blue channels): it converts in a second or
+two and is right on every image, so each row's label can be checked against its folder.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import write_bad_files, write_image_folder
+
+import tfresnet
+from tfresnet import predict
+from tfresnet.export import saved_model
+from tfresnet.export.litert import export_litert
+from tfresnet.export.onnx_export import export_onnx
+
+IMAGE_SIZE = 32
+CLASS_NAMES = ["blue", "green", "red"]
+KINDS = ("saved_model", "litert", "onnx")
+
+
+def colour_classifier() -> keras.Model:
+    """Raw pixels -> mean colour -> softmax over blue, green, red (a channel each, scaled)."""
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="images")
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(3, activation="softmax", name="predictions")
+    model = keras.Model(inputs, dense(pooled))
+    picks = np.zeros((3, 3), np.float32)  # channel (R, G, B) -> class (blue, green, red)
+    picks[2, 0] = picks[1, 1] = picks[0, 2] = 30 / 255
+    dense.set_weights([picks, np.zeros(3, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`{kind: model path}`, the Keras model, and a folder of 3 x 4 images with 3 bad files in "red"."""
+    root = tmp_path_factory.mktemp("predict")
+    model = colour_classifier()
+    paths = {
+        "saved_model": saved_model.export_saved_model(
+            model, str(root / "saved" / "1"), class_names=CLASS_NAMES
+        ),
+        "litert": export_litert(model, str(root / "files" / "model.tflite"), class_names=CLASS_NAMES),
+        "onnx": export_onnx(model, str(root / "files" / "model.onnx"), class_names=CLASS_NAMES),
+    }
+    images = str(root / "images")
+    write_image_folder(images, images_per_class=4, size=40, seed=3)
+    bad = write_bad_files(os.path.join(images, "red"))
+    return paths, model, images, bad
+
+
+def _read_csv(path):
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return reader.fieldnames, list(reader)
+
+
+def _folder_label(path):
+    return os.path.basename(os.path.dirname(path))
+
+
+# === The command ===
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_command_rows_equal_the_predictors_and_name_unreadable_files(exported, kind, tmp_path):
+    paths, _, images, bad = exported
+    output = tmp_path / "predictions.csv"
+    code = predict.main([paths[kind], images, "--top-k", "2", "--batch-size", "5", "--output", str(output)])
+    assert code == 0
+
+    columns, rows = _read_csv(output)
+    assert columns == ["path", "label", "score", "label_2", "score_2", "error"]
+    assert len(rows) == 12 + 3
+    by_path = {row["path"]: row for row in rows}
+    for path in bad:
+        assert by_path[path]["error"] and by_path[path]["label"] == "" and by_path[path]["score"] == ""
+    assert by_path[bad[0]]["error"] == "empty file"
+    good = [row for row in rows if not row["error"]]
+    assert len(good) == 12
+    assert all(row["label"] == _folder_label(row["path"]) for row in good)
+    assert all(
+        row["label_2"] != row["label"] and float(row["score_2"]) <= float(row["score"]) for row in good
+    )
+
+    expected = predict.load_predictor(paths[kind]).predict([images], top_k=2)
+    assert [row["path"] for row in rows] == [row["path"] for row in expected]
+    for row, wanted in zip(rows, expected):
+        assert (row["label"], row["label_2"]) == (wanted["label"] or "", wanted["label_2"] or "")
+        assert row["error"] == (wanted["error"] or "")
+        if wanted["score"] is not None:
+            assert float(row["score"]) == pytest.approx(wanted["score"], abs=1e-6)
+
+
+def test_json_lines_hold_the_predictors_rows(exported, tmp_path):
+    paths, _, images, _ = exported
+    output = tmp_path / "predictions.jsonl"
+    assert predict.main([paths["litert"], os.path.join(images, "red"), "--output", str(output)]) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    expected = predict.load_predictor(paths["litert"]).predict(os.path.join(images, "red"))
+    assert [list(row) for row in rows] == [["path", "label", "score", "error"]] * len(rows)
+    assert [row["path"] for row in rows] == [row["path"] for row in expected]
+    for row, wanted in zip(rows, expected):
+        assert row["label"] == wanted["label"] and row["error"] == wanted["error"]
+        assert row["score"] == (None if wanted["score"] is None else pytest.approx(wanted["score"], abs=1e-6))
+    assert sum(row["error"] is not None for row in rows) == 3
+
+
+def test_csv_goes_to_stdout_without_output(exported, capfd):
+    paths, _, images, _ = exported
+    assert predict.main([paths["onnx"], os.path.join(images, "blue")]) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[0] == "path,label,score,error"
+    assert len(lines) == 1 + 4 and all(line.split(",")[1] == "blue" for line in lines[1:])
+
+
+# === The three formats and the evaluation transform ===
+
+
+def test_every_format_gives_the_keras_models_probabilities_on_the_evaluation_transform(exported):
+    paths, model, images, _ = exported
+    files = [path for path in predict.list_images([images]) if os.path.basename(path)[0].isdigit()]
+    assert len(files) == 12
+    decoded = np.stack(
+        [tfresnet.decode_for_eval(tf.io.read_file(path), IMAGE_SIZE).numpy() for path in files]
+    )
+    expected = model.predict(decoded, verbose=0)
+    for kind in KINDS:
+        rows = predict.load_predictor(paths[kind]).predict(files, top_k=3)
+        scores = np.array([[row["score"], row["score_2"], row["score_3"]] for row in rows])
+        np.testing.assert_allclose(scores, -np.sort(-expected, axis=1), atol=1e-5, err_msg=kind)
+        assert [row["label"] for row in rows] == [CLASS_NAMES[i] for i in expected.argmax(1)]
+
+
+def test_encoded_bytes_give_the_rows_of_their_files(exported):
+    paths, _, images, bad = exported
+    files = [
+        os.path.join(images, "green", name) for name in sorted(os.listdir(os.path.join(images, "green")))
+    ]
+    predictor = predict.load_predictor(paths["saved_model"], batch_size=2)
+    by_path = predictor.predict(files + [bad[2]], top_k=2)
+    by_bytes = predictor.predict([open(path, "rb").read() for path in files + [bad[2]]], top_k=2)
+    assert all(row["path"] is None for row in by_bytes)
+    for row, wanted in zip(by_bytes[:-1], by_path[:-1]):
+        assert (row["label"], row["label_2"], row["error"]) == (wanted["label"], wanted["label_2"], None)
+        assert row["score"] == pytest.approx(wanted["score"], abs=1e-6)
+    assert by_bytes[-1]["label"] is None and by_bytes[-1]["error"].startswith("Unknown image file format")
+    assert predictor.predict(open(files[0], "rb").read())[0]["label"] == "green"
+
+
+# === Bad input ===
+
+
+def _bad_run(argv, capfd):
+    code = predict.main(argv)
+    err = capfd.readouterr().err
+    return code, err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing model", "Model not found"),
+        ("unknown format", "Unknown model format .txt"),
+        ("no images", "No images found"),
+        ("top-k above the classes", "top_k must be an integer from 1 to 3"),
+        ("no labels", "No labels.txt"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(exported, tmp_path, capfd, case, message):
+    paths, _, images, _ = exported
+    model, targets, extra = paths["onnx"], [images], []
+    if case == "missing model":
+        model = str(tmp_path / "absent.tflite")
+    elif case == "unknown format":
+        model = str(tmp_path / "model.txt")
+        (tmp_path / "model.txt").write_text("not a model")
+    elif case == "no images":
+        (tmp_path / "empty").mkdir()
+        targets = [str(tmp_path / "empty")]
+    elif case == "top-k above the classes":
+        extra = ["--top-k", "4"]
+    else:
+        model = str(tmp_path / "model.onnx")
+        with open(paths["onnx"], "rb") as source, open(model, "wb") as copy:
+            copy.write(source.read())
+    output = tmp_path / "out.csv"
+    code, lines = _bad_run([model, *targets, *extra, "--output", str(output)], capfd)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not output.exists()
+
+
+def test_no_readable_image_exits_2_after_writing_the_reasons(exported, tmp_path, capfd):
+    paths, _, _, bad = exported
+    output = tmp_path / "out.csv"
+    code, lines = _bad_run([paths["litert"], *bad, "--output", str(output)], capfd)
+    assert code == 2 and len(lines) == 1 and "None of the 3 images could be read" in lines[0]
+    _, rows = _read_csv(output)
+    assert [row["path"] for row in rows] == bad and all(row["error"] for row in rows)
+
+
+def test_predictor_checks_top_k(exported):
+    predictor = predict.load_predictor(exported[0]["litert"])
+    with pytest.raises(
+        ValueError, match="top_k must be an integer from 1 to 3, the model.s classes. Received: top_k=0"
+    ):
+        predictor.predict(exported[2], top_k=0)
+
+
+def test_load_predictor_is_public():
+    assert tfresnet.load_predictor is predict.load_predictor
+
+
+# === The way a user runs it ===
+
+
+def test_the_command_keeps_the_terminal_clean(exported, tmp_path):
+    paths, _, images, _ = exported
+    completed = subprocess.run(
+        [sys.executable, "-m", "tfresnet.predict", paths["litert"], os.path.join(images, "blue")],
+        capture_output=True,
+        text=True,
+        env={key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"},
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stderr == ""
+    assert completed.stdout.splitlines()[0] == "path,label,score,error"
+    assert len(completed.stdout.splitlines()) == 5

@@ -1,0 +1,162 @@
+"""Several exports at once, each measured against its source: the agreement figures.
+
+`export_formats` writes `model.tflite` and `model.onnx` beside a training run's other files and
+returns, for each, how often its top-1 label equals the source model's on a labelled set
+(`agreement`), the largest difference of their probabilities, and both accuracies.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+FORMATS = ("saved_model", "litert", "onnx")
+# File name of each format in an output folder.
+FILE_NAMES = {"litert": "model.tflite", "onnx": "model.onnx"}
+
+
+def export_formats(
+    model: keras.Model,
+    output_dir: str,
+    formats: Iterable[str],
+    *,
+    quantize: str = "none",
+    calibration=None,
+    validation: tf.data.Dataset | None = None,
+    class_names: list[str],
+) -> dict[str, dict]:
+    """Writes `OUTPUT_DIR/model.tflite` and/or `OUTPUT_DIR/model.onnx` and measures them.
+
+    Args:
+        model: The trained Keras classifier.
+        output_dir: Where the files go (`labels.txt` beside them).
+        formats: Names among `"saved_model"` (skipped here: `export_saved_model` writes it),
+            `"litert"` and `"onnx"`.
+        quantize: The LiteRT file's quantization (see `export_litert`); ONNX stays float32.
+        calibration: For `"int8"`: raw training images, e.g. `ImageData.train` (shuffled: its
+            first 200 images cover the classes).
+        validation: `(images, labels)` batches the files are compared on (None: not measured).
+        class_names: The model's class names.
+
+    Returns:
+        `{format: {"path", "format", "quantization", "size_bytes"}}`, plus `agreement`,
+        `max_abs_difference`, `accuracy` and `reference_accuracy` (the Keras model's) when
+        `validation` is given.
+
+    Example:
+    >>> export_formats(model, "runs/flowers", ["saved_model", "litert"], quantize="int8",
+    ...                calibration=data.train, validation=data.validation,
+    ...                class_names=data.class_names)["litert"]["agreement"]
+    0.995
+    """
+    from tfresnet.export.litert import export_litert
+    from tfresnet.export.onnx_export import export_onnx
+    from tfresnet.export.runtime import load_runtime
+
+    formats = check_export_request(formats, quantize)
+    written = {}
+    for format in formats:
+        if format == "saved_model":
+            continue
+        path = os.path.join(output_dir, FILE_NAMES[format])
+        if format == "litert":
+            export_litert(
+                model, path, quantization=quantize, representative_data=calibration, class_names=class_names
+            )
+        else:
+            export_onnx(model, path, class_names=class_names)
+        quantization = quantize if format == "litert" else "none"
+        written[format] = {
+            "path": os.path.abspath(path),
+            "format": format,
+            "quantization": quantization,
+            "size_bytes": os.path.getsize(path),
+        }
+    if validation is not None and written:
+        runtimes = {format: load_runtime(entry["path"]).probabilities for format, entry in written.items()}
+        outputs = predict_all(validation, {"reference": model.predict_on_batch, **runtimes})
+        for format, entry in written.items():
+            entry.update(compare(outputs["reference"], outputs[format], outputs["labels"]))
+    return written
+
+
+def check_export_request(formats: Iterable[str], quantize: str = "none") -> list[str]:
+    """Checks formats, quantization and the packages they need before any training.
+
+    Returns:
+        The formats, each once, in order.
+
+    Raises:
+        ValueError: An unknown format or quantization, or a quantization without `"litert"`.
+        ImportError: A package the formats need is missing (naming the extra to install).
+
+    Example:
+    >>> check_export_request("saved_model,litert".split(","), "int8")
+    ['saved_model', 'litert']
+    """
+    from tfresnet.export.litert import QUANTIZATIONS
+    from tfresnet.export.onnx_export import require_converter
+    from tfresnet.export.runtime import import_runtime
+
+    formats = list(dict.fromkeys(formats))
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(
+            f"Unknown export formats {unknown}: use a comma-separated list of {', '.join(FORMATS)}."
+        )
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}. Received: {quantize!r}")
+    if quantize != "none" and "litert" not in formats:
+        raise ValueError(
+            f"Quantization {quantize!r} applies to the LiteRT export: add litert to the formats."
+        )
+    if "litert" in formats:
+        import_runtime("litert")
+    if "onnx" in formats:
+        require_converter()
+        import_runtime("onnx")
+    return formats
+
+
+def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """How far `probabilities` are from `reference`'s: the agreement figures.
+
+    Returns:
+        `agreement` (share of images whose top-1 class is the reference's),
+        `max_abs_difference` (of probabilities), and with `labels` also `accuracy` and
+        `reference_accuracy`.
+
+    Example:
+    >>> compare(np.array([[0.9, 0.1]]), np.array([[0.8, 0.2]]), np.array([0]))
+    {'agreement': 1.0, 'max_abs_difference': 0.1, 'accuracy': 1.0, 'reference_accuracy': 1.0}
+    """
+    reference, probabilities = np.asarray(reference), np.asarray(probabilities)
+    figures = {
+        "agreement": float(np.mean(reference.argmax(-1) == probabilities.argmax(-1))),
+        "max_abs_difference": float(np.abs(reference - probabilities).max()),
+    }
+    if labels is not None:
+        figures["accuracy"] = float(np.mean(probabilities.argmax(-1) == labels))
+        figures["reference_accuracy"] = float(np.mean(reference.argmax(-1) == labels))
+    return figures
+
+
+def predict_all(dataset: tf.data.Dataset, predictors: dict) -> dict[str, np.ndarray]:
+    """Each predictor's probabilities over `(images, labels)` batches, in one pass; and `labels`.
+
+    Example:
+    >>> predict_all(data.validation, {"keras": model.predict_on_batch})["keras"].shape
+    (60, 3)
+    """
+    outputs = {name: [] for name in [*predictors, "labels"]}
+    for images, labels in dataset.as_numpy_iterator():
+        for name, predict in predictors.items():
+            outputs[name].append(np.asarray(predict(images), dtype=np.float32))
+        outputs["labels"].append(np.asarray(labels))
+    if not outputs["labels"]:
+        raise ValueError("The evaluation set is empty: no batch could be read from it.")
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}
