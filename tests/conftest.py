@@ -20,16 +20,13 @@ def _seed():
     keras.backend.clear_session(free_memory=False)
 
 
-def save_hub_feature_vector(path: str) -> str:
-    """Writes a TF2 reusable SavedModel shaped like TF Hub's `resnet_v2_50/feature_vector`.
+def save_hub_module(path: str, network: keras.Model) -> str:
+    """Writes `network` (from [-1, 1] images to pooled features) as a TF2 reusable SavedModel.
 
-    The module takes float images in [0, 1] of any size and returns 2048 pooled features,
-    with `__call__(images, training)`, `variables`, `trainable_variables` and
-    `regularization_losses`, as the reusable-SavedModel API defines.
+    The module takes float images in [0, 1] of any size, with `__call__(images, training)`,
+    `variables`, `trainable_variables` and `regularization_losses`, as the reusable-SavedModel
+    API defines (and TF Hub's `resnet_v2_50/feature_vector` has).
     """
-    network = keras.applications.ResNet50V2(
-        include_top=False, weights=None, input_shape=(None, None, 3), pooling="avg"
-    )
 
     @tf.function
     def call(images, training=False):
@@ -45,6 +42,14 @@ def save_hub_feature_vector(path: str) -> str:
     call.get_concrete_function(spec, training=True)
     tf.saved_model.save(root, path)
     return path
+
+
+def save_hub_feature_vector(path: str) -> str:
+    """Writes a module shaped like TF Hub's `resnet_v2_50/feature_vector`: 2048 features."""
+    network = keras.applications.ResNet50V2(
+        include_top=False, weights=None, input_shape=(None, None, 3), pooling="avg"
+    )
+    return save_hub_module(path, network)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import save_hub_module
 
 import tfresnet
 from tfresnet.backbones import BACKBONES
@@ -40,20 +41,7 @@ def save_small_module(path: str) -> str:
             layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.1, "float32"))
             layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, "float32"))
 
-    @tf.function
-    def call(images, training=False):
-        return network(images * 2.0 - 1.0, training=training)
-
-    spec = tf.TensorSpec([None, None, None, 3], tf.float32)
-    root = tf.train.Checkpoint()
-    root.variables = [v.value for v in network.variables]
-    root.trainable_variables = [v.value for v in network.trainable_variables]
-    root.regularization_losses = []
-    root.__call__ = call
-    call.get_concrete_function(spec, training=False)
-    call.get_concrete_function(spec, training=True)
-    tf.saved_model.save(root, path)
-    return path
+    return save_hub_module(path, network)
 
 
 @pytest.fixture(scope="module")
