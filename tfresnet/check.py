@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -375,27 +374,6 @@ def has_problems(report: dict) -> bool:
 # === The command ===
 
 
-@contextlib.contextmanager
-def native_stderr_dropped(drop: bool = True):
-    """Drops what native code writes to file descriptor 2 inside the block (libjpeg's own lines
-    about the bad files the check reports anyway); Python's errors still reach the terminal."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2) if drop else None
-    except OSError:  # no stderr to protect
-        saved = None
-    if saved is None:
-        yield
-        return
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags; `--help` documents each."""
     parser = console.Parser(
@@ -441,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             if os.path.isdir(args.output):
                 raise ValueError(f"--output {args.output!r} is a folder. Pass the path of a JSON file.")
             os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-            with native_stderr_dropped(not args.verbose):
+            with console.native_stderr_captured(enabled=not args.verbose):
                 report = check_dataset(
                     args.data_dir,
                     val_split=args.val_split,

@@ -142,7 +142,7 @@ def quiet_output(*, verbose: bool):
 
 
 def import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with file descriptor 2 sent to a temporary file.
+    """Imports TensorFlow with the lines its native libraries print kept off the terminal.
 
     While its libraries load, TensorFlow logs through absl before any setting applies (oneDNN,
     CUDA stubs, CPU features, factories registered twice): no variable silences those lines.
@@ -150,22 +150,46 @@ def import_tensorflow_quietly() -> None:
     """
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to protect
+    with native_stderr_captured():
         import tensorflow  # noqa: F401
 
+
+@contextlib.contextmanager
+def native_stderr_captured(enabled: bool = True):
+    """Sends file descriptor 2 to a temporary file inside the block; `sys.stderr` keeps writing
+    to the terminal.
+
+    What native code (TensorFlow's C++ logs, converters, libjpeg) writes straight to descriptor 2
+    is dropped, unless the block fails: then it is written out, before the traceback. With
+    `enabled=False` (a command's `--verbose`) the block runs as it is.
+
+    Example:
+    >>> with native_stderr_captured():
+    ...     import tensorflow
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2) if enabled else None
+    except OSError:  # no descriptor 2 to protect
+        saved = None
+    if saved is None:
+        yield
         return
+    python_stderr = sys.stderr
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None))
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
+        sys.stderr = terminal
         try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            os.write(2, captured.read())
+            yield
+        except BaseException as error:
+            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
+                captured.seek(0)
+                terminal.flush()
+                os.write(saved, captured.read())
             raise
         finally:
+            sys.stderr = python_stderr
+            terminal.close()
             os.dup2(saved, 2)
             os.close(saved)

@@ -323,7 +323,7 @@ def _check_dataset(args: argparse.Namespace, *, chief: bool) -> dict | None:
 
     if not args.data_dir or args.no_check or not chief or (args.tune and _search_worker_id() is not None):
         return None
-    with check.native_stderr_dropped(not args.verbose):
+    with console.native_stderr_captured(enabled=not args.verbose):
         found = check.check_dataset(args.data_dir, val_split=args.val_split, seed=args.seed)
     print(check.summary_table(found))
     if check.has_problems(found):

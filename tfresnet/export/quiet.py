@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
-import tempfile
 import warnings
 
 # Python warnings of the libraries underneath that a user of the commands cannot act on.
@@ -40,7 +37,7 @@ def quiet_terminal(*, verbose: bool = False):
         yield
         return
     with console.quiet_output(verbose=False), warnings.catch_warnings(), _quiet_loggers():
-        with _native_stderr_captured():
+        with console.native_stderr_captured():
             for pattern in QUIET_WARNINGS:
                 warnings.filterwarnings("ignore", message=pattern)
             yield
@@ -57,32 +54,3 @@ def _quiet_loggers():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _native_stderr_captured():
-    """Sends descriptor 2 to a temporary file; `sys.stderr` keeps writing to the terminal."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2 to protect
-        yield
-        return
-    python_stderr = sys.stderr
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None))
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        sys.stderr = terminal
-        try:
-            yield
-        except BaseException as error:
-            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
-                captured.seek(0)
-                terminal.flush()
-                os.write(saved, captured.read())
-            raise
-        finally:
-            sys.stderr = python_stderr
-            terminal.close()
-            os.dup2(saved, 2)
-            os.close(saved)
