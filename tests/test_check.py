@@ -12,7 +12,7 @@ from PIL import Image
 
 from tfresnet import check
 from tfresnet.data import from_folder
-from tfresnet.data.folder import _folder_parts, _list_folder
+from tfresnet.data.folder import _folder_parts, list_folder
 from tfresnet.data.pipeline import stratified_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,7 @@ def write_clean_folder(root: str, per_class: int = 8) -> str:
 
 def _side(root: str, val_split: float, seed: int) -> dict[str, bool]:
     """Whether each readable file lies in the validation set, by the split `from_folder` makes."""
-    _, paths, labels, _ = _list_folder(root, strict=False)
+    _, paths, labels, _ = list_folder(root, strict=False)
     validation = set(stratified_split(labels, val_split, seed)[1])
     return {os.path.relpath(path, root): i in validation for i, path in enumerate(paths)}
 

@@ -109,7 +109,7 @@ def check_dataset(
     >>> report["num_images"], report["cross_split"]
     (300, [])
     """
-    from tfresnet.data.folder import _list_folder
+    from tfresnet.data.folder import list_folder
     from tfresnet.data.pipeline import stratified_split
 
     if not (isinstance(val_split, (int, float)) and 0 <= val_split < 1):
@@ -121,7 +121,7 @@ def check_dataset(
     directory = os.fspath(directory)
     with warnings.catch_warnings():  # the bad files are reported below, not warned about
         warnings.simplefilter("ignore")
-        class_names, paths, labels, skipped = _list_folder(directory, strict=False)
+        class_names, paths, labels, skipped = list_folder(directory, strict=False)
         images = _describe_all(list(paths))
     in_validation = np.zeros(len(paths), bool)
     if val_split:

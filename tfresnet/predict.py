@@ -109,9 +109,9 @@ class ImageDecoder:
 
 def _reason(item: str | bytes, error) -> str:
     """Why an image failed to decode: the folder check's reason for files, else TensorFlow's."""
-    from tfresnet.data.folder import _check_file
+    from tfresnet.data.folder import check_file
 
-    reason = _check_file(item) if isinstance(item, str) else None
+    reason = check_file(item) if isinstance(item, str) else None
     if reason:
         return reason
     message = re.sub(r"^\{\{.*?\}\}\s*|\s*\[\[.*$|\s*\[Op:.*$", "", error.message, flags=re.DOTALL)

@@ -155,7 +155,7 @@ def _folder_parts(
     The validation part is `validation_directory`'s files when given, else a stratified
     `val_split` of `directory`'s (None when `val_split` is 0).
     """
-    class_names, paths, labels, skipped = _list_folder(directory, strict=strict)
+    class_names, paths, labels, skipped = list_folder(directory, strict=strict)
     if validation_directory is None:
         if not val_split:
             return class_names, _file_part(paths, labels), None, skipped, list(paths)
@@ -163,7 +163,7 @@ def _folder_parts(
         train = _file_part(paths[train_index], labels[train_index])
         validation = _file_part(paths[val_index], labels[val_index])
         return class_names, train, validation, skipped, list(paths)
-    val_names, val_paths, val_labels, val_skipped = _list_folder(validation_directory, strict=strict)
+    val_names, val_paths, val_labels, val_skipped = list_folder(validation_directory, strict=strict)
     if val_names != class_names:
         raise ValueError(
             f"The class sub-folders of {os.fspath(validation_directory)!r} differ from "
@@ -186,7 +186,7 @@ def _file_part(paths: np.ndarray, labels: np.ndarray) -> Part:
     return Part(items=items, load=tf.io.read_file, labels=labels)
 
 
-def _list_folder(
+def list_folder(
     directory: str | os.PathLike, *, strict: bool
 ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, str]]:
     """Class names, image paths, labels and skipped files of a folder, checked."""
@@ -210,7 +210,7 @@ def _list_folder(
         for path in _files_under(os.path.join(directory, name))
     ]
     with concurrent.futures.ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        reasons = list(pool.map(_check_file, [path for path, _ in candidates]))
+        reasons = list(pool.map(check_file, [path for path, _ in candidates]))
     skipped = {path: reason for (path, _), reason in zip(candidates, reasons) if reason}
     _report(skipped, directory, strict)
     kept = [(path, label) for (path, label), reason in zip(candidates, reasons) if not reason]
@@ -237,7 +237,7 @@ def _files_under(folder: str) -> list[str]:
     return found
 
 
-def _check_file(path: str) -> str | None:
+def check_file(path: str) -> str | None:
     """Why `path` is not a usable image, or None: reads it whole and decodes it."""
     if not path.lower().endswith(IMAGE_EXTENSIONS):
         return f"not a {', '.join(IMAGE_EXTENSIONS)} file"
