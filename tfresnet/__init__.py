@@ -1,10 +1,11 @@
 """tfresnet: fine-tune ResNet50 image classifiers with Keras 3 on TensorFlow.
 
-The public API, flat: data loaders (`from_folder`, `from_tfds`, `from_arrays`), the classifier
-and its recipe (`build_classifier`, `build_head`, `compile_classifier`, `freeze`), training
-(`fine_tune`, `find_lr`), the dataset check (`check_dataset`), the report (`write_report`,
-`grad_cam`) and the export (`export_saved_model`). The search lives in `tfresnet.tuning`, the
-commands in `tfresnet.finetune` and `tfresnet.check`.
+The public API, flat: data loaders (`from_folder`, `from_csv`, `from_tfds`, `from_arrays`) and
+`show_batch`, the classifier and its recipe (`build_classifier`, `build_head`,
+`compile_classifier`, `freeze`), training (`fine_tune`, `find_lr`), the dataset check
+(`check_dataset`), evaluation and the report (`evaluate`, with test-time augmentation,
+`write_report`, `grad_cam`) and the export (`export_saved_model`). The search lives in
+`tfresnet.tuning`, the commands in `tfresnet.finetune` and `tfresnet.check`.
 
 Names resolve on first use (PEP 562). `import tfresnet` also imports `tfresnet.models`, so
 that Keras knows the custom layers of a saved `.keras` model (`ImageNormalization`,
@@ -40,6 +41,7 @@ _EXPORTS = {
     "compile_classifier": "tfresnet.models",
     "classification_report": "tfresnet.report",
     "decode_for_eval": "tfresnet.data",
+    "evaluate": "tfresnet.evaluation",
     "export_saved_model": "tfresnet.export",
     "export_litert": "tfresnet.export",
     "export_onnx": "tfresnet.export",
@@ -48,10 +50,12 @@ _EXPORTS = {
     "find_lr": "tfresnet.lr_finder",
     "freeze": "tfresnet.freezing",
     "from_arrays": "tfresnet.data",
+    "from_csv": "tfresnet.data",
     "from_folder": "tfresnet.data",
     "from_tfds": "tfresnet.data",
     "grad_cam": "tfresnet.gradcam",
     "resolve_strategy": "tfresnet.distribute",
+    "show_batch": "tfresnet.show_batch",
     "write_report": "tfresnet.report",
 }
 
