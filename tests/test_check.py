@@ -1,5 +1,6 @@
 """The dataset check: planted problems reported where they belong, a clean folder reports none."""
 
+import csv
 import json
 import os
 import shutil
@@ -268,3 +269,82 @@ def test_the_command_as_users_run_it(planted, tmp_path):
     assert completed.stderr == ""
     assert completed.stdout.splitlines()[0].startswith("images              27 in 3 classes")
     assert list(json.loads((tmp_path / check.REPORT_FILE).read_text())["unreadable"]) == [TRUNCATED]
+
+
+# === A CSV file ===
+
+
+def write_labels_csv(path, rows, header=("path", "label")) -> str:
+    with open(path, "w", newline="") as file:
+        csv.writer(file).writerows([header, *rows])
+    return str(path)
+
+
+def folder_rows(root: str) -> list[tuple[str, str]]:
+    """Every file of a folder of class folders, as `from_folder` lists them: (path, class)."""
+    return [
+        (os.path.join(name, file), name)
+        for name in sorted(os.listdir(root))
+        for file in sorted(os.listdir(os.path.join(root, name)))
+    ]
+
+
+def test_a_csv_listing_a_folder_gets_the_folders_report(planted, tmp_path):
+    root, seed = planted
+    path = write_labels_csv(tmp_path / "labels.csv", folder_rows(root))
+
+    report = check.check_csv(path, image_dir=root, val_split=0.25, seed=seed)
+
+    assert report.pop("csv") == str(tmp_path / "labels.csv")
+    assert report.pop("split_column") is False
+    assert report == check.check_dataset(root, val_split=0.25, seed=seed)
+    assert any(group["kind"] == "near" for group in report["cross_split"])  # the resized copy
+
+
+def test_a_duplicate_across_the_csv_split_column_is_leakage(tmp_path):
+    root = write_clean_folder(str(tmp_path / "images"), per_class=3)
+    rows = [(path, label, "train") for path, label in folder_rows(root)] + [
+        ("copy.png", "cats", "Validation"),
+        ("dogs/00.png", "dogs", "val"),  # the same file on both sides
+    ]
+    shutil.copy(os.path.join(root, "cats", "00.png"), os.path.join(root, "copy.png"))
+    path = write_labels_csv(root + "/labels.csv", rows, ("path", "label", "split"))
+    leaks = [
+        {"kind": "exact", "train": ["cats/00.png"], "validation": ["copy.png"]},
+        {"kind": "exact", "train": ["dogs/00.png"], "validation": ["dogs/00.png"]},
+    ]
+
+    for val_split in (0.5, 0):  # the split column decides, whatever val_split says
+        report = check.check_csv(path, val_split=val_split, seed=0)
+        assert report["cross_split"] == leaks
+        assert report["exact_duplicates"] == [["cats/00.png", "copy.png"], ["dogs/00.png", "dogs/00.png"]]
+        assert report["conflicting_labels"] == [] and report["split_column"] is True
+        assert report["class_counts"] == {"cats": 4, "dogs": 4, "foxes": 3}
+        assert report["directory"] == root
+    assert "cross-split leaks   2 groups\n" in check.summary_table(report)
+    assert check.has_problems(report)
+
+
+def test_the_command_checks_a_csv(tmp_path, monkeypatch, capsys):
+    root = write_clean_folder(str(tmp_path / "images"), per_class=3)
+    shutil.copy(os.path.join(root, "cats", "00.png"), os.path.join(root, "dogs", "00_copy.png"))
+    rows = [(path, label.upper()) for path, label in folder_rows(root)]
+    path = write_labels_csv(tmp_path / "labels.csv", rows, ("file", "class"))
+    monkeypatch.chdir(tmp_path)
+    flags = ["--csv", path, "--image-dir", root, "--path-column", "file", "--label-column", "class"]
+
+    assert check.main([*flags, "--strict"]) == 1
+    written = json.loads((tmp_path / check.REPORT_FILE).read_text())
+    assert written["conflicting_labels"][0]["classes"] == ["CATS", "DOGS"]
+    assert written["csv"] == path and written["num_images"] == 10
+    assert capsys.readouterr().out.startswith("images              10 in 3 classes")
+    for argv, expected in (
+        ([root, *flags], "Pass either DATA_DIR or --csv FILE"),
+        ([root, "--image-dir", root], "--image-dir goes with --csv"),
+        (["--csv", str(tmp_path / "none.csv")], "CSV file not found"),
+        (["--csv", path], "has no column 'path'; its columns are: file, class"),
+        ([], "Pass either DATA_DIR or --csv FILE"),
+    ):
+        assert check.main(argv) == 2
+        stderr = capsys.readouterr().err
+        assert len(stderr.splitlines()) == 1 and expected in stderr, stderr

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from conftest import write_image_folder
 
-from tfresnet import distribute, training
+from tfresnet import distribute, run_files
 from tfresnet.checkpoints import read_json, read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,15 +66,17 @@ def test_is_chief(cluster, task_type, task_id, chief):
 
 
 def test_a_worker_runs_in_the_same_folder_of_its_own_on_every_start(tmp_path, monkeypatch):
-    monkeypatch.setattr(training.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(run_files.tempfile, "tempdir", str(tmp_path / "tmp"))
     output_dir = str(tmp_path / "run")
     worker = _strategy(WORKERS_ONLY, "worker", 1)
-    first = training._run_dir(output_dir, worker, resume=False)
-    again = training._run_dir(output_dir, worker, resume=True)
+    first = run_files.prepare_run_dir(output_dir, worker, resume=False)
+    again = run_files.prepare_run_dir(output_dir, worker, resume=True)
     assert first == again
     assert first.startswith(str(tmp_path / "tmp")) and os.path.isdir(first)
-    assert training._run_dir(output_dir, _strategy(WORKERS_ONLY, "worker", 0), resume=True) == output_dir
-    assert training._run_dir(str(tmp_path / "other"), worker, resume=True) != first
+    assert (
+        run_files.prepare_run_dir(output_dir, _strategy(WORKERS_ONLY, "worker", 0), resume=True) == output_dir
+    )
+    assert run_files.prepare_run_dir(str(tmp_path / "other"), worker, resume=True) != first
     assert not os.path.exists(output_dir) or os.listdir(output_dir) == []
 
 
@@ -153,8 +155,8 @@ def two_workers(tmp_path_factory):
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, (root / f"worker{index}.log").read_text()[-3000:]
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(training.tempfile, "tempdir", temporary)  # as TMPDIR set it for the workers
-        worker_dir = training._run_dir(output_dir, _strategy(cluster, "worker", 1), resume=True)
+        monkeypatch.setattr(run_files.tempfile, "tempdir", temporary)  # as TMPDIR set it for the workers
+        worker_dir = run_files.prepare_run_dir(output_dir, _strategy(cluster, "worker", 1), resume=True)
     return types.SimpleNamespace(
         output_dir=output_dir, worker_dir=worker_dir, temporary=temporary, pids=[w.pid for w in workers]
     )

@@ -51,6 +51,7 @@ LEARN = [
     "0",
 ]
 PROMISED_FILES = (
+    "batch.png",
     "report.json",
     "confusion_matrix.png",
     "training_curves.png",
@@ -151,6 +152,38 @@ def test_cli_learns_a_learnable_folder_and_writes_every_promised_file(trained_ru
     assert len(_rows(output / "log_fine_tune.csv")) == 4
     assert json.loads((output / "config.json").read_text())["class_names"] == ["blue", "green", "red"]
     assert (output / "saved_model" / "1" / "labels.txt").read_text().split() == ["blue", "green", "red"]
+
+
+def _write_csv(folder, path) -> None:
+    """A CSV of a class folder's images (paths relative to the folder), with a header row."""
+    rows = [
+        f"{name}/{file},{name}"
+        for name in sorted(os.listdir(folder))
+        for file in sorted(os.listdir(os.path.join(folder, name)))
+    ]
+    path.write_text("\n".join(["file,species", *rows]) + "\n")
+
+
+def test_a_csv_run_with_the_stronger_recipe_writes_its_batch_and_accuracy_tta(small_folder, tmp_path):
+    labels = tmp_path / "labels.csv"
+    _write_csv(small_folder, labels)
+    output = tmp_path / "out"
+    source = ["--csv", str(labels), "--image-dir", small_folder, "--path-column", "file"]
+    recipe = ["--label-column", "species", "--augmentation", "randaugment", "--mixup", "0.2"]
+    recipe += ["--cutmix", "0.5", "--ema", "--tta", "--head-epochs", "1", "--epochs", "1"]
+
+    code, stdout = _main([*source, *QUICK, *recipe, "--output-dir", str(output)])
+
+    assert code == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    report = json.loads((output / "report.json").read_text())
+    assert 0 <= summary["accuracy_tta"] == report["accuracy_tta"] <= 1
+    assert report["dataset"]["num_images"] == 18 and report["dataset"]["csv"] == str(labels)
+    config = json.loads((output / "config.json").read_text())
+    assert (config["mixup"], config["cutmix"], config["ema_momentum"]) == (0.2, 0.5, 0.999)
+    assert config["averaged_phase"] == "fine_tune"
+    assert config["class_names"] == sorted(os.listdir(small_folder))
+    assert (output / "batch.png").stat().st_size > 0
 
 
 def test_without_validation_the_report_evaluates_the_training_images(small_folder, tmp_path, monkeypatch):
@@ -275,6 +308,8 @@ def _bad_inputs(tmp_path, folder):
     (tmp_path / "state.pth").write_bytes(b"not read")
     (tmp_path / "state.safetensors").write_bytes(b"not read")
     (tmp_path / "a_file").write_text("")
+    labels = tmp_path / "labels.csv"
+    _write_csv(folder, labels)
     other_search = tmp_path / "other_search"
     other_search.mkdir()
     (other_search / tuning.SETTINGS_FILE).write_text(json.dumps({"tuner": "an older search"}))
@@ -290,6 +325,10 @@ def _bad_inputs(tmp_path, folder):
         ("unknown-backbone", [*data, "--backbone", "resnet18"], "--backbone", ()),
         ("mixed-precision", [*data, *tiny, "--mixed-precision", "maybe"], "--mixed-precision", ()),
         ("small-image", [*data, *tiny, "--image-size", "16"], "--image-size", ()),
+        ("negative-mixup", [*data, *tiny, "--mixup", "-0.5"], "--mixup", ()),
+        ("ema-momentum", [*data, *tiny, "--ema", "--ema-momentum", "1"], "--ema-momentum", ()),
+        ("image-dir-without-csv", [*data, *tiny, "--image-dir", str(tmp_path)], "--csv", ()),
+        ("csv-column", ["--csv", str(labels), *tiny, "--path-column", "file"], "'label'", ()),
         ("nothing-to-train", [*data, *tiny, "--head-epochs", "0", "--epochs", "0"], "Nothing to train", ()),
         (
             "calibrate-without-validation",
@@ -352,6 +391,10 @@ def _bad_inputs(tmp_path, folder):
         "unknown-backbone",
         "mixed-precision",
         "small-image",
+        "negative-mixup",
+        "ema-momentum",
+        "image-dir-without-csv",
+        "csv-column",
         "nothing-to-train",
         "calibrate-without-validation",
         "freeze-index",

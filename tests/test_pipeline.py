@@ -227,7 +227,7 @@ def test_stale_cache_is_cleared_only_once_no_live_run_holds_it(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"augmentation": "fancy"}, "'none', 'flip', 'standard'. Received: augmentation='fancy'"),
+        ({"augmentation": "fancy"}, "'standard', 'randaugment'. Received: augmentation='fancy'"),
         ({"val_split": 1.5}, "Received: val_split=1.5"),
         ({"val_split": -0.1}, "Received: val_split=-0.1"),
         ({"image_size": 0}, "Received: image_size=0"),

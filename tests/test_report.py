@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 import tfresnet
-from tfresnet import calibration, report, report_html
+from tfresnet import calibration, evaluation, report, report_html
 from tfresnet.gradcam import grad_cam
 
 CLASS_NAMES = ["cat", "dog", "fox"]
@@ -71,8 +71,8 @@ def test_the_dataset_really_reshuffles():
 
 
 def test_top_loss_images_are_the_wrong_ones_with_their_own_predictions():
-    probabilities, labels, top, _ = report._evaluate(_model(), _reshuffling_dataset(), keep=len(WRONG))
-    assert sorted(labels) == sorted(LABELS)
+    probabilities, labels, top, _, tta = report._evaluate(_model(), _reshuffling_dataset(), keep=len(WRONG))
+    assert sorted(labels) == sorted(LABELS) and tta is None
     shown = {int(round(image[0, 0, 2] / 10)) for image in top.values()}
     assert shown == WRONG
     for position, image in top.items():
@@ -82,7 +82,7 @@ def test_top_loss_images_are_the_wrong_ones_with_their_own_predictions():
 
 
 def test_each_class_keeps_its_first_images_of_the_pass_with_their_own_labels():
-    _, labels, _, samples = report._evaluate(_model(), _reshuffling_dataset(), keep=0, per_class=2)
+    _, labels, _, samples, _ = report._evaluate(_model(), _reshuffling_dataset(), keep=0, per_class=2)
     assert sorted(samples) == [0, 1, 2]
     for label, kept in samples.items():
         assert sorted(kept) == list(np.flatnonzero(labels == label)[:2])
@@ -113,6 +113,7 @@ def test_write_report_counts_and_records_what_it_evaluated(tmp_path):
     assert saved["accuracy"] == pytest.approx(8 / 12)
     # Wrong: 1 (dog as fox), 3 (cat as dog), 8 (fox as cat), 10 (dog as fox).
     assert saved["confusion_matrix"] == [[3, 1, 0], [0, 2, 2], [1, 0, 3]]
+    assert "accuracy_tta" not in saved and "tta_views" not in saved
     assert saved["most_confused"][0] == {"true": "dog", "predicted": "fox", "count": 2}
     for name in ("confusion_matrix.png", "training_curves.png", "top_losses.png", "calibration.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -151,7 +152,7 @@ def test_without_matplotlib_only_the_plots_fail(tmp_path):
         "import sys\n"
         "sys.modules['matplotlib'] = None\n"
         "import numpy as np, tensorflow as tf, keras\n"
-        "import tfresnet.report, tfresnet.training\n"
+        "import tfresnet.report, tfresnet.training, tfresnet.evaluation, tfresnet.show_batch\n"
         "inputs = keras.Input((8, 8, 3))\n"
         "model = keras.Model(inputs, keras.layers.Dense(2, activation='softmax')("
         "keras.layers.GlobalAveragePooling2D()(inputs)))\n"
@@ -160,14 +161,49 @@ def test_without_matplotlib_only_the_plots_fail(tmp_path):
         "    tfresnet.report.write_report(model, data.batch(2), ['a', 'b'], sys.argv[1])\n"
         "except ImportError as error:\n"
         "    print('ImportError:', error)\n"
+        "try:\n"
+        "    tfresnet.show_batch(data.batch(2), ['a', 'b'], sys.argv[1] + '/batch.png')\n"
+        "except ImportError as error:\n"
+        "    print('show_batch ImportError:', error)\n"
     )
     completed = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=ROOT
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "ImportError:" in completed.stdout and "pip install matplotlib" in completed.stdout
+    assert "show_batch ImportError:" in completed.stdout
     assert json.loads((tmp_path / "report.json").read_text())["num_images"] == 4
-    assert not (tmp_path / "confusion_matrix.png").exists()
+    assert not (tmp_path / "confusion_matrix.png").exists() and not (tmp_path / "batch.png").exists()
+
+
+# === Test-time augmentation ===
+
+# Images the model above gets wrong only as they are: their channel 1 is a frame of 255 around
+# 60, bright enough on average (145) to mark them, not once a corner crop drops a row and a
+# column of the frame (114), so that 4 of the 6 views are right.
+FRAMED = {1, 3}
+
+
+def _framed_dataset() -> tf.data.Dataset:
+    images = _images()
+    for i in FRAMED:
+        images[i, ..., 1] = 255
+        images[i, 1:-1, 1:-1, 1] = 60
+    return tf.data.Dataset.from_tensor_slices((images, LABELS)).batch(5)
+
+
+def test_write_report_with_tta_records_both_accuracies_and_shows_them(tmp_path):
+    written = report.write_report(_model(), _framed_dataset(), CLASS_NAMES, str(tmp_path), tta=True)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved == json.loads(json.dumps(written))
+    assert saved["accuracy"] == pytest.approx(8 / 12)  # single pass: still wrong on 1, 3, 8, 10
+    assert saved["confusion_matrix"] == [[3, 1, 0], [0, 2, 2], [1, 0, 3]]
+    assert saved["accuracy_tta"] == pytest.approx(10 / 12)  # the framed images are put right
+    assert saved["tta_views"] == list(evaluation.TTA_VIEWS)
+    assert evaluation.evaluate(_model(), _framed_dataset(), tta=True)["accuracy_tta"] == saved["accuracy_tta"]
+    page = (tmp_path / report.HTML_FILE).read_text()
+    assert "accuracy with test-time augmentation" in page and "0.833 (+0.167)" in page
+    assert "original, flipped, top-left crop, top-right crop, bottom-left crop, bottom-right crop" in page
 
 
 # === A classifier's report and its page ===

@@ -255,6 +255,34 @@ def test_steps_per_epoch_counts_the_batches_of_the_training_set(drop_remainder, 
     assert training.steps_per_epoch(data) == steps
 
 
+def test_ema_returns_the_moving_average_of_the_fine_tuning_steps(tmp_path, monkeypatch):
+    kernels, fit = [], keras.Model.fit
+
+    def recording(model, *args, **kwargs):
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: kernels.append(
+                model.get_layer("predictions").kernel.numpy().copy()
+            )
+        )
+        return fit(model, *args, **{**kwargs, "callbacks": [record, *kwargs["callbacks"]]})
+
+    monkeypatch.setattr(keras.Model, "fit", recording)
+    settings = dict(TINY, head_epochs=0, epochs=1, ema=True, ema_momentum=0.5, mixup=0.4, patience=None)
+    result = training.fine_tune(_data(), output_dir=str(tmp_path), seed=2, **settings)
+
+    # Keras's average: the first step's weights, then momentum * average + (1 - momentum) * weights.
+    expected = kernels[0]
+    for kernel in kernels[1:]:
+        expected = 0.5 * expected + 0.5 * kernel
+    final = result.model.get_layer("predictions").kernel.numpy()
+    assert len(kernels) == 3 and not np.allclose(final, kernels[-1])
+    np.testing.assert_allclose(final, expected, atol=1e-6)
+    saved = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+    saved.load_weights(os.path.join(tmp_path, "best.weights.h5"))
+    np.testing.assert_allclose(saved.get_layer("predictions").kernel.numpy(), expected, atol=1e-6)
+    assert result.config["mixup"] == 0.4 and result.config["averaged_phase"] == "fine_tune"
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -266,6 +294,8 @@ def test_steps_per_epoch_counts_the_batches_of_the_training_set(drop_remainder, 
         ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
         ({"fine_tune_learning_rate": 0.0}, "fine_tune_learning_rate must be > 0"),
         ({"mixed_precision": "yes"}, "mixed_precision must be one of"),
+        ({"mixup": -1}, "Received: mixup=-1"),
+        ({"ema": True, "ema_momentum": 1.0}, r"ema_momentum must be in \(0, 1\)"),
     ],
 )
 def test_bad_settings_fail_before_training(kwargs, message, monkeypatch):

@@ -3,7 +3,7 @@
 The public API, flat: data loaders (`from_folder`, `from_csv`, `from_tfds`, `from_arrays`) and
 `show_batch`, the classifier and its recipe (`build_classifier`, `build_head`,
 `compile_classifier`, `freeze`), training (`fine_tune`, `find_lr`), the dataset check
-(`check_dataset`), evaluation and the report (`evaluate`, with test-time augmentation,
+(`check_dataset`, `check_csv`), evaluation and the report (`evaluate`, with test-time augmentation,
 `write_report`, `grad_cam`) and the export (`export_saved_model`). The search lives in
 `tfresnet.tuning`, the commands in `tfresnet.finetune` and `tfresnet.check`.
 
@@ -37,6 +37,7 @@ _EXPORTS = {
     "build_backbone": "tfresnet.models",
     "build_classifier": "tfresnet.models",
     "build_head": "tfresnet.models",
+    "check_csv": "tfresnet.check",
     "check_dataset": "tfresnet.check",
     "compile_classifier": "tfresnet.models",
     "classification_report": "tfresnet.report",
@@ -55,7 +56,7 @@ _EXPORTS = {
     "from_tfds": "tfresnet.data",
     "grad_cam": "tfresnet.gradcam",
     "resolve_strategy": "tfresnet.distribute",
-    "show_batch": "tfresnet.show_batch",
+    "show_batch": "tfresnet.batch_grid",
     "write_report": "tfresnet.report",
 }
 

@@ -116,6 +116,7 @@ class EpochBackup(keras.callbacks.Callback):
         self.directory = directory
         self.state_path = os.path.join(directory, BACKUP_STATE)
         self.replay = list(replay)
+        self.restored = False  # whether the last fit() began from a committed epoch
 
     @property
     def weights_path(self) -> str | None:
@@ -128,6 +129,7 @@ class EpochBackup(keras.callbacks.Callback):
         # fit() starts at `model._initial_epoch` when set (as Keras's BackupAndRestore uses
         # it); reset it, or a later fit() of the same model would skip epochs.
         self.model._initial_epoch = None if state is None else state["epoch"] + 1
+        self.restored = state is not None
         if state is None:
             return
         optimizer = self.model.optimizer
@@ -146,6 +148,35 @@ class EpochBackup(keras.callbacks.Callback):
         for other in os.listdir(self.directory):
             if other != name and other.startswith("epoch-") and other.endswith(".weights.h5"):
                 os.remove(os.path.join(self.directory, other))
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Puts the optimizer's moving average of the weights in the model to evaluate and keep.
+
+    Keras's `SwapEMAWeights(swap_on_epoch=True)`: validation runs on the averaged weights, and
+    at the end of each epoch the callbacks after this one (the phase's `EpochBackup`, the log,
+    the best checkpoint) see and save the averaged weights, the trained ones then sitting in
+    the optimizer's average slots; the next epoch swaps them back. A fit that `backup` resumed
+    starts from such a committed epoch, so it swaps back before its first epoch too.
+
+    Example:
+    >>> compile_classifier(model, learning_rate=1e-4, ema_momentum=0.999)
+    >>> model.fit(train, callbacks=[AveragedWeights(backup), backup, best])
+    """
+
+    def __init__(self, backup: EpochBackup | None = None):
+        super().__init__(swap_on_epoch=True)
+        self.backup = backup
+        self._first_epoch = True
+
+    def on_train_begin(self, logs=None):
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:  # every on_train_begin has run: the backup has restored or not
+            self._ema_weights_in_model = bool(self.backup and self.backup.restored)
+            self._first_epoch = False
+        super().on_epoch_begin(epoch, logs)
 
 
 class BestCheckpoint(keras.callbacks.Callback):

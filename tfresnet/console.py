@@ -68,23 +68,31 @@ def int_type(text: str) -> int:
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, received {text!r}") from None
+    value = float_type(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), received {text}")
     return value
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, received {text!r}") from None
+    value = float_type(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, received {text}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float_type(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, received {text}")
+    return value
+
+
+def float_type(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, received {text!r}") from None
 
 
 # === Bad input ===

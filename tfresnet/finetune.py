@@ -1,9 +1,11 @@
-"""`python -m tfresnet.finetune`: from a folder of images (or a TFDS dataset) to a SavedModel.
+"""`python -m tfresnet.finetune`: from images (a class folder, a CSV of labels or a TFDS dataset)
+to a SavedModel.
 
-A thin command over the library: load the data, (optionally search hyper-parameters,)
-fine-tune with the two-phase recipe, write the evaluation report and export for serving. A
-folder of images is checked first (`tfresnet.check`: duplicates, leakage across the split, bad
-files), unless `--no-check`; its findings go into the report.
+A thin command over the library (its flags: `tfresnet.finetune_flags`): load the data, draw the
+first training batch (`batch.png`), (optionally search hyper-parameters,) fine-tune with the
+two-phase recipe, write the evaluation report and export for serving. Images in a folder or a
+CSV are checked first (`tfresnet.check`: duplicates, leakage across the split, bad files),
+unless `--no-check`; the findings go into the report.
 
 Errors. Everything a run needs is checked before any training (or search) starts: the flags,
 the data, the backbone, its weights file and the optional packages that file needs, where
@@ -36,189 +38,10 @@ import sys
 import tempfile
 
 from tfresnet import console, preflight
+from tfresnet.finetune_flags import build_parser
 
 # What bad input raises while it is checked (data, backbone, weights, folders, packages).
 BAD_INPUT_ERRORS = (ValueError, OSError, ImportError)
-
-
-def _backbone(text: str) -> str:
-    from tfresnet.backbones import get_backbone
-
-    try:
-        get_backbone(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
-def _layer(text: str) -> int | str:
-    """An index (`140`, `-10`) or a layer name or prefix (`conv5`)."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _export_formats(text: str) -> list[str]:
-    """`saved_model,litert,onnx` -> the list, each name checked."""
-    from tfresnet.export.formats import FORMATS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in FORMATS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"must be a comma-separated list of {', '.join(FORMATS)}, received {text!r}"
-        )
-    return names
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command's flags, in groups; `--help` documents each."""
-    from tfresnet.backbones import BACKBONES
-    from tfresnet.data import AUGMENTATIONS
-    from tfresnet.distribute import MIXED_PRECISION
-    from tfresnet.training import CLASS_WEIGHTS
-    from tfresnet.tuning import TUNERS
-
-    parser = console.Parser(
-        prog="python -m tfresnet.finetune",
-        description="Fine-tune a ResNet50 image classifier and export it for TensorFlow Serving.",
-        formatter_class=console.HelpFormatter,
-    )
-    data = parser.add_argument_group("data")
-    source = data.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data-dir", help="folder with one sub-folder of images per class")
-    source.add_argument("--tfds", metavar="NAME", help="a TensorFlow Datasets name, e.g. tf_flowers")
-    data.add_argument("--tfds-split", default="train", help="TFDS split to train on")
-    data.add_argument("--tfds-data-dir", default=None, help="TFDS data_dir (default: TFDS's own)")
-    data.add_argument(
-        "--val-split",
-        type=console.fraction,
-        default=0.2,
-        help="fraction of each class held out for validation",
-    )
-    data.add_argument("--image-size", type=console.positive_int, default=224, help="side of the input images")
-    data.add_argument("--batch-size", type=console.positive_int, default=32, help="images per batch")
-    data.add_argument(
-        "--augmentation",
-        choices=AUGMENTATIONS,
-        default="standard",
-        help="standard: random resized crop and flip; flip: flip only; none: central crop",
-    )
-    data.add_argument(
-        "--no-check",
-        action="store_true",
-        help="skip the dataset check of --data-dir (duplicates, leakage across the split, bad files)",
-    )
-
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--backbone",
-        type=_backbone,
-        default="resnet50",
-        metavar="{" + ",".join(name for name in BACKBONES if name != "hub") + ",hub:HANDLE}",
-        help="backbone (resnet-tiny: a tiny network for tests and smoke runs, weights none); "
-        "HANDLE is a tfhub.dev/Kaggle URL or a local SavedModel folder",
-    )
-    model.add_argument(
-        "--weights",
-        default="imagenet",
-        metavar="{imagenet,none,PATH}",
-        help="backbone weights: ImageNet, random, or a .h5/.weights.h5 file; for resnet50-torchvision "
-        "also torchvision:IMAGENET1K_V1|V2 or a .pth/.safetensors state dict",
-    )
-    model.add_argument(
-        "--head-units", type=console.non_negative_int, default=0, help="hidden head units (0: none)"
-    )
-    model.add_argument("--dropout", type=console.fraction, default=0.2, help="dropout before the predictions")
-
-    training = parser.add_argument_group("training")
-    training.add_argument(
-        "--head-epochs", type=console.non_negative_int, default=3, help="epochs of the head alone"
-    )
-    training.add_argument("--epochs", type=console.non_negative_int, default=10, help="epochs of fine-tuning")
-    training.add_argument(
-        "--learning-rate", type=console.positive_float, default=1e-3, help="head-phase rate"
-    )
-    training.add_argument(
-        "--fine-tune-learning-rate",
-        type=console.positive_float,
-        default=None,
-        help="peak fine-tuning rate (default: a tenth of --learning-rate)",
-    )
-    training.add_argument(
-        "--freeze-until",
-        type=_layer,
-        default=0,
-        help="index or name of the first backbone layer fine-tuned (0: the whole backbone)",
-    )
-    training.add_argument("--label-smoothing", type=console.fraction, default=0.1, help="label smoothing")
-    training.add_argument(
-        "--class-weight", choices=CLASS_WEIGHTS, default="balanced", help="weigh rare classes up"
-    )
-    training.add_argument(
-        "--mixed-precision", choices=MIXED_PRECISION, default="auto", help="auto: on with a GPU"
-    )
-    training.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA")
-    training.add_argument(
-        "--patience", type=console.non_negative_int, default=5, help="early stopping patience (0: none)"
-    )
-    training.add_argument("--seed", type=int, default=None, help="seed for repeatable runs")
-
-    tune = parser.add_argument_group("hyper-parameter search (keras-tuner)")
-    tune.add_argument(
-        "--tune",
-        action="store_true",
-        help="search head units, dropout and learning rate first, then train the best as usual",
-    )
-    tune.add_argument(
-        "--tuner", choices=TUNERS, default="hyperband", help="bayesian needs scikit-learn and scipy"
-    )
-    tune.add_argument("--max-trials", type=console.positive_int, default=10, help="trials in all")
-    tune.add_argument(
-        "--tune-epochs", type=console.positive_int, default=5, help="epochs per trial (at most)"
-    )
-    tune.add_argument(
-        "--tune-dir", default=None, help="search directory, resumable (default: OUTPUT_DIR/tuning)"
-    )
-    tune.add_argument("--overwrite", action="store_true", help="start the search afresh")
-
-    outputs = parser.add_argument_group("outputs")
-    outputs.add_argument("--output-dir", default="tfresnet_run", help="checkpoints, logs, report and plots")
-    outputs.add_argument(
-        "--export-dir", default=None, help="SavedModel folder (default: OUTPUT_DIR/saved_model/1)"
-    )
-    outputs.add_argument(
-        "--top-k", type=console.positive_int, default=5, help="classes returned by the export"
-    )
-    outputs.add_argument(
-        "--export-formats",
-        type=_export_formats,
-        default=["saved_model"],
-        metavar="saved_model,litert,onnx",
-        help="also write OUTPUT_DIR/model.tflite and/or OUTPUT_DIR/model.onnx, measured on validation",
-    )
-    outputs.add_argument(
-        "--quantize",
-        choices=("none", "float16", "dynamic", "int8"),
-        default="none",
-        help="the LiteRT file's weights (int8: activations too, calibrated on training images)",
-    )
-    outputs.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="fit a temperature on the validation set and bake it into the export (calibrated probabilities)",
-    )
-    outputs.add_argument("--resume", action="store_true", help="continue the run found in --output-dir")
-    outputs.add_argument(
-        "--find-lr",
-        action="store_true",
-        help="only sweep the head phase's learning rate: write lr_find.png and a suggestion, train nothing",
-    )
-    outputs.add_argument(
-        "--verbose", action="store_true", help="also show TensorFlow's own logs and library warnings"
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,6 +84,8 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"tuner_id": worker, "best_hyperparameters": best}))
             return 0
         options.update(best)
+    if distribute.is_chief(strategy):
+        _show_batch(args, data)
     result = training.fine_tune(
         data, output_dir=args.output_dir, resume=args.resume, strategy=strategy, **options
     )
@@ -276,6 +101,10 @@ def _prepare(args: argparse.Namespace):
     """Checks the flags, the data, the model and the folders; returns `(strategy, data)`."""
     from tfresnet import distribute, training
 
+    if not args.csv and (args.image_dir or args.path_column != "path" or args.label_column != "label"):
+        raise ValueError(
+            "--image-dir, --path-column and --label-column go with --csv FILE. Pass --csv or drop them."
+        )
     if args.calibrate and not args.val_split and not args.find_lr:
         raise ValueError(
             "--calibrate fits a temperature on the validation set, and --val-split 0 holds out none. "
@@ -288,6 +117,9 @@ def _prepare(args: argparse.Namespace):
             learning_rate=args.learning_rate,
             fine_tune_learning_rate=args.fine_tune_learning_rate,
             label_smoothing=args.label_smoothing,
+            mixup=args.mixup,
+            cutmix=args.cutmix,
+            ema_momentum=args.ema_momentum if args.ema else None,
         )
     if args.tune and not args.find_lr:
         _check_search(args)
@@ -316,15 +148,21 @@ def _prepare(args: argparse.Namespace):
 
 
 def _check_dataset(args: argparse.Namespace, *, chief: bool) -> dict | None:
-    """The dataset check of `--data-dir` against the split training uses, printed and returned
-    for the report (None where it does not run: TFDS data, `--no-check`, a worker of a shared
-    search or of a multi-worker run)."""
+    """The dataset check of `--data-dir` or `--csv` against the split training uses, printed and
+    returned for the report (None where it does not run: TFDS data, `--no-check`, a worker of a
+    shared search or of a multi-worker run)."""
     from tfresnet import check
 
-    if not args.data_dir or args.no_check or not chief or (args.tune and _search_worker_id() is not None):
+    if args.tfds or args.no_check or not chief or (args.tune and _search_worker_id() is not None):
         return None
     with console.native_stderr_captured(enabled=not args.verbose):
-        found = check.check_dataset(args.data_dir, val_split=args.val_split, seed=args.seed)
+        if args.csv:
+            columns = {"path_column": args.path_column, "label_column": args.label_column}
+            found = check.check_csv(
+                args.csv, image_dir=args.image_dir, **columns, val_split=args.val_split, seed=args.seed
+            )
+        else:
+            found = check.check_dataset(args.data_dir, val_split=args.val_split, seed=args.seed)
     print(check.summary_table(found))
     if check.has_problems(found):
         print("The dataset check found leakage across the split or conflicting labels: see report.html.")
@@ -373,6 +211,9 @@ def _load_data(args: argparse.Namespace, *, drop_remainder: bool):
     }
     if args.data_dir:
         return data_module.from_folder(args.data_dir, **options)
+    if args.csv:
+        columns = {"path_column": args.path_column, "label_column": args.label_column}
+        return data_module.from_csv(args.csv, image_dir=args.image_dir, **columns, **options)
     return data_module.from_tfds(args.tfds, split=args.tfds_split, data_dir=args.tfds_data_dir, **options)
 
 
@@ -394,6 +235,10 @@ def _training_options(args: argparse.Namespace) -> dict:
         "freeze_until": args.freeze_until,
         "label_smoothing": args.label_smoothing,
         "class_weight": args.class_weight,
+        "mixup": args.mixup,
+        "cutmix": args.cutmix,
+        "ema": args.ema,
+        "ema_momentum": args.ema_momentum,
         "mixed_precision": args.mixed_precision,
         "jit_compile": {"auto": "auto", "on": True, "off": False}[args.jit_compile],
         "patience": args.patience or None,
@@ -468,6 +313,7 @@ def _report_and_export(
         dataset_check=dataset_check,
         config=result.config,
         calibrate=args.calibrate,
+        tta=args.tta,
     )
     if args.calibrate:
         result.config["temperature"] = written["calibration"]["temperature"]
@@ -484,6 +330,7 @@ def _report_and_export(
     exports = _export_formats_and_measure(args, data, result.model, evaluation, output_dir)
     summary = {
         "accuracy": written["accuracy"],
+        **({"accuracy_tta": written["accuracy_tta"]} if args.tta else {}),
         "evaluated_on": evaluated_on,
         "expected_calibration_error": written["expected_calibration_error"],
         "output_dir": os.path.abspath(args.output_dir),
@@ -523,6 +370,16 @@ def _export_formats_and_measure(args, data, model, evaluation, output_dir: str) 
     path = os.path.join(output_dir, report.REPORT_FILE)
     checkpoints.write_json(path, {**(checkpoints.read_json(path) or {}), "exports": exports})
     return exports
+
+
+def _show_batch(args: argparse.Namespace, data) -> None:
+    """`OUTPUT_DIR/batch.png`: the first training batch as the network gets it."""
+    from tfresnet.batch_grid import show_batch
+    from tfresnet.training import training_batches
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    batches = training_batches(data, mixup=args.mixup, cutmix=args.cutmix, seed=args.seed)
+    show_batch(batches, data.class_names, os.path.join(args.output_dir, "batch.png"))
 
 
 def _find_lr(args: argparse.Namespace, data) -> int:

@@ -224,6 +224,7 @@ def compile_classifier(
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     label_smoothing: float = 0.1,
     jit_compile: bool | str = "auto",
+    ema_momentum: float | None = None,
 ) -> None:
     """Compiles `model` with the recipe: Adam, smoothed cross-entropy, accuracy.
 
@@ -237,6 +238,9 @@ def compile_classifier(
         learning_rate: Adam's learning rate, or a schedule.
         label_smoothing: Label smoothing of the loss, in [0, 1).
         jit_compile: XLA compilation: `"auto"`, True or False (as `Model.compile`).
+        ema_momentum: With a momentum (e.g. 0.999), Adam also keeps an exponential moving
+            average of the trained weights (`use_ema`); `keras.callbacks.SwapEMAWeights`
+            puts it in the model for evaluation. None: no average.
 
     Example:
     >>> model = build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
@@ -246,13 +250,25 @@ def compile_classifier(
     """
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+    check_ema_momentum(ema_momentum)
+    optimizer = keras.optimizers.Adam(
+        learning_rate, use_ema=ema_momentum is not None, ema_momentum=ema_momentum or 0.99
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
     )
     model.optimizer.build(model.trainable_variables)
+
+
+def check_ema_momentum(ema_momentum: float | None) -> None:
+    """Raises a ValueError unless `ema_momentum` is None (no average) or in (0, 1)."""
+    if ema_momentum is not None and not 0 < ema_momentum < 1:
+        raise ValueError(
+            f"ema_momentum must be in (0, 1), e.g. 0.999. Received: ema_momentum={ema_momentum!r}"
+        )
 
 
 def one_hot_labels(num_classes: int):

@@ -7,9 +7,10 @@
 reliability diagram), `gradcam.png` (a few images of each class with their heatmaps) and
 `report.html`. The images of the top losses and of each class are kept during that same pass,
 so each one is shown with its own prediction even when the dataset reshuffles or re-augments on
-every pass. matplotlib is imported only when a plot is drawn: without it the module imports,
-and `write_report` writes `report.json` before it fails at the first plot, saying what to
-install.
+every pass; with `tta`, that pass also classifies each image in the views of
+`tfresnet.evaluation.TTA_VIEWS`, for `accuracy_tta`. matplotlib is imported only when a plot
+is drawn: without it the module imports, and `write_report` writes `report.json` before it
+fails at the first plot, saying what to install.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import calibration, report_html
+from tfresnet import calibration, evaluation, report_html
 
 REPORT_FILE = "report.json"
 HTML_FILE = report_html.HTML_FILE
@@ -39,18 +40,20 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nd
     Example:
     >>> probabilities, labels = predict_dataset(model, data.validation)
     """
-    probabilities, labels, _, _ = _evaluate(model, dataset, keep=0)
+    probabilities, labels, _, _, _ = _evaluate(model, dataset, keep=0)
     return probabilities, labels
 
 
-def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, per_class: int = 0):
-    """One pass: probabilities, labels, the `keep` highest-loss images by index, and the first
-    `per_class` images of each label by index."""
-    probabilities, labels, worst, samples, index = [], [], [], {}, 0
+def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, per_class: int = 0, tta: bool = False):
+    """One pass: probabilities, labels, the `keep` highest-loss images by index, the first
+    `per_class` images of each label by index, and the TTA probabilities (None without `tta`)."""
+    probabilities, labels, averaged, worst, samples, index = [], [], [], [], {}, 0
     for images, batch_labels in dataset:
-        batch_probabilities = np.asarray(model.predict_on_batch(images))
-        batch_labels = np.asarray(batch_labels)
+        views = evaluation.predict_views(model, images, tta=tta)
+        batch_probabilities = views[0]
+        batch_labels = evaluation.class_indices(batch_labels)
         probabilities.append(batch_probabilities)
+        averaged.append(views.mean(axis=0))
         labels.append(batch_labels)
         if keep:
             picked = batch_probabilities[np.arange(len(batch_labels)), batch_labels]
@@ -65,7 +68,8 @@ def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, per_class
     if not probabilities:
         raise ValueError("The evaluation set is empty: no batch could be read from it.")
     top = {position: image for _, position, image in worst}
-    return np.concatenate(probabilities), np.concatenate(labels), top, samples
+    tta_probabilities = np.concatenate(averaged) if tta else None
+    return np.concatenate(probabilities), np.concatenate(labels), top, samples, tta_probabilities
 
 
 def classification_report(
@@ -120,12 +124,13 @@ def write_report(
     dataset_check: dict | None = None,
     config: dict | None = None,
     calibrate: bool = False,
+    tta: bool = False,
 ) -> dict:
     """Evaluates `model` on `dataset` in one pass and writes the report into `output_dir`.
 
     Files: `report.json` (see `classification_report`, plus `evaluated_on`,
     `expected_calibration_error` over 15 equal-width bins, `grad_cam` (whether heatmaps could
-    be drawn), and `dataset` and `calibration` when given or asked for),
+    be drawn), and `dataset`, `calibration` and `accuracy_tta` when given or asked for),
     `confusion_matrix.png`, `training_curves.png` (with `history`), `top_losses.png` (the
     evaluation images with the highest loss, titled prediction / truth / probability, with the
     Grad-CAM heatmap of the prediction), `calibration.png` (the reliability diagram),
@@ -145,6 +150,9 @@ def write_report(
         calibrate: Fit a temperature on `dataset` (see `tfresnet.calibration`): `"calibration"`
             then holds it and the calibration error before and after; the model is unchanged
             (`calibration.apply_temperature` bakes it in).
+        tta: Also classify each image in the views of `tfresnet.evaluation.TTA_VIEWS` and
+            average their probabilities: `accuracy_tta` (and `tta_views`) then sit beside
+            `accuracy`; everything else stays single-pass, as the exported model is.
 
     Returns:
         The report's dict.
@@ -155,14 +163,17 @@ def write_report(
     0.042
     """
     os.makedirs(output_dir, exist_ok=True)
-    probabilities, labels, top, samples = _evaluate(
-        model, dataset, keep=TOP_LOSSES, per_class=GRADCAM_PER_CLASS
+    probabilities, labels, top, samples, tta_probabilities = _evaluate(
+        model, dataset, keep=TOP_LOSSES, per_class=GRADCAM_PER_CLASS, tta=tta
     )
     report = {
         **classification_report(labels, probabilities, class_names),
         "evaluated_on": evaluated_on,
         "expected_calibration_error": calibration.expected_calibration_error(probabilities, labels),
     }
+    if tta:
+        report["accuracy_tta"] = classification_report(labels, tta_probabilities, class_names)["accuracy"]
+        report["tta_views"] = list(evaluation.TTA_VIEWS)
     calibrated = None
     if calibrate:
         report["calibration"], calibrated = _calibrate(probabilities, labels, evaluated_on)

@@ -142,8 +142,17 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def _summary(report: dict) -> str:
-    rows = [
-        ["accuracy", _number(report["accuracy"])],
+    rows = [["accuracy", _number(report["accuracy"])]]
+    if "accuracy_tta" in report:
+        views = ", ".join(report["tta_views"])
+        gain = report["accuracy_tta"] - report["accuracy"]
+        rows.append(
+            [
+                f"accuracy with test-time augmentation (views averaged: {views}; the export is single-pass)",
+                f"{_number(report['accuracy_tta'])} ({gain:+.3f})",
+            ]
+        )
+    rows += [
         ["images evaluated", report["num_images"]],
         ["evaluated on", report["evaluated_on"]],
         ["classes", len(report["class_names"])],

@@ -5,40 +5,29 @@ Phase 1 trains the head with the backbone frozen. Phase 2 unfreezes the backbone
 BatchNormalization stays in inference mode throughout, and the model is recompiled between the
 phases here (through `compile_classifier`, the one recipe), never by the user.
 
-A run with an `output_dir` keeps there what lets a killed run continue with `resume=True`:
-each phase's last finished epoch (`backup/`, see `tfresnet.checkpoints`), the best epoch's
-weights and score (`best.weights.h5`, `best.json`), one log per phase (`log_head.csv`,
-`log_fine_tune.csv`, one row per epoch, never two for the same epoch) and, once training is
-over, `training_done.json`: resuming a finished run trains nothing more. A killed run resumed
-with the same settings continues at the epoch after the last one it finished, with that
-epoch's weights and optimizer state; only its data order differs from an uninterrupted run's
-(a fresh process starts the shuffle again).
+A run with an `output_dir` keeps there what lets a killed run continue with `resume=True`
+(see `tfresnet.run_files`): resumed with the same settings, it continues at the epoch after the
+last one it finished, with that epoch's weights and optimizer state; only its data order
+differs from an uninterrupted run's. Resuming a finished run trains nothing more.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
 from tfresnet.checkpoints import (
-    BEST_STATE,
     BestCheckpoint,
-    EpochBackup,
-    EpochLog,
-    ResumableEarlyStopping,
     copy_atomically,
-    read_json,
     read_log,
     write_json,
 )
 from tfresnet.data import ImageData
+from tfresnet.data.augment import check_mixing, mix_batches
 from tfresnet.distribute import (
     is_chief,
     precision_policy,
@@ -48,17 +37,24 @@ from tfresnet.distribute import (
     work_around_multi_worker_fit,
 )
 from tfresnet.freezing import freeze
-from tfresnet.models import build_classifier, compile_classifier, one_hot_labels
+from tfresnet.models import build_classifier, check_ema_momentum, compile_classifier, one_hot_labels
+from tfresnet.run_files import (
+    BACKUP_DIR,
+    BEST_WEIGHTS,
+    CONFIG_FILE,
+    DONE_FILE,
+    HEAD_DONE_WEIGHTS,
+    LOG_FILE,
+    PHASES,
+    extend_history,
+    finished_run,
+    phase_backup,
+    phase_callbacks,
+    prepare_run_dir,
+    remove,
+)
 
 CLASS_WEIGHTS = ("balanced", "none")
-PHASES = ("head", "fine_tune")
-# Files kept in `output_dir`.
-BEST_WEIGHTS = "best.weights.h5"
-HEAD_DONE_WEIGHTS = "head_phase.weights.h5"
-DONE_FILE = "training_done.json"
-CONFIG_FILE = "config.json"
-BACKUP_DIR = "backup"
-LOG_FILE = "log_{phase}.csv"
 
 
 @dataclasses.dataclass
@@ -152,6 +148,10 @@ def fine_tune(
     warmup_epochs: float = 1.0,
     label_smoothing: float = 0.1,
     class_weight: str = "balanced",
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    ema: bool = False,
+    ema_momentum: float = 0.999,
     mixed_precision: str = "auto",
     jit_compile: bool | str = "auto",
     patience: int | None = 5,
@@ -167,6 +167,13 @@ def fine_tune(
     2. `epochs` epochs with the backbone trained from `freeze_until` on (0: all of it), at
        `fine_tune_learning_rate` (default a tenth of `learning_rate`) after a linear warm-up
        of `warmup_epochs`, decaying along a cosine. BatchNormalization stays in inference mode.
+
+    With `mixup` / `cutmix`, training batches are mixed in the input pipeline (see
+    `training_batches`). With `ema`, the optimizer of the last phase (the fine-tuning one, or
+    the head phase alone when `epochs=0`) keeps a moving average of the weights: validation,
+    the best checkpoint and so the returned model hold the averaged weights. The head phase
+    trains a new head from random weights, which an average over its few hundred steps would
+    hold near where it started; so it is not averaged.
 
     The best epoch is the one with the best validation accuracy (the lowest training loss
     without a validation set); the returned model holds its weights. With `output_dir`, the
@@ -189,6 +196,10 @@ def fine_tune(
         warmup_epochs: Length of phase 2's warm-up, in epochs.
         label_smoothing: Label smoothing of the cross-entropy loss.
         class_weight: `"balanced"` weighs classes by inverse frequency; `"none"`.
+        mixup: MixUp's alpha on training batches (0: off).
+        cutmix: CutMix's alpha on training batches (0: off; with both, one per batch).
+        ema: Keep and use an exponential moving average of the weights (see above).
+        ema_momentum: The average's momentum per step.
         mixed_precision: `"auto"` (on with a GPU), `"on"` or `"off"`.
         jit_compile: XLA compilation: `"auto"`, True or False (as `Model.compile`).
         patience: Early stopping after this many epochs without improvement (None: never).
@@ -213,6 +224,9 @@ def fine_tune(
         learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate,
         label_smoothing=label_smoothing,
+        mixup=mixup,
+        cutmix=cutmix,
+        ema_momentum=ema_momentum if ema else None,
     )
     if resume and not output_dir:
         raise ValueError("resume=True needs the output_dir of the run to continue.")
@@ -226,6 +240,10 @@ def fine_tune(
         "warmup_epochs": warmup_epochs,
         "label_smoothing": label_smoothing,
         "class_weights": class_weights(data.class_counts, class_weight),
+        "mixup": mixup,
+        "cutmix": cutmix,
+        "ema_momentum": ema_momentum if ema else None,
+        "averaged_phase": (PHASES[1] if epochs else PHASES[0]) if ema else None,
         "jit_compile": jit_compile,
         "patience": patience,
         "steps_per_epoch": steps_per_epoch(data),
@@ -248,7 +266,7 @@ def fine_tune(
     }
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    run_dir = _run_dir(output_dir, strategy, resume)
+    run_dir = prepare_run_dir(output_dir, strategy, resume)
     with precision_policy(config["mixed_precision"]), strategy.scope():
         model = build_classifier(
             len(data.class_names),
@@ -260,7 +278,7 @@ def fine_tune(
         )
         freeze(model, until=freeze_until)  # checks the index or name before any training
         if run_dir and resume and os.path.exists(os.path.join(run_dir, DONE_FILE)):
-            history = _finished_run(model, run_dir, recipe, config)
+            history = finished_run(model, run_dir, recipe, config)
         else:
             history = _train(
                 model,
@@ -277,7 +295,29 @@ def fine_tune(
     return FineTuneResult(model=model, history=history, class_names=list(data.class_names), config=config)
 
 
-def check_recipe(*, head_epochs, epochs, learning_rate, fine_tune_learning_rate=None, label_smoothing=0.1):
+def training_batches(
+    data: ImageData, *, mixup: float = 0.0, cutmix: float = 0.0, seed: int | None = None
+) -> tf.data.Dataset:
+    """The batches `fine_tune` trains on: `data.train` with one-hot labels, mixed as asked.
+
+    Example:
+    >>> tfresnet.show_batch(training_batches(data, mixup=0.2), data.class_names, "batch.png")
+    """
+    train = data.train.map(one_hot_labels(len(data.class_names)))
+    return mix_batches(train, mixup=mixup, cutmix=cutmix, seed=seed)
+
+
+def check_recipe(
+    *,
+    head_epochs,
+    epochs,
+    learning_rate,
+    fine_tune_learning_rate=None,
+    label_smoothing=0.1,
+    mixup=0.0,
+    cutmix=0.0,
+    ema_momentum=None,
+):
     """Raises a ValueError naming the first bad setting of the recipe (before any training).
 
     Example:
@@ -298,69 +338,14 @@ def check_recipe(*, head_epochs, epochs, learning_rate, fine_tune_learning_rate=
             raise ValueError(f"{name} must be > 0. Received: {name}={value!r}")
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
-
-
-def _run_dir(output_dir: str | None, strategy: tf.distribute.Strategy, resume: bool) -> str | None:
-    """`output_dir` on the chief; on another worker a folder of its own outside it, the same
-    on every start (so a worker resumes to the point the chief resumes to)."""
-    if not output_dir:
-        return None
-    run_dir = output_dir
-    if not is_chief(strategy):
-        resolver = strategy.cluster_resolver
-        key = hashlib.sha1(os.path.abspath(output_dir).encode()).hexdigest()[:12]
-        name = f"tfresnet-{key}-{resolver.task_type}{resolver.task_id}"
-        run_dir = os.path.join(tempfile.gettempdir(), name)
-    os.makedirs(run_dir, exist_ok=True)
-    if not resume:
-        logs = [LOG_FILE.format(phase=phase) for phase in PHASES]
-        _remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS, BEST_WEIGHTS, BEST_STATE, DONE_FILE, *logs)
-    return run_dir
-
-
-def _remove(directory: str, *names: str) -> None:
-    for name in names:
-        path = os.path.join(directory, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
-
-
-def _finished_run(model: keras.Model, run_dir: str, recipe: dict, config: dict) -> dict[str, list[float]]:
-    """The model (compiled as after training, holding the best epoch's weights) and history of
-    a run that finished training, resumed for its report and export."""
-    compile_classifier(
-        model,
-        learning_rate=recipe["fine_tune_learning_rate" if recipe["epochs"] else "learning_rate"],
-        label_smoothing=recipe["label_smoothing"],
-        jit_compile=recipe["jit_compile"],
-    )
-    config["jit_compile"] = bool(model.jit_compile)
-    config["best_epoch"] = (read_json(os.path.join(run_dir, DONE_FILE)) or {}).get("best_epoch")
-    model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
-    return _logged_history(run_dir)
-
-
-def _logged_history(run_dir: str) -> dict[str, list[float]]:
-    history: dict[str, list[float]] = {}
-    for number, phase in enumerate(PHASES, 1):
-        _extend(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase=phase))), number)
-    return history
-
-
-def _extend(history: dict[str, list[float]], rows: list[dict], phase: int) -> None:
-    for row in rows:
-        for key, value in row.items():
-            if key != "epoch":
-                history.setdefault(key, []).append(value)
-        history.setdefault("phase", []).append(phase)
+    check_mixing(mixup, cutmix)
+    check_ema_momentum(ema_momentum)
 
 
 def _train(model, data, recipe, *, run_dir, resume, strategy, verbose, config) -> dict[str, list[float]]:
     """Runs both phases; returns the history and leaves the best epoch's weights in `model`."""
     num_classes = len(data.class_names)
-    train = data.train.map(one_hot_labels(num_classes))
+    train = training_batches(data, mixup=recipe["mixup"], cutmix=recipe["cutmix"], seed=config["seed"])
     validation = data.validation.map(one_hot_labels(num_classes)) if data.validation is not None else None
     if validation is not None and data.batch_size and strategy.num_replicas_in_sync > 1:
         # Every replica needs a batch at every step: the fit drops the last partial one (the
@@ -371,17 +356,19 @@ def _train(model, data, recipe, *, run_dir, resume, strategy, verbose, config) -
     history: dict[str, list[float]] = {}
 
     def run_phase(phase: str, phase_epochs: int, learning_rate) -> None:
+        averaged = phase == recipe["averaged_phase"]
         compile_classifier(
             model,
             learning_rate=learning_rate,
             label_smoothing=recipe["label_smoothing"],
             jit_compile=recipe["jit_compile"],
+            ema_momentum=recipe["ema_momentum"] if averaged else None,
         )
         config["jit_compile"] = bool(model.jit_compile)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             work_around_multi_worker_fit(model)
         best.phase = phase
-        callbacks, log = _callbacks(phase, run_dir, best, monitor, recipe["patience"], resume)
+        callbacks, log = phase_callbacks(phase, run_dir, best, monitor, recipe["patience"], resume, averaged)
         fitted = model.fit(
             train,
             validation_data=validation,
@@ -398,17 +385,19 @@ def _train(model, data, recipe, *, run_dir, resume, strategy, verbose, config) -
                 {"epoch": i, **{key: float(values[i]) for key, values in fitted.history.items()}}
                 for i in range(len(fitted.history.get("loss", [])))
             ]
-        _extend(history, rows, PHASES.index(phase) + 1)
+        extend_history(history, rows, PHASES.index(phase) + 1)
 
     head_done = run_dir and resume and os.path.exists(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
     if head_done:
         model.load_weights(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
-        _extend(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase="head"))), 1)
+        extend_history(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase="head"))), 1)
     elif recipe["head_epochs"]:
         freeze(model, until=None)
         run_phase("head", recipe["head_epochs"], recipe["learning_rate"])
         if run_dir:  # the phase's backup holds the weights it ended with
-            copy_atomically(_backup(run_dir, "head").weights_path, os.path.join(run_dir, HEAD_DONE_WEIGHTS))
+            copy_atomically(
+                phase_backup(run_dir, "head").weights_path, os.path.join(run_dir, HEAD_DONE_WEIGHTS)
+            )
     if recipe["epochs"]:
         freeze(model, until=recipe["freeze_until"])
         steps = recipe["steps_per_epoch"]
@@ -422,27 +411,5 @@ def _train(model, data, recipe, *, run_dir, resume, strategy, verbose, config) -
     config["best_epoch"] = best.best_epoch
     if run_dir:  # finished: a resume goes straight to the report and the export
         write_json(os.path.join(run_dir, DONE_FILE), {"best_epoch": best.best_epoch, "monitor": monitor})
-        _remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS)
+        remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS)
     return history
-
-
-def _backup(run_dir: str, phase: str, replay: list[keras.callbacks.Callback] = ()) -> EpochBackup:
-    return EpochBackup(os.path.join(run_dir, BACKUP_DIR, phase), replay=replay)
-
-
-def _callbacks(
-    phase: str, run_dir: str | None, best: BestCheckpoint, monitor: str, patience: int | None, resume: bool
-) -> tuple[list[keras.callbacks.Callback], EpochLog | None]:
-    """The phase's callbacks, in order: the backup commits an epoch before anything records it."""
-    log = EpochLog(os.path.join(run_dir, LOG_FILE.format(phase=phase)), resume=resume) if run_dir else None
-    found: list[keras.callbacks.Callback] = []
-    best.backup = None
-    if run_dir:
-        best.backup = _backup(run_dir, phase, replay=[log, best])
-        found += [best.backup, log]
-    found.append(best)
-    if patience is not None and monitor.startswith("val_"):
-        found.append(ResumableEarlyStopping(monitor, patience=patience, log=log))
-    if run_dir:
-        found.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs", phase)))
-    return found, log

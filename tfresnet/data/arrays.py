@@ -51,7 +51,7 @@ def from_arrays(
             (0: no validation set).
         image_size: Side of the square images, in pixels.
         batch_size: Images per batch.
-        augmentation: `"standard"`, `"flip"` or `"none"` (see `from_folder`).
+        augmentation: `"standard"`, `"randaugment"`, `"flip"` or `"none"` (see `from_folder`).
         extra_augmentation: Called on each training batch (see `from_folder`).
         seed: Seeds the split, the shuffle and the augmentation (see `from_folder`).
         cache: True (memory), a directory path or False (see `from_folder`).

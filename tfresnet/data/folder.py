@@ -131,7 +131,7 @@ def from_folder(
     class_names, train, validation, skipped, listed = _folder_parts(
         directory, validation_directory, val_split=val_split, seed=seed, strict=strict
     )
-    stats = None if isinstance(cache, bool) else [_file_stat(path) for path in listed]
+    stats = None if isinstance(cache, bool) else [file_stat(path) for path in listed]
     return assemble(
         train,
         validation,
@@ -158,10 +158,10 @@ def _folder_parts(
     class_names, paths, labels, skipped = list_folder(directory, strict=strict)
     if validation_directory is None:
         if not val_split:
-            return class_names, _file_part(paths, labels), None, skipped, list(paths)
+            return class_names, file_part(paths, labels), None, skipped, list(paths)
         train_index, val_index = stratified_split(labels, val_split, seed)
-        train = _file_part(paths[train_index], labels[train_index])
-        validation = _file_part(paths[val_index], labels[val_index])
+        train = file_part(paths[train_index], labels[train_index])
+        validation = file_part(paths[val_index], labels[val_index])
         return class_names, train, validation, skipped, list(paths)
     val_names, val_paths, val_labels, val_skipped = list_folder(validation_directory, strict=strict)
     if val_names != class_names:
@@ -170,18 +170,19 @@ def _folder_parts(
             f"those of {os.fspath(directory)!r}: {val_names} vs {class_names}. Give both "
             f"folders the same sub-folders."
         )
-    train, validation = _file_part(paths, labels), _file_part(val_paths, val_labels)
+    train, validation = file_part(paths, labels), file_part(val_paths, val_labels)
     skipped.update(val_skipped)
     return class_names, train, validation, skipped, list(paths) + list(val_paths)
 
 
-def _file_stat(path: str) -> tuple[str, int, int]:
+def file_stat(path: str) -> tuple[str, int, int]:
     """A file's path, size and modification time: what tells a stale file cache."""
     stat = os.stat(path)
     return path, stat.st_size, stat.st_mtime_ns
 
 
-def _file_part(paths: np.ndarray, labels: np.ndarray) -> Part:
+def file_part(paths: np.ndarray, labels: np.ndarray) -> Part:
+    """A part that reads each image file when the pipeline needs it."""
     items = tf.data.Dataset.from_tensor_slices((paths, labels))
     return Part(items=items, load=tf.io.read_file, labels=labels)
 
@@ -209,11 +210,8 @@ def list_folder(
         for label, name in enumerate(class_names)
         for path in _files_under(os.path.join(directory, name))
     ]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        reasons = list(pool.map(check_file, [path for path, _ in candidates]))
-    skipped = {path: reason for (path, _), reason in zip(candidates, reasons) if reason}
-    _report(skipped, directory, strict)
-    kept = [(path, label) for (path, label), reason in zip(candidates, reasons) if not reason]
+    skipped = check_files([path for path, _ in candidates], where=directory, strict=strict)
+    kept = [(path, label) for path, label in candidates if path not in skipped]
     counts = np.bincount([label for _, label in kept], minlength=len(class_names))
     for name, count in zip(class_names, counts):
         if count == 0:
@@ -235,6 +233,16 @@ def _files_under(folder: str) -> list[str]:
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         found += [os.path.join(root, name) for name in sorted(files) if not name.startswith(".")]
     return found
+
+
+def check_files(paths: list[str], *, where: str, strict: bool) -> dict[str, str]:
+    """The files of `paths` that are not usable images, mapped to the reason, checked in
+    threads; reported in one warning naming `where` (with `strict`, a ValueError)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
+        reasons = list(pool.map(check_file, paths))
+    skipped = {path: reason for path, reason in zip(paths, reasons) if reason}
+    _report(skipped, where, strict)
+    return skipped
 
 
 def check_file(path: str) -> str | None:
@@ -295,5 +303,5 @@ def _report(skipped: dict[str, str], directory: str, strict: bool) -> None:
     warnings.warn(
         f"Skipped {len(skipped)} files in {directory!r} that are not readable images: "
         f"{listed}. ImageData.skipped lists them.",
-        stacklevel=5,
+        stacklevel=6,  # the caller of from_folder or from_csv
     )

@@ -15,9 +15,13 @@ from typing import IO, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.data.augment import randaugment
 from tfresnet.data.transforms import check_positive_int, eval_transform, train_transform
 
-AUGMENTATIONS = ("none", "flip", "standard")
+# "standard": random resized crop and flip; "randaugment": those, then RandAugment (see augment).
+AUGMENTATIONS = ("none", "flip", "standard", "randaugment")
+# The training transforms that crop every image afresh at random (from the encoded file).
+RANDOM_CROP_AUGMENTATIONS = ("standard", "randaugment")
 # The file caches this process may fill, each claimed by an exclusive lock held until it ends.
 _CLAIMED_CACHES: dict[str, IO] = {}
 
@@ -232,12 +236,14 @@ def _pipeline(
 ) -> tf.data.Dataset:
     """Builds one set's batches.
 
-    `standard` training decodes a fresh random crop of every file each epoch: caching would
-    have to hold whole decoded images, so nothing is cached. Every other set decodes with the
-    evaluation transform, which is the same every epoch: those images are cached as uint8
+    `standard` (and `randaugment`) training decodes a fresh random crop of every file each
+    epoch: caching would have to hold whole decoded images, so nothing is cached. Every other
+    set decodes with the evaluation transform, which is the same every epoch: those images are
+    cached as uint8
     (a quarter of float32's memory), then shuffled and flipped at random if training.
     Random ops are stateless, seeded per element from a seeded stream, so one seed gives the
-    same batches, augmentation included, whatever the parallelism. Only the training set
+    same batches, augmentation included, whatever the parallelism (RandAugment's draws excepted:
+    see `augment`). Only the training set
     drops a last partial batch (with `drop_remainder`), and only the training set
     skips an image that fails to decode (see `_skip_errors`): the other sets raise, so that
     they never hold an image twice.
@@ -246,13 +252,16 @@ def _pipeline(
     autotune = tf.data.AUTOTUNE
     buffer = min(shuffle_buffer or len(part.labels), len(part.labels))
     seeds = tf.data.Dataset.random(seed=settings.seed, rerandomize_each_iteration=True).batch(2)
-    if training and settings.augmentation == "standard":
+    if training and settings.augmentation in RANDOM_CROP_AUGMENTATIONS:
         dataset = part.items.shuffle(buffer, seed=settings.seed, reshuffle_each_iteration=True)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda pair, seed: (train_transform(part.load(pair[0]), seed, size), pair[1]),
             num_parallel_calls=autotune,
         )
         dataset = _skip_errors(dataset, len(part.labels), settings.strict)
+        if settings.augmentation == "randaugment":
+            augment = randaugment(settings.seed)
+            dataset = dataset.map(lambda image, label: (augment(image), label), num_parallel_calls=autotune)
     else:
         dataset = part.items.map(
             lambda item, label: (tf.cast(eval_transform(part.load(item), size), tf.uint8), label),

@@ -66,7 +66,7 @@ def from_tfds(
         data_dir: Where TFDS keeps its data (TFDS's default when None).
         image_size: Side of the square images, in pixels.
         batch_size: Images per batch.
-        augmentation: `"standard"`, `"flip"` or `"none"` (see `from_folder`).
+        augmentation: `"standard"`, `"randaugment"`, `"flip"` or `"none"` (see `from_folder`).
         extra_augmentation: Called on each training batch (see `from_folder`).
         seed: Seeds the split, the shuffle and the augmentation (see `from_folder`).
         cache: True (memory), a directory path or False (see `from_folder`).

@@ -1,0 +1,116 @@
+"""`evaluate` and test-time augmentation: the views by hand, the accuracies by hand from
+`model.predict`, one `predict_on_batch` call per batch, int or one-hot labels.
+
+The tests share one tiny model and one batch shape (8 images in batches of 4): each new shape
+traces the prediction function again."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfresnet
+from tfresnet import evaluation
+
+SIZE = 32
+NUM_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return tfresnet.build_classifier(NUM_CLASSES, backbone="resnet-tiny", weights=None, image_size=SIZE)
+
+
+def _images(count: int = 8) -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 255, (count, SIZE, SIZE, 3)).astype("float32")
+
+
+def _dataset(images: np.ndarray, labels: np.ndarray, batch_size: int = 4) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+
+
+def _views_by_hand(images: np.ndarray) -> list[np.ndarray]:
+    """The original, the flip, and the four corner crops of 28 px (7/8 of 32) resized back."""
+    side = 28
+    crops = [
+        tf.image.resize(images[:, top : top + side, left : left + side], (SIZE, SIZE), antialias=True).numpy()
+        for top, left in ((0, 0), (0, SIZE - side), (SIZE - side, 0), (SIZE - side, SIZE - side))
+    ]
+    return [images, images[:, :, ::-1], *crops]
+
+
+def test_tta_views_are_the_flip_and_the_corner_crops_resized_back():
+    # A ramp, 10 x row + column: bilinear resizing keeps it linear, so each crop is known exactly.
+    rows = np.arange(8)
+    ramp = (10 * rows[:, None] + rows[None, :]).astype("float32")
+    images = np.stack([np.stack([ramp, ramp + 100, 255 - ramp], axis=-1), ramp[..., None].repeat(3, -1)])
+    views = evaluation.tta_views(images).numpy()
+    assert views.shape == (len(evaluation.TTA_VIEWS), 2, 8, 8, 3) == (6, 2, 8, 8, 3)
+    np.testing.assert_array_equal(views[0], images)
+    np.testing.assert_array_equal(views[1], images[:, :, ::-1])
+    # A 7 px crop resized to 8: output pixel j samples the crop at (j + 0.5) * 7/8 - 0.5, clamped.
+    sampled = np.clip((rows + 0.5) * 7 / 8 - 0.5, 0, 6)
+    for view, (top, left) in zip(views[2:], ((0, 0), (0, 1), (1, 0), (1, 1))):
+        expected = 10 * (top + sampled)[:, None] + (left + sampled)[None, :]
+        np.testing.assert_allclose(view[1, ..., 0], expected, atol=1e-4)
+        np.testing.assert_allclose(view[0, ..., 2], 255 - expected, atol=1e-4)
+    # Graph-safe, with unknown sizes.
+    traced = tf.function(evaluation.tta_views, input_signature=[tf.TensorSpec([None, None, None, 3])])
+    np.testing.assert_allclose(traced(images).numpy(), views, atol=1e-5)
+
+
+def test_tta_views_refuse_a_single_image():
+    with pytest.raises(ValueError, match=r"batch of images.*Received: shape=\(8, 8, 3\)"):
+        evaluation.tta_views(np.zeros((8, 8, 3), "float32"))
+
+
+def test_accuracy_is_the_argmax_agreement_of_model_predict(model):
+    images = _images()
+    predicted = model.predict(images, batch_size=4, verbose=0).argmax(axis=1)
+    labels = np.where(np.arange(8) < 5, predicted, (predicted + 1) % NUM_CLASSES)  # 5 of 8 right
+    result = tfresnet.evaluate(model, _dataset(images, labels))
+    assert result == {"accuracy": pytest.approx(5 / 8), "num_images": 8}
+
+
+def test_accuracy_tta_is_the_argmax_of_the_hand_averaged_views(model, monkeypatch):
+    images = _images()
+    by_view = [model.predict(view, batch_size=4, verbose=0) for view in _views_by_hand(images)]
+    averaged = np.mean(by_view, axis=0)
+    labels = averaged.argmax(axis=1)  # every TTA prediction right
+    calls = []
+    predict_on_batch = model.predict_on_batch
+    monkeypatch.setattr(model, "predict_on_batch", lambda x: calls.append(x.shape[0]) or predict_on_batch(x))
+    probabilities, found = evaluation.predict_tta(model, _dataset(images, labels))
+    assert calls == [6 * 4, 6 * 4]  # one call per batch, on all its views
+    np.testing.assert_allclose(probabilities, averaged, atol=1e-5)
+    np.testing.assert_array_equal(found, labels)
+    result = tfresnet.evaluate(model, _dataset(images, labels), tta=True)
+    assert result["accuracy_tta"] == 1.0
+    assert result["accuracy"] == pytest.approx(np.mean(by_view[0].argmax(axis=1) == labels))
+    assert result["tta_views"] == list(evaluation.TTA_VIEWS) and result["num_images"] == 8
+
+
+def test_one_hot_labels_give_the_same_accuracies(model):
+    images = _images()
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    with_indices = tfresnet.evaluate(model, _dataset(images, labels), tta=True)
+    one_hot = np.eye(NUM_CLASSES, dtype="float32")[labels]
+    assert tfresnet.evaluate(model, _dataset(images, one_hot), tta=True) == with_indices
+
+
+def test_class_indices():
+    np.testing.assert_array_equal(evaluation.class_indices([2, 0]), [2, 0])
+    np.testing.assert_array_equal(evaluation.class_indices([[2], [0]]), [2, 0])
+    np.testing.assert_array_equal(evaluation.class_indices([[0.0, 0.0, 1.0], [0.7, 0.3, 0.0]]), [2, 0])
+    with pytest.raises(ValueError, match=r"Received: labels of shape \(1, 2, 3\)"):
+        evaluation.class_indices(np.zeros((1, 2, 3)))
+
+
+def test_an_empty_or_unlabelled_dataset_is_refused(model):
+    empty = _dataset(_images()[:0], np.zeros(0, "int64"))
+    with pytest.raises(ValueError, match="empty"):
+        tfresnet.evaluate(model, empty)
+    unlabelled = tf.data.Dataset.from_tensor_slices(_images()).batch(4)
+    with pytest.raises(ValueError, match=r"\(images, labels\) batches. Received: TensorSpec"):
+        tfresnet.evaluate(model, unlabelled, tta=True)

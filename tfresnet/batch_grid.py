@@ -1,0 +1,110 @@
+"""`show_batch`: the first batch of a dataset as a PNG grid, each image titled with its label.
+
+Look at what the model will be fed before training on it: the crops, the flips, the labels.
+A label is a class index, a one-hot vector, or a soft label (MixUp, CutMix, label smoothing),
+titled with its two heaviest classes and their weights (`label_title`). matplotlib is imported
+only when the grid is drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfresnet.data.transforms import check_positive_int
+
+# A soft label's title names this many classes, heaviest first.
+SOFT_LABEL_CLASSES = 2
+# Inches per grid cell: width, and height with the title.
+CELL_SIZE = (2.2, 2.5)
+
+
+def label_title(label, class_names: list[str]) -> str:
+    """The title of one label: its class name, or a soft label's two heaviest classes.
+
+    Args:
+        label: A class index, a one-hot vector, or a soft label (weights over the classes).
+        class_names: Label `i` is `class_names[i]`.
+
+    Returns:
+        The class name (index, one-hot), else e.g. `"cat 0.70 / dog 0.30"`.
+
+    Example:
+    >>> label_title(np.array([0.3, 0.7, 0.0]), ["dog", "cat", "fox"])
+    'cat 0.70 / dog 0.30'
+    """
+    label = np.asarray(label)
+    if label.ndim == 0 or (label.shape == (1,) and len(class_names) > 1):
+        index = int(label.reshape(()))
+        if not 0 <= index < len(class_names):
+            raise ValueError(
+                f"A label is a class index below len(class_names)={len(class_names)}. Received: label={index}"
+            )
+        return class_names[index]
+    if label.shape != (len(class_names),):
+        raise ValueError(
+            f"A one-hot or soft label has one weight per class ({len(class_names)}). "
+            f"Received: label of shape {label.shape}"
+        )
+    order = np.argsort(-label, kind="stable")
+    if label[order[0]] >= 1 - 1e-6:
+        return class_names[order[0]]
+    return " / ".join(f"{class_names[i]} {label[i]:.2f}" for i in order[:SOFT_LABEL_CLASSES])
+
+
+def show_batch(dataset: tf.data.Dataset, class_names: list[str], path: str, *, max_images: int = 16) -> str:
+    """Writes a PNG grid of the first batch of `dataset`, each image titled with its label.
+
+    Args:
+        dataset: `(images, labels)` batches, e.g. `ImageData.train` (an unbatched dataset is
+            batched by `max_images`); images raw [0, 255] pixels, labels class indices, one-hot
+            or soft (see `label_title`).
+        class_names: Label `i` is `class_names[i]`.
+        path: The PNG file to write (its folder is created if needed).
+        max_images: Show at most this many images of the batch.
+
+    Returns:
+        `path`.
+
+    Example:
+    >>> show_batch(data.train, data.class_names, "runs/flowers/batch.png")
+    'runs/flowers/batch.png'
+    """
+    check_positive_int("max_images", max_images)
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2 or spec[0].shape.rank not in (3, 4):
+        raise ValueError(
+            "show_batch takes a dataset of (images, labels), e.g. ImageData.train. "
+            f"Received: a dataset of {spec}"
+        )
+    if spec[0].shape.rank == 3:
+        dataset = dataset.batch(max_images)
+    batch = next(iter(dataset.take(1)), None)
+    if batch is None:
+        raise ValueError("The dataset is empty: show_batch found no batch to show.")
+    images = np.clip(np.asarray(batch[0][:max_images], "float32"), 0, 255).astype("uint8")
+    titles = [label_title(label, class_names) for label in np.asarray(batch[1][:max_images])]
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    figure = _figure(CELL_SIZE[0] * columns, CELL_SIZE[1] * rows)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, title in zip(axes.flat, images, titles):
+        axis.imshow(image)
+        axis.set_title(title, fontsize=8)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure  # saved as PNG by the Agg canvas
+    except ImportError as error:
+        raise ImportError(f"show_batch draws with matplotlib ({error}): pip install matplotlib.") from error
+    return Figure(figsize=(width, height))

@@ -1,0 +1,291 @@
+"""Labels from a CSV file: `from_csv` reads one line per image (its path, its label and
+optionally its split), checks every file as `from_folder` does, and builds the same pipeline."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tfresnet.data.folder import IMAGE_EXTENSIONS, check_files, file_part, file_stat
+from tfresnet.data.pipeline import (
+    ImageData,
+    assemble,
+    cache_fingerprint,
+    check_class_count,
+    make_settings,
+    stratified_split,
+)
+
+# A column of this name, when the CSV has one, puts each image in training or validation.
+SPLIT_COLUMN = "split"
+# The values of the split column (any case), mapped to "in validation".
+SPLIT_VALUES = {"train": False, "validation": True, "valid": True, "val": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvListing:
+    """The images a CSV lists, checked: what `from_csv` loads and the dataset check reads.
+
+    Attributes:
+        class_names: The distinct labels, sorted; label `i` is `class_names[i]`.
+        paths: The readable images' paths, in the CSV's order.
+        labels: Their labels (int32).
+        in_validation: Whether each image is in the validation set.
+        skipped: The files left out (path: reason).
+        image_dir: The folder the CSV's relative paths are resolved in.
+        split_column: Whether the CSV's split column decided `in_validation`.
+    """
+
+    class_names: list[str]
+    paths: np.ndarray
+    labels: np.ndarray
+    in_validation: np.ndarray
+    skipped: dict[str, str]
+    image_dir: str
+    split_column: bool
+
+
+def from_csv(
+    csv_path: str | os.PathLike,
+    *,
+    image_dir: str | os.PathLike | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    image_size: int = 224,
+    batch_size: int = 32,
+    val_split: float = 0.2,
+    augmentation: str = "standard",
+    extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    seed: int | None = None,
+    cache: bool | str | os.PathLike = True,
+    drop_remainder: bool = False,
+    strict: bool = False,
+) -> ImageData:
+    """Loads the images a CSV file lists, with their labels.
+
+    The CSV (UTF-8, a byte-order mark is fine) starts with a header line naming its columns;
+    each further line is one image. Values are stripped of surrounding spaces; blank lines
+    are ignored. Paths are relative to `image_dir`, or to the CSV's folder without it;
+    absolute paths stay as they are. Class names are the distinct labels, sorted as strings,
+    and labels are their indices, as with `from_folder`. A `split` column, when there is one,
+    decides the split (`train`, or `validation` / `valid` / `val`, in any case) and
+    `val_split` is ignored. Files that are missing or not usable images are skipped, reported
+    in one warning and listed in `ImageData.skipped` with the reason, as `from_folder` does;
+    the images are then read, transformed, cached and batched by the same pipeline.
+
+    Args:
+        csv_path: The CSV file.
+        image_dir: The folder the CSV's relative paths start from (default: the CSV's folder).
+        path_column: The column holding the image paths.
+        label_column: The column holding the labels.
+        image_size: Side of the square images, in pixels.
+        batch_size: Images per batch.
+        val_split: Fraction of each class held out for validation (0: no validation set),
+            as `from_folder` splits; ignored when the CSV has a `split` column.
+        augmentation: As `from_folder`'s (`"standard"`, `"flip"`, `"none"`, ...).
+        extra_augmentation: Called on each training batch of float32 images after the
+            augmentation above; must return float32 pixel values in [0, 255].
+        seed: Seeds the split, the shuffle and the augmentation (None: the split of seed 0,
+            a different shuffle in each run).
+        cache: True caches in memory, a directory path on disk, False not at all.
+        drop_remainder: Drop the training set's last partial batch.
+        strict: Raise a ValueError naming the unusable files instead of skipping them.
+
+    Returns:
+        An `ImageData`.
+
+    Raises:
+        FileNotFoundError: `csv_path` or `image_dir` does not exist.
+        ValueError: An empty CSV, a missing column, an empty path or label, an unknown split,
+            a single class, a class without readable (training) images, no readable image at
+            all, or an invalid argument.
+
+    Example:
+    >>> data = from_csv("labels.csv", image_dir="photos/", image_size=224, seed=0)
+    >>> data.class_names
+    ['cat', 'dog']
+    >>> images, labels = next(iter(data.train))
+    >>> images.shape
+    TensorShape([32, 224, 224, 3])
+    """
+    settings = make_settings(
+        image_size=image_size,
+        batch_size=batch_size,
+        val_split=val_split,
+        augmentation=augmentation,
+        extra_augmentation=extra_augmentation,
+        seed=seed,
+        cache=cache,
+        drop_remainder=drop_remainder,
+        strict=strict,
+    )
+    listing = list_csv(
+        csv_path,
+        image_dir=image_dir,
+        path_column=path_column,
+        label_column=label_column,
+        val_split=val_split,
+        seed=seed,
+        strict=strict,
+    )
+    paths, labels, held_out = listing.paths, listing.labels, listing.in_validation
+    validation = file_part(paths[held_out], labels[held_out]) if held_out.any() else None
+    stats = None if isinstance(cache, bool) else [file_stat(path) for path in paths]
+    return assemble(
+        file_part(paths[~held_out], labels[~held_out]),
+        validation,
+        class_names=listing.class_names,
+        settings=settings,
+        fingerprint=cache_fingerprint(cache, stats, labels, held_out, image_size),
+        skipped=listing.skipped,
+    )
+
+
+def list_csv(
+    csv_path: str | os.PathLike,
+    *,
+    image_dir: str | os.PathLike | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    val_split: float = 0.2,
+    seed: int | None = None,
+    strict: bool = False,
+) -> CsvListing:
+    """The images a CSV lists, their files checked, and the split `from_csv` makes of them.
+
+    Example:
+    >>> listing = list_csv("labels.csv", val_split=0.2, seed=0)
+    >>> listing.class_names, int(listing.in_validation.sum())
+    (['cat', 'dog'], 20)
+    """
+    csv_path = os.fspath(csv_path)
+    rows = _read_rows(csv_path, path_column, label_column)
+    folder = _image_folder(csv_path, image_dir)
+    rows = [(os.path.join(folder, path), label, held_out) for path, label, held_out in rows]
+    class_names = sorted({label for _, label, _ in rows})
+    check_class_count(class_names, repr(csv_path))
+    kept, skipped = _readable_rows(rows, csv_path, folder, class_names, strict)
+    index = {name: label for label, name in enumerate(class_names)}
+    paths = np.array([path for path, _, _ in kept], dtype=str)
+    labels = np.array([index[label] for _, label, _ in kept], dtype=np.int32)
+    split_column = kept[0][2] is not None  # every row has a split, or none has
+    if split_column:
+        in_validation = np.array([held_out for _, _, held_out in kept], dtype=bool)
+        untrained = np.setdiff1d(np.arange(len(class_names)), labels[~in_validation])
+        if len(untrained):
+            raise ValueError(
+                f"Class {class_names[untrained[0]]!r} has no readable training image in "
+                f"{csv_path!r}: its column {SPLIT_COLUMN!r} puts all its images in validation. "
+                f"Mark some of them 'train'."
+            )
+    else:
+        in_validation = np.zeros(len(labels), dtype=bool)
+        if val_split:
+            in_validation[stratified_split(labels, val_split, seed)[1]] = True
+    return CsvListing(class_names, paths, labels, in_validation, skipped, folder, split_column)
+
+
+# A row: its path, label, and whether the split column puts it in validation (None without a
+# split column).
+_Row = tuple[str, str, bool | None]
+
+
+def _read_rows(csv_path: str, path_column: str, label_column: str) -> list[_Row]:
+    """The CSV's rows, checked: the columns are there, no path or label is empty."""
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(
+            f"CSV file not found: {csv_path!r}. Pass a CSV file with a header line and a line "
+            f"per image, e.g. '{path_column},{label_column}' then 'cats/1.jpg,cat'."
+        )
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file)
+            lines = [(reader.line_num, cells) for cells in reader if any(cell.strip() for cell in cells)]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"The CSV {csv_path!r} is not UTF-8 text ({error}). Save it as UTF-8.") from None
+    except csv.Error as error:
+        raise ValueError(f"The CSV {csv_path!r} cannot be parsed: {error}. Fix that line.") from None
+    if not lines:
+        raise ValueError(
+            f"The CSV {csv_path!r} is empty. Give it a header line naming its columns "
+            f"(e.g. '{path_column},{label_column}') and a line per image."
+        )
+    header = [name.strip() for name in lines[0][1]]
+    for column, flag in ((path_column, "path_column"), (label_column, "label_column")):
+        if column not in header:
+            headless = any(name.lower().endswith(IMAGE_EXTENSIONS) for name in header)
+            hint = f", or start the file with a header line such as '{path_column},{label_column}'"
+            raise ValueError(
+                f"The CSV {csv_path!r} has no column {column!r}; its columns are: "
+                f"{', '.join(header)}. Pass {flag}=... (--{flag.replace('_', '-')})"
+                f"{hint if headless else ''}."
+            )
+    if len(lines) == 1:
+        raise ValueError(f"The CSV {csv_path!r} has a header but no image lines. Add a line per image.")
+    return [_parse_row(line, cells, header, csv_path, path_column, label_column) for line, cells in lines[1:]]
+
+
+def _parse_row(
+    line: int, cells: list[str], header: list[str], csv_path: str, path_column: str, label_column: str
+) -> _Row:
+    if len(cells) != len(header):
+        raise ValueError(
+            f"Line {line} of {csv_path!r} has {len(cells)} values, the header {len(header)}. "
+            f"Give every line one value per column (quote values that hold a comma)."
+        )
+    values = dict(zip(header, (cell.strip() for cell in cells)))
+    for column in (path_column, label_column):
+        if not values[column]:
+            raise ValueError(
+                f"Line {line} of {csv_path!r} has an empty {column!r}. Give every line a path "
+                f"and a label, or remove the line."
+            )
+    split = values.get(SPLIT_COLUMN)
+    if split is not None and split.lower() not in SPLIT_VALUES:
+        raise ValueError(
+            f"Line {line} of {csv_path!r} has {SPLIT_COLUMN} {split!r}; the column takes "
+            f"{', '.join(SPLIT_VALUES)} (any case)."
+        )
+    held_out = None if split is None else SPLIT_VALUES[split.lower()]
+    return values[path_column], values[label_column], held_out
+
+
+def _image_folder(csv_path: str, image_dir: str | os.PathLike | None) -> str:
+    """The folder the CSV's relative paths start from."""
+    if image_dir is None:
+        return os.path.dirname(csv_path)
+    image_dir = os.fspath(image_dir)
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(
+            f"Image folder not found: {image_dir!r}. Pass the folder the CSV's paths are "
+            f"relative to as image_dir (--image-dir), or none for the CSV's own folder."
+        )
+    return image_dir
+
+
+def _readable_rows(
+    rows: list[_Row], csv_path: str, folder: str, class_names: list[str], strict: bool
+) -> tuple[list[_Row], dict[str, str]]:
+    """The rows whose file is a usable image, and the files skipped (path: reason)."""
+    skipped = check_files([path for path, _, _ in rows], where=csv_path, strict=strict)
+    kept = [row for row in rows if row[0] not in skipped]
+    if not kept:
+        path, reason = next(iter(skipped.items()))
+        raise ValueError(
+            f"None of the {len(rows)} images {csv_path!r} lists is readable (e.g. {path!r}: "
+            f"{reason}). Relative paths start from {folder or '.'!r}: pass image_dir=... "
+            f"(--image-dir) if they start elsewhere."
+        )
+    empty = sorted(set(class_names) - {label for _, label, _ in kept})
+    if empty:
+        raise ValueError(
+            f"Class {empty[0]!r} has no readable image in {csv_path!r} (its "
+            f"{sum(label == empty[0] for _, label, _ in rows)} files are skipped). Replace "
+            f"its files or remove its lines."
+        )
+    return kept, skipped

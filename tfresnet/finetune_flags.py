@@ -1,0 +1,225 @@
+"""The flags of `python -m tfresnet.finetune`, in groups; `--help` documents each."""
+
+from __future__ import annotations
+
+import argparse
+
+from tfresnet import console
+
+
+def _backbone(text: str) -> str:
+    from tfresnet.backbones import get_backbone
+
+    try:
+        get_backbone(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _layer(text: str) -> int | str:
+    """An index (`140`, `-10`) or a layer name or prefix (`conv5`)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _export_formats(text: str) -> list[str]:
+    """`saved_model,litert,onnx` -> the list, each name checked."""
+    from tfresnet.export.formats import FORMATS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of {', '.join(FORMATS)}, received {text!r}"
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags, in groups; `--help` documents each."""
+    from tfresnet.backbones import BACKBONES
+    from tfresnet.data import AUGMENTATIONS
+    from tfresnet.distribute import MIXED_PRECISION
+    from tfresnet.training import CLASS_WEIGHTS
+    from tfresnet.tuning import TUNERS
+
+    parser = console.Parser(
+        prog="python -m tfresnet.finetune",
+        description="Fine-tune a ResNet50 image classifier and export it for TensorFlow Serving.",
+        formatter_class=console.HelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    source = data.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="folder with one sub-folder of images per class")
+    source.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="CSV of image paths and labels, with a header row (and maybe a split column)",
+    )
+    source.add_argument("--tfds", metavar="NAME", help="a TensorFlow Datasets name, e.g. tf_flowers")
+    data.add_argument(
+        "--image-dir", default=None, help="folder the --csv paths are relative to (default: the CSV's folder)"
+    )
+    data.add_argument("--path-column", default="path", help="--csv column of image paths")
+    data.add_argument("--label-column", default="label", help="--csv column of labels")
+    data.add_argument("--tfds-split", default="train", help="TFDS split to train on")
+    data.add_argument("--tfds-data-dir", default=None, help="TFDS data_dir (default: TFDS's own)")
+    data.add_argument(
+        "--val-split",
+        type=console.fraction,
+        default=0.2,
+        help="fraction of each class held out for validation",
+    )
+    data.add_argument("--image-size", type=console.positive_int, default=224, help="side of the input images")
+    data.add_argument("--batch-size", type=console.positive_int, default=32, help="images per batch")
+    data.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        default="standard",
+        help="standard: random resized crop and flip; randaugment: those, then RandAugment; "
+        "flip: flip only; none: central crop",
+    )
+    data.add_argument(
+        "--mixup",
+        type=console.non_negative_float,
+        default=0.0,
+        metavar="ALPHA",
+        help="MixUp's alpha (0: off)",
+    )
+    data.add_argument(
+        "--cutmix",
+        type=console.non_negative_float,
+        default=0.0,
+        metavar="ALPHA",
+        help="CutMix's alpha (0: off; with --mixup, one or the other per batch)",
+    )
+    data.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the dataset check of the images (duplicates, leakage across the split, bad files)",
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--backbone",
+        type=_backbone,
+        default="resnet50",
+        metavar="{" + ",".join(name for name in BACKBONES if name != "hub") + ",hub:HANDLE}",
+        help="backbone (resnet-tiny: a tiny network for tests and smoke runs, weights none); "
+        "HANDLE is a tfhub.dev/Kaggle URL or a local SavedModel folder",
+    )
+    model.add_argument(
+        "--weights",
+        default="imagenet",
+        metavar="{imagenet,none,PATH}",
+        help="backbone weights: ImageNet, random, or a .h5/.weights.h5 file; for resnet50-torchvision "
+        "also torchvision:IMAGENET1K_V1|V2 or a .pth/.safetensors state dict",
+    )
+    model.add_argument(
+        "--head-units", type=console.non_negative_int, default=0, help="hidden head units (0: none)"
+    )
+    model.add_argument("--dropout", type=console.fraction, default=0.2, help="dropout before the predictions")
+
+    training = parser.add_argument_group("training")
+    training.add_argument(
+        "--head-epochs", type=console.non_negative_int, default=3, help="epochs of the head alone"
+    )
+    training.add_argument("--epochs", type=console.non_negative_int, default=10, help="epochs of fine-tuning")
+    training.add_argument(
+        "--learning-rate", type=console.positive_float, default=1e-3, help="head-phase rate"
+    )
+    training.add_argument(
+        "--fine-tune-learning-rate",
+        type=console.positive_float,
+        default=None,
+        help="peak fine-tuning rate (default: a tenth of --learning-rate)",
+    )
+    training.add_argument(
+        "--freeze-until",
+        type=_layer,
+        default=0,
+        help="index or name of the first backbone layer fine-tuned (0: the whole backbone)",
+    )
+    training.add_argument("--label-smoothing", type=console.fraction, default=0.1, help="label smoothing")
+    training.add_argument(
+        "--class-weight", choices=CLASS_WEIGHTS, default="balanced", help="weigh rare classes up"
+    )
+    training.add_argument(
+        "--ema",
+        action="store_true",
+        help="keep a moving average of the fine-tuned weights: validate, keep and export it",
+    )
+    training.add_argument(
+        "--ema-momentum", type=console.fraction, default=0.999, help="the average's momentum per step"
+    )
+    training.add_argument(
+        "--mixed-precision", choices=MIXED_PRECISION, default="auto", help="auto: on with a GPU"
+    )
+    training.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA")
+    training.add_argument(
+        "--patience", type=console.non_negative_int, default=5, help="early stopping patience (0: none)"
+    )
+    training.add_argument("--seed", type=int, default=None, help="seed for repeatable runs")
+
+    tune = parser.add_argument_group("hyper-parameter search (keras-tuner)")
+    tune.add_argument(
+        "--tune",
+        action="store_true",
+        help="search head units, dropout and learning rate first, then train the best as usual",
+    )
+    tune.add_argument(
+        "--tuner", choices=TUNERS, default="hyperband", help="bayesian needs scikit-learn and scipy"
+    )
+    tune.add_argument("--max-trials", type=console.positive_int, default=10, help="trials in all")
+    tune.add_argument(
+        "--tune-epochs", type=console.positive_int, default=5, help="epochs per trial (at most)"
+    )
+    tune.add_argument(
+        "--tune-dir", default=None, help="search directory, resumable (default: OUTPUT_DIR/tuning)"
+    )
+    tune.add_argument("--overwrite", action="store_true", help="start the search afresh")
+
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--output-dir", default="tfresnet_run", help="checkpoints, logs, report and plots")
+    outputs.add_argument(
+        "--export-dir", default=None, help="SavedModel folder (default: OUTPUT_DIR/saved_model/1)"
+    )
+    outputs.add_argument(
+        "--top-k", type=console.positive_int, default=5, help="classes returned by the export"
+    )
+    outputs.add_argument(
+        "--export-formats",
+        type=_export_formats,
+        default=["saved_model"],
+        metavar="saved_model,litert,onnx",
+        help="also write OUTPUT_DIR/model.tflite and/or OUTPUT_DIR/model.onnx, measured on validation",
+    )
+    outputs.add_argument(
+        "--quantize",
+        choices=("none", "float16", "dynamic", "int8"),
+        default="none",
+        help="the LiteRT file's weights (int8: activations too, calibrated on training images)",
+    )
+    outputs.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a temperature on the validation set and bake it into the export (calibrated probabilities)",
+    )
+    outputs.add_argument(
+        "--tta",
+        action="store_true",
+        help="also evaluate with test-time augmentation (flips and crops): accuracy_tta in report.json",
+    )
+    outputs.add_argument("--resume", action="store_true", help="continue the run found in --output-dir")
+    outputs.add_argument(
+        "--find-lr",
+        action="store_true",
+        help="only sweep the head phase's learning rate: write lr_find.png and a suggestion, train nothing",
+    )
+    outputs.add_argument(
+        "--verbose", action="store_true", help="also show TensorFlow's own logs and library warnings"
+    )
+    return parser
