@@ -283,6 +283,51 @@ def test_ema_returns_the_moving_average_of_the_fine_tuning_steps(tmp_path, monke
     assert result.config["mixup"] == 0.4 and result.config["averaged_phase"] == "fine_tune"
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_resumed_ema_run_trains_on_from_the_trained_weights_not_the_average(tmp_path, monkeypatch):
+    raw_kernels, fit = [], keras.Model.fit
+
+    def kernel(model):
+        return model.get_layer("predictions").kernel.numpy().copy()
+
+    def interrupted_after_epoch_0(model, *args, **kwargs):
+        def end(batch, logs):
+            raw_kernels.append(kernel(model))
+
+        def stop(epoch, logs):
+            if epoch == 1:
+                raise _Interrupted
+
+        record = keras.callbacks.LambdaCallback(on_train_batch_end=end, on_epoch_begin=stop)
+        return fit(model, *args, **{**kwargs, "callbacks": [*kwargs["callbacks"], record]})
+
+    settings = dict(TINY, head_epochs=0, epochs=2, ema=True, ema_momentum=0.5, patience=None, seed=4)
+    monkeypatch.setattr(keras.Model, "fit", interrupted_after_epoch_0)
+    with pytest.raises(_Interrupted):
+        training.fine_tune(_data(), output_dir=str(tmp_path), **settings)
+    first_steps, resumed_start = [], []
+
+    def resumed(model, *args, **kwargs):
+        def begin(batch, logs):
+            first_steps.append(batch)
+            if len(first_steps) == 1:
+                resumed_start.append(kernel(model))
+
+        record = keras.callbacks.LambdaCallback(on_train_batch_begin=begin)
+        return fit(model, *args, **{**kwargs, "callbacks": [*kwargs["callbacks"], record]})
+
+    monkeypatch.setattr(keras.Model, "fit", resumed)
+    training.fine_tune(_data(), output_dir=str(tmp_path), resume=True, **settings)
+
+    # Epoch 0 was committed with the average in the model; epoch 1 trains on from its last step.
+    assert len(first_steps) == 3  # one epoch of 3 steps: the second
+    np.testing.assert_allclose(resumed_start[0], raw_kernels[-1], atol=1e-7)
+    assert not np.allclose(raw_kernels[-1], raw_kernels[0])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -14,14 +14,9 @@ the command there, with one line on stderr and exit code 2. What fails later, wh
 is not bad input: it keeps its traceback (exit code 1), and the run's files stay where they
 are (`--resume` continues it).
 
-Output. TensorFlow's own log lines (and library warnings that users cannot act on) are kept
-off the terminal: what remains is Keras's progress bars, the command's own lines and its JSON
-summary. `--verbose` brings them back.
-
-Several machines. With `--tune` and keras-tuner's variables (`KERASTUNER_TUNER_ID`,
-`KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`), every process takes part in one search; then
-only its chief (the tuner id containing "chief") trains the best values, reports and exports.
-A worker prints one JSON line, its tuner id and the best values it saw, and exits with 0.
+Output: Keras's progress bars, the command's own lines and its JSON summary; TensorFlow's own
+log lines only with `--verbose`. Several machines: with `--tune` and keras-tuner's variables,
+every process takes part in one search, then only its chief trains, reports and exports.
 
 Example:
     python -m tfresnet.finetune --data-dir flowers/ --image-size 224 --epochs 5 \\
@@ -275,12 +270,9 @@ def _export_dir(args: argparse.Namespace) -> str:
 
 
 def _search_worker_id() -> str | None:
-    """The `KERASTUNER_TUNER_ID` of a worker of a shared search; None on its chief or alone.
-
-    keras-tuner shares a search when `KERASTUNER_ORACLE_IP` is set; the process whose tuner id
-    contains "chief" holds the oracle. Only it (or a process searching alone) goes on to train,
-    report and export: the workers' part ends with the search.
-    """
+    """The `KERASTUNER_TUNER_ID` of a worker of a shared search (its part ends with the search:
+    it prints its tuner id and best values); None on the chief (tuner id containing "chief")
+    or alone."""
     from tfresnet.tuning.tuner import role
 
     return os.environ["KERASTUNER_TUNER_ID"] if role() == "worker" else None

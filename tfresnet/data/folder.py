@@ -84,7 +84,8 @@ def from_folder(
             The split is stratified and depends only on the files and `seed`. Ignored when
             `validation_directory` is given.
         validation_directory: A folder with the same class sub-folders, for validation.
-        augmentation: `"standard"` (random resized crop and flip), `"flip"` (evaluation
+        augmentation: `"standard"` (random resized crop and flip), `"randaugment"` (those,
+            then Keras's RandAugment, see `tfresnet.data.augment`), `"flip"` (evaluation
             transform and random flip) or `"none"` (evaluation transform).
         extra_augmentation: Called on each training batch of float32 images after the
             augmentation above (e.g. Keras random layers given a seed); must return float32
@@ -95,8 +96,8 @@ def from_folder(
         cache: True caches the evaluation-transform images in memory, a directory path
             caches them on disk (file names encode the files listed and the image size;
             a cache a killed run left half-written is filled anew), False caches nothing.
-            Training with `"standard"` augmentation caches nothing: it decodes a fresh
-            random crop each epoch.
+            Training with `"standard"` or `"randaugment"` caches nothing: it decodes a
+            fresh random crop each epoch.
         drop_remainder: Drop the training set's last partial batch (for static shapes under a
             distribution strategy); the evaluation sets keep every image.
         strict: Raise a ValueError naming the bad files instead of skipping them.
