@@ -152,7 +152,7 @@ def test_without_matplotlib_only_the_plots_fail(tmp_path):
         "import sys\n"
         "sys.modules['matplotlib'] = None\n"
         "import numpy as np, tensorflow as tf, keras\n"
-        "import tfresnet.report, tfresnet.training, tfresnet.evaluation, tfresnet.show_batch\n"
+        "import tfresnet.report, tfresnet.training, tfresnet.evaluation, tfresnet.batch_grid\n"
         "inputs = keras.Input((8, 8, 3))\n"
         "model = keras.Model(inputs, keras.layers.Dense(2, activation='softmax')("
         "keras.layers.GlobalAveragePooling2D()(inputs)))\n"
