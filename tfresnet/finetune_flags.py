@@ -39,19 +39,29 @@ def _export_formats(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command's flags, in groups; `--help` documents each."""
-    from tfresnet.backbones import BACKBONES
-    from tfresnet.data import AUGMENTATIONS
-    from tfresnet.distribute import MIXED_PRECISION
-    from tfresnet.training import CLASS_WEIGHTS
-    from tfresnet.tuning import TUNERS
+    """The command's flags, in groups; `--help` documents each.
 
+    Example:
+    >>> build_parser().parse_args(["--data-dir", "flowers/"]).epochs
+    10
+    """
     parser = console.Parser(
         prog="python -m tfresnet.finetune",
         description="Fine-tune a ResNet50 image classifier and export it for TensorFlow Serving.",
         formatter_class=console.HelpFormatter,
     )
-    data = parser.add_argument_group("data")
+    _data_flags(parser.add_argument_group("data"))
+    _model_flags(parser.add_argument_group("model"))
+    _training_flags(parser.add_argument_group("training"))
+    _tune_flags(parser.add_argument_group("hyper-parameter search (keras-tuner)"))
+    _outputs_flags(parser.add_argument_group("outputs"))
+    return parser
+
+
+def _data_flags(data: argparse._ArgumentGroup) -> None:
+    """The images, the split, the batches and the augmentation."""
+    from tfresnet.data import AUGMENTATIONS
+
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="folder with one sub-folder of images per class")
     source.add_argument(
@@ -102,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the dataset check of the images (duplicates, leakage across the split, bad files)",
     )
 
-    model = parser.add_argument_group("model")
+
+def _model_flags(model: argparse._ArgumentGroup) -> None:
+    """The network: backbone, weights and head."""
+    from tfresnet.backbones import BACKBONES
+
     model.add_argument(
         "--backbone",
         type=_backbone,
@@ -123,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--dropout", type=console.fraction, default=0.2, help="dropout before the predictions")
 
-    training = parser.add_argument_group("training")
+
+def _training_flags(training: argparse._ArgumentGroup) -> None:
+    """The two phases and the recipe."""
+    from tfresnet.distribute import MIXED_PRECISION
+    from tfresnet.training import CLASS_WEIGHTS
+
     training.add_argument(
         "--head-epochs", type=console.non_negative_int, default=3, help="epochs of the head alone"
     )
@@ -164,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--seed", type=int, default=None, help="seed for repeatable runs")
 
-    tune = parser.add_argument_group("hyper-parameter search (keras-tuner)")
+
+def _tune_flags(tune: argparse._ArgumentGroup) -> None:
+    """The search."""
+    from tfresnet.tuning import TUNERS
+
     tune.add_argument(
         "--tune",
         action="store_true",
@@ -182,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--overwrite", action="store_true", help="start the search afresh")
 
-    outputs = parser.add_argument_group("outputs")
+
+def _outputs_flags(outputs: argparse._ArgumentGroup) -> None:
+    """Where things go, the export, and the other modes."""
     outputs.add_argument("--output-dir", default="tfresnet_run", help="checkpoints, logs, report and plots")
     outputs.add_argument(
         "--export-dir", default=None, help="SavedModel folder (default: OUTPUT_DIR/saved_model/1)"
@@ -222,4 +247,3 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument(
         "--verbose", action="store_true", help="also show TensorFlow's own logs and library warnings"
     )
-    return parser

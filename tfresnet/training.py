@@ -248,34 +248,13 @@ def fine_tune(
         "patience": patience,
         "steps_per_epoch": steps_per_epoch(data),
     }
-    config = {
-        "backbone": backbone,
-        "weights": weights,
-        "image_size": data.image_size,
-        "head_units": head_units,
-        "dropout": dropout,
-        **recipe,
-        "class_weight": class_weight,
-        "mixed_precision": resolve_mixed_precision(mixed_precision),
-        "seed": seed,
-        "class_names": data.class_names,
-        "num_train": data.num_train,
-        "num_validation": data.num_validation,
-        "strategy": strategy_name(strategy),
-        "num_replicas": strategy.num_replicas_in_sync,
-    }
+    model_settings = {"backbone": backbone, "weights": weights, "head_units": head_units, "dropout": dropout}
+    config = _config(data, strategy, recipe, model_settings, class_weight, mixed_precision, seed)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     run_dir = prepare_run_dir(output_dir, strategy, resume)
     with precision_policy(config["mixed_precision"]), strategy.scope():
-        model = build_classifier(
-            len(data.class_names),
-            backbone=backbone,
-            weights=weights,
-            image_size=data.image_size,
-            head_units=head_units,
-            dropout=dropout,
-        )
+        model = build_classifier(len(data.class_names), image_size=data.image_size, **model_settings)
         freeze(model, until=freeze_until)  # checks the index or name before any training
         if run_dir and resume and os.path.exists(os.path.join(run_dir, DONE_FILE)):
             history = finished_run(model, run_dir, recipe, config)
@@ -293,6 +272,23 @@ def fine_tune(
     if run_dir and is_chief(strategy):
         write_json(os.path.join(run_dir, CONFIG_FILE), config)
     return FineTuneResult(model=model, history=history, class_names=list(data.class_names), config=config)
+
+
+def _config(data, strategy, recipe, model_settings, class_weight, mixed_precision, seed) -> dict:
+    """The run's resolved settings, as `config.json` records them."""
+    return {
+        **model_settings,
+        "image_size": data.image_size,
+        **recipe,
+        "class_weight": class_weight,
+        "mixed_precision": resolve_mixed_precision(mixed_precision),
+        "seed": seed,
+        "class_names": data.class_names,
+        "num_train": data.num_train,
+        "num_validation": data.num_validation,
+        "strategy": strategy_name(strategy),
+        "num_replicas": strategy.num_replicas_in_sync,
+    }
 
 
 def training_batches(
