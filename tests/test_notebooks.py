@@ -11,6 +11,8 @@ it prints and writes read the same run.
 """
 
 import ast
+import base64
+import csv
 import json
 import re
 import sys
@@ -31,6 +33,7 @@ COLAB = "https://colab.research.google.com/github/tfresnet/tfresnet/blob/main/no
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32, "batch_size": 8}
 SHAPES = "shapes"  # written in the working directory of the notebook
+SHAPES_CLASSES, SHAPES_PER_CLASS = 3, 8
 HUB_MODULE = "hub:<the module of conftest.save_hub_feature_vector>"
 # The overrides of each notebook's parameters in CI.
 CI_PARAMETERS = {
@@ -66,9 +69,11 @@ RUN_DIRS = {  # the output_dir of fine_tune
     "03_hyperparameter_search.ipynb": "runs/best",
 }
 MAX_TINY_EXPORT = 4 << 20  # bytes of a "resnet-tiny" classifier's variables; ResNet50's: 90 MiB
-# PNG images each notebook displays (report figures, predictions, the trials' plot).
+QUICKSTART_CSV = "labels.csv"  # the quickstart's CSV of the image folder, with a split column
+QUICKSTART_GRID = "augmented_batch.png"  # its grid of augmented, mixed batches, in its run folder
+# PNG images each notebook displays (the augmented batch, report figures, predictions, the trials' plot).
 IMAGES_SHOWN = {
-    "01_quickstart.ipynb": 3,
+    "01_quickstart.ipynb": 4,
     "02_tfhub_backbone.ipynb": 2,
     "03_hyperparameter_search.ipynb": 1,
     "04_serving.ipynb": 0,
@@ -155,7 +160,9 @@ def execute(name: str, folder: Path, hub_module_dir: Callable[[], str]) -> nbfor
     if parameters.get("backbone") == HUB_MODULE:
         parameters["backbone"] = "hub:" + hub_module_dir()
     if parameters.get("image_folder") == SHAPES:
-        write_shapes_folder(str(folder / SHAPES), num_classes=3, images_per_class=8, size=32)
+        write_shapes_folder(
+            str(folder / SHAPES), num_classes=SHAPES_CLASSES, images_per_class=SHAPES_PER_CLASS, size=32
+        )
     notebook = read(name)
     notebook.cells.insert(parameters_cells(notebook)[0] + 1, injected_parameters(parameters))
     notebook.cells.insert(0, new_code_cell(f"import sys\nassert sys.executable == {sys.executable!r}"))
@@ -199,14 +206,26 @@ def outputs_of(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
 
 
-def printed(notebook: nbformat.NotebookNode, name: str) -> list[str]:
-    """The values of the stdout lines `<name>: <value>`, in order."""
-    text = "".join(
+def stdout(notebook: nbformat.NotebookNode) -> str:
+    return "".join(
         output.text
         for output in outputs_of(notebook)
         if output.output_type == "stream" and output.name == "stdout"
     )
-    return re.findall(rf"^{re.escape(name)}: (.*)$", text, flags=re.MULTILINE)
+
+
+def printed(notebook: nbformat.NotebookNode, name: str) -> list[str]:
+    """The values of the stdout lines `<name>: <value>`, in order."""
+    return re.findall(rf"^{re.escape(name)}: (.*)$", stdout(notebook), flags=re.MULTILINE)
+
+
+def shown_images(notebook: nbformat.NotebookNode) -> list[bytes]:
+    """The PNG files the notebook displayed, in order."""
+    return [
+        base64.b64decode(output.data["image/png"])
+        for output in outputs_of(notebook)
+        if "image/png" in output.get("data", {})
+    ]
 
 
 def read_json(path: Path) -> dict:
@@ -218,10 +237,8 @@ def read_json(path: Path) -> dict:
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_offline(name, run):
     notebook, _ = run(name)
-    outputs = outputs_of(notebook)
-    assert not [output for output in outputs if output.output_type == "error"]
-    images = [output for output in outputs if "image/png" in output.get("data", {})]
-    assert len(images) == IMAGES_SHOWN[name]
+    assert not [output for output in outputs_of(notebook) if output.output_type == "error"]
+    assert len(shown_images(notebook)) == IMAGES_SHOWN[name]
 
 
 @pytest.mark.slow
@@ -244,6 +261,44 @@ def test_notebook_trains_the_backbone_of_its_parameters(name, run, request):
     if expected == HUB_MODULE:
         expected = "hub:" + request.getfixturevalue("hub_module_dir")
     assert read_json(folder / RUN_DIRS[name] / "config.json")["backbone"] == expected
+
+
+@pytest.mark.slow
+def test_quickstart_loads_the_same_images_from_its_csv_file(run):
+    notebook, folder = run("01_quickstart.ipynb")
+    # The folder route's counts, then the CSV route's.
+    (folder_train, folder_validation), (csv_train, csv_validation) = (
+        (int(train), int(validation))
+        for train, validation in re.findall(
+            r"^(\d+) training and (\d+) validation images$", stdout(notebook), flags=re.MULTILINE
+        )
+    )
+    assert csv_train + csv_validation == folder_train + folder_validation == SHAPES_CLASSES * SHAPES_PER_CLASS
+    folder_classes, csv_classes = printed(notebook, "classes")
+    assert csv_classes == folder_classes
+    assert len(ast.literal_eval(csv_classes)) == SHAPES_CLASSES
+    with open(folder / QUICKSTART_CSV, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == SHAPES_CLASSES * SHAPES_PER_CLASS
+    assert csv_validation == sum(row["split"] == "validation" for row in rows) > 0  # its split column
+
+
+@pytest.mark.slow
+def test_quickstart_shows_the_grid_of_augmented_batches_it_writes(run):
+    notebook, folder = run("01_quickstart.ipynb")
+    grid = (folder / RUN_DIRS["01_quickstart.ipynb"] / QUICKSTART_GRID).read_bytes()
+    assert grid.startswith(b"\x89PNG")
+    assert grid in shown_images(notebook)
+
+
+@pytest.mark.slow
+def test_quickstart_evaluates_with_test_time_augmentation(run):
+    notebook, _ = run("01_quickstart.ipynb")
+    (validation_accuracy,) = printed(notebook, "validation accuracy")
+    (accuracy,) = printed(notebook, "accuracy")
+    (accuracy_tta,) = printed(notebook, "accuracy with test-time augmentation")
+    assert accuracy == validation_accuracy  # the report's, without test-time augmentation
+    assert 0 <= float(accuracy_tta) <= 1
 
 
 @pytest.mark.slow
