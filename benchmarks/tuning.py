@@ -1,15 +1,21 @@
 """Wall and CPU time of one hyper-parameter search, run two ways on the same images and trials.
 
-(a) plain keras-tuner: `keras_tuner.RandomSearch` over `tfresnet.tuning.ClassifierHyperModel`,
-    the full model with its backbone frozen, trained on the images in every trial (keras-tuner
-    also saves the model's weights at each improving epoch, as it always does);
+(a) plain keras-tuner: `keras_tuner.RandomSearch` over the models of
+    `tfresnet.tuning.ClassifierHyperModel`, the full model with its backbone frozen, trained on
+    the images in every trial (keras-tuner also saves the model's weights at each improving
+    epoch, as it always does);
 (b) `tfresnet.tuning.search(..., tuner="random")`, the fast path: backbone features computed
     once, then each trial trains the head alone on them.
 
 Both are random searches with one seed over one space (head units, dropout, learning rate), so
-they run the same trials, with the same initial weights; they differ only in the order the
-training images come in. The images are generated: each class a colour and a position, with
-noise. The backbone is random (`weights=None`) unless `--weights` names a file or "imagenet".
+they run the same trials, with the same initial weights and dropout masks. They also see the
+same batches: the same training images (`data.train_evaluation`, the images the features are
+computed from) and validation images, each trial shuffling the training set afresh from the
+seed, as `HeadHyperModel.fit` does (a search fed `data.train` would see another order in every
+trial, and a different one from the fast path's). What differs is arithmetic: the backbone
+computed on shuffled batches against features computed once. The images are generated: each
+class a colour and a position, with noise. The backbone is random (`weights=None`) unless
+`--weights` names a file or "imagenet".
 
 `--repeats N` runs both sides N times in one process, alternating which goes first (a, b, then
 b, a, ...), each in a fresh directory (the fast path computes its features every time). One
@@ -102,8 +108,26 @@ def generate_images(num_images: int, classes: int, size: int, seed: int) -> tupl
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
+class ShuffledHyperModel(tuning.ClassifierHyperModel):
+    """`ClassifierHyperModel`'s models, each trial fed the training images shuffled afresh from
+    the seed: the `HyperModel.fit` a Keras user writes to make a search's trials comparable."""
+
+    def fit(self, hp, model, images, labels, *, batch_size: int = 32, **kwargs):
+        one_hot = np.eye(self.num_classes, dtype="float32")[labels]
+        train = tf.data.Dataset.from_tensor_slices((images, one_hot))
+        train = train.shuffle(len(labels), seed=self.seed, reshuffle_each_iteration=True)
+        return super().fit(hp, model, train.batch(batch_size), **kwargs)
+
+
+def training_arrays(data: ImageData) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels under the evaluation transform, in source order."""
+    batches = list(data.train_evaluation.as_numpy_iterator())
+    images, labels = zip(*batches)
+    return np.concatenate(images), np.concatenate(labels)
+
+
 def plain_search(data: ImageData, args, directory: str) -> tuple[dict, list]:
-    hypermodel = tuning.ClassifierHyperModel(
+    hypermodel = ShuffledHyperModel(
         len(data.class_names), backbone=args.backbone, weights=args.weights,
         image_size=data.image_size, seed=args.seed,
     )
@@ -111,7 +135,9 @@ def plain_search(data: ImageData, args, directory: str) -> tuple[dict, list]:
         hypermodel, objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=args.trials,
         seed=args.seed, directory=directory, project_name="plain", overwrite=True,
     )
-    tuner.search(data.train, validation_data=data.validation, epochs=args.epochs, verbose=0)
+    images, labels = training_arrays(data)
+    tuner.search(images, labels, validation_data=data.validation, epochs=args.epochs,
+                 batch_size=args.batch_size, verbose=0)
     best = searched_values(tuner.get_best_hyperparameters()[0].values)
     trials = [tuner.oracle.trials[trial_id] for trial_id in tuner.oracle.start_order]
     return best, [(searched_values(trial.hyperparameters.values), trial.score) for trial in trials]

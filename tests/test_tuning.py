@@ -156,6 +156,40 @@ def test_head_hypermodel_builds_a_hidden_layer_and_no_dropout_at_zero():
     assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
 
 
+def test_a_reused_head_trains_as_a_new_one_with_the_steps_traced_once():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(24, 16)).astype("float32")
+    labels = np.arange(24) % NUM_CLASSES
+    arguments = {"batch_size": 8, "epochs": 2, "verbose": 0, "validation_data": (features[:8], labels[:8])}
+    first = fixed_hp(head_units=32, dropout=0.3, learning_rate=1e-2)
+    second = fixed_hp(head_units=32, dropout=0.3, learning_rate=3e-3)
+
+    reusing = HeadHyperModel(NUM_CLASSES, feature_dim=16, seed=5, reuse_models=True)
+    model = reusing.build(first)
+    assert model.jit_compile is False  # a head's few steps are not worth an XLA compilation
+    reusing.fit(first, model, features, labels, **arguments)
+    train_function, test_function = model.train_function, model.test_function
+    assert reusing.build(second) is model
+    assert int(model.optimizer.iterations) == 0
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+    reused = reusing.fit(second, model, features, labels, **arguments).history
+    assert (model.train_function, model.test_function) == (train_function, test_function)
+
+    fresh_hypermodel = HeadHyperModel(NUM_CLASSES, feature_dim=16, seed=5)
+    fresh_model = fresh_hypermodel.build(second)
+    fresh = fresh_hypermodel.fit(second, fresh_model, features, labels, **arguments).history
+    assert reused == fresh
+    for name in ("head_dense", "predictions"):
+        np.testing.assert_array_equal(model.get_layer(name).kernel, fresh_model.get_layer(name).kernel)
+    for variable, fresh_variable in zip(model.optimizer.variables, fresh_model.optimizer.variables):
+        np.testing.assert_array_equal(variable, fresh_variable)
+
+    assert reusing.build(fixed_hp(head_units=32, dropout=0.2, learning_rate=3e-3)) is not model
+    reusing.clear_models()
+    assert reusing.build(second) is not model
+    assert fresh_hypermodel.build(second) is not fresh_model  # reuse_models=False: always new
+
+
 def test_head_hypermodel_declares_the_space_with_defaults():
     hp = keras_tuner.HyperParameters()
     HeadHyperModel(3).declare_hyperparameters(hp)

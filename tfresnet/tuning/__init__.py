@@ -41,8 +41,22 @@ trial, and a larger `max_trials` adds trials. Different settings are refused wit
 Memory and disk. Each full-model trial starts from `keras.backend.clear_session()` and drops
 its model when it ends; head trials share a session, 25 at a time (a clear would cost a head's
 trial more than its training, and changes none of its numbers), so a long search does not grow
-until it dies (`search` documents every point where it
-resets Keras's session or seeds). keras-tuner saves the weights of every trial at every
+until it dies. Within a session, a head trial reuses the model of an earlier trial with the same
+`head_units` and `dropout`, re-initialised, and with it the train and test steps Keras traced
+(tracing is most of a head's trial); a reused model trains to the same numbers as a new one.
+
+Keras session and random seeds: running trials in fresh sessions is part of what `search` does.
+It calls `keras.backend.clear_session()` after checking a `freeze_until_choices` name that it
+had to build the backbone for, after computing the features, at the start and at the end of
+every full-model trial and of every session of head trials, and once the trials are over.
+Keras's global state (layer-name counters) starts afresh each time; the clears after building
+the backbone, after the features and at the end of a session also collect the memory of models
+no longer referenced. Every trial's build and the feature extraction call
+`keras.utils.set_random_seed(seed)` (0 when `seed` is None), which seeds Python's `random`,
+NumPy and TensorFlow globally: after `search` returns, the global random state is the one the
+last trial left. It touches neither at any other point.
+
+Checkpoints. keras-tuner saves the weights of every trial at every
 improving epoch (about 100 MB for a ResNet50) and continues a trial promoted by Hyperband with
 `load_weights` alone, losing the optimizer's state. Here only a trial that Hyperband may
 promote saves a checkpoint (`continuation.npz`: the trainable variables and the optimizer's

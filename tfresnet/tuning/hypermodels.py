@@ -253,7 +253,14 @@ class HeadHyperModel(keras_tuner.HyperModel):
     The model maps `(batch, feature_dim)` features (input `"features"`) through `build_head`'s
     layers (`"head_dense"` when `head_units > 0`, `"output_dropout"` when `dropout > 0`,
     `"predictions"`), initialised from `seed` exactly as `ClassifierHyperModel` initialises its
-    head, and compiled the same way (`compile_classifier`, with `label_smoothing`).
+    head, and compiled the same way (`compile_classifier`, with `label_smoothing`; without XLA:
+    compiling a head's few steps would cost more than it saves).
+
+    With `reuse_models`, `build` returns the model it built before for the same `head_units`
+    and `dropout`, re-initialised (weights and dropout masks from `seed`, Adam's variables
+    zeroed, the new learning rate), so the trial reuses the train and test functions Keras
+    traced for it (most of a head's trial) and trains exactly as a new model would.
+    `clear_models()` forgets them (the search does at every `keras.backend.clear_session()`).
 
     Args:
         num_classes: Number of classes, at least 2.
@@ -261,6 +268,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
             ResNet50).
         seed: Seeds the head's initialisation and the dropout masks.
         label_smoothing: Label smoothing of the loss, in [0, 1).
+        reuse_models: Reuse a model built before for the same architecture (see above).
         **kwargs: Passed to `keras_tuner.HyperModel` (`name`, `tunable`).
 
     Example:
@@ -279,6 +287,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         feature_dim: int = 2048,
         seed: int = 0,
         label_smoothing: float = 0.1,
+        reuse_models: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -290,6 +299,8 @@ class HeadHyperModel(keras_tuner.HyperModel):
         self.feature_dim = feature_dim
         self.seed = seed
         self.label_smoothing = check_label_smoothing(label_smoothing)
+        self.reuse_models = reuse_models
+        self._models = {}  # (head_units, dropout) -> compiled model, with reuse_models
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         declare_space(hp)
@@ -297,14 +308,37 @@ class HeadHyperModel(keras_tuner.HyperModel):
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         values = declare_space(hp)
         keras.utils.set_random_seed(self.seed)
-        inputs = keras.Input((self.feature_dim,), name="features")
-        outputs = build_head(
-            inputs, self.num_classes, head_units=values["head_units"] or None, dropout=values["dropout"]
-        )
-        model = keras.Model(inputs, outputs, name="head")
+        architecture = (values["head_units"], values["dropout"])
+        model = self._models.get(architecture)
+        if model is None:
+            inputs = keras.Input((self.feature_dim,), name="features")
+            outputs = build_head(
+                inputs, self.num_classes, head_units=values["head_units"] or None, dropout=values["dropout"]
+            )
+            model = keras.Model(inputs, outputs, name="head")
+            compile_classifier(
+                model,
+                learning_rate=values["learning_rate"],
+                label_smoothing=self.label_smoothing,
+                jit_compile=False,
+            )
+            if self.reuse_models:
+                self._models[architecture] = model
+        else:
+            # What compile_classifier's fresh Adam holds, in the variables the traced step reads.
+            for variable in model.optimizer.variables:
+                variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+            model.optimizer.learning_rate = values["learning_rate"]
         _initialize_head(model, self.seed)
-        compile_classifier(model, learning_rate=values["learning_rate"], label_smoothing=self.label_smoothing)
         return model
+
+    def clear_models(self) -> None:
+        """Forgets the models kept for reuse.
+
+        Example:
+        >>> HeadHyperModel(3, reuse_models=True).clear_models()
+        """
+        self._models.clear()
 
     def fit(
         self,

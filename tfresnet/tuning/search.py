@@ -56,8 +56,8 @@ HEAD_TRIALS_PER_SESSION = 25
 
 @dataclasses.dataclass
 class _Trials:
-    """What every trial builds and what it is fed: `hypermodel.fit(hp, model, *args, **kwargs)`,
-    and how many trials share a Keras session."""
+    """What trials build, what `hypermodel.fit(hp, model, *args, **kwargs)` feeds them, and how
+    many share a Keras session."""
 
     hypermodel: keras_tuner.HyperModel
     args: tuple = ()
@@ -87,78 +87,48 @@ def search(
 ) -> dict:
     """Searches the head size, dropout, learning rate (and where to freeze) for a classifier.
 
-    Trials train on `data.train` and are scored on `data.validation`, under `fine_tune`'s
-    recipe: `compile_classifier` (Adam, categorical cross-entropy with `label_smoothing`,
-    accuracy) and the class weights of `class_weight`, computed once from `data.class_counts`
-    and passed to every trial's `fit`. With `fast` and no `freeze_until_choices`, the
-    backbone's features are computed once and trials train the head alone on them (see the
-    package documentation, also for resuming and for sharing a search between machines).
-
-    Keras session and random seeds: running trials in fresh sessions is part of what `search`
-    does. It calls `keras.backend.clear_session()` after checking a `freeze_until_choices` name
-    that it had to build the backbone for, after computing the features, at the start and at
-    the end of every full-model trial (head trials share a session, `HEAD_TRIALS_PER_SESSION`
-    at a time: a clear would cost a head's trial more than its training, and change none of
-    its numbers), and once the trials are over. Keras's global state (layer-name counters)
-    starts afresh each time; the clears after building the backbone, after the features and
-    at the end of a session also collect the memory of models no longer referenced. Every
-    trial's build and the feature extraction call `keras.utils.set_random_seed(seed)` (0 when
-    `seed` is None), which seeds Python's `random`, NumPy and TensorFlow globally: after
-    `search` returns, the global random state is the one the last trial left. It touches
-    neither at any other point.
+    Trials train under `fine_tune`'s recipe (`compile_classifier`, the class weights of
+    `class_weight`) and are scored on `data.validation`; with `fast` and no
+    `freeze_until_choices`, on features computed once. The package documentation tells the
+    rest: resuming, shared searches, where Keras's session and the global seeds are reset.
 
     Args:
-        data: An `ImageData` with a validation set (the fast path computes the training
-            features from `data.train_evaluation`, whatever augmentation `data` has).
+        data: An `ImageData` with a validation set.
         backbone: A name of `tfresnet.BACKBONES` or `"hub:<handle>"`.
         weights: `"imagenet"`, None (random backbone, drawn from `seed`) or a weights file.
         tuner: `"hyperband"`, `"random"` or `"bayesian"` (needs scikit-learn and scipy).
         max_trials: Trials to run in all (a Hyperband continuation counts as a trial).
         tune_epochs: Epochs per trial; Hyperband's largest number of epochs for one trial.
-        directory: The search's own directory, created if needed; running again resumes it
-            (`overwrite=True` deletes it, and refuses to delete one that holds no search).
+        directory: The search's own directory, created if needed; running again resumes it.
         overwrite: Delete the search in `directory` first and start afresh.
-        seed: Seeds the tuner's choices and every trial's initialisation (0 when None; the
-            tuner's choices are then random).
+        seed: Seeds the tuner and every trial's initialisation (None: random tuner, 0 for the rest).
         fast: Train heads on features computed once while the backbone is frozen.
         freeze_until_choices: Also search where the backbone starts to train, e.g.
             `[None, "conv5", "conv4"]` (None: frozen). Trials then train the full model.
         objective: `"val_accuracy"` (maximised) or `"val_loss"` (minimised).
         label_smoothing: Label smoothing of the loss, in [0, 1) (`fine_tune`'s default).
         class_weight: `"balanced"` (classes weighed by inverse frequency) or `"none"`.
-        distribution_strategy: Strategy to run trials under (default: the active one);
-            multi-worker strategies are refused.
-        callbacks: Keras callbacks for every trial's `fit` (copied per trial), e.g.
-            `keras.callbacks.EarlyStopping`.
-        verbose: 0 silent, 1 keras-tuner's trial reports and progress bars, 2 one line per
-            epoch.
+        distribution_strategy: Strategy to run trials under (default: the active one).
+        callbacks: Keras callbacks for every trial's `fit` (copied per trial).
+        verbose: 0 silent, 1 keras-tuner's reports and progress bars, 2 a line per epoch.
 
     Returns:
         The best trial's values: `{"head_units": int or None, "dropout": float,
         "learning_rate": float}`, plus `"freeze_until"` when searched; also written to
-        `directory/best_hyperparameters.json`, with `trials.csv` and `trials.png` beside it.
-        A worker of a shared search returns the best of the trials finished when it stops
-        and writes no file.
+        `directory/best_hyperparameters.json`, beside `trials.csv` and `trials.png`.
 
     Raises:
         ValueError: An invalid argument, data without a validation set, or a search in
-            `directory` made with other settings (`label_smoothing` and `class_weight`
-            included; pass `overwrite=True`).
+            `directory` made with other settings (pass `overwrite=True`).
 
     Example:
-    >>> data = from_folder("flowers/", image_size=224, augmentation="none", seed=0)
     >>> best = search(data, tuner="hyperband", max_trials=20, directory="runs/tuning")
-    >>> model = build_classifier(len(data.class_names), head_units=best["head_units"],
-    ...                          dropout=best["dropout"])
+    >>> model = build_classifier(3, head_units=best["head_units"], dropout=best["dropout"])
     """
     _check_arguments(tuner, objective, max_trials, tune_epochs, seed, label_smoothing)
-    get_backbone(backbone)
-    check_data(data)
+    choices = _check_data_and_choices(data, backbone, freeze_until_choices)
     weights_by_class = class_weights(data.class_counts, class_weight)
     strategy = check_strategy(distribution_strategy)
-    choices = encode_freeze_choices(freeze_until_choices)
-    if choices:
-        _check_freeze_choices(choices, backbone=backbone, image_size=data.image_size)
     process = role()
     if process == "chief":
         warn_if_exposed()
@@ -166,32 +136,20 @@ def search(
     project_dir = os.path.abspath(os.fspath(directory))
     description = describe_data(data)
     use_fast = fast and not choices
-    settings = {
-        "tuner": tuner,
-        "objective": objective,
-        "tune_epochs": int(tune_epochs),
-        "fast": use_fast,
-        "seed": seed if seed is None else int(seed),
-        "backbone": backbone,
-        "weights": describe_weights(weights),
-        "label_smoothing": float(label_smoothing),
-        "class_weight": class_weight,
-        "space": _space(choices),
-        "data": description,
-    }
+    settings = dict(tuner=tuner, objective=objective, tune_epochs=int(tune_epochs), fast=use_fast)
+    settings.update(_recipe_settings(backbone, weights, seed, label_smoothing, class_weight))
+    settings.update(space=_space(choices), data=description)
     _start_directory(project_dir, settings, overwrite=overwrite, role=process)
 
     init_seed = 0 if seed is None else int(seed)
     setup = {"backbone": backbone, "weights": weights, "seed": init_seed, "label_smoothing": label_smoothing}
     if use_fast:
         key = features_key(description, backbone, weights, init_seed)
-        chief = process == "chief"
-        trials = _head_trials(data, key=key, chief=chief, cache_dir=project_dir, strategy=strategy, **setup)
+        trials = _head_trials(data, key=key, role=process, cache_dir=project_dir, strategy=strategy, **setup)
     else:
         trials = _full_model_trials(data, choices=choices, **setup)
-    trials.kwargs.update(
-        epochs=tune_epochs, callbacks=list(callbacks), verbose=verbose, class_weight=weights_by_class
-    )
+    trials.kwargs.update(epochs=tune_epochs, callbacks=list(callbacks), verbose=verbose)
+    trials.kwargs["class_weight"] = weights_by_class
     oracle = make_oracle(
         tuner, objective=objective, max_trials=max_trials, tune_epochs=tune_epochs, seed=seed
     )
@@ -219,6 +177,16 @@ def _check_arguments(tuner, objective, max_trials, tune_epochs, seed, label_smoo
         require_bayesian()
 
 
+def _check_data_and_choices(data, backbone: str, freeze_until_choices) -> tuple[str, ...]:
+    """Checks the data and the backbone; returns the encoded `freeze_until` choices."""
+    get_backbone(backbone)
+    check_data(data)
+    choices = encode_freeze_choices(freeze_until_choices)
+    if choices:
+        _check_freeze_choices(choices, backbone=backbone, image_size=data.image_size)
+    return choices
+
+
 def _check_freeze_choices(choices: Sequence[str], *, backbone: str, image_size: int) -> None:
     """Fails now, not in some trial hours from now, on a choice the backbone does not have.
 
@@ -244,6 +212,17 @@ def _check_freeze_choices(choices: Sequence[str], *, backbone: str, image_size: 
 
 
 # === Settings ===
+
+
+def _recipe_settings(backbone, weights, seed, label_smoothing, class_weight) -> dict:
+    """What trials train from and with, as `search.json` stores it."""
+    return {
+        "seed": seed if seed is None else int(seed),
+        "backbone": backbone,
+        "weights": describe_weights(weights),
+        "label_smoothing": float(label_smoothing),
+        "class_weight": class_weight,
+    }
 
 
 def _space(choices: Sequence[str]) -> list:
@@ -324,16 +303,17 @@ def _full_model_trials(data: ImageData, *, backbone, weights, choices, seed, lab
 
 
 def _head_trials(
-    data: ImageData, *, key, backbone, weights, cache_dir, strategy, seed, label_smoothing, chief: bool
+    data: ImageData, *, key, backbone, weights, cache_dir, strategy, seed, label_smoothing, role: str
 ) -> _Trials:
     """Trials that train the head alone on features computed once (or read from the cache).
 
     The chief only hands out trials: it builds no model, so it needs the table's feature size,
     not the features.
     """
-    recipe = {"seed": seed, "label_smoothing": label_smoothing}
-    if chief:
-        return _Trials(HeadHyperModel(len(data.class_names), feature_dim=_feature_dim(backbone), **recipe))
+    recipe = {"seed": seed, "label_smoothing": label_smoothing, "reuse_models": True}
+    if role == "chief":
+        feature_dim = get_backbone(backbone)[0].feature_size
+        return _Trials(HeadHyperModel(len(data.class_names), feature_dim=feature_dim, **recipe))
     features = load_or_extract(
         data, key=key, backbone=backbone, weights=weights, seed=seed, cache_dir=cache_dir, strategy=strategy
     )
@@ -348,10 +328,6 @@ def _head_trials(
         },
         trials_per_session=HEAD_TRIALS_PER_SESSION,
     )
-
-
-def _feature_dim(backbone: str) -> int:
-    return get_backbone(backbone)[0].feature_size
 
 
 def _run_trials(trials: _Trials, oracle, *, max_epochs: int, strategy, project_dir: str) -> None:

@@ -22,6 +22,8 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.tuning.hypermodels import HeadHyperModel
+
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
 HYPERBAND_FACTOR = 3
@@ -108,6 +110,8 @@ class SearchTuner(keras_tuner.Tuner):
         del model, history
         self._session_trials += 1
         if self._session_trials >= self.trials_per_session:
+            if isinstance(self.hypermodel, HeadHyperModel):
+                self.hypermodel.clear_models()  # a fresh session builds fresh models
             keras.backend.clear_session()
             self._session_trials = 0
         return results
