@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import tfresnet
 from tfresnet.backbones import BACKBONES
-from tfresnet.models import one_hot_labels
+from tfresnet.models import HeadDropout, one_hot_labels
 
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}
 REAL = ["resnet50", "resnet50v2", "resnet50-torchvision"]
@@ -311,3 +311,22 @@ def test_real_backbone_classifier(name, images):
     probabilities = keras.ops.convert_to_numpy(model(images))
     assert probabilities.shape == (4, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_head_dropout_reads_its_rate_from_a_variable_in_one_traced_step():
+    layer = HeadDropout(0.25, seed=0)
+    ones = np.ones((200, 50), "float32")
+    layer.build(ones.shape)  # as in a model, built before the step is traced
+    step = tf.function(lambda x: layer(x, training=True))
+
+    dropped = step(ones).numpy()
+    layer.set_rate(0.75)
+    dropped_more = step(ones).numpy()
+
+    assert step.experimental_get_tracing_count() == 1
+    for output, rate in ((dropped, 0.25), (dropped_more, 0.75)):
+        assert set(np.unique(output)) == {0.0, np.float32(1 / (1 - rate))}
+        assert abs((output == 0).mean() - rate) < 0.02
+    np.testing.assert_array_equal(layer(ones, training=False), ones)
+    with pytest.raises(ValueError, match="Received: rate=1.0"):
+        layer.set_rate(1.0)

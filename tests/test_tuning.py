@@ -162,7 +162,7 @@ def test_a_reused_head_trains_as_a_new_one_with_the_steps_traced_once():
     labels = np.arange(24) % NUM_CLASSES
     arguments = {"batch_size": 8, "epochs": 2, "verbose": 0, "validation_data": (features[:8], labels[:8])}
     first = fixed_hp(head_units=32, dropout=0.3, learning_rate=1e-2)
-    second = fixed_hp(head_units=32, dropout=0.3, learning_rate=3e-3)
+    second = fixed_hp(head_units=32, dropout=0.1, learning_rate=3e-3)  # another rate: the same steps
 
     reusing = HeadHyperModel(NUM_CLASSES, feature_dim=16, seed=5, reuse_models=True)
     model = reusing.build(first)
@@ -184,7 +184,16 @@ def test_a_reused_head_trains_as_a_new_one_with_the_steps_traced_once():
     for variable, fresh_variable in zip(model.optimizer.variables, fresh_model.optimizer.variables):
         np.testing.assert_array_equal(variable, fresh_variable)
 
-    assert reusing.build(fixed_hp(head_units=32, dropout=0.2, learning_rate=3e-3)) is not model
+    assert model.get_layer("output_dropout").rate == 0.1
+    no_dropout = fixed_hp(head_units=32, dropout=0.0, learning_rate=3e-3)
+    assert reusing.build(no_dropout) is model  # at rate 0, trains as a head without dropout
+    reused_without = reusing.fit(no_dropout, model, features, labels, **arguments).history
+    without_hypermodel = HeadHyperModel(NUM_CLASSES, feature_dim=16, seed=5)
+    without = without_hypermodel.build(no_dropout)
+    assert "output_dropout" not in [layer.name for layer in without.layers]
+    fresh_without = without_hypermodel.fit(no_dropout, without, features, labels, **arguments).history
+    assert reused_without == fresh_without
+    assert reusing.build(fixed_hp(head_units=64, dropout=0.3, learning_rate=3e-3)) is not model
     reusing.clear_models()
     assert reusing.build(second) is not model
     assert fresh_hypermodel.build(second) is not fresh_model  # reuse_models=False: always new

@@ -79,6 +79,41 @@ class ImageNormalization(keras.layers.Layer):
 # === Builder ===
 
 
+@keras.saving.register_keras_serializable(package="tfresnet")
+class HeadDropout(keras.layers.Dropout):
+    """Keras's `Dropout`, its rate also held in a variable that the traced training step reads.
+
+    `set_rate` changes the rate of a model already trained without tracing its steps again:
+    the search's trials of one head shape share one model (`tuning.HeadHyperModel`). The
+    masks are Keras's own, drawn from the layer's seed generator.
+
+    Example:
+    >>> layer = HeadDropout(0.2, name="output_dropout")
+    >>> layer.set_rate(0.4)
+    """
+
+    def build(self, input_shape):
+        self.rate_variable = self.add_weight(
+            name="rate", shape=(), initializer=keras.initializers.Constant(self.rate), trainable=False
+        )
+        self.built = True
+
+    def set_rate(self, rate: float) -> None:
+        """Sets the dropout rate, in [0, 1)."""
+        if not 0 <= rate < 1:
+            raise ValueError(f"rate must be in [0, 1). Received: rate={rate!r}")
+        self.rate = float(rate)
+        self.rate_variable.assign(rate)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        rate = keras.ops.cast(self.rate_variable, inputs.dtype)
+        shape = self.noise_shape or keras.ops.shape(inputs)
+        keep = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype) >= rate
+        return keras.ops.where(keep, inputs / (1 - rate), keras.ops.zeros_like(inputs))
+
+
 def build_backbone(
     backbone: str = "resnet50", *, weights: str | None = "imagenet", image_size: int = 224
 ) -> tuple[keras.layers.Layer, ImageNormalization]:
@@ -214,7 +249,7 @@ def build_head(
     if head_units:
         x = keras.layers.Dense(head_units, activation="relu", name=HEAD_LAYERS[0])(x)
     if dropout:
-        x = keras.layers.Dropout(dropout, name=HEAD_LAYERS[1])(x)
+        x = HeadDropout(dropout, name=HEAD_LAYERS[1])(x)
     return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[2])(x)
 
 

@@ -42,8 +42,9 @@ Memory and disk. Each full-model trial starts from `keras.backend.clear_session(
 its model when it ends; head trials share a session, 25 at a time (a clear would cost a head's
 trial more than its training, and changes none of its numbers), so a long search does not grow
 until it dies. Within a session, a head trial reuses the model of an earlier trial with the same
-`head_units` and `dropout`, re-initialised, and with it the train and test steps Keras traced
-(tracing is most of a head's trial); a reused model trains to the same numbers as a new one.
+`head_units` (and dropout or none: the head's `HeadDropout` reads its rate from a variable),
+re-initialised, and with it the train and test steps Keras traced (tracing is most of a head's
+trial); a reused model trains to the same numbers as a new one.
 
 Keras session and random seeds: running trials in fresh sessions is part of what `search` does.
 It calls `keras.backend.clear_session()` after checking a `freeze_until_choices` name that it

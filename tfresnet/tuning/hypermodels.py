@@ -257,8 +257,9 @@ class HeadHyperModel(keras_tuner.HyperModel):
     compiling a head's few steps would cost more than it saves).
 
     With `reuse_models`, `build` returns the model it built before for the same `head_units`
-    and `dropout`, re-initialised (weights and dropout masks from `seed`, Adam's variables
-    zeroed, the new learning rate), so the trial reuses the train and test functions Keras
+    (one with dropout also serves a trial without: at rate 0 it changes nothing),
+    re-initialised (weights and dropout masks from `seed`, Adam's variables zeroed, the new
+    learning rate and dropout rate), so the trial reuses the train and test functions Keras
     traced for it (most of a head's trial) and trains exactly as a new model would.
     `clear_models()` forgets them (the search does at every `keras.backend.clear_session()`).
 
@@ -300,7 +301,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         self.seed = seed
         self.label_smoothing = check_label_smoothing(label_smoothing)
         self.reuse_models = reuse_models
-        self._models = {}  # (head_units, dropout) -> compiled model, with reuse_models
+        self._models = {}  # (head_units, dropout > 0) -> compiled model, with reuse_models
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         declare_space(hp)
@@ -308,8 +309,9 @@ class HeadHyperModel(keras_tuner.HyperModel):
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         values = declare_space(hp)
         keras.utils.set_random_seed(self.seed)
-        architecture = (values["head_units"], values["dropout"])
-        model = self._models.get(architecture)
+        # A head with dropout also serves a trial without (at rate 0 it passes its input as is).
+        architecture = (values["head_units"], values["dropout"] > 0)
+        model = self._models.get(architecture) or self._models.get((values["head_units"], True))
         if model is None:
             inputs = keras.Input((self.feature_dim,), name="features")
             outputs = build_head(
@@ -329,6 +331,9 @@ class HeadHyperModel(keras_tuner.HyperModel):
             for variable in model.optimizer.variables:
                 variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
             model.optimizer.learning_rate = values["learning_rate"]
+            dropout = _find_layer(model, DROPOUT_LAYER)
+            if dropout is not None:
+                dropout.set_rate(values["dropout"])
         _initialize_head(model, self.seed)
         return model
 
