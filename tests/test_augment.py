@@ -1,13 +1,14 @@
 """Tests of tfresnet.data.augment: RandAugment in the training pipeline, MixUp and CutMix on
 one-hot batches."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import take_all
 
 from tfresnet.data import from_folder
-from tfresnet.data.augment import check_mixing, mix_batches
+from tfresnet.data.augment import check_mixing, mix_batches, randaugment
 
 SIZE = 32
 
@@ -77,3 +78,17 @@ def test_off_leaves_the_batches_alone():
 def test_bad_alphas_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         check_mixing(**kwargs)
+
+
+def test_randaugment_draws_among_the_operations_of_keras_randaugment():
+    """`randaugment` runs the sub-layers `keras.layers.RandAugment` lists in `_AUGMENT_LAYERS`."""
+    layer = keras.layers.RandAugment(value_range=(0, 255))
+    operations = [getattr(layer, name) for name in layer._AUGMENT_LAYERS]
+    assert len(operations) == 11 and all(isinstance(op, keras.layers.Layer) for op in operations)
+
+    augment = randaugment(seed=0)
+    image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype("float32")
+    outputs = np.stack([augment(tf.constant(image)).numpy() for _ in range(8)])
+
+    assert outputs.shape == (8, 32, 32, 3) and 0 <= outputs.min() and outputs.max() <= 255
+    assert len({output.tobytes() for output in outputs}) == 8  # a new draw for every image

@@ -2,8 +2,8 @@
 CutMix on training batches.
 
 - `augmentation="randaugment"` (a loader argument): the standard random resized crop and flip,
-  then `keras.layers.RandAugment` (two operations drawn per image among Keras's set, at
-  magnitude factor 0.5), in the `tf.data` pipeline on the CPU.
+  then the operations of `keras.layers.RandAugment` (two drawn per image among its eleven, at
+  its default magnitude factor 0.5), in the `tf.data` pipeline on the CPU.
 - `mix_batches(..., mixup=ALPHA, cutmix=ALPHA)` (`fine_tune`'s `mixup` / `cutmix`): blends pairs
   of training images and their one-hot labels with `keras.layers.MixUp` (a mixing weight drawn
   from Beta(ALPHA, ALPHA)) or pastes a box of one into the other with `keras.layers.CutMix`
@@ -28,6 +28,11 @@ RANDAUGMENT_FACTOR = 0.5
 def randaugment(seed: int | None = None):
     """The per-image RandAugment of `augmentation="randaugment"`: raw pixels in, raw pixels out.
 
+    The operations are those of `keras.layers.RandAugment` (its own sub-layers, with their
+    settings), drawn `RANDAUGMENT_OPS` times per image; each draw runs only the operation it
+    chose. (The layer itself runs every operation and keeps the chosen ones: the same images
+    for about eleven times the work.)
+
     Example:
     >>> augment = randaugment(seed=0)
     >>> augment(tf.zeros((64, 64, 3))).shape
@@ -40,11 +45,22 @@ def randaugment(seed: int | None = None):
         seed=seed,
         dtype="float32",
     )
+    # The layer's operations, as it names them (pinned by tests/test_augment.py).
+    operations = [getattr(layer, name) for name in layer._AUGMENT_LAYERS]
+    generator = keras.random.SeedGenerator(seed)
 
     def augment(image: tf.Tensor) -> tf.Tensor:
-        return tf.clip_by_value(tf.cast(layer(image, training=True), tf.float32), 0.0, 255.0)
+        for _ in range(RANDAUGMENT_OPS):
+            choice = keras.random.randint((), 0, len(operations), seed=generator)
+            branches = [_applied(operation, image) for operation in operations]
+            image = tf.switch_case(choice, branches)
+        return tf.clip_by_value(image, 0.0, 255.0)
 
     return augment
+
+
+def _applied(operation: keras.layers.Layer, image: tf.Tensor):
+    return lambda: tf.cast(operation(image, training=True), tf.float32)
 
 
 def check_mixing(mixup: float, cutmix: float) -> None:
