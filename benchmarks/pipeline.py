@@ -12,16 +12,23 @@
 (d) the like-for-like peer: a plain `tf.data` map doing what (a) does, the ordinary way:
     `tf.io.decode_jpeg` of the whole file, `tf.image.sample_distorted_bounding_box` with
     (a)'s area and aspect ranges (`RANDOM_CROP_AREA`, `RANDOM_CROP_ASPECT`), crop, the same
-    antialiased bilinear resize, a random flip; shuffled file list, batched, prefetched.
+    antialiased bilinear resize, a random flip; shuffled file list, batched, prefetched;
+(e) `tfresnet.data.from_folder(..., augmentation="randaugment")`: (a), then Keras's
+    `RandAugment` (two operations per image at magnitude factor 0.5) on each image.
 
 One warm-up epoch of each, then timed epochs taken in turn (the order rotated every round),
-so that a change of load on a shared machine hits all four alike. Wall: images per second,
+so that a change of load on a shared machine hits all five alike. Wall: images per second,
 the median over the timed epochs. CPU: images per CPU-second of this process (all threads)
 over the timed epochs: the work done, whatever other processes take from the machine.
 
+Then, alone, a few training steps of `keras.applications.ResNet50(weights=None)` on random
+batches of the same image size and batch size (one warm-up step, then timed steps): whether
+the RandAugment pipeline (e) produces images faster than the model consumes them, and what
+share of the CPU time per image it would take.
+
 Usage:
-    python benchmarks/pipeline.py            # 2,000 JPEGs of 500x375 px, 5 timed epochs
-    python benchmarks/pipeline.py --quick    # 400 JPEGs, 3 timed epochs
+    python benchmarks/pipeline.py            # 2,000 JPEGs of 500x375 px, 5 timed epochs, 5 ResNet50 steps
+    python benchmarks/pipeline.py --quick    # 400 JPEGs, 3 timed epochs, 2 ResNet50 steps
     python benchmarks/pipeline.py --num-images 300 --photo-size 2000 1500   # large photos
 """
 
@@ -49,6 +56,7 @@ PIPELINES = {
     "b": "(b) image_dataset_from_directory + Keras layers",
     "c": "(c) bare tf.io.decode_jpeg (ceiling)",
     "d": "(d) tf.data decode + distorted box + crop + resize + flip",
+    "e": "(e) tfresnet from_folder, randaugment",
 }
 
 
@@ -65,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=None,
                         help="timed epochs after one warm-up epoch (default: 5; 3 with --quick)")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="timed ResNet50 training steps after one warm-up step "
+                             "(default: 5; 2 with --quick)")
     return parser
 
 
@@ -129,9 +140,10 @@ def write_photos(root: str, *, num_images: int, classes: int, width: int, height
 # === The pipelines ===
 
 
-def tfresnet_pipeline(root: str, image_size: int, batch_size: int) -> tf.data.Dataset:
+def tfresnet_pipeline(root: str, image_size: int, batch_size: int,
+                      augmentation: str = "standard") -> tf.data.Dataset:
     return from_folder(root, image_size=image_size, batch_size=batch_size, val_split=0,
-                       augmentation="standard", seed=0).train
+                       augmentation=augmentation, seed=0).train
 
 
 def keras_pipeline(root: str, image_size: int, batch_size: int) -> tf.data.Dataset:
@@ -192,6 +204,30 @@ def plain_tf_data_pipeline(root: str, image_size: int, batch_size: int) -> tf.da
 # === Timing ===
 
 
+def resnet50_training_rate(image_size: int, batch_size: int, steps: int,
+                           classes: int = 4) -> tuple[float, float]:
+    """Images per second and per CPU-second of `keras.applications.ResNet50(weights=None)`
+    training steps (Adam, BatchNormalization in training mode) on one random batch, fed from
+    memory, after one warm-up step that traces the step.
+
+    Example:
+    >>> resnet50_training_rate(64, 32, steps=3)
+    (118.2, 61.0)
+    """
+    model = keras.applications.ResNet50(weights=None, input_shape=(image_size, image_size, 3),
+                                        classes=classes)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
+    labels = rng.integers(0, classes, batch_size)
+    model.train_on_batch(images, labels)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        model.train_on_batch(images, labels)
+    images_done = steps * batch_size
+    return images_done / (time.perf_counter() - start), images_done / (time.process_time() - start_cpu)
+
+
 def one_epoch(dataset: tf.data.Dataset) -> tuple[int, float, float]:
     """Images, wall-clock seconds and process CPU seconds of one pass over `dataset`."""
     count = 0
@@ -229,10 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     num_images = args.num_images or (400 if args.quick else 2000)
     epochs = args.epochs or (3 if args.quick else 5)
+    train_steps = args.train_steps or (2 if args.quick else 5)
     width, height = args.photo_size
     print(describe_machine())
     print(f"{num_images} JPEGs of {width}x{height} px, {args.image_size} px out, batch "
-          f"{args.batch_size}, 1 warm-up + {epochs} timed epochs each, in turn")
+          f"{args.batch_size}, 1 warm-up + {epochs} timed epochs each, in turn; then 1 warm-up + "
+          f"{train_steps} timed ResNet50 training steps")
     print(f"load average before: {load_average()}", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
@@ -245,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         pipelines["b"] = keras_pipeline(root, args.image_size, args.batch_size)
         pipelines["c"] = decode_pipeline(root, args.image_size, args.batch_size)
         pipelines["d"] = plain_tf_data_pipeline(root, args.image_size, args.batch_size)
+        pipelines["e"] = tfresnet_pipeline(root, args.image_size, args.batch_size, "randaugment")
         results = time_epochs(pipelines, epochs)
+    train_wall, train_cpu = resnet50_training_rate(args.image_size, args.batch_size, train_steps,
+                                                   args.classes)
     print(f"load average after: {load_average()}; {time.perf_counter() - started:.0f} s in all")
 
     print(f"\n{'pipeline':<58} {'images/s per epoch':>26} {'median':>8} {'images/CPU-s':>13}")
@@ -259,6 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"(a)/(c) {headline('tfresnet', 'bare decode_jpeg', *ratios('a', 'c'))}")
     print(f"(a)/(b) {headline('tfresnet', 'image_dataset_from_directory + Keras layers', *ratios('a', 'b'))}")
+    print(f"(e)/(a) {headline('randaugment', 'standard', *ratios('e', 'a'))}")
+    wall, cpu = results["e"]["wall"], results["e"]["cpu"]
+    # CPU-seconds per image: 1/cpu for the pipeline, 1/train_cpu for the training step.
+    share = (1 / cpu) / (1 / cpu + 1 / train_cpu)
+    verdict = "keeps ahead" if wall > train_wall else "does NOT keep ahead"
+    print(f"(e) randaugment pipeline {wall:.1f} images/s against ResNet50 training "
+          f"{train_wall:.1f} images/s ({args.image_size} px, batch {args.batch_size}, "
+          f"{train_steps} steps, each measured alone): {wall / train_wall:.1f}x wall, "
+          f"{cpu / train_cpu:.1f}x CPU; the pipeline {verdict}, at {share:.0%} of the CPU time "
+          f"per image when both share the CPUs")
     print(headline("tfresnet", "like-for-like tf.data peer", *ratios("a", "d")))
     return 0
 
