@@ -164,17 +164,21 @@ def _write_csv(folder, path) -> None:
     path.write_text("\n".join(["file,species", *rows]) + "\n")
 
 
-def test_a_csv_run_with_the_stronger_recipe_writes_its_batch_and_accuracy_tta(small_folder, tmp_path):
+def test_a_csv_run_with_the_stronger_recipe_and_a_search_writes_batch_png_and_accuracy_tta(
+    small_folder, tmp_path
+):
     labels = tmp_path / "labels.csv"
     _write_csv(small_folder, labels)
     output = tmp_path / "out"
     source = ["--csv", str(labels), "--image-dir", small_folder, "--path-column", "file"]
     recipe = ["--label-column", "species", "--augmentation", "randaugment", "--mixup", "0.2"]
     recipe += ["--cutmix", "0.5", "--ema", "--tta", "--head-epochs", "1", "--epochs", "1"]
+    search = ["--tune", "--tuner", "random", "--max-trials", "2", "--tune-epochs", "1"]
 
-    code, stdout = _main([*source, *QUICK, *recipe, "--output-dir", str(output)])
+    code, stdout = _main([*source, *QUICK, *recipe, *search, "--output-dir", str(output)])
 
     assert code == 0
+    assert len(_rows(output / "tuning" / "trials.csv")) == 2
     summary = json.loads(stdout.strip().splitlines()[-1])
     report = json.loads((output / "report.json").read_text())
     assert 0 <= summary["accuracy_tta"] == report["accuracy_tta"] <= 1
