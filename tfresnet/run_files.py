@@ -59,6 +59,11 @@ def prepare_run_dir(output_dir: str | None, strategy: tf.distribute.Strategy, re
 
 
 def remove(directory: str, *names: str) -> None:
+    """Removes the files and folders `names` of `directory` that exist.
+
+    Example:
+    >>> remove("runs/flowers", BACKUP_DIR, HEAD_DONE_WEIGHTS)
+    """
     for name in names:
         path = os.path.join(directory, name)
         if os.path.isdir(path):
@@ -83,6 +88,12 @@ def finished_run(model: keras.Model, run_dir: str, recipe: dict, config: dict) -
 
 
 def logged_history(run_dir: str) -> dict[str, list[float]]:
+    """The history of both phases as their logs in `run_dir` hold it (see `extend_history`).
+
+    Example:
+    >>> logged_history("runs/flowers")["phase"]
+    [1, 1, 1, 2, 2]
+    """
     history: dict[str, list[float]] = {}
     for number, phase in enumerate(PHASES, 1):
         extend_history(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase=phase))), number)
@@ -90,6 +101,14 @@ def logged_history(run_dir: str) -> dict[str, list[float]]:
 
 
 def extend_history(history: dict[str, list[float]], rows: list[dict], phase: int) -> None:
+    """Appends a phase's log rows to `history`, metric by metric, with `phase` per epoch.
+
+    Example:
+    >>> history = {}
+    >>> extend_history(history, [{"epoch": 0, "loss": 0.9}], phase=1)
+    >>> history
+    {'loss': [0.9], 'phase': [1]}
+    """
     for row in rows:
         for key, value in row.items():
             if key != "epoch":
@@ -98,6 +117,7 @@ def extend_history(history: dict[str, list[float]], rows: list[dict], phase: int
 
 
 def phase_backup(run_dir: str, phase: str, replay: list[keras.callbacks.Callback] = ()) -> EpochBackup:
+    """The `EpochBackup` of a phase, in `run_dir/backup/<phase>`."""
     return EpochBackup(os.path.join(run_dir, BACKUP_DIR, phase), replay=replay)
 
 
