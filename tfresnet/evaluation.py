@@ -152,14 +152,20 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False)
     {'accuracy': 0.91, 'num_images': 60, 'accuracy_tta': 0.93, 'tta_views': [...]}
     """
     single, averaged, labels = _predict(model, dataset, tta=tta)
-    result = {"accuracy": _accuracy(single, labels), "num_images": int(len(labels))}
+    result = {"accuracy": accuracy(single, labels), "num_images": int(len(labels))}
     if tta:
-        result["accuracy_tta"] = _accuracy(averaged, labels)
+        result["accuracy_tta"] = accuracy(averaged, labels)
         result["tta_views"] = list(TTA_VIEWS)
     return result
 
 
-def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The share of images whose most probable class is their label.
+
+    Example:
+    >>> accuracy(np.array([[0.9, 0.1], [0.4, 0.6]]), np.array([0, 0]))
+    0.5
+    """
     return float((probabilities.argmax(axis=1) == labels).mean())
 
 
@@ -173,7 +179,8 @@ def _predict(model: keras.Model, dataset: tf.data.Dataset, tta: bool):
             )
         views = predict_views(model, batch[0], tta=tta)
         single.append(views[0])
-        averaged.append(views.mean(axis=0))
+        if tta:
+            averaged.append(views.mean(axis=0))
         labels.append(class_indices(batch[1]))
     if not single:
         raise ValueError("The evaluation set is empty: no batch could be read from it.")

@@ -53,7 +53,8 @@ def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, per_class
         batch_probabilities = views[0]
         batch_labels = evaluation.class_indices(batch_labels)
         probabilities.append(batch_probabilities)
-        averaged.append(views.mean(axis=0))
+        if tta:
+            averaged.append(views.mean(axis=0))
         labels.append(batch_labels)
         if keep:
             picked = batch_probabilities[np.arange(len(batch_labels)), batch_labels]
@@ -172,7 +173,7 @@ def write_report(
         "expected_calibration_error": calibration.expected_calibration_error(probabilities, labels),
     }
     if tta:
-        report["accuracy_tta"] = classification_report(labels, tta_probabilities, class_names)["accuracy"]
+        report["accuracy_tta"] = evaluation.accuracy(tta_probabilities, labels)
         report["tta_views"] = list(evaluation.TTA_VIEWS)
     calibrated = None
     if calibrate:
