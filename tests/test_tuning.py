@@ -199,6 +199,29 @@ def test_a_reused_head_trains_as_a_new_one_with_the_steps_traced_once():
     assert fresh_hypermodel.build(second) is not fresh_model  # reuse_models=False: always new
 
 
+def test_a_head_sets_tensorflows_seed_only_when_it_holds_another(monkeypatch):
+    """Setting TensorFlow's global seed clears its kernel caches, which a head trial would pay
+    for in every trial: a build sets it (its shuffles read it) only when it differs, and the
+    trials train to the same numbers either way."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(24, 16)).astype("float32")
+    labels = np.arange(24) % NUM_CLASSES
+    set_seed, calls = tf.random.set_seed, []
+    monkeypatch.setattr(tf.random, "set_seed", lambda seed: (calls.append(seed), set_seed(seed)))
+    hp = fixed_hp(head_units=8, dropout=0.2, learning_rate=1e-2)
+    hypermodel = HeadHyperModel(NUM_CLASSES, feature_dim=16, seed=5, reuse_models=True)
+
+    set_seed(11)  # the user's seed
+    histories = []
+    for _ in range(3):
+        model = hypermodel.build(hp)
+        history = hypermodel.fit(hp, model, features, labels, batch_size=8, epochs=2, verbose=0)
+        histories.append(history.history)
+    assert calls == [5]
+    assert tf.compat.v1.get_seed(1) == (5, 1)
+    assert histories[0] == histories[1] == histories[2]
+
+
 def test_head_hypermodel_declares_the_space_with_defaults():
     hp = keras_tuner.HyperParameters()
     HeadHyperModel(3).declare_hyperparameters(hp)

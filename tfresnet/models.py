@@ -298,6 +298,20 @@ def compile_classifier(
     model.optimizer.build(model.trainable_variables)
 
 
+def check_label_smoothing(label_smoothing: float) -> float:
+    """`label_smoothing` as a float, checked to lie in [0, 1).
+
+    Example:
+    >>> check_label_smoothing(0.1)
+    0.1
+    """
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
+        0 <= label_smoothing < 1
+    ):
+        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+    return float(label_smoothing)
+
+
 def check_ema_momentum(ema_momentum: float | None) -> None:
     """Raises a ValueError unless `ema_momentum` is None (no average) or in (0, 1)."""
     if ema_momentum is not None and not 0 < ema_momentum < 1:

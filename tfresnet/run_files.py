@@ -100,6 +100,19 @@ def logged_history(run_dir: str) -> dict[str, list[float]]:
     return history
 
 
+def history_rows(history: dict[str, list[float]]) -> list[dict]:
+    """A Keras `History.history` as log rows, one per epoch (what `extend_history` takes).
+
+    Example:
+    >>> history_rows({"loss": [0.9, 0.7]})
+    [{'epoch': 0, 'loss': 0.9}, {'epoch': 1, 'loss': 0.7}]
+    """
+    return [
+        {"epoch": i, **{key: float(values[i]) for key, values in history.items()}}
+        for i in range(len(history.get("loss", [])))
+    ]
+
+
 def extend_history(history: dict[str, list[float]], rows: list[dict], phase: int) -> None:
     """Appends a phase's log rows to `history`, metric by metric, with `phase` per epoch.
 

@@ -20,12 +20,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfresnet.checkpoints import (
-    BestCheckpoint,
-    copy_atomically,
-    read_log,
-    write_json,
-)
+from tfresnet.checkpoints import BestCheckpoint, copy_atomically, read_log, write_json
 from tfresnet.data import ImageData
 from tfresnet.data.augment import check_mixing, mix_batches
 from tfresnet.distribute import (
@@ -37,7 +32,13 @@ from tfresnet.distribute import (
     work_around_multi_worker_fit,
 )
 from tfresnet.freezing import freeze
-from tfresnet.models import build_classifier, check_ema_momentum, compile_classifier, one_hot_labels
+from tfresnet.models import (
+    build_classifier,
+    check_ema_momentum,
+    check_label_smoothing,
+    compile_classifier,
+    one_hot_labels,
+)
 from tfresnet.run_files import (
     BACKUP_DIR,
     BEST_WEIGHTS,
@@ -48,6 +49,7 @@ from tfresnet.run_files import (
     PHASES,
     extend_history,
     finished_run,
+    history_rows,
     phase_backup,
     phase_callbacks,
     prepare_run_dir,
@@ -332,8 +334,7 @@ def check_recipe(
     ):
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be > 0. Received: {name}={value!r}")
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+    check_label_smoothing(label_smoothing)
     check_mixing(mixup, cutmix)
     check_ema_momentum(ema_momentum)
 
@@ -374,13 +375,7 @@ def _train(model, data, recipe, *, run_dir, resume, strategy, verbose, config) -
             callbacks=callbacks,
             shuffle=False,  # the loaders shuffle; Keras would only warn that it cannot
         )
-        if log:
-            rows = log.rows
-        else:
-            rows = [
-                {"epoch": i, **{key: float(values[i]) for key, values in fitted.history.items()}}
-                for i in range(len(fitted.history.get("loss", [])))
-            ]
+        rows = log.rows if log else history_rows(fitted.history)
         extend_history(history, rows, PHASES.index(phase) + 1)
 
     head_done = run_dir and resume and os.path.exists(os.path.join(run_dir, HEAD_DONE_WEIGHTS))

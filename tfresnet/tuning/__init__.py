@@ -52,10 +52,13 @@ had to build the backbone for, after computing the features, at the start and at
 every full-model trial and of every session of head trials, and once the trials are over.
 Keras's global state (layer-name counters) starts afresh each time; the clears after building
 the backbone, after the features and at the end of a session also collect the memory of models
-no longer referenced. Every trial's build and the feature extraction call
+no longer referenced. Every full-model trial's build and the feature extraction call
 `keras.utils.set_random_seed(seed)` (0 when `seed` is None), which seeds Python's `random`,
-NumPy and TensorFlow globally: after `search` returns, the global random state is the one the
-last trial left. It touches neither at any other point.
+NumPy and TensorFlow globally. A head trial's build sets TensorFlow's global seed to `seed` only
+if it holds another value (its shuffles read it; setting it clears TensorFlow's kernel caches,
+which the next steps would rebuild): its weights and dropout masks are drawn from `seed` alone.
+After `search` returns, the global random state is the one the last trial left. It touches
+neither at any other point.
 
 Checkpoints. keras-tuner saves the weights of every trial at every
 improving epoch (about 100 MB for a ResNet50) and continues a trial promoted by Hyperband with

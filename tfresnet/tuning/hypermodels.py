@@ -15,7 +15,14 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.models import HEAD_LAYERS, build_classifier, build_head, compile_classifier, one_hot_labels
+from tfresnet.models import (
+    HEAD_LAYERS,
+    build_classifier,
+    build_head,
+    check_label_smoothing,
+    compile_classifier,
+    one_hot_labels,
+)
 
 HEAD_UNITS = (0, 128, 256, 512)
 DROPOUT_RANGE = (0.0, 0.5)
@@ -136,18 +143,15 @@ def _find_layer(model: keras.Model, name: str) -> keras.layers.Layer | None:
     return next((layer for layer in model.layers if layer.name == name), None)
 
 
-def check_label_smoothing(label_smoothing: float) -> float:
-    """`label_smoothing` as a float, checked to lie in [0, 1).
+def _seed_shuffles(seed: int) -> None:
+    """Sets TensorFlow's global seed to `seed` unless it is `seed` already.
 
-    Example:
-    >>> check_label_smoothing(0.1)
-    0.1
+    A head's weights and dropout masks come from `seed` alone (`_initialize_head`); only the
+    order of `tf.data`'s shuffle also reads the global seed. Setting it clears TensorFlow's
+    kernel caches, which the next steps rebuild (tens of milliseconds, a fifth of a head's trial).
     """
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
-    return float(label_smoothing)
+    if tf.compat.v1.get_seed(seed)[0] != seed:
+        tf.random.set_seed(seed)
 
 
 def _has_int_labels(dataset) -> bool:
@@ -254,7 +258,8 @@ class HeadHyperModel(keras_tuner.HyperModel):
     layers (`"head_dense"` when `head_units > 0`, `"output_dropout"` when `dropout > 0`,
     `"predictions"`), initialised from `seed` exactly as `ClassifierHyperModel` initialises its
     head, and compiled the same way (`compile_classifier`, with `label_smoothing`; without XLA:
-    compiling a head's few steps would cost more than it saves).
+    compiling a head's few steps would cost more than it saves). `build` sets TensorFlow's
+    global seed to `seed` when it holds another value: `fit` shuffles from it.
 
     With `reuse_models`, `build` returns the model it built before for the same `head_units`
     (one with dropout also serves a trial without: at rate 0 it changes nothing),
@@ -308,7 +313,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         values = declare_space(hp)
-        keras.utils.set_random_seed(self.seed)
+        _seed_shuffles(self.seed)
         # A head with dropout also serves a trial without (at rate 0 it passes its input as is).
         architecture = (values["head_units"], values["dropout"] > 0)
         model = self._models.get(architecture) or self._models.get((values["head_units"], True))
@@ -355,6 +360,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         batch_size: int = 32,
         shuffle: bool = True,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        class_weight: dict[int, float] | None = None,
         **kwargs,
     ):
         """Trains `model` on features `x` and integer labels `y`; returns the `History`.
@@ -362,10 +368,12 @@ class HeadHyperModel(keras_tuner.HyperModel):
         The arrays are fed as `tf.data` batches with one-hot labels, shuffled from `seed` afresh
         in every trial, so a trial traces one training graph (not one per batch shape) and its
         batches do not depend on the trials before it. Validation features go in one batch (up
-        to `VALIDATION_BATCH`). Other keyword arguments (`epochs`, `class_weight`, `callbacks`,
-        ...) go to `model.fit`.
+        to `VALIDATION_BATCH`). `class_weight` (`{class index: weight}`) weighs each training
+        example by its class, as `model.fit(class_weight=...)` would, from weights computed
+        once rather than in every batch. Other keyword arguments (`epochs`, `callbacks`, ...) go
+        to `model.fit`.
         """
-        train = self._dataset(x, y)
+        train = self._dataset(x, y, class_weight=class_weight)
         if shuffle:
             train = train.shuffle(len(y), seed=self.seed, reshuffle_each_iteration=True)
         if validation_data is not None:
@@ -373,8 +381,14 @@ class HeadHyperModel(keras_tuner.HyperModel):
             validation_data = self._dataset(features, labels).batch(min(len(labels), VALIDATION_BATCH))
         return model.fit(train.batch(batch_size), validation_data=validation_data, shuffle=False, **kwargs)
 
-    def _dataset(self, features: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+    def _dataset(
+        self, features: np.ndarray, labels: np.ndarray, class_weight: dict[int, float] | None = None
+    ) -> tf.data.Dataset:
         labels = np.asarray(labels)
+        classes = labels if labels.ndim == 1 else labels.argmax(axis=-1)
         if labels.ndim == 1:
             labels = np.eye(self.num_classes, dtype=np.float32)[labels]
-        return tf.data.Dataset.from_tensor_slices((features, labels))
+        if class_weight is None:
+            return tf.data.Dataset.from_tensor_slices((features, labels))
+        weights = np.array([class_weight.get(i, 1.0) for i in range(self.num_classes)], np.float32)
+        return tf.data.Dataset.from_tensor_slices((features, labels, weights[classes]))

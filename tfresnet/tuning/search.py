@@ -17,7 +17,7 @@ import tensorflow as tf
 from tfresnet.backbones import get_backbone
 from tfresnet.data import ImageData
 from tfresnet.freezing import first_trainable_from_table, freeze
-from tfresnet.models import build_classifier
+from tfresnet.models import build_classifier, check_label_smoothing
 from tfresnet.training import class_weights
 from tfresnet.tuning.features import (
     check_data,
@@ -29,7 +29,6 @@ from tfresnet.tuning.features import (
 from tfresnet.tuning.hypermodels import (
     ClassifierHyperModel,
     HeadHyperModel,
-    check_label_smoothing,
     declare_space,
     decode_freeze,
     encode_freeze_choices,
