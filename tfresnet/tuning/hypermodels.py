@@ -148,7 +148,7 @@ def _seed_shuffles(seed: int) -> None:
 
     A head's weights and dropout masks come from `seed` alone (`_initialize_head`); only the
     order of `tf.data`'s shuffle also reads the global seed. Setting it clears TensorFlow's
-    kernel caches, which the next steps rebuild (tens of milliseconds, a fifth of a head's trial).
+    kernel caches, which the next steps of every trial would rebuild.
     """
     if tf.compat.v1.get_seed(seed)[0] != seed:
         tf.random.set_seed(seed)
