@@ -1,6 +1,8 @@
 """Shared fixtures: seeds, tiny images and models built on the spot, never downloaded."""
 
+import ipaddress
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -10,6 +12,26 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 HUB_IMAGE_SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test reaches the network: a connection to anything but this machine fails at once."""
+    connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if isinstance(address, tuple) and not _is_local(address[0]):  # not a Unix socket's path
+            raise OSError(f"tests run offline: refused a connection to {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+
+
+def _is_local(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
 
 
 @pytest.fixture(autouse=True)
