@@ -86,6 +86,27 @@ def images() -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
 
 
+# === Comparing float32 results ===
+
+# The same network computed by other kernels (another batch size, a strategy, a SavedModel graph
+# whose convolutions grappler fused, LiteRT or ONNX Runtime, another process or instruction set)
+# sums in another order: float32 results then agree to about 1e-5 of the values' scale, not to
+# float32's rounding. oneDNN picks its kernels by batch size and by the CPU's instruction set
+# (AVX2 or AVX-512), so a tighter tolerance passes on one machine and fails on another.
+ACROSS_KERNELS_RTOL = 1e-4
+
+
+def assert_close_across_kernels(actual, expected, *, rtol: float = ACROSS_KERNELS_RTOL) -> None:
+    """Asserts that two float32 results of one computation, run by other kernels, agree.
+
+    Elementwise within `rtol` of the value, or of the largest magnitude in `expected` for values
+    near zero (a sum's rounding error scales with its terms, not with its result).
+    """
+    expected = np.asarray(expected, dtype="float64")
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    np.testing.assert_allclose(np.asarray(actual, dtype="float64"), expected, rtol=rtol, atol=rtol * scale)
+
+
 # === Datasets ===
 
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_image_folder
+from conftest import assert_close_across_kernels, write_image_folder
 from PIL import Image
 
 import tfresnet
@@ -97,7 +97,7 @@ def test_served_image_files_in_a_fresh_process_match_the_model_and_their_folders
     decoded = np.stack(
         [tfresnet.decode_for_eval(tf.constant(open(f, "rb").read()), IMAGE_SIZE).numpy() for f in files]
     )
-    np.testing.assert_allclose(served["probabilities"], model.predict(decoded, verbose=0), atol=1e-5)
+    assert_close_across_kernels(served["probabilities"], model.predict(decoded, verbose=0))
     top_labels = served["labels"][:, 0]
     folders = np.array([os.path.basename(os.path.dirname(f)) for f in files])
     assert set(folders) == set(class_names)
@@ -120,7 +120,7 @@ def test_signatures_names_and_outputs(trained, encoded_images):
 
     images = np.random.default_rng(0).uniform(0, 255, (2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
     by_pixels = served.signatures["serve_images"](images=tf.constant(images))
-    np.testing.assert_allclose(by_pixels["probabilities"], model.predict(images, verbose=0), atol=1e-5)
+    assert_close_across_kernels(by_pixels["probabilities"], model.predict(images, verbose=0))
     with open(os.path.join(path, "labels.txt")) as file:
         assert file.read().split() == class_names
     with open(os.path.join(path, "tfresnet_config.json")) as file:
@@ -184,7 +184,7 @@ def test_an_export_interrupted_between_its_two_renames_keeps_the_previous_one(
     assert calls[0] == (target, aside) and calls[1][1] == target and calls[2] == (aside, target)
     assert os.listdir(tmp_path) == ["1"]
     assert (tmp_path / "1" / "labels.txt").read_text().split() == ["cat", "dog", "fox"]
-    np.testing.assert_allclose(_served_pixels(target, pixels), before, atol=1e-6)
+    assert_close_across_kernels(_served_pixels(target, pixels), before)
 
 
 def test_a_kill_between_the_renames_is_repaired_by_the_next_export_even_a_failed_one(
@@ -204,7 +204,7 @@ def test_a_kill_between_the_renames_is_repaired_by_the_next_export_even_a_failed
 
     assert os.listdir(tmp_path) == ["1"]
     assert (tmp_path / "1" / "labels.txt").read_text().split() == ["cat", "dog", "fox"]
-    np.testing.assert_allclose(_served_pixels(target, pixels), before, atol=1e-6)
+    assert_close_across_kernels(_served_pixels(target, pixels), before)
 
 
 def test_after_a_kill_the_next_export_takes_the_place_and_drops_the_leftover(previous, tmp_path):
@@ -215,7 +215,7 @@ def test_after_a_kill_the_next_export_takes_the_place_and_drops_the_leftover(pre
     assert os.listdir(tmp_path) == ["1"]
     assert (tmp_path / "1" / "labels.txt").read_text().split() == ["x", "y", "z"]
     expected = replacement.predict(pixels, verbose=0)
-    np.testing.assert_allclose(_served_pixels(target, pixels), expected, atol=1e-6)
+    assert_close_across_kernels(_served_pixels(target, pixels), expected)
 
 
 def test_export_replaces_an_existing_one(previous, tmp_path):
@@ -225,7 +225,7 @@ def test_export_replaces_an_existing_one(previous, tmp_path):
     assert (tmp_path / "1" / "labels.txt").read_text().split() == ["x", "y", "z"]
     assert os.listdir(tmp_path) == ["1"]
     served = _served_pixels(target, pixels)
-    np.testing.assert_allclose(served, replacement.predict(pixels, verbose=0), atol=1e-6)
+    assert_close_across_kernels(served, replacement.predict(pixels, verbose=0))
     assert np.abs(served - before).max() > 0.01  # the replacement serves, not the previous model
 
 

@@ -60,6 +60,7 @@ def test_normalization_comes_first(model, images):
     assert preprocessing.mode == BACKBONES["resnet-tiny"].normalization == "caffe"
     features = keras.Model(model.input, model.get_layer("pooler").output)(images)
     backbone, pooler = model.get_layer("backbone"), model.get_layer("pooler")
+    # The same layers called eagerly on the same batch: the same kernels.
     np.testing.assert_allclose(features, pooler(backbone(preprocessing(images))), atol=1e-5)
     assert not np.allclose(features, pooler(backbone(images)), atol=1e-2)
 

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_bad_files, write_image_folder
+from conftest import assert_close_across_kernels, write_bad_files, write_image_folder
 
 import tfresnet
 from tfresnet import predict
@@ -138,7 +138,7 @@ def test_every_format_gives_the_keras_models_probabilities_on_the_evaluation_tra
     for kind in KINDS:
         rows = predict.load_predictor(paths[kind]).predict(files, top_k=3)
         scores = np.array([[row["score"], row["score_2"], row["score_3"]] for row in rows])
-        np.testing.assert_allclose(scores, -np.sort(-expected, axis=1), atol=1e-5, err_msg=kind)
+        assert_close_across_kernels(scores, -np.sort(-expected, axis=1))
         assert [row["label"] for row in rows] == [CLASS_NAMES[i] for i in expected.argmax(1)]
 
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_close_across_kernels
 
 import tfresnet
 from tfresnet import backbones, torchvision_resnet
@@ -23,7 +24,6 @@ HERE = os.path.dirname(__file__)
 REFERENCE = os.path.join(HERE, "data", "torchvision_reference.npz")
 TOOL = os.path.join(HERE, "..", "tools", "make_torchvision_reference.py")
 TINY = {"stage_blocks": (1, 2, 1, 1), "width": 4}  # the reference's configuration
-TOLERANCE = 1e-4
 RESNET50_LAYERS = 191
 # torchvision's resnet50 has 25,557,032 parameters, 2048 * 1000 + 1000 of them in fc.
 RESNET50_PARAMS_WITHOUT_FC = 25_557_032 - 2_049_000
@@ -66,8 +66,9 @@ def test_tiny_network_matches_torchvision_reference(reference, state_dict):
     assert load_state_dict(network, state_dict) == ["fc.bias", "fc.weight"]
     features = keras.ops.convert_to_numpy(network(reference["images"]))
     assert features.shape == reference["features"].shape == (2, 2, 2, 128)
-    np.testing.assert_allclose(features, reference["features"], atol=TOLERANCE, rtol=0)
-    np.testing.assert_allclose(_logits(features, state_dict), reference["logits"], atol=TOLERANCE, rtol=0)
+    # PyTorch computed the reference, on another machine: other kernels.
+    assert_close_across_kernels(features, reference["features"])
+    assert_close_across_kernels(_logits(features, state_dict), reference["logits"])
 
 
 def test_resnet50_architecture_facts():
@@ -130,7 +131,7 @@ def test_export_saved_model(tmp_path, monkeypatch):
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     loaded = tf.saved_model.load(path)  # kept: its signatures use its variables
     served = loaded.signatures["serve_images"](images=tf.constant(images))
-    np.testing.assert_allclose(served["probabilities"], model(images), atol=1e-5)
+    assert_close_across_kernels(served["probabilities"], model(images))
 
 
 # === Against torchvision itself, where it is installed ===
