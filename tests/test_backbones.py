@@ -4,8 +4,6 @@ Each network is built once per module, with random weights at 32 px; the facts c
 (layer counts, stage indices, feature widths) do not depend on the weights or the image size.
 """
 
-import time
-
 import keras
 import pytest
 
@@ -157,14 +155,9 @@ def test_tiny_has_resnet50_kernels_and_strides(networks):
     assert geometry(networks("resnet-tiny")) == geometry(networks("resnet50"))
 
 
-def test_tiny_is_small_and_builds_in_well_under_a_second(networks):
+def test_tiny_has_under_a_hundredth_of_the_weights(networks):
+    # Its build time is not asserted: speed is for benchmarks/, where a busy machine cannot fail CI.
     assert networks("resnet-tiny").count_params() < networks("resnet50").count_params() / 100
-    seconds = []
-    for _ in range(3):  # the best of three, so that a busy machine does not decide
-        start = time.perf_counter()
-        tiny_resnet.tiny_resnet(input_shape=IMAGE_SHAPE)
-        seconds.append(time.perf_counter() - start)
-    assert min(seconds) < 1.0
 
 
 @pytest.mark.parametrize(
