@@ -3,9 +3,12 @@ training one model over loopback."""
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import types
 
 import h5py
@@ -180,3 +183,54 @@ def test_two_workers_train_the_same_model_and_only_the_chief_writes(two_workers)
 def test_the_report_of_two_workers_counts_every_validation_image(two_workers):
     report = read_json(os.path.join(two_workers.output_dir, "report.json"))
     assert report["num_images"] == 9
+
+
+def _start_workers(
+    root, command: list[str], cluster: dict, temporary: str, name: str
+) -> list[subprocess.Popen]:
+    workers = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        environment = {**os.environ, "TF_CONFIG": config, "TMPDIR": temporary}
+        with open(root / f"{name}{index}.log", "w") as log:
+            workers.append(subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=log))
+    return workers
+
+
+@pytest.mark.slow
+def test_two_workers_killed_in_phase_2_resume_from_the_chief_state(tmp_path):
+    images, output_dir, temporary = (str(tmp_path / name) for name in ("images", "run", "tmp"))
+    write_image_folder(images, images_per_class=6, size=32)
+    os.makedirs(temporary)
+    command = [sys.executable, "-m", "tfresnet.finetune", "--data-dir", images, "--output-dir", output_dir]
+    command += ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "4"]
+    command += ["--val-split", "0.3", "--augmentation", "none", "--head-epochs", "1", "--epochs", "12"]
+    command += ["--patience", "0", "--seed", "0", "--no-check"]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = _start_workers(tmp_path, command, cluster, temporary, "first")
+    committed = os.path.join(output_dir, "backup", "fine_tune", "epoch.json")
+    deadline = time.monotonic() + 540
+    while not os.path.exists(committed):
+        assert all(worker.poll() is None for worker in workers), (tmp_path / "first0.log").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
+    assert [worker.wait() for worker in workers] == [-signal.SIGKILL] * 2
+    assert not os.path.exists(os.path.join(output_dir, "training_done.json"))
+    shutil.rmtree(temporary)  # whatever a worker kept on its machine is gone
+    os.makedirs(temporary)
+
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = _start_workers(tmp_path, [*command, "--resume"], cluster, temporary, "resumed")
+    for index, worker in enumerate(workers):
+        assert worker.wait(timeout=600) == 0, (tmp_path / f"resumed{index}.log").read_text()[-3000:]
+
+    epochs = [row["epoch"] for row in read_log(os.path.join(output_dir, "log_fine_tune.csv"))]
+    assert epochs == list(range(12))  # each once
+    assert os.listdir(temporary) == []
+    model = tf.saved_model.load(os.path.join(output_dir, "saved_model", "1"))
+    image = tf.io.encode_png(tf.zeros([32, 32, 3], tf.uint8))
+    served = model.signatures["serving_default"](image_bytes=tf.constant([image.numpy()]))
+    assert np.isclose(float(tf.reduce_sum(served["probabilities"])), 1.0, atol=1e-4)
+    assert served["labels"].numpy()[0, 0].decode() in ("blue", "green", "red")
