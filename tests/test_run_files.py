@@ -39,7 +39,9 @@ def test_a_second_run_in_a_live_output_folder_exits_2_naming_the_holder(tmp_path
     second = subprocess.run(_command(*run), cwd=ROOT, capture_output=True, text=True)
 
     assert second.returncode == 2, second.stderr[-3000:]
-    errors = [line for line in second.stderr.splitlines() if "error:" in line]
+    errors = [
+        line for line in second.stderr.splitlines() if line.startswith("python -m tfresnet.finetune: error:")
+    ]
     assert len(errors) == 1 and "Traceback" not in second.stderr
     assert f"process {first.pid} holds" in errors[0]
     assert first.wait(timeout=600) == 0, (tmp_path / "first.err").read_text()[-3000:]

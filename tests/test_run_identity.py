@@ -72,7 +72,11 @@ def test_a_resume_with_another_setting_is_bad_input_naming_it(finished, tmp_path
         change = []
     completed = _cli("--data-dir", images, "--output-dir", output_dir, *RUN, *change, "--resume")
     assert completed.returncode == 2, completed.stderr[-3000:]
-    lines = [line for line in completed.stderr.splitlines() if "error:" in line]
+    lines = [
+        line
+        for line in completed.stderr.splitlines()
+        if line.startswith("python -m tfresnet.finetune: error:")
+    ]
     assert len(lines) == 1 and "Traceback" not in completed.stderr
     assert named in lines[0] and "--resume" in lines[0] and "--output-dir" in lines[0]
     assert sorted(os.listdir(output_dir)) == before
