@@ -119,7 +119,7 @@ def test_a_resized_copy_across_the_split_is_leakage_on_the_split_from_folder_mak
     leaks = [group for group in planted_report["cross_split"] if group["kind"] == "near"]
     assert len(leaks) == 1
     # The loader's own split, read from the datasets it builds:
-    _, train, validation, _, _ = _folder_parts(root, None, val_split=0.25, seed=seed, strict=False)
+    _, train, validation, _, _, _ = _folder_parts(root, None, val_split=0.25, seed=seed, strict=False)
     in_validation = {os.path.relpath(p.decode(), root) for p, _ in validation.items.as_numpy_iterator()}
     in_train = {os.path.relpath(p.decode(), root) for p, _ in train.items.as_numpy_iterator()}
     assert set(leaks[0]["validation"]) == {ORIGINAL, RESIZED} & in_validation

@@ -3,9 +3,12 @@ training one model over loopback."""
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import types
 
 import h5py
@@ -65,19 +68,21 @@ def test_is_chief(cluster, task_type, task_id, chief):
     assert distribute.is_chief(_strategy(cluster, task_type, task_id)) is chief
 
 
-def test_a_worker_runs_in_the_same_folder_of_its_own_on_every_start(tmp_path, monkeypatch):
+def test_a_worker_resumes_from_a_private_copy_of_the_chief_state(tmp_path, monkeypatch):
     monkeypatch.setattr(run_files.tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
     output_dir = str(tmp_path / "run")
+    os.makedirs(os.path.join(output_dir, "backup", "head"))
+    with open(os.path.join(output_dir, "backup", "head", "epoch.json"), "w") as file:
+        json.dump({"epoch": 1, "weights": "epoch-1.weights.h5", "logs": {}}, file)
     worker = _strategy(WORKERS_ONLY, "worker", 1)
-    first = run_files.prepare_run_dir(output_dir, worker, resume=False)
-    again = run_files.prepare_run_dir(output_dir, worker, resume=True)
-    assert first == again
-    assert first.startswith(str(tmp_path / "tmp")) and os.path.isdir(first)
-    assert (
-        run_files.prepare_run_dir(output_dir, _strategy(WORKERS_ONLY, "worker", 0), resume=True) == output_dir
-    )
-    assert run_files.prepare_run_dir(str(tmp_path / "other"), worker, resume=True) != first
-    assert not os.path.exists(output_dir) or os.listdir(output_dir) == []
+    with run_files.run_folder(output_dir, worker, resume=True) as private:
+        assert private.startswith(str(tmp_path / "tmp")) and private != output_dir
+        assert run_files.resume_point(private) == run_files.resume_point(output_dir) == [0, 0, 1, -1]
+    with run_files.run_folder(output_dir, worker, resume=False) as fresh:
+        assert run_files.resume_point(fresh) == [0, 0, -1, -1]
+    assert os.listdir(tmp_path / "tmp") == []  # removed: a worker never reads state of its own
+    assert sorted(os.listdir(output_dir)) == ["backup"]  # and never writes into the chief's folder
 
 
 @pytest.mark.parametrize("value, expected", [("on", True), ("off", False), ("auto", False)])
@@ -154,36 +159,22 @@ def two_workers(tmp_path_factory):
             workers.append(subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=log))
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, (root / f"worker{index}.log").read_text()[-3000:]
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(run_files.tempfile, "tempdir", temporary)  # as TMPDIR set it for the workers
-        worker_dir = run_files.prepare_run_dir(output_dir, _strategy(cluster, "worker", 1), resume=True)
-    return types.SimpleNamespace(
-        output_dir=output_dir, worker_dir=worker_dir, temporary=temporary, pids=[w.pid for w in workers]
-    )
+    return types.SimpleNamespace(output_dir=output_dir, temporary=temporary, pids=[w.pid for w in workers])
 
 
 @pytest.mark.slow
 def test_two_workers_train_the_same_model_and_only_the_chief_writes(two_workers):
-    output_dir, worker_dir = two_workers.output_dir, two_workers.worker_dir
-    for name in ("best.weights.h5", "log_head.csv", "log_fine_tune.csv"):  # the worker trained alongside
-        assert os.path.exists(os.path.join(worker_dir, name))
-    chief_weights = _h5_arrays(os.path.join(output_dir, "best.weights.h5"))
-    worker_weights = _h5_arrays(os.path.join(worker_dir, "best.weights.h5"))
-    assert chief_weights.keys() == worker_weights.keys()
-    for name, array in chief_weights.items():
-        np.testing.assert_array_equal(array, worker_weights[name], err_msg=name)
+    output_dir = two_workers.output_dir
     for phase, epochs in (("head", 2), ("fine_tune", 1)):
         log = read_log(os.path.join(output_dir, f"log_{phase}.csv"))
         assert [row["epoch"] for row in log] == list(range(epochs))
-        assert log == read_log(os.path.join(worker_dir, f"log_{phase}.csv"))
 
     # The worker wrote nothing into the output folder: TensorBoard's files name their writer.
-    chief, worker = two_workers.pids
+    chief, _ = two_workers.pids
     assert _event_file_pids(output_dir) == {chief}
-    assert _event_file_pids(worker_dir) == {worker}
     leftovers = [name for _, _, names in os.walk(output_dir) for name in names if name.startswith(".")]
     assert leftovers == []
-    assert os.listdir(two_workers.temporary) == [os.path.basename(worker_dir)]  # its report went away
+    assert os.listdir(two_workers.temporary) == []  # the worker's private folder went away
     assert read_json(os.path.join(output_dir, "report.json"))["evaluated_on"] == "validation"
     assert read_json(os.path.join(output_dir, "config.json"))["strategy"] == "MultiWorkerMirroredStrategy"
 
@@ -192,3 +183,54 @@ def test_two_workers_train_the_same_model_and_only_the_chief_writes(two_workers)
 def test_the_report_of_two_workers_counts_every_validation_image(two_workers):
     report = read_json(os.path.join(two_workers.output_dir, "report.json"))
     assert report["num_images"] == 9
+
+
+def _start_workers(
+    root, command: list[str], cluster: dict, temporary: str, name: str
+) -> list[subprocess.Popen]:
+    workers = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        environment = {**os.environ, "TF_CONFIG": config, "TMPDIR": temporary}
+        with open(root / f"{name}{index}.log", "w") as log:
+            workers.append(subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=log))
+    return workers
+
+
+@pytest.mark.slow
+def test_two_workers_killed_in_phase_2_resume_from_the_chief_state(tmp_path):
+    images, output_dir, temporary = (str(tmp_path / name) for name in ("images", "run", "tmp"))
+    write_image_folder(images, images_per_class=6, size=32)
+    os.makedirs(temporary)
+    command = [sys.executable, "-m", "tfresnet.finetune", "--data-dir", images, "--output-dir", output_dir]
+    command += ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "4"]
+    command += ["--val-split", "0.3", "--augmentation", "none", "--head-epochs", "1", "--epochs", "12"]
+    command += ["--patience", "0", "--seed", "0", "--no-check"]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = _start_workers(tmp_path, command, cluster, temporary, "first")
+    committed = os.path.join(output_dir, "backup", "fine_tune", "epoch.json")
+    deadline = time.monotonic() + 540
+    while not os.path.exists(committed):
+        assert all(worker.poll() is None for worker in workers), (tmp_path / "first0.log").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
+    assert [worker.wait() for worker in workers] == [-signal.SIGKILL] * 2
+    assert not os.path.exists(os.path.join(output_dir, "training_done.json"))
+    shutil.rmtree(temporary)  # whatever a worker kept on its machine is gone
+    os.makedirs(temporary)
+
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = _start_workers(tmp_path, [*command, "--resume"], cluster, temporary, "resumed")
+    for index, worker in enumerate(workers):
+        assert worker.wait(timeout=600) == 0, (tmp_path / f"resumed{index}.log").read_text()[-3000:]
+
+    epochs = [row["epoch"] for row in read_log(os.path.join(output_dir, "log_fine_tune.csv"))]
+    assert epochs == list(range(12))  # each once
+    assert os.listdir(temporary) == []
+    model = tf.saved_model.load(os.path.join(output_dir, "saved_model", "1"))
+    image = tf.io.encode_png(tf.zeros([32, 32, 3], tf.uint8))
+    served = model.signatures["serving_default"](image_bytes=tf.constant([image.numpy()]))
+    assert np.isclose(float(tf.reduce_sum(served["probabilities"])), 1.0, atol=1e-4)
+    assert served["labels"].numpy()[0, 0].decode() in ("blue", "green", "red")

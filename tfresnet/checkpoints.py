@@ -204,7 +204,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.backup: EpochBackup | None = None
         self.weights: list | None = None
         state = read_json(self.state_path) if resume and path else None
-        if state and state.get("monitor") == monitor and os.path.exists(path):
+        if state and state.get("monitor") == monitor:
             self.best, self.best_epoch = state["value"], state["epoch"]
         else:
             self.best, self.best_epoch = (-math.inf if self._maximise else math.inf), None
@@ -233,13 +233,22 @@ class BestCheckpoint(keras.callbacks.Callback):
             )
 
     def restore(self, model: keras.Model | None = None) -> bool:
-        """Loads the best epoch's weights into `model` (default: the trained one), if any."""
+        """Loads the best epoch's weights into `model` (default: the trained one), if any.
+
+        Raises when the best epoch's weights file is gone or cannot be read: the model never
+        goes on silently with other weights than the best epoch's.
+        """
         model = model or self.model
         if self.weights is not None:
             model.set_weights(self.weights)
             return True
-        if self.path and self.best_epoch is not None and os.path.exists(self.path):
-            model.load_weights(self.path)
+        if self.path and self.best_epoch is not None:
+            if not os.path.exists(self.path):
+                raise FileNotFoundError(
+                    f"The best epoch's weights {self.path!r} ({self.best_epoch}) are gone: "
+                    f"the best epoch cannot be restored."
+                )
+            model.load_weights(self.path)  # a corrupt file raises
             return True
         return False
 

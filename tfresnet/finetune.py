@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -52,16 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     with console.quiet_output(verbose=console.wants_verbose(argv)):
         args = build_parser().parse_args(argv)
-        return _run(args)
+        with contextlib.ExitStack() as held:  # the output folder's lock, for the whole command
+            return _run(args, held)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     """Checks everything, then (searches and) trains, reports and exports."""
     from tfresnet import distribute, training
+    from tfresnet.run_identity import ResumeError, RunMismatch
 
     try:
-        strategy, data = _prepare(args)
+        strategy, data = _prepare(args, held)
         dataset_check = None if args.find_lr else _check_dataset(args, chief=distribute.is_chief(strategy))
+    except RunMismatch as error:
+        return console.print_bad_input(build_parser().prog, error.for_command())
     except BAD_INPUT_ERRORS as error:
         return console.print_bad_input(build_parser().prog, error)
     if args.find_lr:
@@ -81,9 +86,12 @@ def _run(args: argparse.Namespace) -> int:
         options.update(best)
     if distribute.is_chief(strategy):
         _show_batch(args, data)
-    result = training.fine_tune(
-        data, output_dir=args.output_dir, resume=args.resume, strategy=strategy, **options
-    )
+    try:
+        result = training.fine_tune(
+            data, output_dir=args.output_dir, resume=args.resume, strategy=strategy, **options
+        )
+    except ResumeError as error:  # the workers of a multi-worker run see different runs
+        return console.print_bad_input(build_parser().prog, error)
     return _report_and_export(
         args, data, result, chief=distribute.is_chief(strategy), dataset_check=dataset_check
     )
@@ -92,9 +100,11 @@ def _run(args: argparse.Namespace) -> int:
 # === Checks before any training ===
 
 
-def _prepare(args: argparse.Namespace):
-    """Checks the flags, the data, the model and the folders; returns `(strategy, data)`."""
-    from tfresnet import distribute, training
+def _prepare(args: argparse.Namespace, held: contextlib.ExitStack):
+    """Checks the flags, the data, the model and the folders; takes the output folder's lock
+    (into `held`) and checks that a resume continues the same run; returns `(strategy, data)`."""
+    from tfresnet import distribute, run_files, training
+    from tfresnet.run_identity import run_identity
 
     if not args.csv and (args.image_dir or args.path_column != "path" or args.label_column != "label"):
         raise ValueError(
@@ -136,9 +146,20 @@ def _prepare(args: argparse.Namespace):
 
         check_data(data)
     preflight.check_weights(**model, build=build)
-    preflight.check_writable(
-        _written_folders(args, chief=distribute.is_chief(strategy))
-    )  # last: creates them
+    preflight.check_writable(_written_folders(args, chief=distribute.is_chief(strategy)))  # creates them
+    search_worker = args.tune and not args.find_lr and _search_worker_id() is not None
+    if distribute.is_chief(strategy) and not search_worker:  # the other workers share the folder
+        held.enter_context(run_files.run_lock(args.output_dir))
+    if args.resume and not args.find_lr:
+        identity = run_identity(
+            data,
+            backbone=args.backbone,
+            weights=model["weights"],
+            head_units=args.head_units or None,
+            dropout=args.dropout,
+            ema=args.ema,
+        )
+        run_files.check_resume(args.output_dir, identity)
     return strategy, data
 
 

@@ -4,20 +4,28 @@ resume, the history their logs hold, and each phase's callbacks that write them.
 `best.weights.h5` and `best.json` (the best epoch), `log_head.csv` and `log_fine_tune.csv` (one
 row per epoch), `backup/<phase>/` (the last finished epoch, see `EpochBackup`),
 `head_phase.weights.h5` (the head phase's end, while the fine-tuning phase runs),
-`training_done.json` and `config.json`.
+`training_done.json`, `config.json`, `run.json` (what the run is: `tfresnet.run_identity`) and
+`run.lock` (held by the process running it: `run_lock`).
+
+Several workers (`MultiWorkerMirroredStrategy`): the chief writes `output_dir`; every other
+worker writes into a private temporary folder, removed at the end, and resumes from a copy of
+the chief's committed state, never from state of its own; the workers check that they all
+resume from the same point.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import shutil
 import tempfile
+from typing import Iterator
 
 import keras
 import tensorflow as tf
 
 from tfresnet.checkpoints import (
+    BACKUP_STATE,
     BEST_STATE,
     AveragedWeights,
     BestCheckpoint,
@@ -26,9 +34,11 @@ from tfresnet.checkpoints import (
     ResumableEarlyStopping,
     read_json,
     read_log,
+    write_json,
 )
 from tfresnet.distribute import is_chief
 from tfresnet.models import compile_classifier
+from tfresnet.run_identity import IDENTITY_FILE, ResumeError, compare
 
 PHASES = ("head", "fine_tune")
 # Files kept in `output_dir`.
@@ -38,24 +48,177 @@ DONE_FILE = "training_done.json"
 CONFIG_FILE = "config.json"
 BACKUP_DIR = "backup"
 LOG_FILE = "log_{phase}.csv"
+LOCK_FILE = "run.lock"
+# What a run keeps to resume from: removed by a fresh start, copied to a worker on a resume.
+STATE = (
+    BACKUP_DIR,
+    HEAD_DONE_WEIGHTS,
+    BEST_WEIGHTS,
+    BEST_STATE,
+    DONE_FILE,
+    *(LOG_FILE.format(phase=phase) for phase in PHASES),
+)
+# The locks this process holds: real path of the folder -> [lock file descriptor, holders].
+_LOCKS: dict[str, list[int]] = {}
 
 
-def prepare_run_dir(output_dir: str | None, strategy: tf.distribute.Strategy, resume: bool) -> str | None:
-    """`output_dir` on the chief; on another worker a folder of its own outside it, the same
-    on every start (so a worker resumes to the point the chief resumes to)."""
+class RunDirInUse(ValueError):
+    """Another live process runs in the output folder (it holds `run.lock`): bad input."""
+
+
+@contextlib.contextmanager
+def run_folder(
+    output_dir: str | None, strategy: tf.distribute.Strategy, resume: bool, identity: dict | None = None
+) -> Iterator[str | None]:
+    """The folder this process writes the run's files into, for the length of the block.
+
+    The chief: `output_dir`, under `run_lock`; without `resume` the previous run's state is
+    removed and `identity` recorded in `run.json`, with `resume` it is compared first (see
+    `check_resume`). Another worker of a multi-worker run: a private temporary folder, removed
+    when the block ends, holding on `resume` a copy of the chief's committed state.
+
+    Example:
+    >>> with run_folder("runs/flowers", strategy, resume=True, identity=identity) as folder:
+    ...     model.load_weights(os.path.join(folder, BEST_WEIGHTS))
+    """
     if not output_dir:
-        return None
-    run_dir = output_dir
+        yield None
+        return
+    if resume and identity is not None:
+        check_resume(output_dir, identity)
     if not is_chief(strategy):
-        resolver = strategy.cluster_resolver
-        key = hashlib.sha1(os.path.abspath(output_dir).encode()).hexdigest()[:12]
-        name = f"tfresnet-{key}-{resolver.task_type}{resolver.task_id}"
-        run_dir = os.path.join(tempfile.gettempdir(), name)
-    os.makedirs(run_dir, exist_ok=True)
-    if not resume:
-        logs = [LOG_FILE.format(phase=phase) for phase in PHASES]
-        remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS, BEST_WEIGHTS, BEST_STATE, DONE_FILE, *logs)
-    return run_dir
+        private = tempfile.mkdtemp(prefix="tfresnet-worker-")
+        try:
+            if resume:
+                copy_state(output_dir, private)
+            yield private
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        return
+    with run_lock(output_dir):
+        if not resume:
+            remove(output_dir, *STATE)
+        identity_path = os.path.join(output_dir, IDENTITY_FILE)
+        if identity is not None and (not resume or read_json(identity_path) is None):
+            write_json(identity_path, identity)
+        yield output_dir
+
+
+def check_resume(output_dir: str, identity: dict) -> None:
+    """Raises a `ResumeError` unless `output_dir` holds no run or the run `identity` describes.
+
+    Example:
+    >>> check_resume("runs/flowers", run_identity(data, backbone="resnet50", ...))
+    """
+    recorded = read_json(os.path.join(output_dir, IDENTITY_FILE))
+    if recorded is not None:
+        compare(recorded, identity, output_dir)
+    elif any(os.path.exists(os.path.join(output_dir, name)) for name in STATE):
+        raise ResumeError(
+            f"resume: the run in {output_dir!r} has no {IDENTITY_FILE} (what it was started with; "
+            f"an older tfresnet wrote it), so it cannot be shown to be this run. Start afresh "
+            f"with another output folder or without resume."
+        )
+
+
+def copy_state(output_dir: str, destination: str) -> None:
+    """Copies the committed state of the run in `output_dir` (what `STATE` names) into `destination`."""
+    for name in STATE:
+        source = os.path.join(output_dir, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(destination, name))
+        elif os.path.exists(source):
+            shutil.copyfile(source, os.path.join(destination, name))
+
+
+@contextlib.contextmanager
+def run_lock(output_dir: str) -> Iterator[None]:
+    """Holds an exclusive lock on `output_dir/run.lock` (holding this process id) in the block.
+
+    A second process raises `RunDirInUse` naming the holder's process id; the same process
+    may take it again (the command holds it, then `fine_tune`). The system releases it when
+    the process ends, however it ends (a SIGKILL too). Without `fcntl` (Windows) nothing is
+    locked.
+
+    Example:
+    >>> with run_lock("runs/flowers"):
+    ...     fine_tune(data, output_dir="runs/flowers")
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    key = os.path.realpath(output_dir)
+    if key not in _LOCKS:
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, LOCK_FILE)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(handle, 32).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise RunDirInUse(
+                f"{output_dir!r} is in use by another run: process {holder} holds {path}. Wait for "
+                f"it to end (or stop it), or pass another output folder."
+            ) from None
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
+        _LOCKS[key] = [handle, 0]
+    _LOCKS[key][1] += 1
+    try:
+        yield
+    finally:
+        _LOCKS[key][1] -= 1
+        if not _LOCKS[key][1]:
+            os.close(_LOCKS.pop(key)[0])
+
+
+def resume_point(run_dir: str) -> list[int]:
+    """Where a run in `run_dir` resumes: `[finished, head phase done, last committed epoch of
+    the head phase, of the fine-tuning phase]` (-1: none).
+
+    Example:
+    >>> resume_point("runs/flowers")
+    [0, 1, 2, 0]
+    """
+    epochs = [
+        (read_json(os.path.join(run_dir, BACKUP_DIR, phase, BACKUP_STATE)) or {}).get("epoch", -1)
+        for phase in PHASES
+    ]
+    done = [os.path.exists(os.path.join(run_dir, name)) for name in (DONE_FILE, HEAD_DONE_WEIGHTS)]
+    return [int(flag) for flag in done] + [int(epoch) for epoch in epochs]
+
+
+def check_workers_agree(strategy: tf.distribute.Strategy, run_dir: str, output_dir: str) -> None:
+    """Raises a `ResumeError` unless every worker of a multi-worker run resumes from the same
+    point (a collective all of them must reach), e.g. when `output_dir` is not one folder that
+    all of them share."""
+    point = resume_point(run_dir)
+
+    @tf.function
+    def gather():
+        context = tf.distribute.get_replica_context()
+        return context.all_gather(tf.constant([point], tf.int64), axis=0)
+
+    seen = strategy.experimental_local_results(strategy.run(gather))[0].numpy().tolist()
+    others = [other for other in seen if other != point]
+    if others:
+        raise ResumeError(
+            f"resume: the workers see different runs in {output_dir!r} (this one "
+            f"{_described(point)}, another {_described(others[0])}); every worker must see the "
+            f"chief's output folder: put it on storage they all share."
+        )
+
+
+def _described(point: list[int]) -> str:
+    finished, head_done, head, fine_tune = point
+    if finished:
+        return "a finished run"
+    if fine_tune >= 0 or head_done:
+        return f"fine-tuning epoch {fine_tune + 1} done" if fine_tune >= 0 else "the head phase done"
+    return f"head epoch {head + 1} done" if head >= 0 else "no epoch done"
 
 
 def remove(directory: str, *names: str) -> None:

@@ -47,14 +47,16 @@ from tfresnet.run_files import (
     HEAD_DONE_WEIGHTS,
     LOG_FILE,
     PHASES,
+    check_workers_agree,
     extend_history,
     finished_run,
     history_rows,
     phase_backup,
     phase_callbacks,
-    prepare_run_dir,
     remove,
+    run_folder,
 )
+from tfresnet.run_identity import run_identity
 
 CLASS_WEIGHTS = ("balanced", "none")
 
@@ -254,8 +256,16 @@ def fine_tune(
     config = _config(data, strategy, recipe, model_settings, class_weight, mixed_precision, seed)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    run_dir = prepare_run_dir(output_dir, strategy, resume)
-    with precision_policy(config["mixed_precision"]), strategy.scope():
+    identity = run_identity(
+        data, backbone=backbone, weights=weights, head_units=head_units, dropout=dropout, ema=ema
+    )
+    with (
+        run_folder(output_dir, strategy, resume, identity) as run_dir,
+        precision_policy(config["mixed_precision"]),
+        strategy.scope(),
+    ):
+        if run_dir and resume and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            check_workers_agree(strategy, run_dir, output_dir)
         model = build_classifier(len(data.class_names), image_size=data.image_size, **model_settings)
         freeze(model, until=freeze_until)  # checks the index or name before any training
         if run_dir and resume and os.path.exists(os.path.join(run_dir, DONE_FILE)):
@@ -271,8 +281,8 @@ def fine_tune(
                 verbose=verbose,
                 config=config,
             )
-    if run_dir and is_chief(strategy):
-        write_json(os.path.join(run_dir, CONFIG_FILE), config)
+        if run_dir and is_chief(strategy):
+            write_json(os.path.join(run_dir, CONFIG_FILE), config)
     return FineTuneResult(model=model, history=history, class_names=list(data.class_names), config=config)
 
 

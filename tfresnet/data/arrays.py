@@ -15,6 +15,7 @@ from tfresnet.data.pipeline import (
     assemble,
     cache_fingerprint,
     check_class_count,
+    fingerprint_of,
     make_settings,
     stratified_split,
 )
@@ -90,6 +91,7 @@ def from_arrays(
         class_names=class_names,
         settings=settings,
         fingerprint=cache_fingerprint(cache, images, labels, *held, val_split, seed, image_size),
+        data_fingerprint=fingerprint_of(images, labels, *held, val_split, seed),
     )
 
 

@@ -11,12 +11,13 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.data.folder import IMAGE_EXTENSIONS, check_files, file_part, file_stat
+from tfresnet.data.folder import IMAGE_EXTENSIONS, check_files, file_part, file_rows, file_stat
 from tfresnet.data.pipeline import (
     ImageData,
     assemble,
     cache_fingerprint,
     check_class_count,
+    fingerprint_of,
     make_settings,
     stratified_split,
 )
@@ -142,6 +143,7 @@ def from_csv(
         class_names=listing.class_names,
         settings=settings,
         fingerprint=cache_fingerprint(cache, stats, labels, held_out, image_size),
+        data_fingerprint=fingerprint_of(sorted(file_rows(listing.image_dir, paths, labels, held_out))),
         skipped=listing.skipped,
     )
 

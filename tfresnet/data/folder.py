@@ -19,6 +19,7 @@ from tfresnet.data.pipeline import (
     assemble,
     cache_fingerprint,
     check_class_count,
+    fingerprint_of,
     make_settings,
     stratified_split,
 )
@@ -129,7 +130,7 @@ def from_folder(
         drop_remainder=drop_remainder,
         strict=strict,
     )
-    class_names, train, validation, skipped, listed = _folder_parts(
+    class_names, train, validation, skipped, listed, rows = _folder_parts(
         directory, validation_directory, val_split=val_split, seed=seed, strict=strict
     )
     stats = None if isinstance(cache, bool) else [file_stat(path) for path in listed]
@@ -139,6 +140,7 @@ def from_folder(
         class_names=class_names,
         settings=settings,
         fingerprint=cache_fingerprint(cache, stats, validation_directory, val_split, seed, image_size),
+        data_fingerprint=fingerprint_of(sorted(rows)),
         skipped=skipped,
     )
 
@@ -150,20 +152,25 @@ def _folder_parts(
     val_split: float,
     seed: int | None,
     strict: bool,
-) -> tuple[list[str], Part, Part | None, dict[str, str], list[str]]:
-    """Class names, training and validation parts, skipped files and every file listed.
+) -> tuple[list[str], Part, Part | None, dict[str, str], list[str], list[tuple]]:
+    """Class names, training and validation parts, skipped files, every file listed and its
+    `file_rows`.
 
     The validation part is `validation_directory`'s files when given, else a stratified
     `val_split` of `directory`'s (None when `val_split` is 0).
     """
     class_names, paths, labels, skipped = list_folder(directory, strict=strict)
     if validation_directory is None:
+        in_validation = np.zeros(len(paths), dtype=bool)
         if not val_split:
-            return class_names, file_part(paths, labels), None, skipped, list(paths)
+            rows = file_rows(directory, paths, labels, in_validation)
+            return class_names, file_part(paths, labels), None, skipped, list(paths), rows
         train_index, val_index = stratified_split(labels, val_split, seed)
+        in_validation[val_index] = True
         train = file_part(paths[train_index], labels[train_index])
         validation = file_part(paths[val_index], labels[val_index])
-        return class_names, train, validation, skipped, list(paths)
+        rows = file_rows(directory, paths, labels, in_validation)
+        return class_names, train, validation, skipped, list(paths), rows
     val_names, val_paths, val_labels, val_skipped = list_folder(validation_directory, strict=strict)
     if val_names != class_names:
         raise ValueError(
@@ -173,7 +180,26 @@ def _folder_parts(
         )
     train, validation = file_part(paths, labels), file_part(val_paths, val_labels)
     skipped.update(val_skipped)
-    return class_names, train, validation, skipped, list(paths) + list(val_paths)
+    rows = file_rows(directory, paths, labels, np.zeros(len(paths), dtype=bool))
+    rows += file_rows(validation_directory, val_paths, val_labels, np.ones(len(val_paths), dtype=bool))
+    return class_names, train, validation, skipped, list(paths) + list(val_paths), rows
+
+
+def file_rows(
+    folder: str | os.PathLike, paths: np.ndarray, labels: np.ndarray, in_validation: np.ndarray
+) -> list[tuple[str, int, int, bool]]:
+    """`(path relative to folder, size, label, in validation)` per file: what the data is, for
+    its fingerprint (a folder moved elsewhere keeps it; a renamed, resized or relabelled file
+    does not).
+
+    Example:
+    >>> file_rows("flowers/", np.array(["flowers/roses/1.jpg"]), np.array([1]), np.array([False]))
+    [('roses/1.jpg', 48213, 1, False)]
+    """
+    return [
+        (os.path.relpath(path, folder), os.path.getsize(path), int(label), bool(held_out))
+        for path, label, held_out in zip(paths, labels, in_validation)
+    ]
 
 
 def file_stat(path: str) -> tuple[str, int, int]:

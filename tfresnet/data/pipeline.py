@@ -47,6 +47,9 @@ class ImageData:
             order, neither shuffled nor augmented (the same batches on every pass): what the
             search computes features of, and what a run without a validation set is
             evaluated on.
+        fingerprint: What the data is, as a hash (see `fingerprint_of`): each file's path
+            (relative to its folder), size, label and set; a TFDS dataset's name, version and
+            splits; arrays' bytes. A resumed run checks that it trains on the same data.
 
     Example:
     >>> data = from_folder("flowers/", image_size=224, seed=0)
@@ -64,6 +67,7 @@ class ImageData:
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     batch_size: int | None = None
     train_evaluation: tf.data.Dataset | None = None
+    fingerprint: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,13 +147,15 @@ def assemble(
     class_names: Sequence[str],
     settings: Settings,
     fingerprint: str,
+    data_fingerprint: str,
     skipped: dict[str, str] | None = None,
     shuffle_buffer: int | None = None,
 ) -> ImageData:
     """Builds the batches of the training and validation parts into an `ImageData`.
 
-    `fingerprint` names the file caches (see `cache_fingerprint`); `shuffle_buffer` bounds the
-    training shuffle buffer (None: the whole set).
+    `fingerprint` names the file caches (see `cache_fingerprint`), `data_fingerprint` is what
+    the data is (`ImageData.fingerprint`); `shuffle_buffer` bounds the training shuffle buffer
+    (None: the whole set).
     """
     parts = {"train": train, "validation": validation}
     if settings.drop_remainder and len(train.labels) < settings.batch_size:
@@ -187,6 +193,7 @@ def assemble(
         skipped=dict(skipped or {}),
         batch_size=settings.batch_size,
         train_evaluation=train_evaluation,
+        fingerprint=data_fingerprint,
     )
 
 
@@ -195,10 +202,25 @@ def cache_fingerprint(cache: bool | str | os.PathLike, *parts) -> str:
     (nothing to name for a memory cache or none)."""
     if isinstance(cache, bool):
         return ""
-    digest = hashlib.sha1()
+    return fingerprint_of(*parts)[:16]
+
+
+def fingerprint_of(*parts) -> str:
+    """A SHA-256 of `parts`: arrays by their shape, type and bytes, anything else by its `repr`.
+
+    Example:
+    >>> fingerprint_of("tf_flowers/3.0.1", "train", np.array([3, 7]))[:12]
+    'c742130eed7a'
+    """
+    digest = hashlib.sha256()
     for part in parts:
-        digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
-    return digest.hexdigest()[:16]
+        if isinstance(part, np.ndarray):
+            digest.update(repr((part.shape, part.dtype.str)).encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(repr(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def stratified_split(labels: np.ndarray, val_split: float, seed: int | None):

@@ -16,6 +16,7 @@ from tfresnet.data.pipeline import (
     assemble,
     cache_fingerprint,
     check_class_count,
+    fingerprint_of,
     make_settings,
     stratified_split,
 )
@@ -106,6 +107,7 @@ def from_tfds(
         fingerprint=cache_fingerprint(
             cache, info.full_name, split, validation_split, data_dir, held_out, image_size
         ),
+        data_fingerprint=fingerprint_of(info.full_name, split, validation_split, held_out),
         shuffle_buffer=TFDS_SHUFFLE_BUFFER,
     )
 

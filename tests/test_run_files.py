@@ -1,0 +1,113 @@
+"""The files of a run: one run per output folder, and a best epoch that is restored or fails."""
+
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import write_image_folder
+
+import tfresnet
+from tfresnet import run_files, training
+from tfresnet.checkpoints import read_log
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "4"]
+RUN += ["--seed", "0", "--augmentation", "none", "--no-check", "--patience", "0"]
+
+
+def _command(*args):
+    return [sys.executable, "-m", "tfresnet.finetune", *RUN, *args]
+
+
+@pytest.mark.slow
+def test_a_second_run_in_a_live_output_folder_exits_2_naming_the_holder(tmp_path):
+    images, output_dir = str(tmp_path / "images"), str(tmp_path / "run")
+    write_image_folder(images, num_classes=2, images_per_class=6, size=32)
+    run = ["--data-dir", images, "--output-dir", output_dir, "--head-epochs", "2", "--epochs", "30"]
+    with open(tmp_path / "first.err", "w") as stderr:
+        first = subprocess.Popen(_command(*run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 300
+    while not read_log(os.path.join(output_dir, "log_head.csv")):  # training
+        assert first.poll() is None, (tmp_path / "first.err").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    second = subprocess.run(_command(*run), cwd=ROOT, capture_output=True, text=True)
+
+    assert second.returncode == 2, second.stderr[-3000:]
+    errors = [
+        line for line in second.stderr.splitlines() if line.startswith("python -m tfresnet.finetune: error:")
+    ]
+    assert len(errors) == 1 and "Traceback" not in second.stderr
+    assert f"process {first.pid} holds" in errors[0]
+    assert first.wait(timeout=600) == 0, (tmp_path / "first.err").read_text()[-3000:]
+    assert [row["epoch"] for row in read_log(os.path.join(output_dir, "log_fine_tune.csv"))] == list(
+        range(30)
+    )
+    assert os.path.exists(os.path.join(output_dir, "saved_model", "1", "saved_model.pb"))
+    assert os.path.exists(os.path.join(output_dir, "best.weights.h5"))
+
+
+def test_the_lock_is_one_process_s_and_taken_again_by_it(tmp_path):
+    output_dir = str(tmp_path / "run")
+    holder = "import fcntl, os, sys, time; h = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+    holder += "fcntl.flock(h, fcntl.LOCK_EX); os.write(h, b'%d' % os.getpid()); "
+    holder += "print(1, flush=True); time.sleep(60)"
+    os.makedirs(output_dir)
+    other = subprocess.Popen(
+        [sys.executable, "-c", holder, os.path.join(output_dir, "run.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout.readline().strip() == "1"
+        with pytest.raises(run_files.RunDirInUse, match=f"process {other.pid} holds"):
+            with run_files.run_lock(output_dir):
+                pass
+    finally:
+        other.kill()
+        other.wait()
+    with run_files.run_lock(output_dir), run_files.run_lock(output_dir):  # the same process, twice
+        assert open(os.path.join(output_dir, "run.lock")).read().strip() == str(os.getpid())
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "gone"])
+def test_a_best_epoch_that_cannot_be_restored_raises(tmp_path, monkeypatch, damage):
+    rng = np.random.default_rng(0)
+    data = tfresnet.from_arrays(
+        rng.uniform(0, 255, (12, 32, 32, 3)).astype("uint8"),
+        np.repeat([0, 1], 6),
+        image_size=32,
+        batch_size=4,
+        val_split=0.25,
+        augmentation="none",
+        seed=0,
+    )
+    best = str(tmp_path / "best.weights.h5")
+    fit = keras.Model.fit
+
+    def fit_then_damage(model, *args, **kwargs):
+        history = fit(model, *args, **kwargs)
+        if damage == "gone":
+            os.remove(best)
+        else:
+            with open(best, "wb") as file:
+                file.write(b"not weights")
+        return history
+
+    monkeypatch.setattr(keras.Model, "fit", fit_then_damage)
+    with pytest.raises((OSError, FileNotFoundError)):
+        training.fine_tune(
+            data,
+            backbone="resnet-tiny",
+            weights=None,
+            head_epochs=1,
+            epochs=0,
+            output_dir=str(tmp_path),
+            verbose=0,
+        )
+    assert not os.path.exists(tmp_path / "training_done.json")

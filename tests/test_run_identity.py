@@ -1,0 +1,82 @@
+"""A resume proves it continues the same run: what `run.json` records, what a change says."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import write_image_folder
+
+from tfresnet.checkpoints import read_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
+RUN += ["--seed", "0", "--head-epochs", "1", "--epochs", "1", "--augmentation", "none", "--no-check"]
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tfresnet.finetune", *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished run on a 3-class folder; each test resumes it from a copy."""
+    root = tmp_path_factory.mktemp("identity")
+    images, output_dir = str(root / "images"), str(root / "run")
+    write_image_folder(images, num_classes=3, images_per_class=4, size=32)
+    completed = _cli("--data-dir", images, "--output-dir", output_dir, *RUN)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return images, output_dir
+
+
+def _copy(finished, tmp_path):
+    images, output_dir = finished
+    copies = str(tmp_path / "images"), str(tmp_path / "run")
+    shutil.copytree(images, copies[0])
+    shutil.copytree(output_dir, copies[1])
+    return copies
+
+
+@pytest.mark.slow
+def test_the_same_command_resumes_a_finished_run(finished, tmp_path):
+    images, output_dir = _copy(finished, tmp_path)
+    recorded = read_json(os.path.join(output_dir, "run.json"))
+    assert recorded["class_names"] == ["blue", "green", "red"] and recorded["image_size"] == 32
+    completed = _cli("--data-dir", images, "--output-dir", output_dir, *RUN, "--resume")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert read_json(os.path.join(output_dir, "run.json")) == recorded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (["--image-size", "48"], "image_size 32, now 48"),
+        (["--backbone", "resnet50"], "backbone 'resnet-tiny', now 'resnet50'"),
+        (["--head-units", "8"], "head_units none, now 8"),
+        (["--ema"], "ema off, now on"),
+        (
+            "rename",
+            "now ['blue', 'green', 'rouge'] (gone: ['red'], new: ['rouge'])",
+        ),
+    ],
+)
+def test_a_resume_with_another_setting_is_bad_input_naming_it(finished, tmp_path, change, named):
+    images, output_dir = _copy(finished, tmp_path)
+    before = sorted(os.listdir(output_dir))
+    if change == "rename":
+        os.rename(os.path.join(images, "red"), os.path.join(images, "rouge"))
+        change = []
+    completed = _cli("--data-dir", images, "--output-dir", output_dir, *RUN, *change, "--resume")
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    lines = [
+        line
+        for line in completed.stderr.splitlines()
+        if line.startswith("python -m tfresnet.finetune: error:")
+    ]
+    assert len(lines) == 1 and "Traceback" not in completed.stderr
+    assert named in lines[0] and "--resume" in lines[0] and "--output-dir" in lines[0]
+    assert sorted(os.listdir(output_dir)) == before
