@@ -566,9 +566,8 @@ class _Trained(Exception):
         ({}, True),
         ({"KERASTUNER_TUNER_ID": "chief", **ORACLE}, True),
         ({"KERASTUNER_TUNER_ID": "tuner1", **ORACLE}, False),
-        ({"KERASTUNER_TUNER_ID": "tuner1"}, True),  # no oracle address: a search of its own
     ],
-    ids=["alone", "chief", "worker", "id-without-oracle"],
+    ids=["alone", "chief", "worker"],
 )
 def test_after_a_shared_search_only_the_chief_trains(
     environment, trains, small_folder, tmp_path, monkeypatch
