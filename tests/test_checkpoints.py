@@ -280,3 +280,27 @@ def test_early_stopping_counts_the_epochs_logged_before_a_kill(tmp_path):
     history = model.fit(x, y, epochs=20, verbose=0, callbacks=callbacks)
     assert len(history.history["loss"]) == 1  # the third epoch without improvement stops it
     assert [row["epoch"] for row in log.rows] == [0, 1, 2, 3]
+
+
+def test_files_and_exports_follow_the_umask_not_mkstemps_owner_only_modes(tmp_path):
+    """Checkpoints, JSON files and the SavedModel get what `open()` and `mkdir` would give."""
+    from tfresnet.checkpoints import save_weights_atomically, write_json
+    from tfresnet.export import export_saved_model
+
+    model = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")]
+    )
+    previous = os.umask(0o027)
+    try:
+        write_json(str(tmp_path / "best.json"), {"value": 1})
+        save_weights_atomically(model, str(tmp_path / "best.weights.h5"))
+        export_saved_model(model, str(tmp_path / "saved_model" / "1"), class_names=["a", "b"])
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "best.json").st_mode & 0o777 == 0o640
+    assert os.stat(tmp_path / "best.weights.h5").st_mode & 0o777 == 0o640
+    export = tmp_path / "saved_model" / "1"
+    assert os.stat(export).st_mode & 0o777 == 0o750
+    for path in [export / "saved_model.pb", export / "labels.txt", *export.glob("variables/*")]:
+        assert os.stat(path).st_mode & 0o777 == 0o640, path
+    assert os.stat(export / "variables").st_mode & 0o777 == 0o750

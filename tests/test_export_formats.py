@@ -17,6 +17,7 @@ import pytest
 from conftest import write_image_folder
 
 import tfresnet
+from tfresnet.checkpoints import current_umask
 from tfresnet.export import __main__ as command
 from tfresnet.export import litert, saved_model
 from tfresnet.export import runtime as runtime_module
@@ -128,8 +129,13 @@ def test_export_formats_reports_agreement_with_the_keras_model(keras_exports, he
         assert entry["quantization"] == "none"
         assert entry["agreement"] == 1.0 and entry["max_abs_difference"] <= 1e-4
         assert entry["reference_accuracy"] == pytest.approx(keras_accuracy)
-    with open(os.path.join(output_dir, "labels.txt")) as file:
-        assert file.read().splitlines() == trained[1]
+    for name in ("model.tflite", "model.onnx"):
+        with open(os.path.join(output_dir, f"{name}.labels.txt")) as file:
+            assert file.read().splitlines() == trained[1]
+    assert not os.path.exists(os.path.join(output_dir, "labels.txt"))
+    mode = 0o666 & ~current_umask()  # the umask's, not mkstemp's owner-only 0600
+    for name in ("model.tflite", "model.onnx", "model.tflite.labels.txt", "model.onnx.labels.txt"):
+        assert os.stat(os.path.join(output_dir, name)).st_mode & 0o777 == mode, name
 
 
 @pytest.mark.slow
@@ -183,7 +189,7 @@ def test_int8_from_the_savedmodel_by_command_agrees_and_is_integer_inside(
     weights = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8 and len(t["shape"]) == 4]
     assert len(weights) >= 50  # the convolutions' kernels are int8
     assert {"QUANTIZE", "DEQUANTIZE"} <= runtime.op_names()
-    with open(os.path.join(os.path.dirname(path), "labels.txt")) as file:
+    with open(f"{path}.labels.txt") as file:
         assert file.read().splitlines() == trained[1]
 
 
@@ -251,9 +257,7 @@ def test_command_bad_input_exits_2_with_one_line_and_writes_nothing(
         code = exit.code
     lines = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
-    assert not os.path.exists(output) and not os.path.exists(
-        os.path.join(os.path.dirname(output), "labels.txt")
-    )
+    assert not os.path.exists(output) and not os.path.exists(f"{output}.labels.txt")
 
 
 def test_a_model_the_converter_refuses_is_said_in_one_line(saved_model_dir, tmp_path, capfd, monkeypatch):
@@ -373,3 +377,35 @@ def test_real_backbones_convert_to_litert(backbone, hub_module_dir, tmp_path):
     runtime = LiteRTRuntime(path)
     np.testing.assert_allclose(runtime.probabilities(images), model.predict(images, verbose=0), atol=1e-4)
     assert not {op for op in runtime.op_names() if op.startswith("Flex") or op == "CUSTOM"}
+
+
+def test_two_files_in_one_folder_keep_their_own_names_written_after_the_model(
+    keras_exports, trained, tmp_path, monkeypatch
+):
+    """Two exports in one folder never share names, and a kill between the model and its names
+    leaves a model without names (said on loading), never old names beside a new model."""
+    output_dir, _ = keras_exports
+    with open(os.path.join(output_dir, "model.tflite"), "rb") as file:
+        content = file.read()
+    from tfresnet.export import common
+
+    common.write_model_and_labels(str(tmp_path / "a.tflite"), content, ["x", "y", "z"])
+    common.write_model_and_labels(str(tmp_path / "b.tflite"), content, ["p", "q", "r"])
+    assert load_runtime(tmp_path / "a.tflite").class_names == ["x", "y", "z"]
+    assert load_runtime(tmp_path / "b.tflite").class_names == ["p", "q", "r"]
+
+    written = []
+    write_atomically = common.write_atomically
+
+    def killed_after_the_model(path, write):
+        if path.endswith(".labels.txt"):
+            raise KeyboardInterrupt  # the kill, once the model is in place
+        write_atomically(path, write)
+        written.append(path)
+
+    monkeypatch.setattr(common, "write_atomically", killed_after_the_model)
+    with pytest.raises(KeyboardInterrupt):
+        common.write_model_and_labels(str(tmp_path / "a.tflite"), content, ["new1", "new2", "new3"])
+    assert written == [str(tmp_path / "a.tflite")]
+    with pytest.raises(FileNotFoundError, match=r"a\.tflite\.labels\.txt"):
+        load_runtime(tmp_path / "a.tflite")

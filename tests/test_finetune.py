@@ -12,6 +12,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import assert_close_across_kernels, write_image_folder
 
 import tfresnet
@@ -318,6 +319,20 @@ def _bad_inputs(tmp_path, folder):
     other_search = tmp_path / "other_search"
     other_search.mkdir()
     (other_search / tuning.SETTINGS_FILE).write_text(json.dumps({"tuner": "an older search"}))
+    half_written = tmp_path / "half_written"
+    half_written.mkdir()
+    (half_written / tuning.SETTINGS_FILE).write_text('{"tuner": "hyperb')
+    two_lines = tmp_path / "two_lines"
+    write_image_folder(str(two_lines), num_classes=2, images_per_class=3, size=32)
+    os.rename(two_lines / sorted(os.listdir(two_lines))[0], two_lines / "red\nfox")
+    csv_two_lines = tmp_path / "two_lines.csv"
+    rows = [
+        f'"{os.path.join(folder, name, file)}","{"red" + chr(13) + "fox" if name == "red" else name}"'
+        for name in sorted(os.listdir(folder))
+        for file in sorted(os.listdir(os.path.join(folder, name)))
+    ]
+    with open(csv_two_lines, "w", newline="") as file:
+        file.write("\n".join(["path,label", *rows]) + "\n")
     tiny = ["--backbone", "resnet-tiny", "--weights", "none"]
     tune = ["--tune", "--tuner", "random", "--max-trials", "1", "--tune-epochs", "1"]
     data = ["--data-dir", folder]
@@ -381,6 +396,16 @@ def _bad_inputs(tmp_path, folder):
         ("bayesian", [*data, *tiny, *tune, "--tuner", "bayesian"], "pip install", ("sklearn",)),
         ("tune-dir", [*data, *tiny, *tune, "--tune-dir", str(tmp_path / "a_file" / "t")], "--tune-dir", ()),
         ("other-search", [*data, *tiny, *tune, "--tune-dir", str(other_search)], "--overwrite", ()),
+        (
+            "half-written-search",
+            [*data, *tiny, *tune, "--tune-dir", str(half_written)],
+            str(half_written / tuning.SETTINGS_FILE),
+            (),
+        ),
+        ("seed-too-large", [*data, *tiny, "--seed", str(2**32)], "--seed", ()),
+        ("negative-seed", [*data, *tiny, "--seed", "-1"], "--seed", ()),
+        ("class-name-two-lines", ["--data-dir", str(two_lines), *tiny], "line", ()),
+        ("csv-label-two-lines", ["--csv", str(csv_two_lines), *tiny], "line", ()),
     ]
     return {name: rest for name, *rest in cases}
 
@@ -417,6 +442,11 @@ def _bad_inputs(tmp_path, folder):
         "bayesian",
         "tune-dir",
         "other-search",
+        "half-written-search",
+        "seed-too-large",
+        "negative-seed",
+        "class-name-two-lines",
+        "csv-label-two-lines",
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_any_training(
@@ -430,7 +460,7 @@ def test_bad_input_exits_2_with_one_line_before_any_training(
         raise AssertionError("trained or searched on bad input")
 
     monkeypatch.setattr(training, "fine_tune", must_not_run)
-    if case != "other-search":  # there the search itself finds the bad input, before any trial
+    if "search" not in case:  # there the search itself finds the bad input, before any trial
         monkeypatch.setattr(tuning, "search", must_not_run)
     output = tmp_path / "out"
     argv = [*argv, "--image-size", "32"] if "--image-size" not in argv else argv
@@ -444,14 +474,49 @@ def test_bad_input_exits_2_with_one_line_before_any_training(
     assert _files_under(output) == []
 
 
-def test_a_shared_search_with_a_variable_missing_is_bad_input(small_folder, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("missing", ["KERASTUNER_ORACLE_PORT", "KERASTUNER_ORACLE_IP"])
+def test_a_shared_search_with_a_variable_missing_is_bad_input(
+    small_folder, tmp_path, monkeypatch, capsys, missing
+):
+    """Without its address, keras-tuner would run a search of its own in the shared folder."""
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
-    monkeypatch.delenv("KERASTUNER_ORACLE_PORT", raising=False)
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    monkeypatch.delenv(missing)
+    monkeypatch.setattr(tuning, "search", lambda *args, **kwargs: pytest.fail("searched"))
     code, _ = _main(["--data-dir", small_folder, *QUICK, "--tune", "--output-dir", str(tmp_path / "out")])
     stderr = capsys.readouterr().err
     assert code == 2
-    assert "KERASTUNER_ORACLE_PORT" in stderr and len(stderr.splitlines()) == 1
+    assert missing in stderr and len(stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "tf_config, expected",
+    [
+        ("[]", "must be a JSON object"),
+        ("{", "not valid JSON"),
+        ('{"cluster": {"worker": "host:1"}}', '"host:port" addresses'),
+        ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}', '"type"'),
+        ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}', "0 to 1"),
+    ],
+)
+def test_a_malformed_tf_config_is_bad_input(small_folder, tmp_path, monkeypatch, capsys, tf_config, expected):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    monkeypatch.setattr(training, "fine_tune", lambda *args, **kwargs: pytest.fail("trained"))
+    code, _ = _main(["--data-dir", small_folder, *QUICK, "--output-dir", str(tmp_path / "out")])
+    stderr = capsys.readouterr().err
+    assert code == 2 and len(stderr.splitlines()) == 1, stderr
+    assert "TF_CONFIG" in stderr and expected in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tf_config_that_is_a_list_is_one_line_from_a_plain_terminal(small_folder, tmp_path):
+    completed = _run_cli(
+        "--data-dir", small_folder, *QUICK, "--output-dir", str(tmp_path / "out"), env={"TF_CONFIG": "[]"}
+    )
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.startswith("python -m tfresnet.finetune: error: TF_CONFIG must be a JSON object")
+    assert len(completed.stderr.splitlines()) == 1, completed.stderr
 
 
 def test_bad_input_from_a_plain_terminal_prints_one_line_and_nothing_else(tmp_path):
@@ -502,9 +567,8 @@ class _Trained(Exception):
         ({}, True),
         ({"KERASTUNER_TUNER_ID": "chief", **ORACLE}, True),
         ({"KERASTUNER_TUNER_ID": "tuner1", **ORACLE}, False),
-        ({"KERASTUNER_TUNER_ID": "tuner1"}, True),  # no oracle address: a search of its own
     ],
-    ids=["alone", "chief", "worker", "id-without-oracle"],
+    ids=["alone", "chief", "worker"],
 )
 def test_after_a_shared_search_only_the_chief_trains(
     environment, trains, small_folder, tmp_path, monkeypatch
@@ -591,3 +655,23 @@ def test_find_lr_suggests_a_rate_in_the_sweep_before_the_loss_minimum(learnable_
     assert suggested <= rates[int(np.nanargmin(losses))]
     assert (output / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(output)) == ["lr_find.json", "lr_find.png"]
+
+
+def test_the_export_is_written_before_the_report_so_a_failing_report_keeps_it(
+    small_folder, tmp_path, monkeypatch
+):
+    from tfresnet import report
+
+    def failing_report(*args, **kwargs):
+        raise RuntimeError("the report failed")
+
+    monkeypatch.setattr(training, "fine_tune", _untrained)
+    monkeypatch.setattr(report, "write_report", failing_report)
+    output = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="the report failed"):
+        main(["--data-dir", small_folder, *QUICK, "--no-check", "--output-dir", str(output)])
+    assert (output / "saved_model" / "1" / "labels.txt").read_text().split() == ["blue", "green", "red"]
+    served = tf.saved_model.load(str(output / "saved_model" / "1")).signatures["serve_images"]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    probabilities = served(images=tf.constant(pixels))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)

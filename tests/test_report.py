@@ -310,3 +310,69 @@ def test_the_page_says_when_the_dataset_check_did_not_run(tmp_path):
     page = (tmp_path / report.HTML_FILE).read_text()
     assert "The dataset check did not run" in page
     assert len(_page_images(page)) == 3  # confusion matrix, top losses, calibration
+
+
+# === Many classes, and files written whole ===
+
+
+def test_a_thousand_classes_report_with_a_bounded_confusion_matrix(tmp_path):
+    """The full matrix stays in report.json; the picture shows the classes most confused, at a
+    size that does not grow with the classes (at 1,300 classes it once failed to draw)."""
+    classes = 1000
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (48, SIZE, SIZE, 3)).astype("float32")
+    labels = rng.integers(0, classes, len(images))
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(
+        keras.layers.Flatten()(inputs / 255.0)
+    )
+    model = keras.Model(inputs, outputs)
+    names = [f"class_{i:04d}" for i in range(classes)]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    written = report.write_report(model, dataset, names, str(tmp_path))
+    matrix = np.array(json.loads((tmp_path / "report.json").read_text())["confusion_matrix"])
+    assert matrix.shape == (classes, classes) and matrix.sum() == len(images)
+    assert len(written["per_class"]) == classes
+    with Image.open(tmp_path / "confusion_matrix.png") as picture:
+        assert max(picture.size) <= 2000, picture.size
+    shown = report.shown_classes(matrix)
+    assert len(shown) == report.CONFUSION_CLASSES
+    errors = matrix - np.diag(np.diag(matrix))
+    involved = errors.sum(axis=0) + errors.sum(axis=1)
+    assert involved[shown].min() >= np.delete(involved, shown).max()  # the most confused ones
+    assert "report.html" in os.listdir(tmp_path)
+
+
+def test_shown_classes_keeps_all_of_a_few_and_the_most_confused_of_many():
+    matrix = np.array([[5, 0, 0, 0], [3, 1, 0, 0], [0, 0, 4, 0], [0, 0, 1, 2]])
+    np.testing.assert_array_equal(report.shown_classes(matrix, limit=4), [0, 1, 2, 3])
+    np.testing.assert_array_equal(report.shown_classes(matrix, limit=2), [0, 1])
+
+
+@pytest.mark.parametrize("failing", ["plot", "json"])
+def test_a_report_cut_short_leaves_the_previous_files_whole(tmp_path, monkeypatch, failing):
+    """Every file is written beside its target and renamed over it: a failure half-way through
+    writing one (a full disk) leaves the previous file as it was, and no temporary file."""
+    report.write_report(_model(), _reshuffling_dataset(), CLASS_NAMES, str(tmp_path))
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+
+    def half_then_full(target, *args, **kwargs):
+        if isinstance(target, str):
+            with open(target, "wb") as file:
+                file.write(b"half")
+        else:
+            target.write("{half")
+        raise OSError("No space left on device")
+
+    if failing == "plot":
+        from matplotlib.figure import Figure
+
+        monkeypatch.setattr(Figure, "savefig", lambda figure, target, **kwargs: half_then_full(target))
+    else:
+        monkeypatch.setattr(json, "dump", lambda value, file, **kwargs: half_then_full(file))
+    with pytest.raises(OSError, match="No space left"):
+        report.write_report(_model(), _reshuffling_dataset(), CLASS_NAMES, str(tmp_path))
+    after = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    assert set(after) == set(before)  # no temporary file left
+    for name in [name for name in before if failing == "json" or name.endswith(".png")]:
+        assert after[name] == before[name], name  # report.json is new when a plot fails

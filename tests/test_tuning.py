@@ -28,6 +28,7 @@ from tfresnet.examples import CLASS_COLORS, CLASS_SHAPES, draw_shape
 from tfresnet.models import build_classifier, compile_classifier
 from tfresnet.training import class_weights
 from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, extract_features, search
+from tfresnet.tuning import features as features_module
 from tfresnet.tuning import trials as trials_module
 from tfresnet.tuning import tuner as tuner_module
 from tfresnet.tuning.tuner import SearchTuner, make_oracle
@@ -575,11 +576,94 @@ def test_a_changed_space_is_refused_unless_overwrite(hyperband_search, data, tmp
     assert len(read_trials(directory)) == 1
 
 
-def test_overwrite_deletes_only_a_search_directory(data, tmp_path):
-    (tmp_path / "notes.txt").write_text("not a search")
-    with pytest.raises(ValueError, match="holds files but no search"):
-        search(data, directory=tmp_path, overwrite=True, **TINY)
-    assert (tmp_path / "notes.txt").exists()
+def test_overwrite_deletes_only_the_searchs_own_files(hyperband_search, data, tmp_path):
+    """With --tune-dir equal to --output-dir, the run's other files (the export too) stay."""
+    directory = copy_search(hyperband_search[0], tmp_path)
+    kept = {"notes.txt": "mine", "report.json": "{}", "config.json": "{}"}
+    for name, text in kept.items():
+        (directory / name).write_text(text)
+    (directory / "saved_model" / "1").mkdir(parents=True)
+    (directory / "saved_model" / "1" / "saved_model.pb").write_bytes(b"model")
+    search(
+        data,
+        tuner="random",
+        max_trials=1,
+        tune_epochs=1,
+        seed=0,
+        directory=directory,
+        overwrite=True,
+        verbose=0,
+        **TINY,
+    )
+    for name, text in kept.items():
+        assert (directory / name).read_text() == text
+    assert (directory / "saved_model" / "1" / "saved_model.pb").read_bytes() == b"model"
+    assert len(read_trials(directory)) == 1 and len(list(directory.glob("trial_*"))) == 1
+    assert (
+        not (directory / "tuner0.json").exists() or json.loads((directory / "tuner0.json").read_text()) == {}
+    )
+
+
+def test_the_feature_cache_keys_a_weights_file_by_its_bytes(tmp_path):
+    """Another file at the same path and of the same size is other weights: other features."""
+    path = tmp_path / "backbone.weights.h5"
+    path.write_bytes(b"A" * 64)
+    first = features_module.features_key({"data": 1}, "resnet50", str(path), 0)
+    path.write_bytes(b"B" * 64)
+    assert features_module.features_key({"data": 1}, "resnet50", str(path), 0) != first
+    moved = tmp_path / "moved.h5"
+    path.rename(moved)  # the same bytes elsewhere: the same features
+    second = features_module.features_key({"data": 1}, "resnet50", str(moved), 0)
+    moved.write_bytes(b"B" * 64)
+    assert features_module.features_key({"data": 1}, "resnet50", str(moved), 0) == second
+
+
+def test_a_half_written_settings_file_is_named(data, tmp_path):
+    (tmp_path / "search.json").write_text('{"tuner": "hyperb')
+    with pytest.raises(ValueError, match=r"search\.json.* is not valid JSON"):
+        search(data, directory=tmp_path, verbose=0, **TINY)
+
+
+def test_the_summary_is_written_whole_or_not_at_all(hyperband_search, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    directory = copy_search(hyperband_search[0], tmp_path)
+    before = (directory / "trials.png").read_bytes()
+
+    def full_disk(figure, target, **kwargs):
+        with open(target, "wb") as file:
+            file.write(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    with pytest.raises(OSError):
+        trials_module.write_summary(str(directory), trials_module.read_trials(str(directory)), "val_accuracy")
+    assert (directory / "trials.png").read_bytes() == before
+    assert not [name for name in os.listdir(directory) if name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "present",
+    [
+        ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_PORT"),
+        ("KERASTUNER_TUNER_ID",),
+        ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"),
+    ],
+)
+def test_a_shared_search_needs_all_three_variables_or_none(monkeypatch, present):
+    values = {
+        "KERASTUNER_TUNER_ID": "tuner0",
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": "8000",
+    }
+    for name in values:
+        monkeypatch.delenv(name, raising=False)
+    assert tuner_module.role() == "local"
+    for name in present:
+        monkeypatch.setenv(name, values[name])
+    missing = sorted(set(values) - set(present))
+    with pytest.raises(ValueError, match=" and ".join(missing)):
+        tuner_module.role()
 
 
 class RecordLoss(keras.callbacks.Callback):

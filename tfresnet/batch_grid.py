@@ -14,6 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.checkpoints import save_figure
 from tfresnet.data.transforms import check_positive_int
 
 # A soft label's title names this many classes, heaviest first.
@@ -98,7 +99,7 @@ def show_batch(dataset: tf.data.Dataset, class_names: list[str], path: str, *, m
         axis.set_title(title, fontsize=8)
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
 
 

@@ -11,6 +11,8 @@ no extra layer to register.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -128,6 +130,26 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray, *, tolerance:
             b = low + ratio * (high - low)
             loss_b = loss(b)
     return float(np.exp((low + high) / 2))
+
+
+@contextlib.contextmanager
+def temperature_applied(model: keras.Model, temperature: float | None):
+    """`apply_temperature` inside the block only: afterwards the final layer holds its own
+    weights again, exactly (None: the block runs on the model as it is).
+
+    Example:
+    >>> with temperature_applied(model, 1.7):
+    ...     export_saved_model(model, "models/flowers/1", class_names=names)  # calibrated
+    """
+    if temperature is None:
+        yield model
+        return
+    kept = model.layers[-1].get_weights()
+    apply_temperature(model, temperature)
+    try:
+        yield model
+    finally:
+        model.layers[-1].set_weights(kept)
 
 
 def apply_temperature(model: keras.Model, temperature: float) -> keras.Model:

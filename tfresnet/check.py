@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the validation fraction training uses (ignored for a CSV with a 'split' column)",
     )
     parser.add_argument(
-        "--seed", type=int, default=None, help="the seed training uses (it decides the split)"
+        "--seed", type=console.seed, default=None, help="the seed training uses (it decides the split)"
     )
     parser.add_argument(
         "--hamming-threshold",

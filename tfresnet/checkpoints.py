@@ -33,6 +33,8 @@ def write_atomically(path: str, write: Callable[[str], Any]) -> None:
     """Calls `write(temporary_path)` beside `path`, then renames the result over `path`.
 
     If `write` fails, `path` keeps its previous content and the temporary file is removed.
+    The file gets the permissions of a file `open()` creates (0644 under umask 022), not the
+    owner-only ones of `tempfile.mkstemp`.
 
     Example:
     >>> write_atomically("notes.txt", lambda temporary: open(temporary, "w").write("done"))
@@ -43,10 +45,23 @@ def write_atomically(path: str, write: Callable[[str], Any]) -> None:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def current_umask() -> int:
+    """The process's umask (Python can only read it by setting it, so it is set back at once).
+
+    Example:
+    >>> oct(0o777 & ~current_umask())  # the mode of a new folder
+    '0o755'
+    """
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
 
 
 def save_weights_atomically(model: keras.Model, path: str) -> None:
@@ -81,8 +96,23 @@ def write_json(path: str, value: Any) -> None:
     write_atomically(path, write)
 
 
+def save_figure(figure, path: str, **options) -> None:
+    """Saves a matplotlib figure beside `path` (in the format its suffix names; `options` go to
+    `figure.savefig`), then renames it over `path`.
+
+    Example:
+    >>> save_figure(figure, "runs/flowers/confusion_matrix.png")
+    """
+    suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format=suffix, **options))
+
+
 def read_json(path: str) -> Any:
     """The JSON value in `path`, or None when there is no such file.
+
+    Raises:
+        ValueError: The file is not JSON (written by hand, or half-written by a tool that
+            does not rename); the message names it.
 
     Example:
     >>> read_json("runs/flowers/best.json")["value"]
@@ -90,8 +120,14 @@ def read_json(path: str) -> Any:
     """
     if not os.path.exists(path):
         return None
-    with open(path) as file:
-        return json.load(file)
+    with open(path, "rb") as file:
+        try:
+            return json.load(file)
+        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(
+                f"{path!r} is not valid JSON ({error}): it was cut short or edited by hand. "
+                f"Restore or delete it."
+            ) from None
 
 
 class EpochBackup(keras.callbacks.Callback):

@@ -16,6 +16,8 @@ import tempfile
 import warnings
 
 EXIT_BAD_INPUT = 2
+# The largest seed NumPy's and Keras's generators take.
+MAX_SEED = 2**32 - 1
 # Without --verbose: TensorFlow's C++ logs stay off (unless the variable is set); its errors reach
 # Python as exceptions. 3 also drops the "failed call to cuInit" line of machines without a GPU.
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
@@ -57,6 +59,16 @@ def non_negative_int(text: str) -> int:
     value = int_type(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, received {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed as NumPy and TensorFlow take it: an integer in [0, 2**32 - 1]."""
+    value = int_type(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 0 to {MAX_SEED} (2**32 - 1), received {text}"
+        )
     return value
 
 

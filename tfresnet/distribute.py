@@ -31,7 +31,7 @@ def resolve_strategy() -> tf.distribute.Strategy:
     >>> with strategy.scope():
     ...     model = build_classifier(3, weights=None)
     """
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    tf_config = read_tf_config()
     if tf_config.get("cluster"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     with contextlib.suppress(ValueError, tf.errors.NotFoundError, RuntimeError):
@@ -42,6 +42,55 @@ def resolve_strategy() -> tf.distribute.Strategy:
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+TF_CONFIG_EXAMPLE = (
+    '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}'
+)
+
+
+def read_tf_config() -> dict:
+    """`TF_CONFIG` as a dict ({} when unset), checked: a cluster of jobs, each a list of
+    "host:port" addresses, and this process's task (a type the cluster names, an index in it).
+
+    Raises:
+        ValueError: `TF_CONFIG` is not such a JSON object; the message says what is wrong.
+
+    Example:
+    >>> read_tf_config()["task"]  # TF_CONFIG='{"cluster": {"worker": ["a:1", "b:1"]}, "task": {...}}'
+    {'type': 'worker', 'index': 0}
+    """
+    text = os.environ.get("TF_CONFIG", "")
+    try:
+        config = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}). Set it like {TF_CONFIG_EXAMPLE}") from None
+    problem = _tf_config_problem(config)
+    if problem:
+        raise ValueError(
+            f"TF_CONFIG {problem}. Received: {text.strip()[:200]}; set it like {TF_CONFIG_EXAMPLE}"
+        )
+    return config
+
+
+def _tf_config_problem(config) -> str | None:
+    """What is wrong with a parsed `TF_CONFIG`, or None."""
+    if not isinstance(config, dict):
+        return "must be a JSON object"
+    cluster, task = config.get("cluster") or {}, config.get("task") or {}
+    if not isinstance(cluster, dict) or not all(
+        isinstance(hosts, list) and hosts and all(isinstance(host, str) for host in hosts)
+        for hosts in cluster.values()
+    ):
+        return 'needs "cluster" to map each job to a list of "host:port" addresses'
+    if not cluster:
+        return None
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        return f'needs "task" with a "type" among the cluster\'s jobs ({", ".join(cluster)})'
+    index, hosts = task.get("index", 0), cluster[task["type"]]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(hosts):
+        return f'needs "task" "index" to be a position in the {task["type"]!r} list (0 to {len(hosts) - 1})'
+    return None
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:

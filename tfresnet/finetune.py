@@ -302,10 +302,11 @@ def _search_worker_id() -> str | None:
 def _report_and_export(
     args: argparse.Namespace, data, result, *, chief: bool, dataset_check: dict | None
 ) -> int:
-    """Writes the report and the SavedModel (on the chief; other workers only keep pace).
+    """Writes the exports, then the report (on the chief; other workers only keep pace).
 
-    With `--calibrate`, the temperature fitted on the validation set is baked into the model
-    before the export, and recorded in `tfresnet_config.json`.
+    The exports come first, so that a report that fails (a plot, a full disk) never costs the
+    trained model. With `--calibrate`, the temperature fitted on the validation set is baked
+    into the exported model, and recorded in `tfresnet_config.json`.
     """
     from tfresnet import calibration, export, report
 
@@ -316,6 +317,16 @@ def _report_and_export(
         evaluation, evaluated_on = data.validation, "validation"
     else:
         evaluation, evaluated_on = data.train_evaluation, "training (evaluation transform)"
+    temperature = None
+    if args.calibrate:
+        temperature = calibration.fit_temperature(*report.predict_dataset(result.model, evaluation))
+        result.config["temperature"] = temperature
+    export_dir = _export_dir(args) if chief else os.path.join(output_dir, "saved_model")
+    with calibration.temperature_applied(result.model, temperature):
+        export.export_saved_model(
+            result.model, export_dir, class_names=data.class_names, top_k=args.top_k, config=result.config
+        )
+        exports = _export_formats(args, data, result.model, evaluation, output_dir) if chief else {}
     written = report.write_report(
         result.model,
         evaluation,
@@ -326,21 +337,17 @@ def _report_and_export(
         dataset_check=dataset_check,
         config=result.config,
         calibrate=args.calibrate,
+        temperature=temperature,
         tta=args.tta,
-    )
-    if args.calibrate:
-        result.config["temperature"] = written["calibration"]["temperature"]
-        calibration.apply_temperature(result.model, written["calibration"]["temperature"])
-    export_dir = _export_dir(args)
-    if not chief:
-        export_dir = os.path.join(output_dir, "saved_model")
-    export.export_saved_model(
-        result.model, export_dir, class_names=data.class_names, top_k=args.top_k, config=result.config
     )
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
         return 0
-    exports = _export_formats_and_measure(args, data, result.model, evaluation, output_dir)
+    if exports:  # their agreement figures join the report
+        from tfresnet import checkpoints
+
+        path = os.path.join(output_dir, report.REPORT_FILE)
+        checkpoints.write_json(path, {**(checkpoints.read_json(path) or {}), "exports": exports})
     summary = {
         "accuracy": written["accuracy"],
         **({"accuracy_tta": written["accuracy_tta"]} if args.tta else {}),
@@ -362,11 +369,10 @@ def _report_and_export(
     return 0
 
 
-def _export_formats_and_measure(args, data, model, evaluation, output_dir: str) -> dict:
-    """`OUTPUT_DIR/model.tflite` / `model.onnx`, their agreement added to report.json as `exports`."""
+def _export_formats(args, data, model, evaluation, output_dir: str) -> dict:
+    """`OUTPUT_DIR/model.tflite` / `model.onnx`, each measured against `model` on `evaluation`."""
     if not set(args.export_formats) - {"saved_model"}:
         return {}
-    from tfresnet import checkpoints, report
     from tfresnet.export.formats import export_formats
     from tfresnet.export.quiet import quiet_terminal
 
@@ -380,8 +386,6 @@ def _export_formats_and_measure(args, data, model, evaluation, output_dir: str) 
             validation=evaluation,
             class_names=data.class_names,
         )
-    path = os.path.join(output_dir, report.REPORT_FILE)
-    checkpoints.write_json(path, {**(checkpoints.read_json(path) or {}), "exports": exports})
     return exports
 
 
@@ -396,7 +400,7 @@ def _show_batch(args: argparse.Namespace, data) -> None:
 
 
 def _find_lr(args: argparse.Namespace, data) -> int:
-    from tfresnet import lr_finder, models
+    from tfresnet import checkpoints, lr_finder, models
 
     model = models.build_classifier(
         len(data.class_names),
@@ -409,8 +413,7 @@ def _find_lr(args: argparse.Namespace, data) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     plot = os.path.join(args.output_dir, "lr_find.png")
     sweep = lr_finder.find_lr(model, data.train, label_smoothing=args.label_smoothing, output_path=plot)
-    with open(os.path.join(args.output_dir, "lr_find.json"), "w") as file:
-        json.dump(sweep, file, indent=2)
+    checkpoints.write_json(os.path.join(args.output_dir, "lr_find.json"), sweep)
     print(
         json.dumps(
             {"suggested_learning_rate": sweep["suggested_learning_rate"], "plot": os.path.abspath(plot)}

@@ -181,7 +181,7 @@ def _training_flags(training: argparse._ArgumentGroup) -> None:
     training.add_argument(
         "--patience", type=console.non_negative_int, default=5, help="early stopping patience (0: none)"
     )
-    training.add_argument("--seed", type=int, default=None, help="seed for repeatable runs")
+    training.add_argument("--seed", type=console.seed, default=None, help="seed for repeatable runs")
 
 
 def _tune_flags(tune: argparse._ArgumentGroup) -> None:

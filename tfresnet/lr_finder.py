@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.checkpoints import save_figure
 from tfresnet.models import compile_classifier, one_hot_labels
 
 
@@ -106,4 +107,4 @@ def _plot_lr_sweep(rates: list[float], losses: list[float], suggested: float, pa
     axes.set_ylabel("loss")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path)

@@ -1,8 +1,8 @@
 """`python -m tfresnet.predict MODEL PATH...`: classify image files with an exported model.
 
 MODEL is a SavedModel folder, a LiteRT `.tflite` or an `.onnx` file, with its class names in
-`labels.txt` (inside the folder, beside the files). PATH are image files or folders, searched
-recursively for `.bmp`, `.gif`, `.jpeg`, `.jpg` and `.png` files. Every image is decoded,
+`labels.txt` inside the folder, in `<file>.labels.txt` beside a file. PATH are image files or
+folders, searched recursively for `.bmp`, `.gif`, `.jpeg`, `.jpg` and `.png` files. Every image is decoded,
 centre-cropped and resized by `tfresnet.decode_for_eval`, the evaluation pipeline's own
 transform, so each format sees exactly what the model was evaluated on.
 
@@ -223,11 +223,11 @@ def load_predictor(model: str | os.PathLike, *, batch_size: int = 32) -> Predict
 
     Args:
         model: A SavedModel folder of `export_saved_model`, a `.tflite` or an `.onnx` file,
-            with `labels.txt` inside the folder or beside the file.
+            with `labels.txt` inside the folder, `<file>.labels.txt` beside a file.
         batch_size: Images per call of the model.
 
     Raises:
-        FileNotFoundError: No model, or no `labels.txt`.
+        FileNotFoundError: No model, or no class names.
         ValueError: An unknown format, or labels that do not fit the model.
         ImportError: The package that runs the format is missing.
 

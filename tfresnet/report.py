@@ -16,7 +16,6 @@ fails at the first plot, saying what to install.
 from __future__ import annotations
 
 import heapq
-import json
 import os
 
 import keras
@@ -24,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import calibration, evaluation, report_html
+from tfresnet.checkpoints import save_figure, write_json
 
 REPORT_FILE = "report.json"
 HTML_FILE = report_html.HTML_FILE
@@ -32,6 +32,9 @@ TOP_LOSSES = 9
 GRADCAM_PER_CLASS = 3
 GRADCAM_CLASSES = 12
 GRADCAM_BATCH = 16  # heatmaps computed this many images at a time
+# confusion_matrix.png shows at most this many classes (beyond: those most often confused), so
+# its size stays bounded whatever the number of classes (report.json keeps the whole matrix).
+CONFUSION_CLASSES = 30
 
 
 def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -94,13 +97,12 @@ def classification_report(
             "recall": true_positive / max(int(matrix[i, :].sum()), 1),
             "support": int(matrix[i, :].sum()),
         }
+    errors = matrix * (1 - np.eye(num_classes, dtype=int))
+    rows, columns = np.nonzero(errors)
+    order = np.argsort(-errors[rows, columns], kind="stable")[:most_confused]  # ties: row order
     off_diagonal = [
-        (int(matrix[i, j]), class_names[i], class_names[j])
-        for i in range(num_classes)
-        for j in range(num_classes)
-        if i != j and matrix[i, j]
+        (int(errors[rows[k], columns[k]]), class_names[rows[k]], class_names[columns[k]]) for k in order
     ]
-    off_diagonal.sort(key=lambda item: -item[0])
     return {
         "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
         "num_images": int(len(labels)),
@@ -125,6 +127,7 @@ def write_report(
     dataset_check: dict | None = None,
     config: dict | None = None,
     calibrate: bool = False,
+    temperature: float | None = None,
     tta: bool = False,
 ) -> dict:
     """Evaluates `model` on `dataset` in one pass and writes the report into `output_dir`.
@@ -151,6 +154,8 @@ def write_report(
         calibrate: Fit a temperature on `dataset` (see `tfresnet.calibration`): `"calibration"`
             then holds it and the calibration error before and after; the model is unchanged
             (`calibration.apply_temperature` bakes it in).
+        temperature: With `calibrate`, the temperature to report, already fitted on `dataset`
+            (default: fitted here).
         tta: Also classify each image in the views of `tfresnet.evaluation.TTA_VIEWS` and
             average their probabilities: `accuracy_tta` (and `tta_views`) then sit beside
             `accuracy`; everything else stays single-pass, as the exported model is.
@@ -177,13 +182,12 @@ def write_report(
         report["tta_views"] = list(evaluation.TTA_VIEWS)
     calibrated = None
     if calibrate:
-        report["calibration"], calibrated = _calibrate(probabilities, labels, evaluated_on)
+        report["calibration"], calibrated = _calibrate(probabilities, labels, evaluated_on, temperature)
     samples = {label: samples[label] for label in sorted(samples)[:GRADCAM_CLASSES]}
     heatmaps, report["grad_cam"] = _heatmaps(model, top, samples)
     if dataset_check is not None:
         report["dataset"] = dataset_check
-    with open(os.path.join(output_dir, REPORT_FILE), "w") as file:
-        json.dump(report, file, indent=2)
+    write_json(os.path.join(output_dir, REPORT_FILE), report)
     _plot_confusion_matrix(np.array(report["confusion_matrix"]), class_names, output_dir)
     if history:
         _plot_history(history, output_dir)
@@ -195,9 +199,13 @@ def write_report(
     return report
 
 
-def _calibrate(probabilities: np.ndarray, labels: np.ndarray, evaluated_on: str) -> tuple[dict, np.ndarray]:
-    """The temperature fitted on these images, the errors before and after, and the new probabilities."""
-    temperature = calibration.fit_temperature(probabilities, labels)
+def _calibrate(
+    probabilities: np.ndarray, labels: np.ndarray, evaluated_on: str, temperature: float | None = None
+) -> tuple[dict, np.ndarray]:
+    """The temperature fitted on these images (unless given), the errors before and after, and
+    the new probabilities."""
+    if temperature is None:
+        temperature = calibration.fit_temperature(probabilities, labels)
     calibrated = calibration.scale_probabilities(probabilities, temperature)
     found = {
         "temperature": temperature,
@@ -242,20 +250,39 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height))
 
 
+def shown_classes(matrix: np.ndarray, limit: int = CONFUSION_CLASSES) -> np.ndarray:
+    """The indices of the classes `confusion_matrix.png` shows: all of them up to `limit`, else
+    the `limit` classes with the most errors (as the truth or as the prediction), in label order.
+
+    Example:
+    >>> shown_classes(np.array([[5, 0, 0], [3, 1, 0], [0, 0, 4]]), limit=2)
+    array([0, 1])
+    """
+    if len(matrix) <= limit:
+        return np.arange(len(matrix))
+    errors = matrix - np.diag(np.diag(matrix))
+    involved = errors.sum(axis=0) + errors.sum(axis=1)
+    return np.sort(np.argsort(-involved, kind="stable")[:limit])
+
+
 def _plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], output_dir: str) -> None:
-    size = max(4, 0.5 * len(class_names) + 2)
+    shown = shown_classes(matrix)
+    names = [class_names[i] for i in shown]
+    size = max(4, 0.5 * len(shown) + 2)
     figure = _figure(size, size)
     axes = figure.subplots()
-    axes.imshow(matrix, cmap="Blues")
-    ticks = range(len(class_names))
-    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
-    axes.set_yticks(ticks, class_names)
+    axes.imshow(matrix[np.ix_(shown, shown)], cmap="Blues")
+    ticks = range(len(shown))
+    axes.set_xticks(ticks, names, rotation=45, ha="right")
+    axes.set_yticks(ticks, names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    for (i, j), count in np.ndenumerate(matrix):
+    if len(shown) < len(class_names):
+        axes.set_title(f"the {len(shown)} most confused of {len(class_names)} classes")
+    for (i, j), count in np.ndenumerate(matrix[np.ix_(shown, shown)]):
         axes.text(j, i, str(count), ha="center", va="center")
     figure.tight_layout()
-    figure.savefig(os.path.join(output_dir, "confusion_matrix.png"))
+    save_figure(figure, os.path.join(output_dir, "confusion_matrix.png"))
 
 
 def _plot_history(history: dict[str, list[float]], output_dir: str) -> None:
@@ -272,7 +299,7 @@ def _plot_history(history: dict[str, list[float]], output_dir: str) -> None:
         panel.set_title(metric)
         panel.legend()
     figure.tight_layout()
-    figure.savefig(os.path.join(output_dir, "training_curves.png"))
+    save_figure(figure, os.path.join(output_dir, "training_curves.png"))
 
 
 def _plot_top_losses(
@@ -300,7 +327,7 @@ def _plot_top_losses(
     heat = ", Grad-CAM of the prediction" if heatmaps else ""
     figure.suptitle(f"highest loss: prediction / truth / probability{heat}")
     figure.tight_layout()
-    figure.savefig(os.path.join(output_dir, "top_losses.png"))
+    save_figure(figure, os.path.join(output_dir, "top_losses.png"))
 
 
 def _show(axis, image: np.ndarray, heatmap: np.ndarray | None) -> None:
@@ -340,7 +367,7 @@ def _plot_calibration(
     bottom.set_ylabel("images")
     bottom.set_xlim(0, 1)
     figure.tight_layout()
-    figure.savefig(os.path.join(output_dir, "calibration.png"))
+    save_figure(figure, os.path.join(output_dir, "calibration.png"))
 
 
 def _plot_gradcam(
@@ -369,4 +396,4 @@ def _plot_gradcam(
             )
     figure.suptitle("Grad-CAM of the prediction: truth: prediction probability")
     figure.tight_layout()
-    figure.savefig(os.path.join(output_dir, "gradcam.png"))
+    save_figure(figure, os.path.join(output_dir, "gradcam.png"))

@@ -14,6 +14,8 @@ import io
 import json
 import os
 
+from tfresnet.checkpoints import write_atomically
+
 HTML_FILE = "report.html"
 # The dataset section shows this many groups of each kind, and this many images of a group.
 SHOWN_GROUPS = 8
@@ -83,8 +85,12 @@ def write_html(report: dict, output_dir: str, *, config: dict | None = None) -> 
         f"<h1>Evaluation report</h1><nav>{navigation}</nav>\n{sections}</body></html>\n"
     )
     path = os.path.join(output_dir, HTML_FILE)
-    with open(path, "w", encoding="utf-8") as file:
-        file.write(page)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(page)
+
+    write_atomically(path, write)
     return path
 
 

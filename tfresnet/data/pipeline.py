@@ -245,7 +245,14 @@ def stratified_split(labels: np.ndarray, val_split: float, seed: int | None):
 
 
 def check_class_count(class_names: Sequence[str], where: str) -> None:
-    """Raises a ValueError unless there are at least two classes; `where` names their source."""
+    """Raises a ValueError unless there are at least two classes, each name on one line (the
+    exports keep them one a line in `labels.txt`); `where` names their source."""
+    broken = next((name for name in class_names if "\n" in name or "\r" in name), None)
+    if broken is not None:
+        raise ValueError(
+            f"The class name {broken!r} in {where} holds a line break: the exports keep class names "
+            f"one a line in labels.txt. Rename that class (folder or label) without line breaks."
+        )
     if len(class_names) < 2:
         raise ValueError(
             f"Found a single class, {class_names[0]!r}, in {where}; a classifier needs at "

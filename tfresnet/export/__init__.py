@@ -3,7 +3,7 @@
 `export_saved_model(model, export_dir, class_names=...)` writes a SavedModel whose signatures
 take encoded image bytes or raw pixels, with `labels.txt` and `tfresnet_config.json` beside it.
 `export_litert(model, "model.tflite", quantization=...)` and `export_onnx(model, "model.onnx")`
-convert a Keras classifier or such a SavedModel, with `labels.txt` beside the file.
+convert a Keras classifier or such a SavedModel, with the class names in `<file>.labels.txt`.
 
 Names are imported on first use (PEP 562), so `python -m tfresnet.export` can keep
 TensorFlow's log lines off the terminal before TensorFlow loads.

@@ -2,7 +2,7 @@
 
 Converts a SavedModel written by `export_saved_model` (no retraining) to a LiteRT `.tflite` file
 (`--quantize none|float16|dynamic|int8`; int8 is calibrated on `--calibration-data`, a folder of
-training images) or an ONNX file, with `labels.txt` beside it. With `--eval-data`, a folder of
+training images) or an ONNX file, with its class names in `<file>.labels.txt`. With `--eval-data`, a folder of
 class sub-folders, it also measures the file against the SavedModel on those images.
 
 Prints one JSON line: `output`, `format`, `quantization`, `size_bytes`, and with `--eval-data`

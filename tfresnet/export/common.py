@@ -1,5 +1,6 @@
-"""What the LiteRT and ONNX exports share: the classifier to convert, its interface, labels.txt,
-and the check that a converted file computes what its source computes.
+"""What the LiteRT and ONNX exports share: the classifier to convert, its interface, the class
+names kept beside each file, and the check that a converted file computes what its source
+computes.
 
 Every export takes a Keras classifier or a SavedModel folder written by `export_saved_model`,
 and exposes one interface: `images`, float32 raw RGB pixels in [0, 255] of shape
@@ -26,6 +27,8 @@ OUTPUT_NAME = "probabilities"
 PIXELS_SIGNATURE = "serve_images"
 # Images of the probe batch a converted file is checked on.
 PROBE_IMAGES = 2
+# A LiteRT or ONNX file's class names, one a line, in `<file>` + this suffix beside it.
+LABELS_SUFFIX = ".labels.txt"
 
 
 @dataclasses.dataclass
@@ -129,15 +132,22 @@ def read_labels(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"No {os.path.basename(path)} at {path!r}: the exports keep their class names, one a "
-            f"line, in {LABELS_FILE} beside the model. Write it, or export the model again."
+            f"line, in {LABELS_FILE} inside a SavedModel folder and in <file>{LABELS_SUFFIX} beside "
+            f"a .tflite or .onnx file. Write it, or export the model again."
         )
     with open(path) as file:
         return [line.rstrip("\n") for line in file if line.strip()]
 
 
 def labels_path(model_path: str) -> str:
-    """Where the class names of the file `model_path` live: `labels.txt` beside it."""
-    return os.path.join(os.path.dirname(os.path.abspath(model_path)), LABELS_FILE)
+    """Where the class names of the file `model_path` live: `<model_path>.labels.txt`, so that
+    every file in a folder keeps its own.
+
+    Example:
+    >>> labels_path("models/flowers/model.tflite")
+    'models/flowers/model.tflite.labels.txt'
+    """
+    return os.fspath(model_path) + LABELS_SUFFIX
 
 
 def check_output_path(path: str | os.PathLike, suffix: str) -> str:
@@ -156,7 +166,12 @@ def check_output_path(path: str | os.PathLike, suffix: str) -> str:
 
 
 def write_model_and_labels(path: str, contents: bytes, class_names: list[str]) -> None:
-    """Writes the converted file and `labels.txt` beside it, each renamed into place when whole."""
+    """Writes the converted file, then its class names (`labels_path`), each renamed into place
+    when whole.
+
+    The previous names go first and the new ones come last: a kill in between leaves a model
+    without names (loading it says so), never names beside a model they do not belong to.
+    """
 
     def write_bytes(temporary: str) -> None:
         with open(temporary, "wb") as file:
@@ -166,8 +181,10 @@ def write_model_and_labels(path: str, contents: bytes, class_names: list[str]) -
         with open(temporary, "w") as file:
             file.write("".join(f"{name}\n" for name in class_names))
 
-    write_atomically(labels_path(path), write_labels)
+    if os.path.exists(labels_path(path)):
+        os.remove(labels_path(path))
     write_atomically(path, write_bytes)
+    write_atomically(labels_path(path), write_labels)
 
 
 def probe_images(image_size: int) -> np.ndarray:

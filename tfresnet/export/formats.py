@@ -33,7 +33,7 @@ def export_formats(
 
     Args:
         model: The trained Keras classifier.
-        output_dir: Where the files go (`labels.txt` beside them).
+        output_dir: Where the files go (each with its `<file>.labels.txt`).
         formats: Names among `"saved_model"` (skipped here: `export_saved_model` writes it),
             `"litert"` and `"onnx"`.
         quantize: The LiteRT file's quantization (see `export_litert`); ONNX stays float32.

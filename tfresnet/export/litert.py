@@ -44,7 +44,8 @@ def export_litert(
     representative_data=None,
     class_names: list[str] | None = None,
 ) -> str:
-    """Writes a classifier as a LiteRT `.tflite` file, with `labels.txt` beside it.
+    """Writes a classifier as a LiteRT `.tflite` file, then its class names beside it, one a line
+    in `<path>.labels.txt`.
 
     The file takes what the SavedModel's `serve_images` takes: `images`, float32 raw RGB pixels
     in [0, 255], `(batch, image_size, image_size, 3)`, any batch size; the normalisation is in
@@ -60,7 +61,8 @@ def export_litert(
         representative_data: For `"int8"`: raw training images, an array `(n, size, size, 3)`
             or a `tf.data.Dataset` (or iterable) of image batches or `(images, labels)`
             batches, e.g. `ImageData.train_evaluation`; the first 200 images are used.
-        class_names: Written to `labels.txt`; needed for a Keras model (a SavedModel has its own).
+        class_names: Written to `<path>.labels.txt`; needed for a Keras model (a SavedModel
+            has its own).
 
     Returns:
         `path`.

@@ -37,7 +37,8 @@ def export_onnx(
     *,
     class_names: list[str] | None = None,
 ) -> str:
-    """Writes a classifier as an ONNX file (float32), with `labels.txt` beside it.
+    """Writes a classifier as an ONNX file (float32), then its class names beside it, one a line
+    in `<path>.labels.txt`.
 
     Input `images`: float32 raw RGB pixels in [0, 255], `(batch, image_size, image_size, 3)`,
     any batch size (the normalisation is in the file); output `probabilities`, float32
@@ -46,7 +47,8 @@ def export_onnx(
     Args:
         model: A Keras classifier, or a SavedModel folder written by `export_saved_model`.
         path: The `.onnx` file to write (replaced whole, or left as it was on failure).
-        class_names: Written to `labels.txt`; needed for a Keras model (a SavedModel has its own).
+        class_names: Written to `<path>.labels.txt`; needed for a Keras model (a SavedModel
+            has its own).
 
     Returns:
         `path`.

@@ -3,7 +3,7 @@
 Each runtime takes a batch of raw RGB pixels in [0, 255], float32 `(batch, size, size, 3)`,
 and returns the probabilities: SavedModels through their `serve_images` signature, LiteRT
 files with `ai-edge-litert`, ONNX files with `onnxruntime`. Class names come from `labels.txt`
-(inside the SavedModel folder, beside the files).
+inside the SavedModel folder, and from `<file>.labels.txt` beside a `.tflite` or `.onnx` file.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Runtime:
     def __init__(self, path: str | None, class_names: list[str], image_size: int, num_classes: int):
         if len(class_names) != num_classes:
             raise ValueError(
-                f"{LABELS_FILE} of {path!r} holds {len(class_names)} names but the model predicts "
+                f"The class names of {path!r} are {len(class_names)} but the model predicts "
                 f"{num_classes} classes. Write one name per class, in label order."
             )
         self.path = path
@@ -102,7 +102,19 @@ class SavedModelRuntime(Runtime):
     def __init__(self, path: str):
         import tensorflow as tf
 
-        self._loaded = tf.saved_model.load(path)
+        if not os.path.isfile(os.path.join(path, "variables", "variables.index")):
+            raise ValueError(
+                f"The SavedModel at {path!r} has no variables/ (its weights): it was copied or "
+                f"written only in part. Copy the whole folder, or export the model again."
+            )
+        try:
+            self._loaded = tf.saved_model.load(path)
+        except (tf.errors.OpError, OSError, IndexError) as error:  # IndexError: a cut data file
+            message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+            raise ValueError(
+                f"The SavedModel at {path!r} cannot be loaded ({message.splitlines()[0][:300]}): its "
+                f"files are damaged or incomplete. Export the model again."
+            ) from None
         if PIXELS_SIGNATURE not in self._loaded.signatures:
             raise ValueError(
                 f"The SavedModel at {path!r} has no {PIXELS_SIGNATURE!r} signature: export it with "
@@ -180,7 +192,8 @@ def load_runtime(path: str | os.PathLike) -> Runtime:
     """Loads an exported classifier, whatever its format (see `model_format`).
 
     Raises:
-        FileNotFoundError: No model, or no `labels.txt` beside it.
+        FileNotFoundError: No model, or no class names (`labels.txt` in a SavedModel folder,
+            `<file>.labels.txt` beside a file).
         ValueError: An unknown format, or labels that do not fit the model.
         ImportError: The package that runs the format is not installed.
 

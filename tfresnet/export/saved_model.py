@@ -15,6 +15,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from tfresnet.checkpoints import current_umask
 from tfresnet.data import decode_for_eval
 
 LABELS_FILE = "labels.txt"
@@ -85,6 +86,7 @@ def export_saved_model(
             file.write("".join(f"{name}\n" for name in class_names))
         with open(os.path.join(staging, CONFIG_FILE), "w") as file:
             json.dump({**settings, **(config or {})}, file, indent=2, default=str)
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is the owner's alone
         _replace_directory(staging, export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

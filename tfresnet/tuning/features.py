@@ -24,6 +24,9 @@ from tfresnet.models import build_classifier
 from tfresnet.tuning.tuner import check_strategy, scope
 from tfresnet.weights import TORCHVISION_PREFIX
 
+# The cached features of one key, in the cache folder.
+CACHE_FILE = "features-{key}.npz"
+
 
 @dataclasses.dataclass
 class Features:
@@ -78,7 +81,8 @@ def extract_features(
         weights: `"imagenet"`, None (random, drawn from `seed`) or a weights file path.
         seed: Seeds a random backbone (`weights=None`), as `ClassifierHyperModel` does.
         cache_dir: A folder to keep the features in (`features-<key>.npz`, the key naming the
-            data, backbone, weights, seed and dtype policy); a later call finds them there.
+            data, backbone, weights (a file by the SHA-256 of its bytes), seed and dtype
+            policy); a later call finds them there.
             None keeps them in memory only.
         distribution_strategy: Computes the features under this strategy (default: the
             active one).
@@ -112,7 +116,10 @@ def features_key(description: dict, backbone: str, weights, seed: int) -> str:
     '3f2a9c0d41b7e655'
     """
     policy = keras.mixed_precision.dtype_policy().name
-    return _digest([description, backbone, describe_weights(weights), seed, policy])
+    weights = describe_weights(weights)
+    if isinstance(weights, dict):  # the file's bytes, wherever it lies
+        weights = {"sha256": weights["sha256"]}
+    return _digest([description, backbone, weights, seed, policy])
 
 
 def load_or_extract(
@@ -125,7 +132,7 @@ def load_or_extract(
     ...                 cache_dir="runs/tuning", strategy=None).feature_dim
     2048
     """
-    path = None if cache_dir is None else os.path.join(os.fspath(cache_dir), f"features-{key}.npz")
+    path = None if cache_dir is None else os.path.join(os.fspath(cache_dir), CACHE_FILE.format(key=key))
     if path is not None and os.path.exists(path):
         with np.load(path) as stored:
             return Features(
@@ -253,7 +260,8 @@ def describe_data(data: ImageData) -> dict:
 
 
 def describe_weights(weights):
-    """`weights` as the settings record them: a name, or a file's absolute path and size.
+    """`weights` as the settings record them: a name, or a file's absolute path and the SHA-256
+    of its bytes (another file at the same path, even of the same size, is other weights).
 
     Example:
     >>> describe_weights(None), describe_weights("imagenet")
@@ -262,7 +270,21 @@ def describe_weights(weights):
     if weights is None or weights == "imagenet" or str(weights).startswith(TORCHVISION_PREFIX):
         return weights
     path = os.path.abspath(os.fspath(weights))
-    return {"path": path, "bytes": os.path.getsize(path) if os.path.exists(path) else None}
+    return {"path": path, "sha256": file_digest(path) if os.path.isfile(path) else None}
+
+
+def file_digest(path: str) -> str:
+    """The SHA-256 of a file's bytes, in hexadecimal.
+
+    Example:
+    >>> file_digest("resnet50_notop.h5")[:12]
+    '4d473c1dd8be'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _digest(value) -> str:

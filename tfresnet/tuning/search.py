@@ -3,7 +3,9 @@ reports the best values (see the package documentation for the whole story)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -15,11 +17,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.backbones import get_backbone
+from tfresnet.checkpoints import read_json, write_json
 from tfresnet.data import ImageData
 from tfresnet.freezing import first_trainable_from_table, freeze
 from tfresnet.models import build_classifier, check_label_smoothing
 from tfresnet.training import class_weights
 from tfresnet.tuning.features import (
+    CACHE_FILE,
     check_data,
     describe_data,
     describe_weights,
@@ -33,10 +37,11 @@ from tfresnet.tuning.hypermodels import (
     decode_freeze,
     encode_freeze_choices,
 )
-from tfresnet.tuning.trials import read_trials, write_summary
+from tfresnet.tuning.trials import TRIALS_PLOT, TRIALS_TABLE, read_trials, write_summary
 from tfresnet.tuning.tuner import (
     OBJECTIVES,
     TUNERS,
+    WORKER_FILE,
     SearchTuner,
     check_strategy,
     make_oracle,
@@ -99,7 +104,9 @@ def search(
         max_trials: Trials to run in all (a Hyperband continuation counts as a trial).
         tune_epochs: Epochs per trial; Hyperband's largest number of epochs for one trial.
         directory: The search's own directory, created if needed; running again resumes it.
-        overwrite: Delete the search in `directory` first and start afresh.
+        overwrite: Start afresh: delete the search's own files in `directory` first (its
+            trials, keras-tuner's state, the feature cache, `search.json` and the summary),
+            nothing else.
         seed: Seeds the tuner and every trial's initialisation (None: random tuner, 0 for the rest).
         fast: Train heads on features computed once while the backbone is frozen.
         freeze_until_choices: Also search where the backbone starts to train, e.g.
@@ -237,27 +244,17 @@ def _start_directory(project_dir: str, settings: dict, *, overwrite: bool, role:
     _check_settings(project_dir, settings, overwrite=overwrite, role=role)
     if role != "worker":
         os.makedirs(project_dir, exist_ok=True)
-        with open(os.path.join(project_dir, SETTINGS_FILE), "w") as file:
-            json.dump(settings, file, indent=2)
+        write_json(os.path.join(project_dir, SETTINGS_FILE), settings)
 
 
 def _check_settings(project_dir: str, settings: dict, *, overwrite: bool, role: str) -> None:
     """Refuses to continue a search made with other settings (keras-tuner would mix them)."""
     path = os.path.join(project_dir, SETTINGS_FILE)
-    is_search = any(
-        os.path.exists(os.path.join(project_dir, name)) for name in (SETTINGS_FILE, "oracle.json")
-    )
     if overwrite and role != "worker":
-        if os.path.isdir(project_dir) and os.listdir(project_dir) and not is_search:
-            raise ValueError(
-                f"overwrite=True would delete {project_dir!r}, which holds files but no search "
-                f"(no {SETTINGS_FILE} or oracle.json). Give the search a directory of its own."
-            )
-        shutil.rmtree(project_dir, ignore_errors=True)
+        _remove_search(project_dir)
         return
     if os.path.exists(path):
-        with open(path) as file:
-            stored = json.load(file)
+        stored = read_json(path)
         if stored == settings:
             return
         changed = "; ".join(
@@ -276,6 +273,27 @@ def _check_settings(project_dir: str, settings: dict, *, overwrite: bool, role: 
             f"settings are unknown. Pass overwrite=True (--overwrite on the command line) to "
             f"start afresh, or choose another directory."
         )
+
+
+def _remove_search(project_dir: str) -> None:
+    """Deletes the search's own files in `project_dir`, and nothing else there (it may be the
+    run's output folder): keras-tuner's `oracle.json`, trial folders and tuner files, the
+    feature cache, the settings, the best values and the summary."""
+    trial_dirs = glob.glob(os.path.join(project_dir, "trial_*"))
+    workers = {"tuner0", os.environ.get("KERASTUNER_TUNER_ID") or "tuner0"}
+    for trial_dir in trial_dirs:
+        worker = read_json(os.path.join(trial_dir, WORKER_FILE))
+        if isinstance(worker, dict) and isinstance(worker.get("worker"), str):
+            workers.add(worker["worker"])
+    names = ["oracle.json", SETTINGS_FILE, BEST_FILE, TRIALS_TABLE, TRIALS_PLOT]
+    names += [f"{os.path.basename(worker)}.json" for worker in workers]
+    files = [os.path.join(project_dir, name) for name in names]
+    files += glob.glob(os.path.join(project_dir, CACHE_FILE.format(key="*")))
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    for trial_dir in trial_dirs:
+        shutil.rmtree(trial_dir, ignore_errors=True)
 
 
 def _short(value) -> str:
@@ -355,8 +373,7 @@ def _report(project_dir: str, objective: str, process: str) -> dict:
     best = _best_values(trials, objective, project_dir)
     if process != "worker":
         remove_checkpoints(project_dir)
-        with open(os.path.join(project_dir, BEST_FILE), "w") as file:
-            json.dump(best, file, indent=2)
+        write_json(os.path.join(project_dir, BEST_FILE), best)
         write_summary(project_dir, trials, objective)
     return best
 

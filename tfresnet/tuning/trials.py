@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 
 import numpy as np
 
+from tfresnet.checkpoints import read_json, save_figure, write_atomically
 from tfresnet.tuning.tuner import OBJECTIVES, WORKER_FILE
 
 TRIALS_TABLE = "trials.csv"
@@ -30,13 +30,8 @@ def read_trials(project_dir: str) -> list[dict]:
     # By number: keras-tuner pads trial ids to the width of max_trials, so a resumed search with
     # more trials writes trial_010 beside trial_09, which a sort by name would put first.
     for path in sorted(paths, key=lambda path: int(os.path.basename(os.path.dirname(path))[len("trial_") :])):
-        with open(path) as file:
-            trial = json.load(file)
-        worker_path = os.path.join(os.path.dirname(path), WORKER_FILE)
-        worker = None
-        if os.path.exists(worker_path):
-            with open(worker_path) as file:
-                worker = json.load(file)["worker"]
+        trial = read_json(path)
+        worker = (read_json(os.path.join(os.path.dirname(path), WORKER_FILE)) or {}).get("worker")
         trials.append(
             {
                 "trial_id": trial["trial_id"],
@@ -69,22 +64,26 @@ def _write_table(project_dir: str, trials: list[dict], objective: str) -> None:
     searched = ["head_units", "dropout", "learning_rate"]
     if any("freeze_until" in trial["values"] for trial in trials):
         searched.append("freeze_until")
-    with open(os.path.join(project_dir, TRIALS_TABLE), "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["trial_id", "status", objective, *searched, "epochs", "continues", "worker"])
-        for trial in trials:
-            values = trial["values"]
-            writer.writerow(
-                [
-                    trial["trial_id"],
-                    trial["status"],
-                    trial["score"],
-                    *(_readable(values.get(name)) for name in searched),
-                    values.get("tuner/epochs"),
-                    values.get("tuner/trial_id"),
-                    trial["worker"],
-                ]
-            )
+    rows = [
+        [
+            trial["trial_id"],
+            trial["status"],
+            trial["score"],
+            *(_readable(trial["values"].get(name)) for name in searched),
+            trial["values"].get("tuner/epochs"),
+            trial["values"].get("tuner/trial_id"),
+            trial["worker"],
+        ]
+        for trial in trials
+    ]
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["trial_id", "status", objective, *searched, "epochs", "continues", "worker"])
+            writer.writerows(rows)
+
+    write_atomically(os.path.join(project_dir, TRIALS_TABLE), write)
 
 
 def _write_plot(project_dir: str, trials: list[dict], objective: str) -> None:
@@ -109,4 +108,4 @@ def _write_plot(project_dir: str, trials: list[dict], objective: str) -> None:
     axes.set_ylabel(objective)
     axes.set_title(f"{len(scored)} of {len(trials)} trials completed")
     figure.tight_layout()
-    figure.savefig(os.path.join(project_dir, TRIALS_PLOT), dpi=100)
+    save_figure(figure, os.path.join(project_dir, TRIALS_PLOT), dpi=100)

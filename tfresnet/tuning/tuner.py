@@ -31,6 +31,8 @@ HYPERBAND_FACTOR = 3
 ZERO_SEED = 2**31 - 1
 WORKER_FILE = "worker.json"
 CHECKPOINT_FILE = "continuation.npz"
+# keras-tuner's variables of a search shared by several processes: all three, or none.
+SHARED_SEARCH_VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
 class SearchTuner(keras_tuner.Tuner):
@@ -255,18 +257,25 @@ def check_strategy(strategy: tf.distribute.Strategy | None) -> tf.distribute.Str
 def role() -> str:
     """`"local"`, or `"chief"` / `"worker"` of a search shared through keras-tuner's oracle.
 
+    A shared search needs all three of keras-tuner's variables (`SHARED_SEARCH_VARIABLES`),
+    a search of one process none of them: keras-tuner would run a search of its own in the
+    shared folder with only some of them set.
+
     Example:
-    >>> role()  # KERASTUNER_ORACLE_IP unset
+    >>> role()  # none of KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT set
     'local'
     """
-    if "KERASTUNER_ORACLE_IP" not in os.environ:
+    present = [name for name in SHARED_SEARCH_VARIABLES if os.environ.get(name)]
+    if not present:
         return "local"
-    missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(name)]
+    missing = [name for name in SHARED_SEARCH_VARIABLES if name not in present]
     if missing:
         raise ValueError(
-            f"KERASTUNER_ORACLE_IP is set, so this process joins a shared search, but "
-            f"{' and '.join(missing)} is not. Set KERASTUNER_TUNER_ID ('chief' on the chief, a "
-            f"distinct name per worker) and KERASTUNER_ORACLE_PORT, or unset KERASTUNER_ORACLE_IP."
+            f"{' and '.join(present)} {'is' if len(present) == 1 else 'are'} set but "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not: a shared search needs "
+            f"all three of {', '.join(SHARED_SEARCH_VARIABLES)} (KERASTUNER_TUNER_ID 'chief' on the "
+            f"chief, a distinct name per worker; the chief's address and port), a search of one "
+            f"process none of them. Set the missing ones or unset the others."
         )
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
