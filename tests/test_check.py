@@ -353,7 +353,7 @@ def test_the_command_checks_a_csv(tmp_path, monkeypatch, capsys):
 def test_check_and_training_list_an_image_bomb_as_unreadable_with_one_reason(image_folder, png_bomb):
     bomb = os.path.join(image_folder, "red", "bomb.png")
     shutil.copy(png_bomb, bomb)
-    reason = "image of 400000000 pixels is over the limit of 89478485 (--max-image-pixels)"
+    reason = "image of 400000000 pixels is over the limit of 89478485 pixels"
     report = check.check_dataset(image_folder, val_split=0)
     assert report["unreadable"] == {os.path.join("red", "bomb.png"): reason}
     with pytest.warns(UserWarning, match="bomb.png"):

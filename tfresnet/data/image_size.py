@@ -1,9 +1,9 @@
 """Image bombs: an image's width and height, read from its header before it is decoded.
 
 A 48 KB PNG can declare 20000 x 20000 pixels, 1.2 GB once decoded. Every image is measured
-from its header first and refused above `MAX_IMAGE_PIXELS` (PIL's own default cap), or the cap
-a caller passes: in Python with PIL's header parsers (`image_pixels`, the dataset check, the
-folder listing, `predict`), in the graph with `check_pixel_count` (the pipeline and the exported
+from its header first and refused above `MAX_IMAGE_PIXELS` (PIL's own default cap): in Python
+with PIL's header parsers (`image_pixels`: the dataset check, the folder listing, `predict`),
+in the graph with `check_pixel_count` (the pipeline and the exported
 `serving_default`, where an oversized image fails its request instead of allocating).
 """
 
@@ -21,11 +21,11 @@ def size_error(pixels: int, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
 
     Example:
     >>> size_error(20000 * 20000)
-    'image of 400000000 pixels is over the limit of 89478485 (--max-image-pixels)'
+    'image of 400000000 pixels is over the limit of 89478485 pixels'
     """
     if pixels <= max_pixels:
         return None
-    return f"image of {pixels} pixels is over the limit of {max_pixels} (--max-image-pixels)"
+    return f"image of {pixels} pixels is over the limit of {max_pixels} pixels"
 
 
 def image_pixels(path: str) -> int | None:
@@ -83,7 +83,7 @@ def check_pixel_count(image_bytes: tf.Tensor, max_pixels: int = MAX_IMAGE_PIXELS
         [
             "image over the limit of",
             max_pixels,
-            "pixels (raise max_image_pixels / --max-image-pixels for images you trust). Received: pixels",
+            "pixels. Received: pixels",
             pixels,
         ],
     )
