@@ -164,6 +164,30 @@ def write_bad_files(folder) -> list[str]:
     return paths
 
 
+def write_png_bomb(path, side: int = 20000) -> str:
+    """Writes a real, valid PNG of `side` x `side` black pixels (1-bit grayscale): about 50 KB
+    on disk, `side**2 * 3` bytes once decoded to RGB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (side + 7) // 8)  # filter byte 0, then the row's bits
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    with open(path, "wb") as file:
+        file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def png_bomb(tmp_path_factory) -> str:
+    """A 20000 x 20000 PNG (400 million pixels, 1.2 GB decoded) of about 50 KB, written once."""
+    return write_png_bomb(tmp_path_factory.mktemp("bomb") / "bomb.png")
+
+
 @pytest.fixture
 def make_image_folder(tmp_path):
     """Factory: `make_image_folder(num_classes=3, images_per_class=7, size=40, seed=0)` writes

@@ -348,3 +348,15 @@ def test_the_command_checks_a_csv(tmp_path, monkeypatch, capsys):
         assert check.main(argv) == 2
         stderr = capsys.readouterr().err
         assert len(stderr.splitlines()) == 1 and expected in stderr, stderr
+
+
+def test_check_and_training_list_an_image_bomb_as_unreadable_with_one_reason(image_folder, png_bomb):
+    bomb = os.path.join(image_folder, "red", "bomb.png")
+    shutil.copy(png_bomb, bomb)
+    reason = "image of 400000000 pixels is over the limit of 89478485 pixels"
+    report = check.check_dataset(image_folder, val_split=0)
+    assert report["unreadable"] == {os.path.join("red", "bomb.png"): reason}
+    with pytest.warns(UserWarning, match="bomb.png"):
+        data = from_folder(image_folder, image_size=32, val_split=0, augmentation="standard", seed=0)
+    assert data.skipped == {bomb: reason}
+    assert data.num_train == report["num_images"] == 21

@@ -233,3 +233,11 @@ def test_class_names_must_match_the_model(tmp_path):
     with pytest.raises(ValueError, match="class_names has 2 names but the model predicts 3"):
         export.export_saved_model(_small_model(0), str(tmp_path / "1"), class_names=["a", "b"])
     assert not os.path.exists(tmp_path / "1")
+
+
+def test_served_image_bomb_fails_its_request_before_decoding(small_export, png_bomb):
+    served = tf.saved_model.load(small_export[1])
+    with open(png_bomb, "rb") as file:
+        bomb = file.read()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image over the limit of.*400000000"):
+        served.signatures["serving_default"](image_bytes=tf.constant([bomb]))

@@ -202,11 +202,11 @@ def test_unknown_module_layer_suggests_close_names(hub_model):
 # === Saving and serving ===
 
 
-def test_keras_file_reloads_without_unsafe_mode(trained, tmp_path):
+def test_trusted_keras_file_reloads_with_safe_mode_off(trained, tmp_path):
     model, images = trained["model"], trained["images"]
     path = str(tmp_path / "model.keras")
     model.save(path)
-    reloaded = keras.models.load_model(path)  # safe_mode=True, the default
+    reloaded = keras.models.load_model(path, safe_mode=False)
     assert isinstance(reloaded.get_layer("backbone"), tfresnet.HubLayer)
     np.testing.assert_allclose(reloaded(images), model(images), atol=1e-6)
     # The module's weights come from the file, not from the module the handle names.
@@ -219,7 +219,7 @@ def test_keras_file_keeps_the_frozen_layers_and_the_optimizer_state(trained, tmp
     model = trained["model"]
     path = str(tmp_path / "model.keras")
     model.save(path)
-    reloaded = keras.models.load_model(path)
+    reloaded = keras.models.load_model(path, safe_mode=False)
     assert reloaded.get_layer("backbone").frozen_layers == ["stem_conv", "stem_bn"]
     assert [v.path for v in reloaded.trainable_weights] == [v.path for v in model.trainable_weights]
     assert int(reloaded.optimizer.iterations) == 1  # Keras restores a state only of the same variables
@@ -230,8 +230,79 @@ def test_config_round_trip_keeps_the_frozen_layers(hub_model):
     tfresnet.freeze(hub_model, until="block_conv")
     config = hub_layer.get_config()
     assert (config["trainable"], config["frozen_layers"]) == (True, ["stem_conv", "stem_bn"])
-    restored = tfresnet.HubLayer.from_config(config)
+    restored = tfresnet.HubLayer.from_config(config, safe_mode=False)
     assert [v.name for v in restored.trainable_weights] == [v.name for v in hub_layer.trainable_weights]
+
+
+def test_from_config_is_refused_in_safe_mode(hub_model):
+    config = hub_model.get_layer("backbone").get_config()
+    with pytest.raises(ValueError, match="safe_mode=False"):
+        tfresnet.HubLayer.from_config(config)
+
+
+def save_marking_module(path: str, marker: str) -> str:
+    """A reusable SavedModel whose every call writes the file `marker`: what a hostile module
+    could do."""
+    network = keras.Sequential([keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()])
+
+    @tf.function
+    def call(images, training=False):
+        with tf.control_dependencies([tf.io.write_file(marker, "the module ran")]):
+            return tf.identity(network(images))
+
+    spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+    root = tf.train.Checkpoint()
+    root.variables, root.trainable_variables, root.regularization_losses = [], [], []
+    root.__call__ = call
+    call.get_concrete_function(spec, training=False)
+    call.get_concrete_function(spec, training=True)
+    tf.saved_model.save(root, path)
+    return path
+
+
+LOAD_IN_FRESH_PROCESS = """
+import sys
+import keras
+import numpy as np
+import tfresnet
+safe_mode = sys.argv[2] == "safe"
+try:
+    model = keras.saving.load_model(sys.argv[1], safe_mode=safe_mode)
+except ValueError as error:
+    print("REFUSED", error)
+    sys.exit(3)
+np.save(sys.argv[3], keras.ops.convert_to_numpy(model(np.load(sys.argv[4]))))
+"""
+
+
+def test_keras_file_with_a_hub_layer_is_refused_in_safe_mode(tmp_path, images):
+    import subprocess
+    import sys
+
+    marker = str(tmp_path / "written_by_the_module")
+    module = save_marking_module(str(tmp_path / "module"), marker)
+    model = tfresnet.build_classifier(3, backbone=f"hub:{module}", image_size=32)
+    expected = keras.ops.convert_to_numpy(model(images))
+    model.save(str(tmp_path / "model.keras"))
+    os.remove(marker)  # built and called here, in Python: the module ran, as it may
+    np.save(tmp_path / "images.npy", images)
+
+    def load(mode):
+        args = [str(tmp_path / "model.keras"), mode, str(tmp_path / "out.npy"), str(tmp_path / "images.npy")]
+        return subprocess.run(
+            [sys.executable, "-c", LOAD_IN_FRESH_PROCESS, *args], capture_output=True, text=True, timeout=300
+        )
+
+    refused = load("safe")
+    assert refused.returncode == 3, refused.stderr
+    assert "Refused to load the TF Hub module" in refused.stdout
+    assert "safe_mode=False" in refused.stdout
+    assert "keras.config.enable_unsafe_deserialization()" in refused.stdout
+    assert not os.path.exists(marker)
+
+    trusted = load("unsafe")
+    assert trusted.returncode == 0, trusted.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
 
 
 def test_frozen_layers_the_module_does_not_have(module_dir):
@@ -288,6 +359,22 @@ def test_url_that_cannot_be_downloaded(monkeypatch):
     assert "network unreachable" in message
     assert "backbone='hub:/path/to/module'" in message
     assert "TFHUB_CACHE_DIR" in message
+
+
+def test_downloads_go_to_a_cache_of_the_users_own(monkeypatch, tmp_path):
+    hub = pytest.importorskip("tensorflow_hub")
+    used = []
+    monkeypatch.setattr(hub, "resolve", lambda handle: used.append(os.environ["TFHUB_CACHE_DIR"]) or "x")
+    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    resolve_handle("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5")
+    assert used == [str(tmp_path / "keras" / "tfhub_modules")]
+    assert os.stat(used[0]).st_mode & 0o777 == 0o700
+    assert "TFHUB_CACHE_DIR" not in os.environ  # the session is left as it was
+
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "mine"))
+    resolve_handle("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5")
+    assert used[1] == str(tmp_path / "mine")
 
 
 def test_local_path_resolves_to_itself(module_dir):

@@ -236,3 +236,12 @@ def test_the_command_keeps_the_terminal_clean(exported, tmp_path):
     assert completed.stderr == ""
     assert completed.stdout.splitlines()[0] == "path,label,score,error"
     assert len(completed.stdout.splitlines()) == 5
+
+
+def test_an_image_bomb_is_refused_undecoded_with_one_line(exported, png_bomb, tmp_path, capfd):
+    paths, _, _, _ = exported
+    output = tmp_path / "out.csv"
+    code, lines = _bad_run([paths["saved_model"], png_bomb, "--output", str(output)], capfd)
+    assert code == 2 and len(lines) == 1 and "None of the 1 images could be read" in lines[0]
+    _, rows = _read_csv(output)
+    assert rows[0]["error"] == "image of 400000000 pixels is over the limit of 89478485 pixels"

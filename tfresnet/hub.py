@@ -16,17 +16,24 @@ import re
 
 import keras
 import tensorflow as tf
+from keras.src.saving import serialization_lib
+
+# Where tfhub.dev and Kaggle downloads go when TFHUB_CACHE_DIR is not set: a folder of the
+# user's own (tensorflow_hub's default is a shared folder under /tmp that another user can fill
+# first).
+HUB_CACHE = os.path.join("~", ".keras", "tfhub_modules")
 
 
 def resolve_handle(handle: str) -> str:
     """Returns a local directory for a Hub handle, downloading it once when it is a URL.
 
     URLs (tfhub.dev, Kaggle) go through `tensorflow_hub.resolve`, which caches them in
-    `TFHUB_CACHE_DIR`. A local path must exist.
+    `TFHUB_CACHE_DIR`, or when it is not set in `hub_cache_dir()`, a folder of the user's own.
+    A local path must exist.
 
     Example:
     >>> resolve_handle("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5")
-    '/tmp/tfhub_modules/...'
+    '/home/me/.keras/tfhub_modules/...'
     """
     if "://" not in handle:
         if not os.path.isdir(handle):
@@ -42,6 +49,9 @@ def resolve_handle(handle: str) -> str:
         return handle
     import tensorflow_hub as hub
 
+    cache = os.environ.get("TFHUB_CACHE_DIR") or hub_cache_dir()
+    previous = os.environ.get("TFHUB_CACHE_DIR")
+    os.environ["TFHUB_CACHE_DIR"] = cache  # tensorflow_hub reads it on each call
     try:
         return hub.resolve(handle)
     except Exception as error:  # network and cache errors come in many types
@@ -50,6 +60,28 @@ def resolve_handle(handle: str) -> str:
             "Without network access, download it elsewhere, unpack it and pass its local path "
             "(backbone='hub:/path/to/module'), or point TFHUB_CACHE_DIR to a cache holding it."
         ) from None
+    finally:
+        if previous is None:
+            del os.environ["TFHUB_CACHE_DIR"]
+
+
+def hub_cache_dir() -> str:
+    """The user's own Hub cache, `$KERAS_HOME/tfhub_modules` (default `~/.keras/tfhub_modules`),
+    created readable by the user only; a folder there owned by another user is refused.
+
+    Example:
+    >>> hub_cache_dir()
+    '/home/me/.keras/tfhub_modules'
+    """
+    home = os.environ.get("KERAS_HOME")
+    path = os.path.expanduser(os.path.join(home, "tfhub_modules") if home else HUB_CACHE)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if hasattr(os, "getuid") and os.stat(path).st_uid != os.getuid():
+        raise PermissionError(
+            f"The Hub cache {path!r} belongs to another user. Set TFHUB_CACHE_DIR to a folder of "
+            "your own."
+        )
+    return path
 
 
 def _clean_name(name: str) -> str:
@@ -170,6 +202,29 @@ class HubLayer(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         outputs = self._module(tf.zeros((1, *input_shape[1:]), tf.float32), training=False)
         return (input_shape[0], *outputs.shape[1:])
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None, safe_mode=None):
+        """Rebuilds the layer from its config, refused in Keras's safe mode.
+
+        Rebuilding loads (and downloads) the SavedModel the handle names and runs its graph,
+        which can do anything the user can (write files, for one): Keras refuses its own
+        `TFSMLayer` for the same reason. Outside a deserialization scope (a direct call), safe
+        mode is assumed, as Keras does.
+
+        Example:
+        >>> HubLayer.from_config(layer.get_config(), safe_mode=False)
+        """
+        if safe_mode is None:
+            safe_mode = serialization_lib.in_safe_mode()
+        if safe_mode is not False:
+            raise ValueError(
+                f"Refused to load the TF Hub module {config.get('handle')!r} of a tfresnet.HubLayer "
+                "in Keras's safe mode: loading it runs the SavedModel's code. If you trust the "
+                "file, load it with keras.saving.load_model(path, safe_mode=False) or call "
+                "keras.config.enable_unsafe_deserialization() first."
+            )
+        return cls(**config)
 
     def get_config(self):
         return {**super().get_config(), "handle": self.handle, "frozen_layers": self.frozen_layers}

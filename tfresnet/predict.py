@@ -99,6 +99,11 @@ class ImageDecoder:
                     encoded = file.read()
             except OSError as error:
                 return f"unreadable: {error.strerror or error}"
+            from tfresnet.data.image_size import image_pixels, size_error
+
+            too_large = size_error(image_pixels(item) or 0)
+            if too_large:  # refused before decoding (bytes are checked in the graph)
+                return too_large
         else:
             encoded = bytes(item)
         try:

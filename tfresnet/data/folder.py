@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.data.image_size import image_pixels, size_error
 from tfresnet.data.pipeline import (
     ImageData,
     Part,
@@ -273,7 +274,9 @@ def check_files(paths: list[str], *, where: str, strict: bool) -> dict[str, str]
 
 
 def check_file(path: str) -> str | None:
-    """Why `path` is not a usable image, or None: reads it whole and decodes it."""
+    """Why `path` is not a usable image, or None: measures it from its header (an image over
+    `tfresnet.data.image_size.MAX_IMAGE_PIXELS` is refused undecoded), then reads it whole and
+    decodes it."""
     if not path.lower().endswith(IMAGE_EXTENSIONS):
         return f"not a {', '.join(IMAGE_EXTENSIONS)} file"
     try:
@@ -290,6 +293,9 @@ def check_file(path: str) -> str | None:
         bits = int.from_bytes(contents[28:30], "little")
         if bits not in BMP_BITS:
             return f"{bits}-bit BMP (only 24- and 32-bit BMP decode correctly)"
+    too_large = size_error(image_pixels(path) or 0)
+    if too_large:
+        return too_large
     error = _decode_error(contents, kind)
     if error is None:
         return None

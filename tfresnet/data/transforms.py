@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS, check_pixel_count
+
 CROP_FRACTION = 0.875
 RANDOM_CROP_AREA = (0.08, 1.0)
 RANDOM_CROP_ASPECT = (3 / 4, 4 / 3)
@@ -30,7 +32,7 @@ JPEG_SHRINK_RATIOS = (1, 2, 4, 8)
 BMP_BITS = (24, 32)
 
 
-def decode_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+def decode_for_eval(image_bytes: tf.Tensor, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
     """Decodes one encoded image exactly as the evaluation pipeline does.
 
     JPEG, PNG, BMP (24- and 32-bit) and GIF (first frame); grayscale, RGBA and palette
@@ -43,13 +45,16 @@ def decode_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     Args:
         image_bytes: Scalar string tensor holding the encoded file.
         image_size: Side of the square output, in pixels.
+        max_pixels: The largest image accepted, read from its header before decoding
+            (default PIL's cap, about 89 megapixels).
 
     Returns:
         float32 tensor of shape `(image_size, image_size, 3)` with values in [0, 255].
 
     Raises:
-        tf.errors.InvalidArgumentError: The bytes are not a readable image, or are a BMP
-            of a bit depth other than 24 or 32 (convert those to PNG).
+        tf.errors.InvalidArgumentError: The bytes are not a readable image, are a BMP
+            of a bit depth other than 24 or 32 (convert those to PNG), or declare more than
+            `max_pixels` pixels.
 
     Example:
     >>> image = decode_for_eval(tf.io.read_file("flowers/daisy/1.jpg"), 224)
@@ -57,18 +62,20 @@ def decode_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     (TensorShape([224, 224, 3]), tf.float32)
     """
     check_positive_int("image_size", image_size)
-    return eval_transform(tf.convert_to_tensor(image_bytes, tf.string), image_size)
+    return eval_transform(tf.convert_to_tensor(image_bytes, tf.string), image_size, max_pixels)
 
 
-def eval_transform(image: tf.Tensor, image_size: int) -> tf.Tensor:
+def eval_transform(image: tf.Tensor, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
     """The evaluation transform of encoded bytes or decoded pixels, unchecked (see `decode_for_eval`)."""
-    return tf.round(_crop_and_resize(image, _central_box, image_size))
+    return tf.round(_crop_and_resize(image, _central_box, image_size, max_pixels))
 
 
-def train_transform(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
+def train_transform(
+    image: tf.Tensor, seed: tf.Tensor, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tf.Tensor:
     """The `"standard"` training transform: a random resized crop, then a random flip, seeded by `seed`."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
-    image = _crop_and_resize(image, _random_box(crop_seed), image_size)
+    image = _crop_and_resize(image, _random_box(crop_seed), image_size, max_pixels)
     return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
 
@@ -101,10 +108,11 @@ def _random_box(seed: tf.Tensor) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Te
     return box
 
 
-def _crop_and_resize(image: tf.Tensor, box: Callable, image_size: int) -> tf.Tensor:
+def _crop_and_resize(image: tf.Tensor, box: Callable, image_size: int, max_pixels: int) -> tf.Tensor:
     """Crops `box(height, width)` out of encoded bytes or decoded pixels, then resizes."""
     if image.dtype == tf.string:
-        image = _decode_and_crop(image, box, image_size)
+        with tf.control_dependencies([check_pixel_count(image, max_pixels)]):
+            image = _decode_and_crop(image, box, image_size)
     else:
         image = _crop(_to_rgb(image), box)
     resized = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
