@@ -1,14 +1,13 @@
 """Tests of tfresnet.data.augment: RandAugment in the training pipeline, MixUp and CutMix on
 one-hot batches."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import take_all
 
 from tfresnet.data import from_folder
-from tfresnet.data.augment import check_mixing, mix_batches, randaugment
+from tfresnet.data.augment import RANDAUGMENT_TABLE, check_mixing, mix_batches, randaugment
 
 SIZE = 32
 
@@ -80,15 +79,67 @@ def test_bad_alphas_are_refused(kwargs, message):
         check_mixing(**kwargs)
 
 
-def test_randaugment_draws_among_the_operations_of_keras_randaugment():
-    """`randaugment` runs the sub-layers `keras.layers.RandAugment` lists in `_AUGMENT_LAYERS`."""
-    layer = keras.layers.RandAugment(value_range=(0, 255))
-    operations = [getattr(layer, name) for name in layer._AUGMENT_LAYERS]
-    assert len(operations) == 11 and all(isinstance(op, keras.layers.Layer) for op in operations)
+def line_image(size: int = 64) -> np.ndarray:
+    """A black image with a white horizontal bar through its centre, 40 px long, 3 px thick."""
+    image = np.zeros((size, size, 3), "float32")
+    image[size // 2 - 1 : size // 2 + 2, size // 2 - 20 : size // 2 + 20] = 255.0
+    return image
 
+
+def line_angle(image: np.ndarray) -> float:
+    """The angle to the horizontal of the bright pixels' main axis, in degrees (0 to 90)."""
+    rows, columns = np.nonzero(image.mean(axis=-1) > 127.5)
+    points = np.stack([columns, rows]).astype("float64")
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(points))
+    dx, dy = eigenvectors[:, np.argmax(eigenvalues)]
+    return float(np.degrees(np.arctan2(abs(dy), abs(dx))))
+
+
+def test_randaugment_rotates_within_timms_range_at_magnitude_9():
+    """timm rotates by up to 30 * m / 10 degrees: 27 at magnitude 9 (Keras's own layer: 180)."""
+    augment = randaugment(seed=0, magnitude=9, ops=1, operations=["rotate"])
+    image = tf.constant(line_image())
+
+    angles = [line_angle(augment(image).numpy()) for _ in range(60)]
+
+    assert line_angle(line_image()) < 0.5
+    assert max(angles) <= 27.0 + 1.5  # the measure's own error on a 3-px line: about a degree
+    assert max(angles) > 18.0  # and it does rotate, across the range
+
+
+def test_randaugment_magnitude_0_leaves_the_geometry_alone():
+    augment = randaugment(seed=0, magnitude=0, ops=2, operations=["rotate", "shear_x", "translate_y"])
+    image = line_image()
+
+    np.testing.assert_allclose(augment(tf.constant(image)).numpy(), image, atol=1e-3)
+
+
+@pytest.mark.parametrize("ops", [0, 1, 3])
+def test_randaugment_runs_ops_operations_per_image(ops):
+    augment = randaugment(seed=0, ops=ops, operations=[lambda image: image + 1.0, lambda image: image + 1.0])
+
+    assert float(augment(tf.zeros((8, 8, 3))).numpy().max()) == ops
+
+
+def test_randaugment_table_covers_every_operation():
+    names = [name for name, _, _ in RANDAUGMENT_TABLE]
     augment = randaugment(seed=0)
     image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype("float32")
     outputs = np.stack([augment(tf.constant(image)).numpy() for _ in range(8)])
 
+    assert len(names) == len(set(names)) == 13
     assert outputs.shape == (8, 32, 32, 3) and 0 <= outputs.min() and outputs.max() <= 255
     assert len({output.tobytes() for output in outputs}) == 8  # a new draw for every image
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"magnitude": 11}, "Received: randaugment_magnitude=11"),
+        ({"ops": -1}, "Received: randaugment_ops=-1"),
+        ({"operations": ["spin"]}, "Received: operations=\\['spin'\\]"),
+    ],
+)
+def test_bad_randaugment_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        randaugment(seed=0, **kwargs)

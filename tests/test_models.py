@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import tfresnet
 from tfresnet.backbones import BACKBONES
-from tfresnet.models import HeadDropout, one_hot_labels
+from tfresnet.models import HeadDropout, WarmedUpAdam, one_hot_labels
 
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}
 REAL = ["resnet50", "resnet50v2", "resnet50-torchvision"]
@@ -331,3 +331,20 @@ def test_head_dropout_reads_its_rate_from_a_variable_in_one_traced_step():
     np.testing.assert_array_equal(layer(ones, training=False), ones)
     with pytest.raises(ValueError, match="Received: rate=1.0"):
         layer.set_rate(1.0)
+
+
+def test_warmed_up_adam_averages_with_a_momentum_that_grows_with_the_step():
+    """Pins the private Keras hook WarmedUpAdam overrides: if Keras stops calling
+    `_update_model_variables_moving_average` after each step, the average stops following."""
+    assert hasattr(keras.optimizers.Optimizer, "_update_model_variables_moving_average")
+    variable = keras.Variable(np.zeros(3, "float32"))
+    optimizer = WarmedUpAdam(0.1, use_ema=True, ema_momentum=0.9)
+    optimizer.build([variable])
+
+    expected, values = None, []
+    for step in range(30):
+        optimizer.apply_gradients([(keras.ops.ones(3), variable)])
+        values.append(variable.numpy().copy())
+        momentum = 0.0 if step == 0 else min(0.9, (1 + step) / (10 + step))
+        expected = values[-1] if expected is None else momentum * expected + (1 - momentum) * values[-1]
+        np.testing.assert_allclose(optimizer._model_variables_moving_average[0].numpy(), expected, rtol=1e-5)

@@ -270,10 +270,12 @@ def test_ema_returns_the_moving_average_of_the_fine_tuning_steps(tmp_path, monke
     settings = dict(TINY, head_epochs=0, epochs=1, ema=True, ema_momentum=0.5, mixup=0.4, patience=None)
     result = training.fine_tune(_data(), output_dir=str(tmp_path), seed=2, **settings)
 
-    # Keras's average: the first step's weights, then momentum * average + (1 - momentum) * weights.
+    # The first step's weights, then m * average + (1 - m) * weights, the momentum m warming up
+    # as tf.train.ExponentialMovingAverage(num_updates=step) does: min(0.5, (1 + step) / (10 + step)).
     expected = kernels[0]
-    for kernel in kernels[1:]:
-        expected = 0.5 * expected + 0.5 * kernel
+    for step, kernel in enumerate(kernels[1:], start=1):
+        momentum = min(0.5, (1 + step) / (10 + step))
+        expected = momentum * expected + (1 - momentum) * kernel
     final = result.model.get_layer("predictions").kernel.numpy()
     assert len(kernels) == 3 and not np.allclose(final, kernels[-1])
     np.testing.assert_allclose(final, expected, atol=1e-6)
@@ -281,6 +283,36 @@ def test_ema_returns_the_moving_average_of_the_fine_tuning_steps(tmp_path, monke
     saved.load_weights(os.path.join(tmp_path, "best.weights.h5"))
     np.testing.assert_allclose(saved.get_layer("predictions").kernel.numpy(), expected, atol=1e-6)
     assert result.config["mixup"] == 0.4 and result.config["averaged_phase"] == "fine_tune"
+
+
+@pytest.mark.slow
+def test_ema_on_a_short_run_keeps_trained_weights_as_good_as_the_raw_ones(monkeypatch):
+    """At the default momentum 0.999, a run of a few dozen steps: without the warm-up the
+    average would hold the starting weights (and a model at chance)."""
+    data = _data((16, 16, 16), val_split=0.25, batch_size=8)
+    kernels, fit = [], keras.Model.fit
+
+    def recording(model, *args, **kwargs):
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_begin=lambda batch, logs: kernels.append(
+                model.get_layer("predictions").kernel.numpy().copy()
+            )
+        )
+        return fit(model, *args, **{**kwargs, "callbacks": [record, *kwargs["callbacks"]]})
+
+    monkeypatch.setattr(keras.Model, "fit", recording)
+    settings = dict(TINY, head_epochs=0, epochs=4, learning_rate=1e-2, patience=None, seed=3)
+    averaged = training.fine_tune(data, ema=True, **settings)
+    start, trained = kernels[0], kernels[-1]
+    plain = training.fine_tune(data, **settings)
+
+    final = averaged.model.get_layer("predictions").kernel.numpy()
+    assert np.abs(final - start).mean() > 0.5 * np.abs(trained - start).mean()
+    accuracy = {
+        name: tfresnet.evaluate(result.model, data.validation)["accuracy"]
+        for name, result in (("ema", averaged), ("plain", plain))
+    }
+    assert accuracy["ema"] >= accuracy["plain"] - 2 / 12, accuracy  # 12 images: two is noise
 
 
 class _Interrupted(Exception):

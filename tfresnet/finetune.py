@@ -222,6 +222,8 @@ def _load_data(args: argparse.Namespace, *, drop_remainder: bool):
         "batch_size": args.batch_size,
         "val_split": args.val_split,
         "augmentation": args.augmentation,
+        "randaugment_magnitude": args.randaugment_magnitude,
+        "randaugment_ops": args.randaugment_ops,
         "seed": args.seed,
         "drop_remainder": drop_remainder,
     }

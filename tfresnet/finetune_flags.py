@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _data_flags(data: argparse._ArgumentGroup) -> None:
     """The images, the split, the batches and the augmentation."""
     from tfresnet.data import AUGMENTATIONS
+    from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="folder with one sub-folder of images per class")
@@ -93,6 +94,20 @@ def _data_flags(data: argparse._ArgumentGroup) -> None:
         "flip: flip only; none: central crop",
     )
     data.add_argument(
+        "--randaugment-magnitude",
+        type=_magnitude,
+        default=RANDAUGMENT_MAGNITUDE,
+        metavar="M",
+        help="RandAugment's strength on timm's 0-10 scale (9: rotations up to 27 degrees; see README)",
+    )
+    data.add_argument(
+        "--randaugment-ops",
+        type=console.non_negative_int,
+        default=RANDAUGMENT_OPS,
+        metavar="N",
+        help="RandAugment's operations per image",
+    )
+    data.add_argument(
         "--mixup",
         type=console.non_negative_float,
         default=0.0,
@@ -111,6 +126,15 @@ def _data_flags(data: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="skip the dataset check of the images (duplicates, leakage across the split, bad files)",
     )
+
+
+def _magnitude(text: str) -> float:
+    from tfresnet.data.augment import MAX_MAGNITUDE
+
+    value = console.float_type(text)
+    if not 0 <= value <= MAX_MAGNITUDE:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_MAGNITUDE}], received {text}")
+    return value
 
 
 def _model_flags(model: argparse._ArgumentGroup) -> None:

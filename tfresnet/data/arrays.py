@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.pipeline import (
     ImageData,
     Part,
@@ -31,6 +32,8 @@ def from_arrays(
     image_size: int = 224,
     batch_size: int = 32,
     augmentation: str = "standard",
+    randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
+    randaugment_ops: int = RANDAUGMENT_OPS,
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
     seed: int | None = None,
     cache: bool | str | os.PathLike = True,
@@ -53,6 +56,8 @@ def from_arrays(
         image_size: Side of the square images, in pixels.
         batch_size: Images per batch.
         augmentation: `"standard"`, `"randaugment"`, `"flip"` or `"none"` (see `from_folder`).
+        randaugment_magnitude: RandAugment's strength on timm's 0-10 scale (see `augment`).
+        randaugment_ops: RandAugment's operations per image.
         extra_augmentation: Called on each training batch (see `from_folder`).
         seed: Seeds the split, the shuffle and the augmentation (see `from_folder`).
         cache: True (memory), a directory path or False (see `from_folder`).
@@ -76,6 +81,7 @@ def from_arrays(
         batch_size=batch_size,
         val_split=val_split,
         augmentation=augmentation,
+        randaugment=(randaugment_magnitude, randaugment_ops),
         extra_augmentation=extra_augmentation,
         seed=seed,
         cache=cache,

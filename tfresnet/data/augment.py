@@ -2,8 +2,9 @@
 CutMix on training batches.
 
 - `augmentation="randaugment"` (a loader argument): the standard random resized crop and flip,
-  then the operations of `keras.layers.RandAugment` (two drawn per image among its eleven, at
-  its default magnitude factor 0.5), in the `tf.data` pipeline on the CPU.
+  then `randaugment_ops` operations drawn per image from `RANDAUGMENT_TABLE` (Keras's
+  preprocessing layers, as `keras.layers.RandAugment` uses them) at `randaugment_magnitude` on
+  timm's 0-10 scale, in the `tf.data` pipeline on the CPU.
 - `mix_batches(..., mixup=ALPHA, cutmix=ALPHA)` (`fine_tune`'s `mixup` / `cutmix`): blends pairs
   of training images and their one-hot labels with `keras.layers.MixUp` (a mixing weight drawn
   from Beta(ALPHA, ALPHA)) or pastes a box of one into the other with `keras.layers.CutMix`
@@ -17,40 +18,126 @@ repeatable image by image as the crop and flip are.
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import keras
 import tensorflow as tf
 
-# RandAugment's settings: Keras's defaults (two operations per image, magnitude factor 0.5).
+# === RandAugment ===
+
+# timm's defaults (`rand-m9-n2`): the magnitude on its 0-10 scale, the operations per image.
+RANDAUGMENT_MAGNITUDE = 9
 RANDAUGMENT_OPS = 2
-RANDAUGMENT_FACTOR = 0.5
+MAX_MAGNITUDE = 10
+# What the geometric operations fill uncovered pixels with (timm fills with the mean colour).
+_FILL = {"fill_mode": "constant", "fill_value": 128.0}
+_RANGE = {"value_range": (0, 255)}
 
 
-def randaugment(seed: int | None = None):
+def _solarize(level: float, seed: int | None):
+    """Inverts the pixels at or above a threshold drawn in [256 - 256 * level, 256]."""
+    generator = keras.random.SeedGenerator(seed)
+
+    def solarize(image: tf.Tensor) -> tf.Tensor:
+        threshold = keras.random.uniform((), 256.0 * (1.0 - level), 256.0, seed=generator)
+        return tf.where(image >= threshold, 255.0 - image, image)
+
+    return solarize
+
+
+# The operations RandAugment draws from, as timm's `rand_augment_transform` sets them at a
+# magnitude m (its "increasing" table, `inc1`: a higher m is always stronger), with level = m / 10.
+# Each row: the operation, timm's setting at m, and the Keras layer that draws within it.
+# The Keras layers draw each setting uniformly within the range, either sign (timm draws the sign
+# and uses m itself): at m, no image is changed more than timm's m changes it.
+# Keras's brightness adds an offset where timm's multiplies: the offset is the one timm's factor
+# gives a mid-grey pixel. timm's Invert and SolarizeAdd have no Keras layer and are left out.
+RANDAUGMENT_TABLE = (
+    ("rotate", "+/- 30 * m/10 degrees",
+     lambda level, seed: keras.layers.RandomRotation(30 * level / 360, **_FILL, seed=seed)),
+    ("shear_x", "+/- 0.3 * m/10",
+     lambda level, seed: keras.layers.RandomShear(0.3 * level, 0.0, **_FILL, seed=seed)),
+    ("shear_y", "+/- 0.3 * m/10",
+     lambda level, seed: keras.layers.RandomShear(0.0, 0.3 * level, **_FILL, seed=seed)),
+    ("translate_x", "+/- 0.45 * m/10 of the side",
+     lambda level, seed: keras.layers.RandomTranslation(0.0, 0.45 * level, **_FILL, seed=seed)),
+    ("translate_y", "+/- 0.45 * m/10 of the side",
+     lambda level, seed: keras.layers.RandomTranslation(0.45 * level, 0.0, **_FILL, seed=seed)),
+    ("brightness", "factor 1 +/- 0.9 * m/10",
+     lambda level, seed: keras.layers.RandomBrightness(0.45 * level, **_RANGE, seed=seed)),
+    ("color", "factor 1 +/- 0.9 * m/10",
+     lambda level, seed: keras.layers.RandomColorDegeneration(
+         (-0.9 * level, 0.9 * level), **_RANGE, seed=seed)),
+    ("contrast", "factor 1 +/- 0.9 * m/10",
+     lambda level, seed: keras.layers.RandomContrast(0.9 * level, **_RANGE, seed=seed)),
+    ("sharpness", "factor 1 +/- 0.9 * m/10",  # Keras's factor is half the enhancement factor
+     lambda level, seed: keras.layers.RandomSharpness(
+         (0.5 - 0.45 * level, 0.5 + 0.45 * level), **_RANGE, seed=seed)),
+    ("posterize", "keep 4 - int(4 * m/10) bits",
+     lambda level, seed: keras.layers.RandomPosterization(
+         (max(1, 4 - int(4 * level)), 8), **_RANGE, seed=seed)),
+    ("solarize", "threshold 256 - 256 * m/10", _solarize),
+    ("auto_contrast", "(no magnitude)", lambda level, seed: keras.layers.AutoContrast(**_RANGE)),
+    ("equalize", "(no magnitude)", lambda level, seed: keras.layers.Equalization(**_RANGE)),
+)
+
+
+def check_randaugment(magnitude: float, ops: int) -> None:
+    """Raises a ValueError unless `magnitude` is in [0, 10] and `ops` an integer >= 0."""
+    number = isinstance(magnitude, (int, float)) and not isinstance(magnitude, bool)
+    if not number or not 0 <= magnitude <= MAX_MAGNITUDE:
+        raise ValueError(
+            f"randaugment_magnitude is RandAugment's strength on timm's scale, a number in [0, "
+            f"{MAX_MAGNITUDE}] (9 is usual). Received: randaugment_magnitude={magnitude!r}"
+        )
+    if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
+        raise ValueError(
+            f"randaugment_ops is the number of operations per image, an integer >= 0 (2 is usual). "
+            f"Received: randaugment_ops={ops!r}"
+        )
+
+
+def randaugment(
+    seed: int | None = None,
+    *,
+    magnitude: float = RANDAUGMENT_MAGNITUDE,
+    ops: int = RANDAUGMENT_OPS,
+    operations: Sequence[str | Callable[[tf.Tensor], tf.Tensor]] | None = None,
+) -> Callable[[tf.Tensor], tf.Tensor]:
     """The per-image RandAugment of `augmentation="randaugment"`: raw pixels in, raw pixels out.
 
-    The operations are those of `keras.layers.RandAugment` (its own sub-layers, with their
-    settings), drawn `RANDAUGMENT_OPS` times per image; each draw runs only the operation it
-    chose. (The layer itself runs every operation and keeps the chosen ones: the same images
-    for about eleven times the work.)
+    Draws `ops` operations per image from `RANDAUGMENT_TABLE` at `magnitude` (timm's 0-10
+    scale), each draw running only the operation it chose (`keras.layers.RandAugment` runs
+    every operation and keeps the chosen ones: the same images for about eleven times the work).
+
+    Args:
+        seed: Seeds the draws.
+        magnitude: Strength on timm's scale, 0 to 10 (at 0 only `auto_contrast` and
+            `equalize`, which have no magnitude, change an image).
+        ops: Operations per image.
+        operations: Names of `RANDAUGMENT_TABLE`'s rows to draw from (default: all of them),
+            or callables on one image.
 
     Example:
-    >>> augment = randaugment(seed=0)
+    >>> augment = randaugment(seed=0, magnitude=9, ops=2)
     >>> augment(tf.zeros((64, 64, 3))).shape
     TensorShape([64, 64, 3])
     """
-    layer = keras.layers.RandAugment(
-        value_range=(0, 255),
-        num_ops=RANDAUGMENT_OPS,
-        factor=RANDAUGMENT_FACTOR,
-        seed=seed,
-        dtype="float32",
-    )
-    # The layer's operations, as it names them (pinned by tests/test_augment.py).
-    operations = [getattr(layer, name) for name in layer._AUGMENT_LAYERS]
+    check_randaugment(magnitude, ops)
+    builders = {name: build for name, _, build in RANDAUGMENT_TABLE}
+    chosen = list(builders) if operations is None else list(operations)
+    unknown = [name for name in chosen if not callable(name) and name not in builders]
+    if unknown or not chosen:
+        raise ValueError(
+            f"operations are names of RANDAUGMENT_TABLE ({', '.join(builders)}) or callables. "
+            f"Received: operations={operations!r}"
+        )
+    level = magnitude / MAX_MAGNITUDE
+    operations = [name if callable(name) else builders[name](level, seed) for name in chosen]
     generator = keras.random.SeedGenerator(seed)
 
     def augment(image: tf.Tensor) -> tf.Tensor:
-        for _ in range(RANDAUGMENT_OPS):
+        for _ in range(ops):
             choice = keras.random.randint((), 0, len(operations), seed=generator)
             branches = [_applied(operation, image) for operation in operations]
             image = tf.switch_case(choice, branches)
@@ -59,8 +146,13 @@ def randaugment(seed: int | None = None):
     return augment
 
 
-def _applied(operation: keras.layers.Layer, image: tf.Tensor):
-    return lambda: tf.cast(operation(image, training=True), tf.float32)
+def _applied(operation: Callable[..., tf.Tensor], image: tf.Tensor):
+    if isinstance(operation, keras.layers.Layer):
+        return lambda: tf.cast(operation(image, training=True), tf.float32)
+    return lambda: tf.cast(operation(image), tf.float32)
+
+
+# === MixUp and CutMix ===
 
 
 def check_mixing(mixup: float, cutmix: float) -> None:

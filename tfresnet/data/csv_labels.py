@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.folder import IMAGE_EXTENSIONS, check_files, file_part, file_rows, file_stat
 from tfresnet.data.pipeline import (
     ImageData,
@@ -61,6 +62,8 @@ def from_csv(
     batch_size: int = 32,
     val_split: float = 0.2,
     augmentation: str = "standard",
+    randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
+    randaugment_ops: int = RANDAUGMENT_OPS,
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
     seed: int | None = None,
     cache: bool | str | os.PathLike = True,
@@ -89,6 +92,8 @@ def from_csv(
         val_split: Fraction of each class held out for validation (0: no validation set),
             as `from_folder` splits; ignored when the CSV has a `split` column.
         augmentation: As `from_folder`'s (`"standard"`, `"flip"`, `"none"`, ...).
+        randaugment_magnitude: RandAugment's strength on timm's 0-10 scale (see `augment`).
+        randaugment_ops: RandAugment's operations per image.
         extra_augmentation: Called on each training batch of float32 images after the
             augmentation above; must return float32 pixel values in [0, 255].
         seed: Seeds the split, the shuffle and the augmentation (None: the split of seed 0,
@@ -119,6 +124,7 @@ def from_csv(
         batch_size=batch_size,
         val_split=val_split,
         augmentation=augmentation,
+        randaugment=(randaugment_magnitude, randaugment_ops),
         extra_augmentation=extra_augmentation,
         seed=seed,
         cache=cache,

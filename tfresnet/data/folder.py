@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.image_size import image_pixels, size_error
 from tfresnet.data.pipeline import (
     ImageData,
@@ -53,6 +54,8 @@ def from_folder(
     val_split: float = 0.2,
     validation_directory: str | os.PathLike | None = None,
     augmentation: str = "standard",
+    randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
+    randaugment_ops: int = RANDAUGMENT_OPS,
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
     seed: int | None = None,
     cache: bool | str | os.PathLike = True,
@@ -87,8 +90,10 @@ def from_folder(
             `validation_directory` is given.
         validation_directory: A folder with the same class sub-folders, for validation.
         augmentation: `"standard"` (random resized crop and flip), `"randaugment"` (those,
-            then Keras's RandAugment, see `tfresnet.data.augment`), `"flip"` (evaluation
+            then RandAugment at `randaugment_magnitude`, see `tfresnet.data.augment`), `"flip"` (evaluation
             transform and random flip) or `"none"` (evaluation transform).
+        randaugment_magnitude: RandAugment's strength on timm's 0-10 scale (see `augment`).
+        randaugment_ops: RandAugment's operations per image.
         extra_augmentation: Called on each training batch of float32 images after the
             augmentation above (e.g. Keras random layers given a seed); must return float32
             pixel values in [0, 255].
@@ -125,6 +130,7 @@ def from_folder(
         batch_size=batch_size,
         val_split=val_split,
         augmentation=augmentation,
+        randaugment=(randaugment_magnitude, randaugment_ops),
         extra_augmentation=extra_augmentation,
         seed=seed,
         cache=cache,

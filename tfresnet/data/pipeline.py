@@ -15,7 +15,7 @@ from typing import IO, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.data.augment import randaugment
+from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS, check_randaugment, randaugment
 from tfresnet.data.transforms import check_positive_int, eval_transform, train_transform
 
 # "standard": random resized crop and flip; "randaugment": those, then RandAugment (see augment).
@@ -77,6 +77,7 @@ class Settings:
     image_size: int
     batch_size: int
     augmentation: str
+    randaugment: tuple[float, int]
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None
     seed: int | None
     cache: bool | str | os.PathLike
@@ -105,6 +106,7 @@ def make_settings(
     cache: bool | str | os.PathLike,
     drop_remainder: bool,
     strict: bool = False,
+    randaugment: tuple[float, int] = (RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS),
 ) -> Settings:
     """Checks the loader arguments every loader takes, raising a ValueError naming a bad one."""
     check_positive_int("image_size", image_size)
@@ -119,6 +121,7 @@ def make_settings(
         raise ValueError(
             f"Unknown augmentation. Expected one of {allowed}. Received: augmentation={augmentation!r}"
         )
+    check_randaugment(*randaugment)
     if extra_augmentation is not None and not callable(extra_augmentation):
         raise ValueError(
             f"extra_augmentation must be a callable on a batch of images, or "
@@ -132,6 +135,7 @@ def make_settings(
         image_size,
         batch_size,
         augmentation,
+        tuple(randaugment),
         extra_augmentation,
         seed,
         cache,
@@ -289,7 +293,8 @@ def _pipeline(
         )
         dataset = _skip_errors(dataset, len(part.labels), settings.strict)
         if settings.augmentation == "randaugment":
-            augment = randaugment(settings.seed)
+            magnitude, ops = settings.randaugment
+            augment = randaugment(settings.seed, magnitude=magnitude, ops=ops)
             dataset = dataset.map(lambda image, label: (augment(image), label), num_parallel_calls=autotune)
     else:
         dataset = part.items.map(
