@@ -360,3 +360,24 @@ def test_check_and_training_list_an_image_bomb_as_unreadable_with_one_reason(ima
         data = from_folder(image_folder, image_size=32, val_split=0, augmentation="standard", seed=0)
     assert data.skipped == {bomb: reason}
     assert data.num_train == report["num_images"] == 21
+
+
+def test_max_image_pixels_moves_the_cap_for_the_check_training_and_the_command(image_folder, capsys):
+    big = os.path.join(image_folder, "red", "big.png")
+    Image.new("RGB", (60, 50), (200, 0, 0)).save(big)
+    reason = "image of 3000 pixels is over the limit of 2999 pixels"
+    report = check.check_dataset(image_folder, val_split=0, max_image_pixels=2999)
+    assert report["unreadable"] == {os.path.join("red", "big.png"): reason}
+    with pytest.warns(UserWarning, match="big.png"):
+        data = from_folder(image_folder, image_size=32, val_split=0, max_image_pixels=2999)
+    assert data.skipped == {big: reason} and data.num_train == 21
+    at_the_cap = from_folder(image_folder, image_size=32, val_split=0, max_image_pixels=3000)
+    assert at_the_cap.skipped == {} and at_the_cap.num_train == 22
+    output = os.path.join(image_folder, "..", "report.json")
+    assert check.main([image_folder, "--max-image-pixels", "2999", "--output", output]) == 0
+    with open(output) as file:
+        assert json.load(file)["unreadable"] == {os.path.join("red", "big.png"): reason}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        check.main([image_folder, "--max-image-pixels", "0"])
+    assert "--max-image-pixels" in capsys.readouterr().err

@@ -241,3 +241,17 @@ def test_served_image_bomb_fails_its_request_before_decoding(small_export, png_b
         bomb = file.read()
     with pytest.raises(tf.errors.InvalidArgumentError, match="image over the limit of.*400000000"):
         served.signatures["serving_default"](image_bytes=tf.constant([bomb]))
+
+
+def test_the_served_cap_is_an_argument_and_is_recorded(tmp_path):
+    path = export.export_saved_model(
+        _small_model(0), str(tmp_path / "1"), class_names=["cat", "dog", "fox"], max_image_pixels=899
+    )
+    with open(os.path.join(path, "tfresnet_config.json")) as file:
+        assert json.load(file)["max_image_pixels"] == 899
+    served = tf.saved_model.load(path)
+    image = tf.image.encode_png(tf.zeros((30, 30, 3), tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image over the limit of.*899.*900"):
+        served.signatures["serving_default"](image_bytes=tf.stack([image]))
+    small = tf.image.encode_png(tf.zeros((29, 31, 3), tf.uint8))
+    served.signatures["serving_default"](image_bytes=tf.stack([small]))

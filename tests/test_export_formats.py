@@ -6,8 +6,10 @@ The int8 checks need a trained model (on random weights every class is about as 
 int8 rounding decides the label): a tiny ResNet trained for a few seconds on a learnable folder.
 """
 
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -238,6 +240,8 @@ def test_onnx_from_the_savedmodel_by_the_command_as_users_run_it(
         (["--format", "onnx", "--missing"], "Model not found"),
         (["--format", "onnx", "--output-suffix", ".tflite"], "--output must end with .onnx"),
         (["--format", "onnx", "--eval-data", "wrong-classes"], "has classes the model does not know"),
+        (["--format", "onnx", "--no-variables"], "has no variables/ (its weights)"),
+        (["--format", "litert", "--cut-variables"], "files are damaged or incomplete"),
     ],
 )
 def test_command_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -246,6 +250,15 @@ def test_command_bad_input_exits_2_with_one_line_and_writes_nothing(
     model, output = saved_model_dir, str(tmp_path / "out" / "model.onnx")
     if "--missing" in flags:
         flags, model = flags[:-1], str(tmp_path / "absent")
+    if flags[-1] in ("--no-variables", "--cut-variables"):
+        damage, flags, model = flags[-1], flags[:-1], str(tmp_path / "damaged")
+        shutil.copytree(saved_model_dir, model)
+        if damage == "--no-variables":
+            shutil.rmtree(os.path.join(model, "variables"))
+        else:
+            (data,) = glob.glob(os.path.join(model, "variables", "variables.data-*"))
+            os.truncate(data, os.path.getsize(data) // 2)
+        output = output.replace(".onnx", command.SUFFIXES[flags[1]])
     if "--output-suffix" in flags:
         flags, output = flags[:-2], str(tmp_path / "out" / "model.tflite")
     if "wrong-classes" in flags:

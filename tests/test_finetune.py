@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -153,6 +154,47 @@ def test_cli_learns_a_learnable_folder_and_writes_every_promised_file(trained_ru
     assert len(_rows(output / "log_fine_tune.csv")) == 4
     assert json.loads((output / "config.json").read_text())["class_names"] == ["blue", "green", "red"]
     assert (output / "saved_model" / "1" / "labels.txt").read_text().split() == ["blue", "green", "red"]
+
+
+@pytest.mark.slow
+def test_the_gpu_defaults_with_a_colab_users_options_run_on_the_cpu_and_serve_float32(tmp_path, png_bomb):
+    """What `"auto"` turns on with a GPU (float16, XLA), with the options a Colab user adds, run
+    as a user runs it; an image bomb in the folder is unreadable for the check, for training
+    and for predict, with one reason, and is never decoded."""
+    folder = tmp_path / "images"
+    write_image_folder(str(folder), num_classes=3, images_per_class=6, size=40)
+    classes = sorted(os.listdir(folder))
+    shutil.copy(png_bomb, folder / classes[0] / "bomb.png")
+    gpu_defaults = ["--mixed-precision", "on", "--jit-compile", "on"]
+    colab = ["--augmentation", "randaugment", "--mixup", "0.2", "--ema", "--tta"]
+    colab += ["--export-formats", "saved_model,litert", "--head-epochs", "1", "--epochs", "1"]
+    output = tmp_path / "out"
+
+    run = _run_cli(*QUICK, *gpu_defaults, *colab, "--data-dir", str(folder), "--output-dir", str(output))
+
+    assert run.returncode == 0, run.stderr[-4000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    reason = "image of 400000000 pixels is over the limit of 89478485 pixels"
+    assert summary["skipped_files"] == 1
+    report = json.loads((output / "report.json").read_text())
+    assert report["dataset"]["unreadable"] == {os.path.join(classes[0], "bomb.png"): reason}
+    assert report["dataset"]["num_images"] == 18
+    config = json.loads((output / "config.json").read_text())
+    assert (config["mixed_precision"], config["jit_compile"]) == (True, True)
+    images = [str(folder / name / sorted(os.listdir(folder / name))[0]) for name in classes]
+    served = tf.saved_model.load(summary["export_dir"])
+    encoded = tf.constant([open(path, "rb").read() for path in images])
+    probabilities = served.signatures["serving_default"](image_bytes=encoded)["probabilities"]
+    assert probabilities.dtype == tf.float32 and probabilities.shape == (3, 3)
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    predictor = tfresnet.load_predictor(summary["exports"]["litert"])
+    rows = {row["path"]: row for row in predictor.predict([str(folder)])}
+    assert len(rows) == 19 and rows[str(folder / classes[0] / "bomb.png")]["error"] == reason
+    assert [path for path, row in rows.items() if row["error"]] == [str(folder / classes[0] / "bomb.png")]
+    pixels = np.stack([tfresnet.decode_for_eval(tf.io.read_file(path), 32) for path in images])
+    served_pixels = predictor.probabilities(pixels)
+    assert served_pixels.dtype == np.float32
+    np.testing.assert_allclose(served_pixels.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def _write_csv(folder, path) -> None:

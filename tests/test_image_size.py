@@ -8,7 +8,8 @@ import tensorflow as tf
 from PIL import Image
 
 from tfresnet.data import decode_for_eval
-from tfresnet.data.image_size import MAX_IMAGE_PIXELS, check_pixel_count, image_pixels, size_error
+from tfresnet.data.folder import check_file
+from tfresnet.image_size import MAX_IMAGE_PIXELS, check_pixel_count, gif_pixels, image_pixels, size_error
 
 BOMB_PIXELS = 20000 * 20000
 
@@ -57,3 +58,66 @@ def test_decode_refuses_a_bomb_before_decoding(png_bomb):
     decode = tf.function(lambda data: decode_for_eval(data, 32))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image over the limit of.*400000000"):
         decode(encoded)
+
+
+def _with_tiny_frames(gif: bytes, frames: int) -> bytes:
+    """`gif` with `frames` 1 x 1 frames added before its trailer: TensorFlow decodes every frame,
+    each on a canvas the size of the largest."""
+    tiny = _encoded("GIF", width=1, height=1)
+    flags = tiny[10]
+    start = 13 + (3 * 2 ** (flags % 8 + 1) if flags & 0x80 else 0)
+    assert tiny[start] == 0x2C and tiny[-1] == 0x3B  # PIL writes the image right after the screen
+    return gif[:-1] + tiny[start:-1] * frames + gif[-1:]
+
+
+def _animation(frames: int = 4) -> bytes:
+    """An animated GIF whose later frames PIL crops to where they change (offset frames)."""
+    base = np.random.default_rng(0).integers(0, 256, (21, 33, 3), dtype=np.uint8)
+    images = []
+    for index in range(frames):
+        pixels = base.copy()
+        pixels[5 + index : 9 + index, 3 + 2 * index : 10 + 2 * index] //= 2
+        images.append(Image.fromarray(pixels))
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], optimize=True, disposal=2)
+    return buffer.getvalue()
+
+
+def _small_screen() -> bytes:
+    gif = bytearray(_encoded("GIF"))
+    gif[6:10] = (3).to_bytes(2, "little") + (2).to_bytes(2, "little")  # a 3 x 2 screen, a 40 x 30 frame
+    return bytes(gif)
+
+
+@pytest.mark.parametrize(
+    "gif",
+    [
+        pytest.param(lambda: _encoded("GIF"), id="one frame"),
+        pytest.param(_animation, id="animated, offset frames"),
+        pytest.param(_small_screen, id="frame larger than the screen"),
+        pytest.param(lambda: _with_tiny_frames(_encoded("GIF"), 3), id="tiny frames after a large one"),
+    ],
+)
+def test_a_gif_is_measured_as_tensorflow_decodes_it(gif, tmp_path):
+    encoded = gif()
+    decoded = int(np.prod(tf.io.decode_gif(encoded).shape[:3]))
+    path = tmp_path / "image.gif"
+    path.write_bytes(encoded)
+    assert gif_pixels(encoded) == image_pixels(str(path)) == decoded
+    check_pixel_count(tf.constant(encoded), decoded)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image over the limit"):
+        check_pixel_count(tf.constant(encoded), decoded - 1)
+
+
+def test_a_gif_of_many_frames_is_a_bomb_though_its_first_frame_is_not(tmp_path):
+    first = io.BytesIO()
+    Image.new("RGB", (3000, 3000), (0, 90, 0)).save(first, "GIF")  # 9 megapixels, under the cap
+    encoded = _with_tiny_frames(first.getvalue(), 10)  # 11 frames of 9 megapixels decoded
+    path = tmp_path / "frames.gif"
+    path.write_bytes(encoded)
+    reason = f"image of {11 * 3000 * 3000} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels"
+    assert check_file(str(path)) == reason
+    decode = tf.function(lambda data: decode_for_eval(data, 32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"image over the limit.*{11 * 3000 * 3000}"):
+        decode(tf.constant(encoded))
+

@@ -235,6 +235,7 @@ def test_stale_cache_is_cleared_only_once_no_live_run_holds_it(tmp_path):
         ({"seed": "7"}, "Received: seed='7'"),
         ({"cache": 3}, "Received: cache=3"),
         ({"extra_augmentation": "flip"}, "Received: extra_augmentation='flip'"),
+        ({"max_image_pixels": 0}, "Received: max_image_pixels=0"),
     ],
 )
 def test_settings_errors_say_what_was_received(kwargs, match):

@@ -7,8 +7,10 @@ two and is right on every image, so each row's label can be checked against its 
 """
 
 import csv
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -245,3 +247,36 @@ def test_an_image_bomb_is_refused_undecoded_with_one_line(exported, png_bomb, tm
     assert code == 2 and len(lines) == 1 and "None of the 1 images could be read" in lines[0]
     _, rows = _read_csv(output)
     assert rows[0]["error"] == "image of 400000000 pixels is over the limit of 89478485 pixels"
+
+
+def test_max_image_pixels_moves_the_cap(exported, tmp_path, capfd):
+    paths, _, images, _ = exported
+    image = os.path.join(images, "blue", sorted(os.listdir(os.path.join(images, "blue")))[0])
+    reason = "image of 1600 pixels is over the limit of 1599 pixels"
+    row = tfresnet.load_predictor(paths["litert"], max_image_pixels=1599).predict(image)[0]
+    assert row["error"] == reason and row["label"] is None
+    assert tfresnet.load_predictor(paths["litert"], max_image_pixels=1600).predict(image)[0]["error"] is None
+    output = tmp_path / "out.csv"
+    argv = [paths["onnx"], image, "--max-image-pixels", "1599", "--output", str(output)]
+    code, lines = _bad_run(argv, capfd)
+    assert code == 2 and len(lines) == 1
+    assert _read_csv(output)[1][0]["error"] == reason
+    with pytest.raises(ValueError, match="max_image_pixels must be a positive integer"):
+        tfresnet.load_predictor(paths["litert"], max_image_pixels=0)
+
+
+@pytest.mark.parametrize(
+    "damage, message", [("no variables", "has no variables/"), ("cut", "damaged or incomplete")]
+)
+def test_a_damaged_saved_model_is_one_line(exported, tmp_path, capfd, damage, message):
+    paths, _, images, _ = exported
+    model = str(tmp_path / "damaged")
+    shutil.copytree(paths["saved_model"], model)
+    if damage == "no variables":
+        shutil.rmtree(os.path.join(model, "variables"))
+    else:
+        (data,) = glob.glob(os.path.join(model, "variables", "variables.data-*"))
+        os.truncate(data, os.path.getsize(data) // 2)
+    code, lines = _bad_run([model, images], capfd)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+

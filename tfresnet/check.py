@@ -37,6 +37,7 @@ from tfresnet.check_images import (
     perceptual_hash,
     size_summary,
 )
+from tfresnet.image_size import MAX_IMAGE_PIXELS
 
 __all__ = [
     "HAMMING_THRESHOLD",
@@ -60,6 +61,7 @@ def check_dataset(
     val_split: float = 0.2,
     seed: int | None = None,
     hamming_threshold: int = HAMMING_THRESHOLD,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict:
     """Checks a folder of class sub-folders for duplicates, leakage, bad files and odd images.
 
@@ -68,6 +70,7 @@ def check_dataset(
         val_split: The validation fraction training uses (0: no split, no leakage to find).
         seed: The seed training uses: with `val_split`, it decides the split checked for leakage.
         hamming_threshold: Most bits (of 64) two near-duplicates' perceptual hashes differ in.
+        max_image_pixels: The largest image checked, in pixels (see `tfresnet.from_folder`).
 
     Returns:
         A dict: `directory`, `num_images` (readable), `class_counts`, `imbalance_ratio`
@@ -94,7 +97,9 @@ def check_dataset(
     directory = os.fspath(directory)
     with warnings.catch_warnings():  # the bad files are reported below, not warned about
         warnings.simplefilter("ignore")
-        class_names, paths, labels, skipped = list_folder(directory, strict=False)
+        class_names, paths, labels, skipped = list_folder(
+            directory, strict=False, max_image_pixels=max_image_pixels
+        )
     in_validation = np.zeros(len(paths), bool)
     if val_split:
         in_validation[stratified_split(labels, val_split, seed)[1]] = True
@@ -117,6 +122,7 @@ def check_csv(
     val_split: float = 0.2,
     seed: int | None = None,
     hamming_threshold: int = HAMMING_THRESHOLD,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict:
     """Checks the images a CSV file lists, as `check_dataset` checks a folder.
 
@@ -131,6 +137,7 @@ def check_csv(
         val_split: The validation fraction training uses (ignored with a `split` column).
         seed: The seed training uses: with `val_split`, it decides the split checked for leakage.
         hamming_threshold: Most bits (of 64) two near-duplicates' perceptual hashes differ in.
+        max_image_pixels: The largest image checked, in pixels (see `tfresnet.from_folder`).
 
     Returns:
         `check_dataset`'s dict, its paths relative to `directory` (the folder the CSV's
@@ -158,6 +165,7 @@ def check_csv(
             label_column=label_column,
             val_split=val_split,
             seed=seed,
+            max_image_pixels=max_image_pixels,
         )
     findings = _findings(
         listing.image_dir,
@@ -342,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=HAMMING_THRESHOLD,
         help="most differing bits (of 64) of near-duplicates' perceptual hashes",
     )
+    console.add_max_image_pixels(parser, larger="a larger one is listed as unreadable")
     parser.add_argument(
         "--strict", action="store_true", help="exit with 1 on leakage across the split or a label conflict"
     )
@@ -381,7 +390,12 @@ def _chosen_check(args: argparse.Namespace) -> Callable[[], dict]:
     """`check_dataset` on DATA_DIR or `check_csv` on `--csv`, as the flags ask, to call."""
     if (args.data_dir is None) == (args.csv is None):
         raise ValueError("Pass either DATA_DIR or --csv FILE, not both or neither.")
-    settings = {"val_split": args.val_split, "seed": args.seed, "hamming_threshold": args.hamming_threshold}
+    settings = {
+        "val_split": args.val_split,
+        "seed": args.seed,
+        "hamming_threshold": args.hamming_threshold,
+        "max_image_pixels": args.max_image_pixels,
+    }
     if args.csv is None:
         if args.image_dir is not None:
             raise ValueError("--image-dir goes with --csv FILE. Pass --csv, or leave --image-dir out.")

@@ -48,6 +48,20 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def add_max_image_pixels(parser, *, larger: str) -> None:
+    """Adds `--max-image-pixels N` (default PIL's cap) to `parser`; `larger` says what happens to
+    a larger image."""
+    from tfresnet.image_size import MAX_IMAGE_PIXELS
+
+    parser.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=MAX_IMAGE_PIXELS,
+        metavar="N",
+        help=f"largest image read, in pixels, measured from its header before decoding; {larger}",
+    )
+
+
 def positive_int(text: str) -> int:
     value = int_type(text)
     if value < 1:

@@ -172,13 +172,12 @@ def _check_dataset(args: argparse.Namespace, *, chief: bool) -> dict | None:
     if args.tfds or args.no_check or not chief or (args.tune and _search_worker_id() is not None):
         return None
     with console.native_stderr_captured(enabled=not args.verbose):
+        split = {"val_split": args.val_split, "seed": args.seed, "max_image_pixels": args.max_image_pixels}
         if args.csv:
             columns = {"path_column": args.path_column, "label_column": args.label_column}
-            found = check.check_csv(
-                args.csv, image_dir=args.image_dir, **columns, val_split=args.val_split, seed=args.seed
-            )
+            found = check.check_csv(args.csv, image_dir=args.image_dir, **columns, **split)
         else:
-            found = check.check_dataset(args.data_dir, val_split=args.val_split, seed=args.seed)
+            found = check.check_dataset(args.data_dir, **split)
     print(check.summary_table(found))
     if check.has_problems(found):
         print("The dataset check found leakage across the split or conflicting labels: see report.html.")
@@ -228,10 +227,12 @@ def _load_data(args: argparse.Namespace, *, drop_remainder: bool):
         "drop_remainder": drop_remainder,
     }
     if args.data_dir:
-        return data_module.from_folder(args.data_dir, **options)
+        return data_module.from_folder(args.data_dir, **options, max_image_pixels=args.max_image_pixels)
     if args.csv:
         columns = {"path_column": args.path_column, "label_column": args.label_column}
-        return data_module.from_csv(args.csv, image_dir=args.image_dir, **columns, **options)
+        return data_module.from_csv(
+            args.csv, image_dir=args.image_dir, **columns, **options, max_image_pixels=args.max_image_pixels
+        )
     return data_module.from_tfds(args.tfds, split=args.tfds_split, data_dir=args.tfds_data_dir, **options)
 
 
@@ -326,7 +327,12 @@ def _report_and_export(
     export_dir = _export_dir(args) if chief else os.path.join(output_dir, "saved_model")
     with calibration.temperature_applied(result.model, temperature):
         export.export_saved_model(
-            result.model, export_dir, class_names=data.class_names, top_k=args.top_k, config=result.config
+            result.model,
+            export_dir,
+            class_names=data.class_names,
+            top_k=args.top_k,
+            config=result.config,
+            max_image_pixels=args.max_image_pixels,
         )
         exports = _export_formats(args, data, result.model, evaluation, output_dir) if chief else {}
     written = report.write_report(

@@ -85,6 +85,9 @@ def _data_flags(data: argparse._ArgumentGroup) -> None:
         help="fraction of each class held out for validation",
     )
     data.add_argument("--image-size", type=console.positive_int, default=224, help="side of the input images")
+    console.add_max_image_pixels(
+        data, larger="a larger --data-dir/--csv file is skipped, and the export's serving_default refuses it"
+    )
     data.add_argument("--batch-size", type=console.positive_int, default=32, help="images per batch")
     data.add_argument(
         "--augmentation",

@@ -33,6 +33,8 @@ import re
 import sys
 from typing import Iterable, Sequence
 
+from tfresnet.image_size import MAX_IMAGE_PIXELS, image_pixels, size_error
+
 PROG = "python -m tfresnet.predict"
 DECODE_THREADS = 8
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
@@ -72,14 +74,15 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[str]:
 class ImageDecoder:
     """Decodes encoded images with the evaluation transform, in threads; reasons for failures."""
 
-    def __init__(self, image_size: int):
+    def __init__(self, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS):
         import tensorflow as tf
 
         from tfresnet.data import decode_for_eval
 
         self.image_size = image_size
+        self.max_pixels = max_pixels
         self._decode = tf.function(
-            lambda encoded: decode_for_eval(encoded, image_size),
+            lambda encoded: decode_for_eval(encoded, image_size, max_pixels),
             input_signature=[tf.TensorSpec([], tf.string)],
         )
 
@@ -99,9 +102,7 @@ class ImageDecoder:
                     encoded = file.read()
             except OSError as error:
                 return f"unreadable: {error.strerror or error}"
-            from tfresnet.data.image_size import image_pixels, size_error
-
-            too_large = size_error(image_pixels(item) or 0)
+            too_large = size_error(image_pixels(item) or 0, self.max_pixels)
             if too_large:  # refused before decoding (bytes are checked in the graph)
                 return too_large
         else:
@@ -109,14 +110,14 @@ class ImageDecoder:
         try:
             return self._decode(tf.constant(encoded)).numpy()
         except tf.errors.OpError as error:
-            return _reason(item, error)
+            return _reason(item, error, self.max_pixels)
 
 
-def _reason(item: str | bytes, error) -> str:
+def _reason(item: str | bytes, error, max_pixels: int) -> str:
     """Why an image failed to decode: the folder check's reason for files, else TensorFlow's."""
     from tfresnet.data.folder import check_file
 
-    reason = check_file(item) if isinstance(item, str) else None
+    reason = check_file(item, max_pixels=max_pixels) if isinstance(item, str) else None
     if reason:
         return reason
     message = re.sub(r"^\{\{.*?\}\}\s*|\s*\[\[.*$|\s*\[Op:.*$", "", error.message, flags=re.DOTALL)
@@ -134,14 +135,16 @@ class Predictor:
         class_names: Label `i` is `class_names[i]`.
         image_size: Side of the square images the model takes.
         batch_size: Images per call of the model.
+        max_image_pixels: The largest image decoded, in pixels, read from its header first.
     """
 
-    def __init__(self, runtime, batch_size: int = 32):
+    def __init__(self, runtime, batch_size: int = 32, max_image_pixels: int = MAX_IMAGE_PIXELS):
         self.runtime = runtime
         self.class_names = runtime.class_names
         self.image_size = runtime.image_size
         self.batch_size = batch_size
-        self._decoder = ImageDecoder(runtime.image_size)
+        self.max_image_pixels = max_image_pixels
+        self._decoder = ImageDecoder(runtime.image_size, max_image_pixels)
 
     def predict(self, paths_or_bytes, top_k: int = 1, *, progress: bool = False) -> list[dict]:
         """One row per image: `path`, `label`, `score`, `label_2`, `score_2`, ... and `error`.
@@ -223,13 +226,17 @@ class Predictor:
         return rows
 
 
-def load_predictor(model: str | os.PathLike, *, batch_size: int = 32) -> Predictor:
+def load_predictor(
+    model: str | os.PathLike, *, batch_size: int = 32, max_image_pixels: int = MAX_IMAGE_PIXELS
+) -> Predictor:
     """Loads an exported classifier for `Predictor.predict`.
 
     Args:
         model: A SavedModel folder of `export_saved_model`, a `.tflite` or an `.onnx` file,
             with `labels.txt` inside the folder, `<file>.labels.txt` beside a file.
         batch_size: Images per call of the model.
+        max_image_pixels: The largest image decoded, in pixels, read from its header before
+            decoding (default PIL's cap, about 89 megapixels); a larger one gets an error row.
 
     Raises:
         FileNotFoundError: No model, or no class names.
@@ -245,7 +252,11 @@ def load_predictor(model: str | os.PathLike, *, batch_size: int = 32) -> Predict
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
-    return Predictor(load_runtime(model), batch_size=batch_size)
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+        raise ValueError(
+            f"max_image_pixels must be a positive integer. Received: max_image_pixels={max_image_pixels!r}"
+        )
+    return Predictor(load_runtime(model), batch_size=batch_size, max_image_pixels=max_image_pixels)
 
 
 class _NoProgress:
@@ -290,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", default=None, help="CSV file, or .jsonl for JSON lines (default: CSV on stdout)"
     )
+    console.add_max_image_pixels(parser, larger="a larger one gets an error row")
     parser.add_argument("--verbose", action="store_true", help="also show the libraries' own log lines")
     return parser
 
@@ -346,7 +358,7 @@ def _prepare(args: argparse.Namespace):
             raise ValueError(
                 f"--output {args.output!r} cannot be written: pass a file in an existing folder."
             )
-    predictor = load_predictor(args.model, batch_size=args.batch_size)
+    predictor = load_predictor(args.model, batch_size=args.batch_size, max_image_pixels=args.max_image_pixels)
     predictor._check_top_k(args.top_k)
     return predictor, items
 

@@ -22,6 +22,7 @@ from tfresnet.data.pipeline import (
     make_settings,
     stratified_split,
 )
+from tfresnet.image_size import MAX_IMAGE_PIXELS
 
 # A column of this name, when the CSV has one, puts each image in training or validation.
 SPLIT_COLUMN = "split"
@@ -64,6 +65,7 @@ def from_csv(
     augmentation: str = "standard",
     randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
     randaugment_ops: int = RANDAUGMENT_OPS,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
     seed: int | None = None,
     cache: bool | str | os.PathLike = True,
@@ -94,6 +96,8 @@ def from_csv(
         augmentation: As `from_folder`'s (`"standard"`, `"flip"`, `"none"`, ...).
         randaugment_magnitude: RandAugment's strength on timm's 0-10 scale (see `augment`).
         randaugment_ops: RandAugment's operations per image.
+        max_image_pixels: The largest image read, in pixels, from its header before decoding
+            (default PIL's cap, about 89 megapixels); a larger file is skipped as unreadable.
         extra_augmentation: Called on each training batch of float32 images after the
             augmentation above; must return float32 pixel values in [0, 255].
         seed: Seeds the split, the shuffle and the augmentation (None: the split of seed 0,
@@ -125,6 +129,7 @@ def from_csv(
         val_split=val_split,
         augmentation=augmentation,
         randaugment=(randaugment_magnitude, randaugment_ops),
+        max_image_pixels=max_image_pixels,
         extra_augmentation=extra_augmentation,
         seed=seed,
         cache=cache,
@@ -139,6 +144,7 @@ def from_csv(
         val_split=val_split,
         seed=seed,
         strict=strict,
+        max_image_pixels=max_image_pixels,
     )
     paths, labels, held_out = listing.paths, listing.labels, listing.in_validation
     validation = file_part(paths[held_out], labels[held_out]) if held_out.any() else None
@@ -163,6 +169,7 @@ def list_csv(
     val_split: float = 0.2,
     seed: int | None = None,
     strict: bool = False,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> CsvListing:
     """The images a CSV lists, their files checked, and the split `from_csv` makes of them.
 
@@ -177,7 +184,7 @@ def list_csv(
     rows = [(os.path.join(folder, path), label, held_out) for path, label, held_out in rows]
     class_names = sorted({label for _, label, _ in rows})
     check_class_count(class_names, repr(csv_path))
-    kept, skipped = _readable_rows(rows, csv_path, folder, class_names, strict)
+    kept, skipped = _readable_rows(rows, csv_path, folder, class_names, strict, max_image_pixels)
     index = {name: label for label, name in enumerate(class_names)}
     paths = np.array([path for path, _, _ in kept], dtype=str)
     labels = np.array([index[label] for _, label, _ in kept], dtype=np.int32)
@@ -277,10 +284,10 @@ def _image_folder(csv_path: str, image_dir: str | os.PathLike | None) -> str:
 
 
 def _readable_rows(
-    rows: list[_Row], csv_path: str, folder: str, class_names: list[str], strict: bool
+    rows: list[_Row], csv_path: str, folder: str, class_names: list[str], strict: bool, max_pixels: int
 ) -> tuple[list[_Row], dict[str, str]]:
     """The rows whose file is a usable image, and the files skipped (path: reason)."""
-    skipped = check_files([path for path, _, _ in rows], where=csv_path, strict=strict)
+    skipped = check_files([path for path, _, _ in rows], where=csv_path, strict=strict, max_pixels=max_pixels)
     kept = [row for row in rows if row[0] not in skipped]
     if not kept:
         path, reason = next(iter(skipped.items()))

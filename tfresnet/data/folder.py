@@ -14,7 +14,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
-from tfresnet.data.image_size import image_pixels, size_error
 from tfresnet.data.pipeline import (
     ImageData,
     Part,
@@ -26,6 +25,7 @@ from tfresnet.data.pipeline import (
     stratified_split,
 )
 from tfresnet.data.transforms import BMP_BITS
+from tfresnet.image_size import MAX_IMAGE_PIXELS, image_pixels, size_error
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 # Leading bytes of each format, and bytes found in the last 16 of a complete file (which
@@ -56,6 +56,7 @@ def from_folder(
     augmentation: str = "standard",
     randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
     randaugment_ops: int = RANDAUGMENT_OPS,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
     seed: int | None = None,
     cache: bool | str | os.PathLike = True,
@@ -94,6 +95,8 @@ def from_folder(
             transform and random flip) or `"none"` (evaluation transform).
         randaugment_magnitude: RandAugment's strength on timm's 0-10 scale (see `augment`).
         randaugment_ops: RandAugment's operations per image.
+        max_image_pixels: The largest image read, in pixels, from its header before decoding
+            (default PIL's cap, about 89 megapixels); a larger file is skipped as unreadable.
         extra_augmentation: Called on each training batch of float32 images after the
             augmentation above (e.g. Keras random layers given a seed); must return float32
             pixel values in [0, 255].
@@ -131,6 +134,7 @@ def from_folder(
         val_split=val_split,
         augmentation=augmentation,
         randaugment=(randaugment_magnitude, randaugment_ops),
+        max_image_pixels=max_image_pixels,
         extra_augmentation=extra_augmentation,
         seed=seed,
         cache=cache,
@@ -138,7 +142,12 @@ def from_folder(
         strict=strict,
     )
     class_names, train, validation, skipped, listed, rows = _folder_parts(
-        directory, validation_directory, val_split=val_split, seed=seed, strict=strict
+        directory,
+        validation_directory,
+        val_split=val_split,
+        seed=seed,
+        strict=strict,
+        max_image_pixels=max_image_pixels,
     )
     stats = None if isinstance(cache, bool) else [file_stat(path) for path in listed]
     return assemble(
@@ -159,6 +168,7 @@ def _folder_parts(
     val_split: float,
     seed: int | None,
     strict: bool,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[list[str], Part, Part | None, dict[str, str], list[str], list[tuple]]:
     """Class names, training and validation parts, skipped files, every file listed and its
     `file_rows`.
@@ -166,7 +176,9 @@ def _folder_parts(
     The validation part is `validation_directory`'s files when given, else a stratified
     `val_split` of `directory`'s (None when `val_split` is 0).
     """
-    class_names, paths, labels, skipped = list_folder(directory, strict=strict)
+    class_names, paths, labels, skipped = list_folder(
+        directory, strict=strict, max_image_pixels=max_image_pixels
+    )
     if validation_directory is None:
         in_validation = np.zeros(len(paths), dtype=bool)
         if not val_split:
@@ -178,7 +190,9 @@ def _folder_parts(
         validation = file_part(paths[val_index], labels[val_index])
         rows = file_rows(directory, paths, labels, in_validation)
         return class_names, train, validation, skipped, list(paths), rows
-    val_names, val_paths, val_labels, val_skipped = list_folder(validation_directory, strict=strict)
+    val_names, val_paths, val_labels, val_skipped = list_folder(
+        validation_directory, strict=strict, max_image_pixels=max_image_pixels
+    )
     if val_names != class_names:
         raise ValueError(
             f"The class sub-folders of {os.fspath(validation_directory)!r} differ from "
@@ -222,7 +236,7 @@ def file_part(paths: np.ndarray, labels: np.ndarray) -> Part:
 
 
 def list_folder(
-    directory: str | os.PathLike, *, strict: bool
+    directory: str | os.PathLike, *, strict: bool, max_image_pixels: int = MAX_IMAGE_PIXELS
 ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, str]]:
     """Class names, image paths, labels and skipped files of a folder, checked."""
     directory = os.fspath(directory)
@@ -244,7 +258,9 @@ def list_folder(
         for label, name in enumerate(class_names)
         for path in _files_under(os.path.join(directory, name))
     ]
-    skipped = check_files([path for path, _ in candidates], where=directory, strict=strict)
+    skipped = check_files(
+        [path for path, _ in candidates], where=directory, strict=strict, max_pixels=max_image_pixels
+    )
     kept = [(path, label) for path, label in candidates if path not in skipped]
     counts = np.bincount([label for _, label in kept], minlength=len(class_names))
     for name, count in zip(class_names, counts):
@@ -269,19 +285,21 @@ def _files_under(folder: str) -> list[str]:
     return found
 
 
-def check_files(paths: list[str], *, where: str, strict: bool) -> dict[str, str]:
+def check_files(
+    paths: list[str], *, where: str, strict: bool, max_pixels: int = MAX_IMAGE_PIXELS
+) -> dict[str, str]:
     """The files of `paths` that are not usable images, mapped to the reason, checked in
     threads; reported in one warning naming `where` (with `strict`, a ValueError)."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        reasons = list(pool.map(check_file, paths))
+        reasons = list(pool.map(lambda path: check_file(path, max_pixels=max_pixels), paths))
     skipped = {path: reason for path, reason in zip(paths, reasons) if reason}
     _report(skipped, where, strict)
     return skipped
 
 
-def check_file(path: str) -> str | None:
+def check_file(path: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """Why `path` is not a usable image, or None: measures it from its header (an image over
-    `tfresnet.data.image_size.MAX_IMAGE_PIXELS` is refused undecoded), then reads it whole and
+    `max_pixels` is refused undecoded), then reads it whole and
     decodes it."""
     if not path.lower().endswith(IMAGE_EXTENSIONS):
         return f"not a {', '.join(IMAGE_EXTENSIONS)} file"
@@ -299,7 +317,7 @@ def check_file(path: str) -> str | None:
         bits = int.from_bytes(contents[28:30], "little")
         if bits not in BMP_BITS:
             return f"{bits}-bit BMP (only 24- and 32-bit BMP decode correctly)"
-    too_large = size_error(image_pixels(path) or 0)
+    too_large = size_error(image_pixels(path) or 0, max_pixels)
     if too_large:
         return too_large
     error = _decode_error(contents, kind)

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS, check_randaugment, randaugment
 from tfresnet.data.transforms import check_positive_int, eval_transform, train_transform
+from tfresnet.image_size import MAX_IMAGE_PIXELS
 
 # "standard": random resized crop and flip; "randaugment": those, then RandAugment (see augment).
 AUGMENTATIONS = ("none", "flip", "standard", "randaugment")
@@ -78,6 +79,7 @@ class Settings:
     batch_size: int
     augmentation: str
     randaugment: tuple[float, int]
+    max_image_pixels: int
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None
     seed: int | None
     cache: bool | str | os.PathLike
@@ -107,6 +109,7 @@ def make_settings(
     drop_remainder: bool,
     strict: bool = False,
     randaugment: tuple[float, int] = (RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS),
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Settings:
     """Checks the loader arguments every loader takes, raising a ValueError naming a bad one."""
     check_positive_int("image_size", image_size)
@@ -122,6 +125,7 @@ def make_settings(
             f"Unknown augmentation. Expected one of {allowed}. Received: augmentation={augmentation!r}"
         )
     check_randaugment(*randaugment)
+    check_positive_int("max_image_pixels", max_image_pixels)
     if extra_augmentation is not None and not callable(extra_augmentation):
         raise ValueError(
             f"extra_augmentation must be a callable on a batch of images, or "
@@ -136,6 +140,7 @@ def make_settings(
         batch_size,
         augmentation,
         tuple(randaugment),
+        int(max_image_pixels),
         extra_augmentation,
         seed,
         cache,
@@ -281,14 +286,14 @@ def _pipeline(
     skips an image that fails to decode (see `_skip_errors`): the other sets raise, so that
     they never hold an image twice.
     """
-    size = settings.image_size
+    size, pixels = settings.image_size, settings.max_image_pixels
     autotune = tf.data.AUTOTUNE
     buffer = min(shuffle_buffer or len(part.labels), len(part.labels))
     seeds = tf.data.Dataset.random(seed=settings.seed, rerandomize_each_iteration=True).batch(2)
     if training and settings.augmentation in RANDOM_CROP_AUGMENTATIONS:
         dataset = part.items.shuffle(buffer, seed=settings.seed, reshuffle_each_iteration=True)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda pair, seed: (train_transform(part.load(pair[0]), seed, size), pair[1]),
+            lambda pair, seed: (train_transform(part.load(pair[0]), seed, size, pixels), pair[1]),
             num_parallel_calls=autotune,
         )
         dataset = _skip_errors(dataset, len(part.labels), settings.strict)
@@ -298,7 +303,7 @@ def _pipeline(
             dataset = dataset.map(lambda image, label: (augment(image), label), num_parallel_calls=autotune)
     else:
         dataset = part.items.map(
-            lambda item, label: (tf.cast(eval_transform(part.load(item), size), tf.uint8), label),
+            lambda item, label: (tf.cast(eval_transform(part.load(item), size, pixels), tf.uint8), label),
             num_parallel_calls=autotune,
         )
         if training:

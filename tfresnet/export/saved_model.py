@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfresnet.checkpoints import current_umask
 from tfresnet.data import decode_for_eval
+from tfresnet.image_size import MAX_IMAGE_PIXELS
 
 LABELS_FILE = "labels.txt"
 CONFIG_FILE = "tfresnet_config.json"
@@ -32,6 +33,7 @@ def export_saved_model(
     class_names: list[str],
     top_k: int = 5,
     config: dict | None = None,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> str:
     """Writes `model` as a SavedModel that TensorFlow Serving loads as it is.
 
@@ -54,6 +56,8 @@ def export_saved_model(
         class_names: Label `i` is `class_names[i]`.
         top_k: How many classes `classes`, `labels` and `scores` hold (at most all).
         config: Settings stored in `tfresnet_config.json` (e.g. `FinetuneResult.config`).
+        max_image_pixels: The largest image `serving_default` decodes, read from its header
+            first (default PIL's cap, about 89 megapixels); a larger one fails its request.
 
     Returns:
         `export_dir`.
@@ -71,9 +75,14 @@ def export_saved_model(
     k = min(top_k, num_classes)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, function in _signatures(model, class_names, k).items():
+    for name, function in _signatures(model, class_names, k, max_image_pixels).items():
         archive.add_endpoint(name, function)
-    settings = {"class_names": list(class_names), "image_size": model.input_shape[1], "top_k": k}
+    settings = {
+        "class_names": list(class_names),
+        "image_size": model.input_shape[1],
+        "top_k": k,
+        "max_image_pixels": max_image_pixels,
+    }
 
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
@@ -93,7 +102,7 @@ def export_saved_model(
     return export_dir
 
 
-def _signatures(model: keras.Model, class_names: list[str], k: int) -> dict:
+def _signatures(model: keras.Model, class_names: list[str], k: int, max_image_pixels: int) -> dict:
     """`serving_default` (encoded image bytes) and `serve_images` (raw pixels) of `model`."""
     image_size = model.input_shape[1]
     labels = tf.constant(list(class_names))
@@ -111,7 +120,7 @@ def _signatures(model: keras.Model, class_names: list[str], k: int) -> dict:
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
         images = tf.map_fn(
-            lambda encoded: decode_for_eval(encoded, image_size),
+            lambda encoded: decode_for_eval(encoded, image_size, max_image_pixels),
             image_bytes,
             fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
         )
