@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 import tfresnet
+from tfresnet import distribute
 from tfresnet.backbones import BACKBONES
-from tfresnet.models import HeadDropout, WarmedUpAdam, one_hot_labels
+from tfresnet.models import HeadDropout, WarmedUpAdam, float32_copy, one_hot_labels
 
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}
 REAL = ["resnet50", "resnet50v2", "resnet50-torchvision"]
@@ -348,3 +349,21 @@ def test_warmed_up_adam_averages_with_a_momentum_that_grows_with_the_step():
         momentum = 0.0 if step == 0 else min(0.9, (1 + step) / (10 + step))
         expected = values[-1] if expected is None else momentum * expected + (1 - momentum) * values[-1]
         np.testing.assert_allclose(optimizer._model_variables_moving_average[0].numpy(), expected, rtol=1e-5)
+
+
+def test_float32_copy_of_a_mixed_precision_model_computes_in_float32_with_its_weights():
+    with distribute.precision_policy(True):
+        mixed = tfresnet.build_classifier(
+            3, backbone="resnet-tiny", weights=None, image_size=32, head_units=8
+        )
+    assert "float16" in {layer.compute_dtype for layer in mixed._flatten_layers()}
+    copy = float32_copy(mixed)
+    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    for original, copied in zip(mixed.weights, copy.weights, strict=True):
+        np.testing.assert_array_equal(original.numpy(), copied.numpy())
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    # float16 keeps about 3 significant digits: the two agree to that, not to float32's 7.
+    np.testing.assert_allclose(copy.predict(images, verbose=0), mixed.predict(images, verbose=0), atol=2e-2)
+    plain = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+    assert float32_copy(plain) is plain
+

@@ -253,6 +253,32 @@ def build_head(
     return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[2])(x)
 
 
+def float32_copy(model: keras.Model) -> keras.Model:
+    """`model` itself when it computes in float32 throughout; else the same network built in
+    float32, holding the same weights (mixed precision keeps its variables in float32).
+
+    What every export serves: LiteRT has no float16 convolution, and CPUs run float16 slowly.
+
+    Example:
+    >>> with tfresnet.distribute.precision_policy(True):
+    ...     model = build_classifier(5, weights=None)
+    >>> {layer.compute_dtype for layer in float32_copy(model)._flatten_layers()}
+    {'float32'}
+    """
+    if all(layer.compute_dtype == "float32" for layer in model._flatten_layers()):
+        return model
+
+    def in_float32(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = {**layer.get_config(), "dtype": "float32"}
+        if isinstance(layer, HubLayer):  # the module this process already loaded, not a file's
+            return HubLayer.from_config(config, safe_mode=False)
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def compile_classifier(
     model: keras.Model,
     *,

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tfresnet.checkpoints import write_atomically
 from tfresnet.export.saved_model import LABELS_FILE
+from tfresnet.models import float32_copy
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
@@ -55,7 +56,8 @@ class Source:
 
 
 def classifier_source(model: keras.Model | str | os.PathLike, class_names: list[str] | None = None) -> Source:
-    """The classifier to convert, from a Keras model or a SavedModel folder.
+    """The classifier to convert, from a Keras model (in float32, see
+    `tfresnet.models.float32_copy`) or a SavedModel folder.
 
     Args:
         model: A Keras classifier (raw [0, 255] pixels in, probabilities out), or the folder of
@@ -85,7 +87,7 @@ def classifier_source(model: keras.Model | str | os.PathLike, class_names: list[
                 f"The model must take square RGB images of a fixed size, (batch, size, size, 3). "
                 f"Received: input_shape={shape}"
             )
-        source = Source(model, list(class_names), int(shape[1]))
+        source = Source(float32_copy(model), list(class_names), int(shape[1]))
     else:
         source = _saved_model_source(os.fspath(model), class_names)
     classes = source.model.output_shape[-1]

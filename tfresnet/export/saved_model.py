@@ -18,6 +18,7 @@ import tensorflow as tf
 from tfresnet.checkpoints import current_umask
 from tfresnet.data import decode_for_eval
 from tfresnet.image_size import MAX_IMAGE_PIXELS
+from tfresnet.models import float32_copy
 
 LABELS_FILE = "labels.txt"
 CONFIG_FILE = "tfresnet_config.json"
@@ -48,7 +49,8 @@ def export_saved_model(
     `labels.txt` (one class name per line) and `tfresnet_config.json` are written beside
     `saved_model.pb`. The directory is written under a temporary name and renamed into place,
     so an interrupted export never leaves a half-written model at `export_dir`. TF Serving
-    expects versioned folders: export to `.../my_model/1`.
+    expects versioned folders: export to `.../my_model/1`. A mixed-precision model is exported
+    in float32 (`tfresnet.models.float32_copy`).
 
     Args:
         model: A model from `build_classifier` (raw [0, 255] RGB in, probabilities out).
@@ -73,6 +75,7 @@ def export_saved_model(
             f"class_names has {len(class_names)} names but the model predicts {num_classes} classes."
         )
     k = min(top_k, num_classes)
+    model = float32_copy(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, function in _signatures(model, class_names, k, max_image_pixels).items():
