@@ -381,3 +381,31 @@ def test_max_image_pixels_moves_the_cap_for_the_check_training_and_the_command(i
     with pytest.raises(SystemExit):
         check.main([image_folder, "--max-image-pixels", "0"])
     assert "--max-image-pixels" in capsys.readouterr().err
+
+
+def _stroke_digit(tilt: float, width: int) -> Image.Image:
+    """A 32 px grayscale "1": one white stroke on black, drawn at 4x and scaled down."""
+    from PIL import ImageDraw
+
+    canvas = Image.new("L", (128, 128), 0)
+    ImageDraw.Draw(canvas).line([(64 + tilt, 20), (64 - tilt, 108)], fill=255, width=width)
+    return canvas.resize((32, 32), Image.Resampling.LANCZOS)
+
+
+def test_the_near_duplicate_rule_at_32_px_groups_copies_not_look_alikes(tmp_path):
+    root = tmp_path / "digits"
+    for name in ("a", "b"):
+        os.makedirs(root / name)
+    original, look_alike = _stroke_digit(6, 10), _stroke_digit(6, 14)  # a thicker stroke
+    original.save(root / "a" / "one.png")
+    look_alike.save(root / "b" / "other_one.png")
+    original.save(root / "a" / "one_reencoded.jpg", quality=75)
+    original.resize((24, 24), Image.Resampling.BICUBIC).save(root / "a" / "one_resized.png")
+    original.crop((1, 1, 31, 31)).save(root / "a" / "one_cropped.png")
+    hashes = [check.perceptual_hash(np.asarray(image, float)) for image in (original, look_alike)]
+    assert bin(hashes[0] ^ hashes[1]).count("1") <= check.HAMMING_THRESHOLD  # the hash alone matched them
+    report = check.check_dataset(str(root), val_split=0)
+    assert report["near_duplicates"] == [
+        ["a/one.png", "a/one_cropped.png", "a/one_reencoded.jpg", "a/one_resized.png"]
+    ]
+    assert report["conflicting_labels"] == []
