@@ -176,7 +176,7 @@ def _bad_run(argv, capfd):
         ("unknown format", "Unknown model format .txt"),
         ("no images", "No images found"),
         ("top-k above the classes", "top_k must be an integer from 1 to 3"),
-        ("no labels", "No labels.txt"),
+        ("no labels", "No model.onnx.labels.txt at"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(exported, tmp_path, capfd, case, message):

@@ -73,6 +73,29 @@ def test_the_lock_is_one_process_s_and_taken_again_by_it(tmp_path):
         other.wait()
     with run_files.run_lock(output_dir), run_files.run_lock(output_dir):  # the same process, twice
         assert open(os.path.join(output_dir, "run.lock")).read().strip() == str(os.getpid())
+    assert os.listdir(output_dir) == []  # let go: the file goes with the lock
+
+
+def test_a_lock_taken_on_a_removed_lock_file_is_taken_again_on_the_new_one(tmp_path, monkeypatch):
+    # A second process opens run.lock, the holder removes it and lets go, the second locks the
+    # removed file: it must not count as holding the folder while a third locks the new file.
+    import fcntl
+
+    output_dir = str(tmp_path / "run")
+    os.makedirs(output_dir)
+    path = os.path.join(output_dir, "run.lock")
+    flock, taken = fcntl.flock, []
+
+    def flock_after_the_file_is_replaced(handle, operation):
+        if not taken:
+            os.unlink(path)
+            open(path, "w").close()
+        taken.append(os.fstat(handle).st_ino)
+        return flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_file_is_replaced)
+    with run_files.run_lock(output_dir):
+        assert len(taken) == 2 and taken[-1] == os.stat(path).st_ino
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "gone"])

@@ -313,8 +313,10 @@ def compile_classifier(
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
     check_ema_momentum(ema_momentum)
-    averaged = ema_momentum is not None
-    optimizer = WarmedUpAdam(learning_rate, use_ema=averaged, ema_momentum=ema_momentum or 0.99)
+    if ema_momentum is None:
+        optimizer = keras.optimizers.Adam(learning_rate)
+    else:
+        optimizer = WarmedUpAdam(learning_rate, use_ema=True, ema_momentum=ema_momentum)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),

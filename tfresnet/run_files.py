@@ -137,8 +137,8 @@ def run_lock(output_dir: str) -> Iterator[None]:
 
     A second process raises `RunDirInUse` naming the holder's process id; the same process
     may take it again (the command holds it, then `fine_tune`). The system releases it when
-    the process ends, however it ends (a SIGKILL too). Without `fcntl` (Windows) nothing is
-    locked.
+    the process ends, however it ends (a SIGKILL too); the file goes when the block ends (a
+    killed process leaves it behind, unlocked). Without `fcntl` (Windows) nothing is locked.
 
     Example:
     >>> with run_lock("runs/flowers"):
@@ -152,7 +152,26 @@ def run_lock(output_dir: str) -> Iterator[None]:
     key = os.path.realpath(output_dir)
     if key not in _LOCKS:
         os.makedirs(output_dir, exist_ok=True)
-        path = os.path.join(output_dir, LOCK_FILE)
+        _LOCKS[key] = [_locked_file(output_dir, fcntl), 0]
+    _LOCKS[key][1] += 1
+    try:
+        yield
+    finally:
+        _LOCKS[key][1] -= 1
+        if not _LOCKS[key][1]:
+            handle = _LOCKS.pop(key)[0]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(output_dir, LOCK_FILE))  # still held: no one else has it
+            os.close(handle)
+
+
+def _locked_file(output_dir: str, fcntl) -> int:
+    """Opens and locks `output_dir/run.lock`, writes this process id into it, returns its
+    descriptor. The holder removes the file when it lets go, so a lock taken on a file that is
+    no longer the one at that path (removed meanwhile) is dropped and taken again on the new one.
+    """
+    path = os.path.join(output_dir, LOCK_FILE)
+    while True:
         handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -163,16 +182,15 @@ def run_lock(output_dir: str) -> Iterator[None]:
                 f"{output_dir!r} is in use by another run: process {holder} holds {path}. Wait for "
                 f"it to end (or stop it), or pass another output folder."
             ) from None
-        os.ftruncate(handle, 0)
-        os.write(handle, f"{os.getpid()}\n".encode())
-        _LOCKS[key] = [handle, 0]
-    _LOCKS[key][1] += 1
-    try:
-        yield
-    finally:
-        _LOCKS[key][1] -= 1
-        if not _LOCKS[key][1]:
-            os.close(_LOCKS.pop(key)[0])
+        try:
+            current = os.path.samestat(os.fstat(handle), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()}\n".encode())
+            return handle
+        os.close(handle)
 
 
 def resume_point(run_dir: str) -> list[int]:
