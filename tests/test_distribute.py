@@ -151,12 +151,7 @@ def two_workers(tmp_path_factory):
     command += ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
     command += ["--val-split", "0.3", "--augmentation", "none", "--head-epochs", "2", "--epochs", "1"]
     command += ["--patience", "0", "--seed", "0"]
-    workers = []
-    for index in range(2):
-        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        environment = {**os.environ, "TF_CONFIG": config, "TMPDIR": temporary}
-        with open(root / f"worker{index}.log", "w") as log:
-            workers.append(subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=log))
+    workers = _start_workers(root, command, cluster, temporary, "worker")
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, (root / f"worker{index}.log").read_text()[-3000:]
     return types.SimpleNamespace(output_dir=output_dir, temporary=temporary, pids=[w.pid for w in workers])
