@@ -37,7 +37,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from tfresnet.export.quiet import quiet_terminal  # noqa: E402
+from tfresnet.cli.quiet import quiet_terminal  # noqa: E402
 
 with quiet_terminal():  # TensorFlow's start-up lines
     import keras
@@ -45,7 +45,7 @@ with quiet_terminal():  # TensorFlow's start-up lines
     from pipeline import describe_machine, load_average
 
     import tfresnet
-    from tfresnet.examples import write_shapes_folder
+    from tfresnet.data.examples import write_shapes_folder
     from tfresnet.export.formats import compare, predict_all
     from tfresnet.export.litert import export_litert
     from tfresnet.export.onnx_export import export_onnx
@@ -129,7 +129,7 @@ def learnable_sets(root: str, args) -> tuple:
 
 def trained_classifier(train, args) -> keras.Model:
     """The classifier trained end to end on `train`."""
-    from tfresnet.models import compile_classifier, one_hot_labels
+    from tfresnet.models.classifier import compile_classifier, one_hot_labels
 
     weights = None if args.weights == "none" else args.weights
     keras.utils.set_random_seed(0)

@@ -46,7 +46,7 @@ import tensorflow as tf  # noqa: E402
 from pipeline import describe_machine, headline, load_average, write_photos  # noqa: E402
 
 from tfresnet import build_classifier, fine_tune, from_arrays, from_folder  # noqa: E402
-from tfresnet.distribute import resolve_mixed_precision  # noqa: E402
+from tfresnet.training.distribute import resolve_mixed_precision  # noqa: E402
 
 VARIANTS = {
     "a": "(a) tfresnet fine_tune, in-memory images",

@@ -128,7 +128,7 @@ def file_index(images: np.ndarray, decoded: np.ndarray) -> list[int]:
 
 # === Image folders ===
 
-from tfresnet.examples import write_shapes_folder  # noqa: E402
+from tfresnet.data.examples import write_shapes_folder  # noqa: E402
 
 
 def write_image_folder(

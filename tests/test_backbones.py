@@ -8,8 +8,8 @@ import keras
 import pytest
 
 import tfresnet
-from tfresnet import tiny_resnet
-from tfresnet.backbones import BACKBONES, TorchvisionWeights, get_backbone
+from tfresnet.models import tiny_resnet
+from tfresnet.models.backbones import BACKBONES, TorchvisionWeights, get_backbone
 
 REAL = ["resnet50", "resnet50v2", "resnet50-torchvision"]
 BUILT = [*REAL, "resnet-tiny"]

@@ -1,4 +1,4 @@
-"""tfresnet.batch_grid: `show_batch`'s PNG grid of the first batch, titled with its labels."""
+"""tfresnet.insight.batch_grid: `show_batch`'s PNG grid of the first batch, titled with its labels."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import tensorflow as tf
 from PIL import Image
 
 import tfresnet
-from tfresnet import batch_grid
-from tfresnet.batch_grid import label_title
+from tfresnet.insight import batch_grid
+from tfresnet.insight.batch_grid import label_title
 
 CLASS_NAMES = ["cat", "dog", "fox"]
 # Each image one pure colour, its label's: cat red, dog green, fox blue.

@@ -8,7 +8,7 @@ import tensorflow as tf
 from conftest import assert_close_across_kernels
 
 import tfresnet
-from tfresnet import calibration
+from tfresnet.insight import calibration
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

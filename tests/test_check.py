@@ -15,6 +15,7 @@ from tfresnet import check
 from tfresnet.data import from_folder
 from tfresnet.data.folder import _folder_parts, list_folder
 from tfresnet.data.pipeline import stratified_split
+from tfresnet.insight import dataset_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("cats", "dogs", "foxes")
@@ -85,14 +86,14 @@ def planted(tmp_path_factory) -> tuple[str, int]:
 @pytest.fixture(scope="module")
 def planted_report(planted) -> dict:
     root, seed = planted
-    return check.check_dataset(root, val_split=0.25, seed=seed)
+    return dataset_check.check_dataset(root, val_split=0.25, seed=seed)
 
 
 # === Planted problems ===
 
 
 def test_a_clean_folder_reports_no_problem(clean_folder):
-    report = check.check_dataset(clean_folder, seed=0)
+    report = dataset_check.check_dataset(clean_folder, seed=0)
     assert report["num_images"] == 24
     assert report["class_counts"] == {"cats": 8, "dogs": 8, "foxes": 8}
     assert report["imbalance_ratio"] == 1.0
@@ -101,7 +102,7 @@ def test_a_clean_folder_reports_no_problem(clean_folder):
     assert report["unreadable"] == {}
     assert report["modes"] == {"grayscale": 0, "rgba": 0, "cmyk": 0, "palette": 0, "rgb": 24, "other": 0}
     assert report["image_sizes"]["width"] == {"min": SIZE, "median": SIZE, "max": SIZE}
-    assert not check.has_problems(report)
+    assert not dataset_check.has_problems(report)
 
 
 def test_an_exact_duplicate_across_classes_is_a_label_conflict(planted_report):
@@ -125,7 +126,7 @@ def test_a_resized_copy_across_the_split_is_leakage_on_the_split_from_folder_mak
     assert set(leaks[0]["validation"]) == {ORIGINAL, RESIZED} & in_validation
     assert set(leaks[0]["train"]) == {ORIGINAL, RESIZED} & in_train
     assert len(leaks[0]["validation"]) == len(leaks[0]["train"]) == 1
-    assert check.has_problems(planted_report)
+    assert dataset_check.has_problems(planted_report)
 
 
 def test_the_grayscale_image_and_the_truncated_file_are_reported(planted, planted_report):
@@ -143,7 +144,7 @@ def test_the_grayscale_image_and_the_truncated_file_are_reported(planted, plante
 
 
 def test_without_a_split_there_is_no_leakage(planted):
-    report = check.check_dataset(planted[0], val_split=0)
+    report = dataset_check.check_dataset(planted[0], val_split=0)
     assert report["cross_split"] == []
     assert report["near_duplicates"] == [[ORIGINAL, RESIZED]]
 
@@ -169,7 +170,7 @@ def test_a_changed_copy_is_a_near_duplicate_not_an_exact_one(copy, tmp_path):
         pixels = np.array(original)
         pixels[0, 0] = 255 - pixels[0, 0]
         Image.fromarray(pixels).save(path)
-    report = check.check_dataset(root, val_split=0)
+    report = dataset_check.check_dataset(root, val_split=0)
     assert report["near_duplicates"] == [["cats/00.png", os.path.relpath(path, root)]]
     assert report["exact_duplicates"] == []
 
@@ -183,23 +184,24 @@ def test_modes_sizes_and_imbalance_are_counted(tmp_path):
     photo(3, 60).convert("CMYK").save(os.path.join(root, "a", "cmyk.jpg"))
     photo(4, 70).convert("L").save(os.path.join(root, "a", "gray.jpg"))
     photo(5, 80).save(os.path.join(root, "b", "rgb.png"))
-    report = check.check_dataset(root, val_split=0)
+    report = dataset_check.check_dataset(root, val_split=0)
     assert report["modes"] == {"grayscale": 1, "rgba": 1, "cmyk": 1, "palette": 1, "rgb": 1, "other": 0}
     assert report["image_sizes"]["height"] == {"min": 40, "median": 60.0, "max": 80}
     assert report["imbalance_ratio"] == 4.0
 
 
 def test_perceptual_hashes_of_unrelated_images_differ_in_about_half_their_bits():
-    hashes = [check.perceptual_hash(np.asarray(photo(seed, 32).convert("L"), float)) for seed in range(40)]
+    grays = [np.asarray(photo(seed, 32).convert("L"), float) for seed in range(40)]
+    hashes = [dataset_check.perceptual_hash(gray) for gray in grays]
     distances = [bin(a ^ b).count("1") for i, a in enumerate(hashes) for b in hashes[i + 1 :]]
-    assert min(distances) > check.HAMMING_THRESHOLD
+    assert min(distances) > dataset_check.HAMMING_THRESHOLD
     assert 26 <= np.mean(distances) <= 38
 
 
 @pytest.mark.parametrize("threshold", [-1, 64, 2.5])
 def test_a_bad_threshold_is_refused(clean_folder, threshold):
     with pytest.raises(ValueError, match="hamming_threshold"):
-        check.check_dataset(clean_folder, hamming_threshold=threshold)
+        dataset_check.check_dataset(clean_folder, hamming_threshold=threshold)
 
 
 # === The command ===
@@ -212,10 +214,10 @@ def test_the_command_writes_the_report_prints_a_table_and_strict_fails_on_leakag
     root, seed = planted
     assert check.main([root, "--val-split", "0.25", "--seed", str(seed)]) == 0
     printed = capsys.readouterr().out
-    written = json.loads((tmp_path / check.REPORT_FILE).read_text())
-    assert written == json.loads(json.dumps(check.check_dataset(root, val_split=0.25, seed=seed)))
+    written = json.loads((tmp_path / dataset_check.REPORT_FILE).read_text())
+    assert written == json.loads(json.dumps(dataset_check.check_dataset(root, val_split=0.25, seed=seed)))
     assert f"cross-split leaks   {len(written['cross_split'])} groups" in printed
-    assert str(tmp_path / check.REPORT_FILE) in printed
+    assert str(tmp_path / dataset_check.REPORT_FILE) in printed
     output = str(tmp_path / "out" / "checked.json")
     assert check.main([root, "--val-split", "0.25", "--seed", str(seed), "--strict", "--output", output]) == 1
     assert json.loads(open(output).read())["cross_split"]
@@ -268,7 +270,7 @@ def test_the_command_as_users_run_it(planted, tmp_path):
     assert completed.returncode == 1, completed.stderr
     assert completed.stderr == ""
     assert completed.stdout.splitlines()[0].startswith("images              27 in 3 classes")
-    assert list(json.loads((tmp_path / check.REPORT_FILE).read_text())["unreadable"]) == [TRUNCATED]
+    assert list(json.loads((tmp_path / dataset_check.REPORT_FILE).read_text())["unreadable"]) == [TRUNCATED]
 
 
 # === A CSV file ===
@@ -293,11 +295,11 @@ def test_a_csv_listing_a_folder_gets_the_folders_report(planted, tmp_path):
     root, seed = planted
     path = write_labels_csv(tmp_path / "labels.csv", folder_rows(root))
 
-    report = check.check_csv(path, image_dir=root, val_split=0.25, seed=seed)
+    report = dataset_check.check_csv(path, image_dir=root, val_split=0.25, seed=seed)
 
     assert report.pop("csv") == str(tmp_path / "labels.csv")
     assert report.pop("split_column") is False
-    assert report == check.check_dataset(root, val_split=0.25, seed=seed)
+    assert report == dataset_check.check_dataset(root, val_split=0.25, seed=seed)
     assert any(group["kind"] == "near" for group in report["cross_split"])  # the resized copy
 
 
@@ -315,14 +317,14 @@ def test_a_duplicate_across_the_csv_split_column_is_leakage(tmp_path):
     ]
 
     for val_split in (0.5, 0):  # the split column decides, whatever val_split says
-        report = check.check_csv(path, val_split=val_split, seed=0)
+        report = dataset_check.check_csv(path, val_split=val_split, seed=0)
         assert report["cross_split"] == leaks
         assert report["exact_duplicates"] == [["cats/00.png", "copy.png"], ["dogs/00.png", "dogs/00.png"]]
         assert report["conflicting_labels"] == [] and report["split_column"] is True
         assert report["class_counts"] == {"cats": 4, "dogs": 4, "foxes": 3}
         assert report["directory"] == root
-    assert "cross-split leaks   2 groups\n" in check.summary_table(report)
-    assert check.has_problems(report)
+    assert "cross-split leaks   2 groups\n" in dataset_check.summary_table(report)
+    assert dataset_check.has_problems(report)
 
 
 def test_the_command_checks_a_csv(tmp_path, monkeypatch, capsys):
@@ -334,7 +336,7 @@ def test_the_command_checks_a_csv(tmp_path, monkeypatch, capsys):
     flags = ["--csv", path, "--image-dir", root, "--path-column", "file", "--label-column", "class"]
 
     assert check.main([*flags, "--strict"]) == 1
-    written = json.loads((tmp_path / check.REPORT_FILE).read_text())
+    written = json.loads((tmp_path / dataset_check.REPORT_FILE).read_text())
     assert written["conflicting_labels"][0]["classes"] == ["CATS", "DOGS"]
     assert written["csv"] == path and written["num_images"] == 10
     assert capsys.readouterr().out.startswith("images              10 in 3 classes")
@@ -354,7 +356,7 @@ def test_check_and_training_list_an_image_bomb_as_unreadable_with_one_reason(ima
     bomb = os.path.join(image_folder, "red", "bomb.png")
     shutil.copy(png_bomb, bomb)
     reason = "image of 400000000 pixels is over the limit of 89478485 pixels"
-    report = check.check_dataset(image_folder, val_split=0)
+    report = dataset_check.check_dataset(image_folder, val_split=0)
     assert report["unreadable"] == {os.path.join("red", "bomb.png"): reason}
     with pytest.warns(UserWarning, match="bomb.png"):
         data = from_folder(image_folder, image_size=32, val_split=0, augmentation="standard", seed=0)
@@ -366,7 +368,7 @@ def test_max_image_pixels_moves_the_cap_for_the_check_training_and_the_command(i
     big = os.path.join(image_folder, "red", "big.png")
     Image.new("RGB", (60, 50), (200, 0, 0)).save(big)
     reason = "image of 3000 pixels is over the limit of 2999 pixels"
-    report = check.check_dataset(image_folder, val_split=0, max_image_pixels=2999)
+    report = dataset_check.check_dataset(image_folder, val_split=0, max_image_pixels=2999)
     assert report["unreadable"] == {os.path.join("red", "big.png"): reason}
     with pytest.warns(UserWarning, match="big.png"):
         data = from_folder(image_folder, image_size=32, val_split=0, max_image_pixels=2999)
@@ -402,9 +404,10 @@ def test_the_near_duplicate_rule_at_32_px_groups_copies_not_look_alikes(tmp_path
     original.save(root / "a" / "one_reencoded.jpg", quality=75)
     original.resize((24, 24), Image.Resampling.BICUBIC).save(root / "a" / "one_resized.png")
     original.crop((1, 1, 31, 31)).save(root / "a" / "one_cropped.png")
-    hashes = [check.perceptual_hash(np.asarray(image, float)) for image in (original, look_alike)]
-    assert bin(hashes[0] ^ hashes[1]).count("1") <= check.HAMMING_THRESHOLD  # the hash alone matched them
-    report = check.check_dataset(str(root), val_split=0)
+    hashes = [dataset_check.perceptual_hash(np.asarray(image, float)) for image in (original, look_alike)]
+    # The hash alone matched them.
+    assert bin(hashes[0] ^ hashes[1]).count("1") <= dataset_check.HAMMING_THRESHOLD
+    report = dataset_check.check_dataset(str(root), val_split=0)
     assert report["near_duplicates"] == [
         ["a/one.png", "a/one_cropped.png", "a/one_reencoded.jpg", "a/one_resized.png"]
     ]

@@ -8,16 +8,14 @@ import keras
 import numpy as np
 import pytest
 
-from tfresnet import checkpoints
-from tfresnet.checkpoints import (
+from tfresnet.files import read_json, write_atomically, write_json
+from tfresnet.training import checkpoints
+from tfresnet.training.checkpoints import (
     BestCheckpoint,
     EpochBackup,
     EpochLog,
     ResumableEarlyStopping,
-    read_json,
     read_log,
-    write_atomically,
-    write_json,
 )
 
 
@@ -284,8 +282,8 @@ def test_early_stopping_counts_the_epochs_logged_before_a_kill(tmp_path):
 
 def test_files_and_exports_follow_the_umask_not_mkstemps_owner_only_modes(tmp_path):
     """Checkpoints, JSON files and the SavedModel get what `open()` and `mkdir` would give."""
-    from tfresnet.checkpoints import save_weights_atomically, write_json
     from tfresnet.export import export_saved_model
+    from tfresnet.files import save_weights_atomically, write_json
 
     model = keras.Sequential(
         [keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")]

@@ -18,8 +18,9 @@ import pytest
 import tensorflow as tf
 from conftest import write_image_folder
 
-from tfresnet import distribute, run_files
-from tfresnet.checkpoints import read_json, read_log
+from tfresnet.files import read_json
+from tfresnet.training import distribute, run_files
+from tfresnet.training.checkpoints import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

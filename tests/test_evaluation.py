@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import assert_close_across_kernels
 
 import tfresnet
-from tfresnet import evaluation
+from tfresnet.insight import evaluation
 
 SIZE = 32
 NUM_CLASSES = 3

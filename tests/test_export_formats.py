@@ -19,14 +19,14 @@ import pytest
 from conftest import write_image_folder
 
 import tfresnet
-from tfresnet.checkpoints import current_umask
 from tfresnet.export import __main__ as command
 from tfresnet.export import litert, saved_model
 from tfresnet.export import runtime as runtime_module
 from tfresnet.export.formats import check_export_request, compare, export_formats, predict_all
 from tfresnet.export.onnx_export import export_onnx
 from tfresnet.export.runtime import LiteRTRuntime, OnnxRuntime, load_runtime
-from tfresnet.models import compile_classifier, one_hot_labels
+from tfresnet.files import current_umask
+from tfresnet.models.classifier import compile_classifier, one_hot_labels
 
 IMAGE_SIZE = 32
 

@@ -17,8 +17,9 @@ import tensorflow as tf
 from conftest import assert_close_across_kernels, write_image_folder
 
 import tfresnet
-from tfresnet import calibration, check, export, training, tuning
+from tfresnet import export, training, tuning
 from tfresnet.finetune import build_parser, main
+from tfresnet.insight import calibration, dataset_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = [
@@ -268,7 +269,7 @@ def test_the_dataset_check_runs_before_training_and_calibrate_bakes_the_temperat
     output = tmp_path / "out"
     pixels = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
     seen, order = {}, []
-    check_dataset = check.check_dataset
+    check_dataset = dataset_check.check_dataset
 
     def checked(*args, **kwargs):
         order.append("check")
@@ -284,7 +285,7 @@ def test_the_dataset_check_runs_before_training_and_calibrate_bakes_the_temperat
         seen["exported"], seen["config"] = model.predict(pixels, verbose=0), config
         return path
 
-    monkeypatch.setattr(check, "check_dataset", checked)
+    monkeypatch.setattr(dataset_check, "check_dataset", checked)
     monkeypatch.setattr(training, "fine_tune", fine_tune)
     monkeypatch.setattr(export, "export_saved_model", export_saved_model)
     code, stdout = _main(["--data-dir", small_folder, *QUICK, "--calibrate", "--output-dir", str(output)])
@@ -702,7 +703,7 @@ def test_find_lr_suggests_a_rate_in_the_sweep_before_the_loss_minimum(learnable_
 def test_the_export_is_written_before_the_report_so_a_failing_report_keeps_it(
     small_folder, tmp_path, monkeypatch
 ):
-    from tfresnet import report
+    from tfresnet.insight import report
 
     def failing_report(*args, **kwargs):
         raise RuntimeError("the report failed")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tfresnet
-from tfresnet.backbones import BACKBONES
+from tfresnet.models.backbones import BACKBONES
 
 BATCH_NORM = keras.layers.BatchNormalization
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}

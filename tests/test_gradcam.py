@@ -7,8 +7,8 @@ import tensorflow as tf
 from conftest import assert_close_across_kernels
 
 import tfresnet
-from tfresnet.gradcam import GradCamUnavailable, grad_cam
-from tfresnet.models import ImageNormalization
+from tfresnet.insight.gradcam import GradCamUnavailable, grad_cam
+from tfresnet.models.classifier import ImageNormalization
 
 SIZE = 64
 

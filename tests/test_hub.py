@@ -16,8 +16,8 @@ import tensorflow as tf
 from conftest import assert_close_across_kernels, save_hub_module
 
 import tfresnet
-from tfresnet.backbones import BACKBONES
-from tfresnet.hub import resolve_handle
+from tfresnet.models.backbones import BACKBONES
+from tfresnet.models.hub import resolve_handle
 
 MODULE_LAYERS = ["stem_conv", "stem_bn", "block_conv", "block_bn"]
 FEATURES = 16

@@ -9,7 +9,7 @@ from PIL import Image
 
 from tfresnet.data import decode_for_eval
 from tfresnet.data.folder import check_file
-from tfresnet.image_size import MAX_IMAGE_PIXELS, check_pixel_count, gif_pixels, image_pixels, size_error
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS, check_pixel_count, gif_pixels, image_pixels, size_error
 
 BOMB_PIXELS = 20000 * 20000
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tfresnet
-from tfresnet.lr_finder import _steepest_descent, find_lr
+from tfresnet.training.lr_finder import _steepest_descent, find_lr
 
 STEPS, START, END = 30, 1e-5, 10.0
 

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 import tfresnet
-from tfresnet import distribute
-from tfresnet.backbones import BACKBONES
-from tfresnet.models import HeadDropout, WarmedUpAdam, float32_copy, one_hot_labels
+from tfresnet.models.backbones import BACKBONES
+from tfresnet.models.classifier import HeadDropout, WarmedUpAdam, float32_copy, one_hot_labels
+from tfresnet.training import distribute
 
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}
 REAL = ["resnet50", "resnet50v2", "resnet50-torchvision"]

@@ -26,7 +26,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
-from tfresnet.examples import write_shapes_folder
+from tfresnet.data.examples import write_shapes_folder
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 COLAB = "https://colab.research.google.com/github/tfresnet/tfresnet/blob/main/notebooks/"

@@ -310,8 +310,8 @@ def test_stratified_split_holding_out_nothing_says_so():
 )
 def test_backbone_normalisation_of_batches_matches_keras_preprocess_input(image_folder, backbone, preprocess):
     """The batches hold what each backbone's first layer expects: Keras's raw pixels."""
-    from tfresnet.backbones import BACKBONES
-    from tfresnet.models import ImageNormalization
+    from tfresnet.models.backbones import BACKBONES
+    from tfresnet.models.classifier import ImageNormalization
 
     images, _ = next(iter(from_folder(image_folder, image_size=SIZE, seed=0).train))
 

@@ -22,6 +22,7 @@ from conftest import assert_close_across_kernels, write_bad_files, write_image_f
 
 import tfresnet
 from tfresnet import predict
+from tfresnet.export import predictor as predictor_module
 from tfresnet.export import saved_model
 from tfresnet.export.litert import export_litert
 from tfresnet.export.onnx_export import export_onnx
@@ -95,7 +96,7 @@ def test_command_rows_equal_the_predictors_and_name_unreadable_files(exported, k
         row["label_2"] != row["label"] and float(row["score_2"]) <= float(row["score"]) for row in good
     )
 
-    expected = predict.load_predictor(paths[kind]).predict([images], top_k=2)
+    expected = predictor_module.load_predictor(paths[kind]).predict([images], top_k=2)
     assert [row["path"] for row in rows] == [row["path"] for row in expected]
     for row, wanted in zip(rows, expected):
         assert (row["label"], row["label_2"]) == (wanted["label"] or "", wanted["label_2"] or "")
@@ -109,7 +110,7 @@ def test_json_lines_hold_the_predictors_rows(exported, tmp_path):
     output = tmp_path / "predictions.jsonl"
     assert predict.main([paths["litert"], os.path.join(images, "red"), "--output", str(output)]) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    expected = predict.load_predictor(paths["litert"]).predict(os.path.join(images, "red"))
+    expected = predictor_module.load_predictor(paths["litert"]).predict(os.path.join(images, "red"))
     assert [list(row) for row in rows] == [["path", "label", "score", "error"]] * len(rows)
     assert [row["path"] for row in rows] == [row["path"] for row in expected]
     for row, wanted in zip(rows, expected):
@@ -131,14 +132,14 @@ def test_csv_goes_to_stdout_without_output(exported, capfd):
 
 def test_every_format_gives_the_keras_models_probabilities_on_the_evaluation_transform(exported):
     paths, model, images, _ = exported
-    files = [path for path in predict.list_images([images]) if os.path.basename(path)[0].isdigit()]
+    files = [path for path in predictor_module.list_images([images]) if os.path.basename(path)[0].isdigit()]
     assert len(files) == 12
     decoded = np.stack(
         [tfresnet.decode_for_eval(tf.io.read_file(path), IMAGE_SIZE).numpy() for path in files]
     )
     expected = model.predict(decoded, verbose=0)
     for kind in KINDS:
-        rows = predict.load_predictor(paths[kind]).predict(files, top_k=3)
+        rows = predictor_module.load_predictor(paths[kind]).predict(files, top_k=3)
         scores = np.array([[row["score"], row["score_2"], row["score_3"]] for row in rows])
         assert_close_across_kernels(scores, -np.sort(-expected, axis=1))
         assert [row["label"] for row in rows] == [CLASS_NAMES[i] for i in expected.argmax(1)]
@@ -149,7 +150,7 @@ def test_encoded_bytes_give_the_rows_of_their_files(exported):
     files = [
         os.path.join(images, "green", name) for name in sorted(os.listdir(os.path.join(images, "green")))
     ]
-    predictor = predict.load_predictor(paths["saved_model"], batch_size=2)
+    predictor = predictor_module.load_predictor(paths["saved_model"], batch_size=2)
     by_path = predictor.predict(files + [bad[2]], top_k=2)
     by_bytes = predictor.predict([open(path, "rb").read() for path in files + [bad[2]]], top_k=2)
     assert all(row["path"] is None for row in by_bytes)
@@ -212,7 +213,7 @@ def test_no_readable_image_exits_2_after_writing_the_reasons(exported, tmp_path,
 
 
 def test_predictor_checks_top_k(exported):
-    predictor = predict.load_predictor(exported[0]["litert"])
+    predictor = predictor_module.load_predictor(exported[0]["litert"])
     with pytest.raises(
         ValueError, match="top_k must be an integer from 1 to 3, the model.s classes. Received: top_k=0"
     ):
@@ -220,7 +221,7 @@ def test_predictor_checks_top_k(exported):
 
 
 def test_load_predictor_is_public():
-    assert tfresnet.load_predictor is predict.load_predictor
+    assert tfresnet.load_predictor is predictor_module.load_predictor
 
 
 # === The way a user runs it ===

@@ -19,8 +19,8 @@ from conftest import assert_close_across_kernels
 from PIL import Image
 
 import tfresnet
-from tfresnet import calibration, evaluation, report, report_html
-from tfresnet.gradcam import grad_cam
+from tfresnet.insight import calibration, evaluation, report, report_html
+from tfresnet.insight.gradcam import grad_cam
 
 CLASS_NAMES = ["cat", "dog", "fox"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,13 +153,14 @@ def test_without_matplotlib_only_the_plots_fail(tmp_path):
         "import sys\n"
         "sys.modules['matplotlib'] = None\n"
         "import numpy as np, tensorflow as tf, keras\n"
-        "import tfresnet.report, tfresnet.training, tfresnet.evaluation, tfresnet.batch_grid\n"
+        "import tfresnet.insight.report, tfresnet.training, tfresnet.insight.evaluation\n"
+        "import tfresnet.insight.batch_grid\n"
         "inputs = keras.Input((8, 8, 3))\n"
         "model = keras.Model(inputs, keras.layers.Dense(2, activation='softmax')("
         "keras.layers.GlobalAveragePooling2D()(inputs)))\n"
         "data = tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 3), 'float32'), [0, 1, 0, 1]))\n"
         "try:\n"
-        "    tfresnet.report.write_report(model, data.batch(2), ['a', 'b'], sys.argv[1])\n"
+        "    tfresnet.insight.report.write_report(model, data.batch(2), ['a', 'b'], sys.argv[1])\n"
         "except ImportError as error:\n"
         "    print('ImportError:', error)\n"
         "try:\n"

@@ -11,8 +11,9 @@ import pytest
 from conftest import write_image_folder
 
 import tfresnet
-from tfresnet import run_files, training
-from tfresnet.checkpoints import read_log
+from tfresnet import training
+from tfresnet.training import run_files
+from tfresnet.training.checkpoints import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "4"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import write_image_folder
 
-from tfresnet.checkpoints import read_json
+from tfresnet.files import read_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]

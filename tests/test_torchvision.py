@@ -17,8 +17,8 @@ import tensorflow as tf
 from conftest import assert_close_across_kernels
 
 import tfresnet
-from tfresnet import backbones, torchvision_resnet
-from tfresnet.torchvision_resnet import load_state_dict, resnet_v1_5
+from tfresnet.models import backbones, torchvision_resnet
+from tfresnet.models.torchvision_resnet import load_state_dict, resnet_v1_5
 
 HERE = os.path.dirname(__file__)
 REFERENCE = os.path.join(HERE, "data", "torchvision_reference.npz")

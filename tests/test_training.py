@@ -16,7 +16,8 @@ from conftest import write_image_folder
 
 import tfresnet
 from tfresnet import training
-from tfresnet.checkpoints import EpochLog, read_json, read_log
+from tfresnet.files import read_json
+from tfresnet.training.checkpoints import EpochLog, read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,8 +11,8 @@ from conftest import write_image_folder
 from PIL import Image
 
 from tfresnet.data import decode_for_eval
+from tfresnet.data.examples import FILE_VARIANTS
 from tfresnet.data.transforms import CROP_FRACTION, eval_transform, train_transform
-from tfresnet.examples import FILE_VARIANTS
 
 SIDE = 40  # the side of the images write_image_folder writes
 

@@ -24,9 +24,9 @@ from conftest import assert_close_across_kernels
 
 from tfresnet import tuning
 from tfresnet.data import ImageData, from_arrays
-from tfresnet.examples import CLASS_COLORS, CLASS_SHAPES, draw_shape
-from tfresnet.models import build_classifier, compile_classifier
-from tfresnet.training import class_weights
+from tfresnet.data.examples import CLASS_COLORS, CLASS_SHAPES, draw_shape
+from tfresnet.models.classifier import build_classifier, compile_classifier
+from tfresnet.training.fine_tuning import class_weights
 from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, extract_features, search
 from tfresnet.tuning import features as features_module
 from tfresnet.tuning import trials as trials_module

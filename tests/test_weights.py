@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import tfresnet
-from tfresnet import backbones, tiny_resnet, torchvision_resnet
-from tfresnet.backbones import BACKBONES
-from tfresnet.torchvision_resnet import resnet_v1_5
+from tfresnet.models import backbones, tiny_resnet, torchvision_resnet
+from tfresnet.models.backbones import BACKBONES
+from tfresnet.models.torchvision_resnet import resnet_v1_5
 
 CLOSED_PORT = "http://127.0.0.1:9/"
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "torchvision_reference.npz")

@@ -28,43 +28,43 @@ __version__ = "0.2.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "BACKBONES": "tfresnet.backbones",
-    "Backbone": "tfresnet.backbones",
+    "BACKBONES": "tfresnet.models.backbones",
+    "Backbone": "tfresnet.models.backbones",
     "FineTuneResult": "tfresnet.training",
-    "HubLayer": "tfresnet.hub",
+    "HubLayer": "tfresnet.models.hub",
     "ImageData": "tfresnet.data",
     "ImageNormalization": "tfresnet.models",
     "build_backbone": "tfresnet.models",
     "build_classifier": "tfresnet.models",
     "build_head": "tfresnet.models",
-    "check_csv": "tfresnet.check",
-    "check_dataset": "tfresnet.check",
+    "check_csv": "tfresnet.insight.dataset_check",
+    "check_dataset": "tfresnet.insight.dataset_check",
     "compile_classifier": "tfresnet.models",
-    "classification_report": "tfresnet.report",
+    "classification_report": "tfresnet.insight.report",
     "decode_for_eval": "tfresnet.data",
-    "evaluate": "tfresnet.evaluation",
+    "evaluate": "tfresnet.insight.evaluation",
     "export_saved_model": "tfresnet.export",
     "export_litert": "tfresnet.export",
     "export_onnx": "tfresnet.export",
-    "load_predictor": "tfresnet.predict",
+    "load_predictor": "tfresnet.export.predictor",
     "fine_tune": "tfresnet.training",
-    "find_lr": "tfresnet.lr_finder",
-    "freeze": "tfresnet.freezing",
+    "find_lr": "tfresnet.training.lr_finder",
+    "freeze": "tfresnet.models.freezing",
     "from_arrays": "tfresnet.data",
     "from_csv": "tfresnet.data",
     "from_folder": "tfresnet.data",
     "from_tfds": "tfresnet.data",
-    "grad_cam": "tfresnet.gradcam",
-    "resolve_strategy": "tfresnet.distribute",
-    "show_batch": "tfresnet.batch_grid",
-    "write_report": "tfresnet.report",
+    "grad_cam": "tfresnet.insight.gradcam",
+    "resolve_strategy": "tfresnet.training.distribute",
+    "show_batch": "tfresnet.insight.batch_grid",
+    "write_report": "tfresnet.insight.report",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str):
-    """Imports the module that defines a public name (or a submodule: `tfresnet.report`) on first use."""
+    """Imports the module that defines a public name (or a submodule: `tfresnet.insight`) on first use."""
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:

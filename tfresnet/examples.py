@@ -1,119 +1,20 @@
-"""A small example image folder that any machine can make, with no download.
+"""`python -m tfresnet.examples DIR`: a small example image folder that any machine can make,
+with no download (`tfresnet.data.examples.write_shapes_folder`).
 
-`python -m tfresnet.examples DIR` writes one sub-folder per class, each class a colour and a
-shape on a noisy background: enough to try the whole workflow offline in a minute.
+One sub-folder per class, each class a colour and a shape on a noisy background: enough to
+try the whole workflow offline in a minute.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-import numpy as np
-
-# Class i is drawn in the i-th colour as the i-th shape; the names sort in another order.
-CLASS_COLORS = {
-    "red": (220, 40, 40),
-    "green": (40, 200, 60),
-    "blue": (40, 70, 230),
-    "yellow": (235, 220, 40),
-    "magenta": (220, 40, 220),
-    "cyan": (40, 220, 230),
-}
-CLASS_SHAPES = ("ellipse", "rectangle", "triangle", "cross", "ring", "diamond")
-# With mixed formats, image i of a class is written as FILE_VARIANTS[i]: (PIL mode, format,
-# extension); the first images cover every format and colour mode tfresnet reads, the rest
-# alternate JPEG and PNG.
-FILE_VARIANTS = (
-    ("RGB", "JPEG", ".jpg"),
-    ("RGB", "PNG", ".png"),
-    ("P", "PNG", ".png"),
-    ("RGBA", "PNG", ".png"),
-    ("L", "JPEG", ".jpeg"),
-    ("RGB", "BMP", ".bmp"),
-    ("P", "GIF", ".gif"),
-)
+from tfresnet.data.examples import CLASS_COLORS, write_shapes_folder
 
 
-def draw_shape(shape: str, color: tuple, size: int, rng: np.random.Generator):
-    """One `size` px RGB PIL image: a jittered `shape` in `color` on a noisy dark background.
-
-    Example:
-    >>> draw_shape("ring", CLASS_COLORS["red"], 64, np.random.default_rng(0)).size
-    (64, 64)
-    """
-    from PIL import Image, ImageDraw
-
-    background = rng.integers(30, 90, (size, size, 3), dtype=np.uint8)
-    image = Image.fromarray(background)
-    draw = ImageDraw.Draw(image)
-    half = size * rng.uniform(0.25, 0.4)
-    cx, cy = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
-    box = (cx - half, cy - half, cx + half, cy + half)
-    width = max(size // 8, 2)
-    if shape == "ellipse":
-        draw.ellipse(box, fill=color)
-    elif shape == "rectangle":
-        draw.rectangle(box, fill=color)
-    elif shape == "triangle":
-        draw.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)], fill=color)
-    elif shape == "cross":
-        draw.line([(cx - half, cy), (cx + half, cy)], fill=color, width=width)
-        draw.line([(cx, cy - half), (cx, cy + half)], fill=color, width=width)
-    elif shape == "ring":
-        draw.ellipse(box, outline=color, width=width)
-    else:
-        draw.polygon([(cx, cy - half), (cx + half, cy), (cx, cy + half), (cx - half, cy)], fill=color)
-    return image
-
-
-def write_shapes_folder(
-    directory: str,
-    *,
-    num_classes: int = 3,
-    images_per_class: int = 30,
-    size: int = 64,
-    seed: int = 0,
-    mixed_formats: bool = False,
-) -> list[str]:
-    """Writes `images_per_class` images for each of `num_classes` classes under `directory`.
-
-    Files are named `000.jpg`, `001.jpg`, ... With `mixed_formats`, the first seven of each
-    class are JPEG, PNG, palette PNG, RGBA PNG, grayscale JPEG, BMP and GIF, and the rest
-    alternate JPEG and PNG: a folder to check that a pipeline reads them all.
-
-    Returns:
-        The class names, sorted (the label map `tfresnet.from_folder` returns).
-
-    Example:
-    >>> write_shapes_folder("shapes", num_classes=3)
-    ['blue', 'green', 'red']
-    """
-    if not 2 <= num_classes <= len(CLASS_COLORS):
-        raise ValueError(
-            f"num_classes must be in [2, {len(CLASS_COLORS)}]. Received: num_classes={num_classes}"
-        )
-    rng = np.random.default_rng(seed)
-    names = list(CLASS_COLORS)[:num_classes]
-    for name, shape in zip(names, CLASS_SHAPES):
-        os.makedirs(os.path.join(directory, name), exist_ok=True)
-        for index in range(images_per_class):
-            mode, file_format, extension = FILE_VARIANTS[0]
-            if mixed_formats:
-                mode, file_format, extension = FILE_VARIANTS[
-                    index if index < len(FILE_VARIANTS) else index % 2
-                ]
-            image = draw_shape(shape, CLASS_COLORS[name], size, rng)
-            if mode == "RGBA":
-                image.putalpha(200)
-            elif mode != "RGB":
-                image = image.convert(mode)
-            image.save(os.path.join(directory, name, f"{index:03d}{extension}"), file_format)
-    return sorted(names)
-
-
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags."""
     parser = argparse.ArgumentParser(
         prog="python -m tfresnet.examples", description="Write a small example image folder."
     )
@@ -121,6 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=3, help=f"2 to {len(CLASS_COLORS)}")
     parser.add_argument("--images-per-class", type=int, default=30)
     parser.add_argument("--size", type=int, default=64, help="side of the images, in pixels")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Writes the folder; returns the exit code (0 done, 2 bad flags).
+
+    Example:
+    >>> main(["shapes/", "--classes", "3"])
+    0
+    """
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         names = write_shapes_folder(

@@ -4,7 +4,7 @@ The tests cannot install PyTorch, so they compare tfresnet's Keras ResNet v1.5 w
 torchvision computed once, here. The network is torchvision's own `ResNet` class with its
 `Bottleneck` blocks, made small: stages of (1, 2, 1, 1) blocks, a 4-channel stem, 3x3
 convolutions of 4, 8, 16 and 32 channels and a 10-class `fc` (what
-`tfresnet.torchvision_resnet.resnet_v1_5((1, 2, 1, 1), width=4)` builds, plus the head). Its
+`tfresnet.models.torchvision_resnet.resnet_v1_5((1, 2, 1, 1), width=4)` builds, plus the head). Its
 weights are random, BatchNorm's scales and shifts too, and its BatchNorm statistics come from
 forward passes over random images, so that no layer is an identity. In evaluation mode it then
 processes two random 40 px images: an odd size at every stride, where padding matters.

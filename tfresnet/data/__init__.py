@@ -5,24 +5,41 @@ Every loader returns an `ImageData` whose datasets yield `(images, labels)` batc
 float32 RGB of shape `(batch, image_size, image_size, 3)` holding raw pixel values in
 [0, 255] (each model normalises them in its own first layer), labels int32 class indices.
 The loaders live in `folder`, `csv_labels`, `tfds` and `arrays`, what they share in
-`pipeline`, and the transforms, `decode_for_eval` included, in `transforms`.
+`pipeline`, the transforms, `decode_for_eval` included, in `transforms`, the check of an
+image's size before it is decoded in `image_size`, and the example folder in `examples`.
+
+Names are imported on first use (PEP 562): the parts that need no TensorFlow (`image_size`,
+`examples`) load without it, so a command can keep TensorFlow's log lines off the terminal.
 """
 
-from tfresnet.data.arrays import from_arrays
-from tfresnet.data.csv_labels import from_csv
-from tfresnet.data.folder import IMAGE_EXTENSIONS, from_folder
-from tfresnet.data.pipeline import AUGMENTATIONS, ImageData
-from tfresnet.data.tfds import from_tfds
-from tfresnet.data.transforms import CROP_FRACTION, decode_for_eval
+from __future__ import annotations
 
-__all__ = [
-    "AUGMENTATIONS",
-    "CROP_FRACTION",
-    "IMAGE_EXTENSIONS",
-    "ImageData",
-    "decode_for_eval",
-    "from_arrays",
-    "from_csv",
-    "from_folder",
-    "from_tfds",
-]
+import importlib
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "AUGMENTATIONS": "tfresnet.data.pipeline",
+    "CROP_FRACTION": "tfresnet.data.transforms",
+    "IMAGE_EXTENSIONS": "tfresnet.data.folder",
+    "ImageData": "tfresnet.data.pipeline",
+    "decode_for_eval": "tfresnet.data.transforms",
+    "from_arrays": "tfresnet.data.arrays",
+    "from_csv": "tfresnet.data.csv_labels",
+    "from_folder": "tfresnet.data.folder",
+    "from_tfds": "tfresnet.data.tfds",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Imports the module that defines a public name on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.folder import IMAGE_EXTENSIONS, check_files, file_part, file_rows, file_stat
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.pipeline import (
     ImageData,
     assemble,
@@ -22,7 +23,6 @@ from tfresnet.data.pipeline import (
     make_settings,
     stratified_split,
 )
-from tfresnet.image_size import MAX_IMAGE_PIXELS
 
 # A column of this name, when the CSV has one, puts each image in training or validation.
 SPLIT_COLUMN = "split"

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS, image_pixels, size_error
 from tfresnet.data.pipeline import (
     ImageData,
     Part,
@@ -25,7 +26,6 @@ from tfresnet.data.pipeline import (
     stratified_split,
 )
 from tfresnet.data.transforms import BMP_BITS
-from tfresnet.image_size import MAX_IMAGE_PIXELS, image_pixels, size_error
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 # Leading bytes of each format, and bytes found in the last 16 of a complete file (which

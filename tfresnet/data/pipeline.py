@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS, check_randaugment, randaugment
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.transforms import check_positive_int, eval_transform, train_transform
-from tfresnet.image_size import MAX_IMAGE_PIXELS
 
 # "standard": random resized crop and flip; "randaugment": those, then RandAugment (see augment).
 AUGMENTATIONS = ("none", "flip", "standard", "randaugment")

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.image_size import MAX_IMAGE_PIXELS, check_pixel_count
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS, check_pixel_count
 
 CROP_FRACTION = 0.875
 RANDOM_CROP_AREA = (0.08, 1.0)

@@ -25,7 +25,7 @@ import json
 import os
 import sys
 
-from tfresnet import console
+from tfresnet.cli import console
 
 PROG = "python -m tfresnet.export"
 EXIT_CANNOT_CONVERT = 1
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["models/flowers/1", "--format", "onnx", "--output", "models/flowers/model.onnx"])
     0
     """
-    from tfresnet.export.quiet import quiet_terminal
+    from tfresnet.cli.quiet import quiet_terminal
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     with quiet_terminal(verbose=args.verbose):
@@ -141,7 +141,7 @@ def _calibration_images(folder: str, image_size: int):
     import numpy as np
 
     from tfresnet.export.litert import CALIBRATION_IMAGES
-    from tfresnet.predict import ImageDecoder, list_images
+    from tfresnet.export.predictor import ImageDecoder, list_images
 
     if not os.path.isdir(folder):
         raise FileNotFoundError(

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.checkpoints import write_atomically
 from tfresnet.export.saved_model import LABELS_FILE
-from tfresnet.models import float32_copy
+from tfresnet.files import write_atomically
+from tfresnet.models.classifier import float32_copy
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"

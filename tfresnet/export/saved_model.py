@@ -15,10 +15,10 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from tfresnet.checkpoints import current_umask
 from tfresnet.data import decode_for_eval
-from tfresnet.image_size import MAX_IMAGE_PIXELS
-from tfresnet.models import float32_copy
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS
+from tfresnet.files import current_umask
+from tfresnet.models.classifier import float32_copy
 
 LABELS_FILE = "labels.txt"
 CONFIG_FILE = "tfresnet_config.json"

@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.backbones import get_backbone
 from tfresnet.data import ImageData
-from tfresnet.models import build_classifier
+from tfresnet.models.backbones import get_backbone
+from tfresnet.models.classifier import build_classifier
+from tfresnet.models.weights import TORCHVISION_PREFIX
 from tfresnet.tuning.tuner import check_strategy, scope
-from tfresnet.weights import TORCHVISION_PREFIX
 
 # The cached features of one key, in the cache folder.
 CACHE_FILE = "features-{key}.npz"

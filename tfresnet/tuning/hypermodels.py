@@ -15,7 +15,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.models import (
+from tfresnet.models.classifier import (
     HEAD_LAYERS,
     build_classifier,
     build_head,

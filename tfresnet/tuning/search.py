@@ -16,12 +16,12 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.backbones import get_backbone
-from tfresnet.checkpoints import read_json, write_json
 from tfresnet.data import ImageData
-from tfresnet.freezing import first_trainable_from_table, freeze
-from tfresnet.models import build_classifier, check_label_smoothing
-from tfresnet.training import class_weights
+from tfresnet.files import read_json, write_json
+from tfresnet.models.backbones import get_backbone
+from tfresnet.models.classifier import build_classifier, check_label_smoothing
+from tfresnet.models.freezing import first_trainable_from_table, freeze
+from tfresnet.training.fine_tuning import class_weights
 from tfresnet.tuning.features import (
     CACHE_FILE,
     check_data,

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from tfresnet.checkpoints import read_json, save_figure, write_atomically
+from tfresnet.files import read_json, save_figure, write_atomically
 from tfresnet.tuning.tuner import OBJECTIVES, WORKER_FILE
 
 TRIALS_TABLE = "trials.csv"

@@ -1,7 +1,7 @@
-"""What makes a run resumable: atomic writes, the epoch backup, the best checkpoint, the logs.
+"""What makes a run resumable: the epoch backup, the best checkpoint, the logs.
 
-Every file here is written beside its target and renamed over it, so a run killed at any
-moment leaves either the previous file or the new one, never half of one.
+Every file here is written through `tfresnet.files` (beside its target, then renamed over
+it), so a run killed at any moment leaves either the previous file or the new one.
 
 At the end of an epoch `EpochBackup` commits the epoch first (the weights and optimizer
 state, then the epoch number and its metrics); only then do `EpochLog` (one row per epoch)
@@ -15,119 +15,16 @@ epochs logged before a kill too.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-import shutil
-import tempfile
-from typing import Any, Callable
 
 import keras
+
+from tfresnet.files import copy_atomically, read_json, save_weights_atomically, write_atomically, write_json
 
 BEST_STATE = "best.json"
 BACKUP_WEIGHTS = "epoch-{epoch}.weights.h5"
 BACKUP_STATE = "epoch.json"
-
-
-def write_atomically(path: str, write: Callable[[str], Any]) -> None:
-    """Calls `write(temporary_path)` beside `path`, then renames the result over `path`.
-
-    If `write` fails, `path` keeps its previous content and the temporary file is removed.
-    The file gets the permissions of a file `open()` creates (0644 under umask 022), not the
-    owner-only ones of `tempfile.mkstemp`.
-
-    Example:
-    >>> write_atomically("notes.txt", lambda temporary: open(temporary, "w").write("done"))
-    """
-    handle, temporary = tempfile.mkstemp(
-        dir=os.path.dirname(path) or ".", prefix=".", suffix=os.path.basename(path)
-    )
-    os.close(handle)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o666 & ~current_umask())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def current_umask() -> int:
-    """The process's umask (Python can only read it by setting it, so it is set back at once).
-
-    Example:
-    >>> oct(0o777 & ~current_umask())  # the mode of a new folder
-    '0o755'
-    """
-    umask = os.umask(0o077)
-    os.umask(umask)
-    return umask
-
-
-def save_weights_atomically(model: keras.Model, path: str) -> None:
-    """Writes the model's weights beside `path`, then renames them over it.
-
-    Example:
-    >>> save_weights_atomically(model, "runs/flowers/best.weights.h5")
-    """
-    write_atomically(path, lambda temporary: model.save_weights(temporary, overwrite=True))
-
-
-def copy_atomically(source: str, path: str) -> None:
-    """Copies the file `source` beside `path`, then renames the copy over it.
-
-    Example:
-    >>> copy_atomically("runs/flowers/backup/head/latest.weights.h5", "runs/flowers/best.weights.h5")
-    """
-    write_atomically(path, lambda temporary: shutil.copyfile(source, temporary))
-
-
-def write_json(path: str, value: Any) -> None:
-    """Writes `value` as JSON to `path` atomically (values JSON lacks are written as text).
-
-    Example:
-    >>> write_json("runs/flowers/config.json", {"epochs": 10})
-    """
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w") as file:
-            json.dump(value, file, indent=2, default=str)
-
-    write_atomically(path, write)
-
-
-def save_figure(figure, path: str, **options) -> None:
-    """Saves a matplotlib figure beside `path` (in the format its suffix names; `options` go to
-    `figure.savefig`), then renames it over `path`.
-
-    Example:
-    >>> save_figure(figure, "runs/flowers/confusion_matrix.png")
-    """
-    suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    write_atomically(path, lambda temporary: figure.savefig(temporary, format=suffix, **options))
-
-
-def read_json(path: str) -> Any:
-    """The JSON value in `path`, or None when there is no such file.
-
-    Raises:
-        ValueError: The file is not JSON (written by hand, or half-written by a tool that
-            does not rename); the message names it.
-
-    Example:
-    >>> read_json("runs/flowers/best.json")["value"]
-    0.93
-    """
-    if not os.path.exists(path):
-        return None
-    with open(path, "rb") as file:
-        try:
-            return json.load(file)
-        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-            raise ValueError(
-                f"{path!r} is not valid JSON ({error}): it was cut short or edited by hand. "
-                f"Restore or delete it."
-            ) from None
 
 
 class EpochBackup(keras.callbacks.Callback):

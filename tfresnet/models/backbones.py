@@ -14,8 +14,8 @@ from typing import Callable, Mapping
 
 import keras
 
-from tfresnet import tiny_resnet, torchvision_resnet
 from tfresnet.data.transforms import CROP_FRACTION
+from tfresnet.models import tiny_resnet, torchvision_resnet
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 TORCHVISION_WEIGHTS_URL = "https://download.pytorch.org/models/"

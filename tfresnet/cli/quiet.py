@@ -1,4 +1,4 @@
-"""A clean terminal for the export and predict commands, on top of `tfresnet.console.quiet_output`.
+"""A clean terminal for the export and predict commands, on top of `tfresnet.cli.console.quiet_output`.
 
 `console.quiet_output` keeps TensorFlow's start-up lines and logs off the terminal. The TFLite
 converter, LiteRT and tf2onnx also write lines of their own from C++ straight to file
@@ -31,7 +31,7 @@ def quiet_terminal(*, verbose: bool = False):
     >>> with quiet_terminal():
     ...     export_litert(model, "model.tflite", class_names=names)
     """
-    from tfresnet import console
+    from tfresnet.cli import console
 
     if verbose:
         yield

@@ -14,7 +14,7 @@ import io
 import json
 import os
 
-from tfresnet.checkpoints import write_atomically
+from tfresnet.files import write_atomically
 
 HTML_FILE = "report.html"
 # The dataset section shows this many groups of each kind, and this many images of a group.

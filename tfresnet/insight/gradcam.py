@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.hub import HubLayer
+from tfresnet.models.hub import HubLayer
 
 BACKBONE_LAYER = "backbone"
 

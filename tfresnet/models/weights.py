@@ -14,8 +14,8 @@ import os
 import h5py
 import keras
 
-from tfresnet.backbones import BACKBONES, Backbone
-from tfresnet.torchvision_resnet import STATE_DICT_SUFFIXES, load_state_dict
+from tfresnet.models.backbones import BACKBONES, Backbone
+from tfresnet.models.torchvision_resnet import STATE_DICT_SUFFIXES, load_state_dict
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -24,7 +24,7 @@ def resolve_weights(row: Backbone, weights: str | os.PathLike | None) -> str | N
     """The local file that `weights=` names for the backbone `row` (None: random weights).
 
     Args:
-        row: The backbone's row of `tfresnet.backbones.BACKBONES`.
+        row: The backbone's row of `tfresnet.models.backbones.BACKBONES`.
         weights: `"imagenet"`, None, a file path, or for torchvision backbones
             `"torchvision:<version>"`.
 

@@ -14,10 +14,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfresnet.backbones import get_backbone
-from tfresnet.freezing import freeze
-from tfresnet.hub import HubLayer
-from tfresnet.weights import load_weights, resolve_weights
+from tfresnet.models.backbones import get_backbone
+from tfresnet.models.freezing import freeze
+from tfresnet.models.hub import HubLayer
+from tfresnet.models.weights import load_weights, resolve_weights
 
 # ImageNet channel means in BGR order, subtracted by "caffe"-style normalisation.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -260,7 +260,7 @@ def float32_copy(model: keras.Model) -> keras.Model:
     What every export serves: LiteRT has no float16 convolution, and CPUs run float16 slowly.
 
     Example:
-    >>> with tfresnet.distribute.precision_policy(True):
+    >>> with tfresnet.training.distribute.precision_policy(True):
     ...     model = build_classifier(5, weights=None)
     >>> {layer.compute_dtype for layer in float32_copy(model)._flatten_layers()}
     {'float32'}

@@ -6,7 +6,7 @@ BatchNormalization stays in inference mode throughout, and the model is recompil
 phases here (through `compile_classifier`, the one recipe), never by the user.
 
 A run with an `output_dir` keeps there what lets a killed run continue with `resume=True`
-(see `tfresnet.run_files`): resumed with the same settings, it continues at the epoch after the
+(see `tfresnet.training.run_files`): resumed with the same settings, it continues at the epoch after the
 last one it finished, with that epoch's weights and optimizer state; only its data order
 differs from an uninterrupted run's. Resuming a finished run trains nothing more.
 """
@@ -20,10 +20,19 @@ import os
 import keras
 import tensorflow as tf
 
-from tfresnet.checkpoints import BestCheckpoint, copy_atomically, read_log, write_json
 from tfresnet.data import ImageData
 from tfresnet.data.augment import check_mixing, mix_batches
-from tfresnet.distribute import (
+from tfresnet.files import copy_atomically, write_json
+from tfresnet.models.classifier import (
+    build_classifier,
+    check_ema_momentum,
+    check_label_smoothing,
+    compile_classifier,
+    one_hot_labels,
+)
+from tfresnet.models.freezing import freeze
+from tfresnet.training.checkpoints import BestCheckpoint, read_log
+from tfresnet.training.distribute import (
     is_chief,
     precision_policy,
     resolve_mixed_precision,
@@ -31,15 +40,7 @@ from tfresnet.distribute import (
     strategy_name,
     work_around_multi_worker_fit,
 )
-from tfresnet.freezing import freeze
-from tfresnet.models import (
-    build_classifier,
-    check_ema_momentum,
-    check_label_smoothing,
-    compile_classifier,
-    one_hot_labels,
-)
-from tfresnet.run_files import (
+from tfresnet.training.run_files import (
     BACKUP_DIR,
     BEST_WEIGHTS,
     CONFIG_FILE,
@@ -56,7 +57,7 @@ from tfresnet.run_files import (
     remove,
     run_folder,
 )
-from tfresnet.run_identity import run_identity
+from tfresnet.training.run_identity import run_identity
 
 CLASS_WEIGHTS = ("balanced", "none")
 

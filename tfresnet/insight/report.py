@@ -8,7 +8,7 @@ reliability diagram), `gradcam.png` (a few images of each class with their heatm
 `report.html`. The images of the top losses and of each class are kept during that same pass,
 so each one is shown with its own prediction even when the dataset reshuffles or re-augments on
 every pass; with `tta`, that pass also classifies each image in the views of
-`tfresnet.evaluation.TTA_VIEWS`, for `accuracy_tta`. matplotlib is imported only when a plot
+`tfresnet.insight.evaluation.TTA_VIEWS`, for `accuracy_tta`. matplotlib is imported only when a plot
 is drawn: without it the module imports, and `write_report` writes `report.json` before it
 fails at the first plot, saying what to install.
 """
@@ -22,8 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import calibration, evaluation, report_html
-from tfresnet.checkpoints import save_figure, write_json
+from tfresnet.files import save_figure, write_json
+from tfresnet.insight import calibration, evaluation, report_html
 
 REPORT_FILE = "report.json"
 HTML_FILE = report_html.HTML_FILE
@@ -151,12 +151,12 @@ def write_report(
             `"training (evaluation transform)"` for a run without a validation set).
         dataset_check: `tfresnet.check_dataset`'s findings, kept under `"dataset"`.
         config: The run's resolved settings (`FineTuneResult.config`), shown in the page.
-        calibrate: Fit a temperature on `dataset` (see `tfresnet.calibration`): `"calibration"`
+        calibrate: Fit a temperature on `dataset` (see `tfresnet.insight.calibration`): `"calibration"`
             then holds it and the calibration error before and after; the model is unchanged
             (`calibration.apply_temperature` bakes it in).
         temperature: With `calibrate`, the temperature to report, already fitted on `dataset`
             (default: fitted here).
-        tta: Also classify each image in the views of `tfresnet.evaluation.TTA_VIEWS` and
+        tta: Also classify each image in the views of `tfresnet.insight.evaluation.TTA_VIEWS` and
             average their probabilities: `accuracy_tta` (and `tta_views`) then sit beside
             `accuracy`; everything else stays single-pass, as the exported model is.
 
@@ -221,7 +221,7 @@ def _calibrate(
 def _heatmaps(model: keras.Model, top: dict, samples: dict) -> tuple[dict[int, np.ndarray], dict]:
     """Grad-CAM heatmaps of the kept images by index (of their predicted class), and whether
     they could be computed (with the reason when not)."""
-    from tfresnet.gradcam import GradCamUnavailable, grad_cam
+    from tfresnet.insight.gradcam import GradCamUnavailable, grad_cam
 
     kept = dict(top)
     for images in samples.values():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from tfresnet import console
+from tfresnet.cli import console
 
 
 def _backbone(text: str) -> str:
-    from tfresnet.backbones import get_backbone
+    from tfresnet.models.backbones import get_backbone
 
     try:
         get_backbone(text)
@@ -142,7 +142,7 @@ def _magnitude(text: str) -> float:
 
 def _model_flags(model: argparse._ArgumentGroup) -> None:
     """The network: backbone, weights and head."""
-    from tfresnet.backbones import BACKBONES
+    from tfresnet.models.backbones import BACKBONES
 
     model.add_argument(
         "--backbone",
@@ -167,8 +167,8 @@ def _model_flags(model: argparse._ArgumentGroup) -> None:
 
 def _training_flags(training: argparse._ArgumentGroup) -> None:
     """The two phases and the recipe."""
-    from tfresnet.distribute import MIXED_PRECISION
-    from tfresnet.training import CLASS_WEIGHTS
+    from tfresnet.training.distribute import MIXED_PRECISION
+    from tfresnet.training.fine_tuning import CLASS_WEIGHTS
 
     training.add_argument(
         "--head-epochs", type=console.non_negative_int, default=3, help="epochs of the head alone"

@@ -1,6 +1,6 @@
 """Checks a run's inputs before any training: the backbone, its weights, the output folders.
 
-What the backbone's row of `tfresnet.backbones` answers is checked without building anything
+What the backbone's row of `tfresnet.models.backbones` answers is checked without building anything
 (the image size, where training starts, the package a weights file needs); the network is built
 (then dropped) only where nothing else can tell: a user's weights file, a Hub module, a layer
 name that is not a stage. `check_writable` creates the folders a run writes into.
@@ -32,9 +32,10 @@ def check_backbone(*, backbone: str, weights: str | None, image_size: int, freez
     >>> check_backbone(backbone="resnet50", weights=None, image_size=224, freeze_until="conv5")
     False
     """
-    from tfresnet import backbones, models
-    from tfresnet.freezing import first_trainable_from_table
-    from tfresnet.weights import TORCHVISION_PREFIX
+    from tfresnet import models
+    from tfresnet.models import backbones
+    from tfresnet.models.freezing import first_trainable_from_table
+    from tfresnet.models.weights import TORCHVISION_PREFIX
 
     row, handle = backbones.get_backbone(backbone)
     if image_size < models.MIN_IMAGE_SIZE:
@@ -61,8 +62,9 @@ def check_weights(
     Example:
     >>> check_weights(backbone="resnet50", weights="imagenet", image_size=224, freeze_until=0, build=False)
     """
-    from tfresnet import backbones, models
-    from tfresnet.weights import resolve_weights
+    from tfresnet import models
+    from tfresnet.models import backbones
+    from tfresnet.models.weights import resolve_weights
 
     row, handle = backbones.get_backbone(backbone)
     if handle is None:

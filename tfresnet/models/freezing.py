@@ -11,7 +11,7 @@ import difflib
 
 import keras
 
-from tfresnet.backbones import Backbone
+from tfresnet.models.backbones import Backbone
 
 
 def _backbone_of(model: keras.Model) -> keras.layers.Layer:

@@ -51,7 +51,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def add_max_image_pixels(parser, *, larger: str) -> None:
     """Adds `--max-image-pixels N` (default PIL's cap) to `parser`; `larger` says what happens to
     a larger image."""
-    from tfresnet.image_size import MAX_IMAGE_PIXELS
+    from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 
     parser.add_argument(
         "--max-image-pixels",

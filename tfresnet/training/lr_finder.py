@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.checkpoints import save_figure
-from tfresnet.models import compile_classifier, one_hot_labels
+from tfresnet.files import save_figure
+from tfresnet.models.classifier import compile_classifier, one_hot_labels
 
 
 def find_lr(

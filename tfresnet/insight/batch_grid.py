@@ -14,8 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.checkpoints import save_figure
 from tfresnet.data.transforms import check_positive_int
+from tfresnet.files import save_figure
 
 # A soft label's title names this many classes, heaviest first.
 SOFT_LABEL_CLASSES = 2

@@ -4,7 +4,7 @@ resume, the history their logs hold, and each phase's callbacks that write them.
 `best.weights.h5` and `best.json` (the best epoch), `log_head.csv` and `log_fine_tune.csv` (one
 row per epoch), `backup/<phase>/` (the last finished epoch, see `EpochBackup`),
 `head_phase.weights.h5` (the head phase's end, while the fine-tuning phase runs),
-`training_done.json`, `config.json`, `run.json` (what the run is: `tfresnet.run_identity`) and
+`training_done.json`, `config.json`, `run.json` (what the run is: `tfresnet.training.run_identity`) and
 `run.lock` (held by the process running it: `run_lock`).
 
 Several workers (`MultiWorkerMirroredStrategy`): the chief writes `output_dir`; every other
@@ -24,7 +24,9 @@ from typing import Iterator
 import keras
 import tensorflow as tf
 
-from tfresnet.checkpoints import (
+from tfresnet.files import read_json, write_json
+from tfresnet.models.classifier import compile_classifier
+from tfresnet.training.checkpoints import (
     BACKUP_STATE,
     BEST_STATE,
     AveragedWeights,
@@ -32,13 +34,10 @@ from tfresnet.checkpoints import (
     EpochBackup,
     EpochLog,
     ResumableEarlyStopping,
-    read_json,
     read_log,
-    write_json,
 )
-from tfresnet.distribute import is_chief
-from tfresnet.models import compile_classifier
-from tfresnet.run_identity import IDENTITY_FILE, ResumeError, compare
+from tfresnet.training.distribute import is_chief
+from tfresnet.training.run_identity import IDENTITY_FILE, ResumeError, compare
 
 PHASES = ("head", "fine_tune")
 # Files kept in `output_dir`.

@@ -1,0 +1,288 @@
+"""A health check of a dataset: `check_dataset(folder)` and `check_csv(csv_file)` (the
+command: `python -m tfresnet.check DATA_DIR` or `--csv FILE`).
+
+It lists the images exactly as `tfresnet.from_folder` or `tfresnet.from_csv` does (the same
+files, the same unreadable ones with the same reasons, the same train/validation split for a
+`val_split` and `seed`, or a CSV's split column), then reads every readable image once with
+PIL, at reduced size (JPEGs are scaled down by libjpeg while they decode), and reports: the
+class counts and their imbalance, exact and near duplicates, duplicates filed under different
+classes, duplicates on both sides of the split (validation images the model has seen in
+training), the image sizes and colour modes. How images are read and duplicates found:
+`tfresnet.insight.check_images`.
+
+Example:
+>>> report = check_dataset("flowers/", val_split=0.2, seed=0)
+>>> print(summary_table(report))
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS
+from tfresnet.insight.check_images import (
+    HAMMING_THRESHOLD,
+    HASH_SIDE,
+    describe_images,
+    find_duplicates,
+    mode_counts,
+    size_summary,
+)
+
+REPORT_FILE = "dataset_report.json"
+
+
+def check_dataset(
+    directory: str | os.PathLike,
+    *,
+    val_split: float = 0.2,
+    seed: int | None = None,
+    hamming_threshold: int = HAMMING_THRESHOLD,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+) -> dict:
+    """Checks a folder of class sub-folders for duplicates, leakage, bad files and odd images.
+
+    Args:
+        directory: The folder `tfresnet.from_folder` would load.
+        val_split: The validation fraction training uses (0: no split, no leakage to find).
+        seed: The seed training uses: with `val_split`, it decides the split checked for leakage.
+        hamming_threshold: Most bits (of 64) two near-duplicates' perceptual hashes differ in.
+        max_image_pixels: The largest image checked, in pixels (see `tfresnet.from_folder`).
+
+    Returns:
+        A dict: `directory`, `num_images` (readable), `class_counts`, `imbalance_ratio`
+        (largest class / smallest), `exact_duplicates` and `near_duplicates` (lists of groups
+        of paths relative to `directory`), `conflicting_labels` and `cross_split` (the groups,
+        exact or near, spanning several classes or both sides of the split), `unreadable`
+        (path: reason), `image_sizes` (min, median, max of width and height), `modes`
+        (counts of grayscale, rgba, cmyk, palette, rgb and other images) and the settings.
+
+    Raises:
+        FileNotFoundError: `directory` does not exist.
+        ValueError: A folder `from_folder` refuses (no class folders, a single class, a class
+            without readable images, a `val_split` that holds out nothing).
+
+    Example:
+    >>> report = check_dataset("flowers/", val_split=0.2, seed=0)
+    >>> report["num_images"], report["cross_split"]
+    (300, [])
+    """
+    from tfresnet.data.folder import list_folder
+    from tfresnet.data.pipeline import stratified_split
+
+    _check_arguments(val_split, hamming_threshold)
+    directory = os.fspath(directory)
+    with warnings.catch_warnings():  # the bad files are reported below, not warned about
+        warnings.simplefilter("ignore")
+        class_names, paths, labels, skipped = list_folder(
+            directory, strict=False, max_image_pixels=max_image_pixels
+        )
+    in_validation = np.zeros(len(paths), bool)
+    if val_split:
+        in_validation[stratified_split(labels, val_split, seed)[1]] = True
+    findings = _findings(directory, class_names, paths, labels, in_validation, skipped, hamming_threshold)
+    return {
+        "directory": os.path.abspath(directory),
+        **findings,
+        "val_split": val_split,
+        "seed": seed,
+        "hamming_threshold": hamming_threshold,
+    }
+
+
+def check_csv(
+    csv_path: str | os.PathLike,
+    *,
+    image_dir: str | os.PathLike | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    val_split: float = 0.2,
+    seed: int | None = None,
+    hamming_threshold: int = HAMMING_THRESHOLD,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+) -> dict:
+    """Checks the images a CSV file lists, as `check_dataset` checks a folder.
+
+    The images, labels and split are those of `tfresnet.from_csv` with the same arguments:
+    a `split` column in the CSV decides the split, else `val_split` and `seed` do.
+
+    Args:
+        csv_path: The CSV file `tfresnet.from_csv` would load.
+        image_dir: The folder the CSV's relative paths start from (default: the CSV's folder).
+        path_column: The column holding the image paths.
+        label_column: The column holding the labels.
+        val_split: The validation fraction training uses (ignored with a `split` column).
+        seed: The seed training uses: with `val_split`, it decides the split checked for leakage.
+        hamming_threshold: Most bits (of 64) two near-duplicates' perceptual hashes differ in.
+        max_image_pixels: The largest image checked, in pixels (see `tfresnet.from_folder`).
+
+    Returns:
+        `check_dataset`'s dict, its paths relative to `directory` (the folder the CSV's
+        paths start from), plus `csv` (the CSV's path) and `split_column` (whether the CSV's
+        split column decided the split).
+
+    Raises:
+        FileNotFoundError: `csv_path` or `image_dir` does not exist.
+        ValueError: A CSV `from_csv` refuses.
+
+    Example:
+    >>> report = check_csv("labels.csv", image_dir="photos/", seed=0)
+    >>> report["class_counts"], report["cross_split"]
+    ({'cat': 120, 'dog': 100}, [])
+    """
+    from tfresnet.data.csv_labels import list_csv
+
+    _check_arguments(val_split, hamming_threshold)
+    with warnings.catch_warnings():  # the bad files are reported below, not warned about
+        warnings.simplefilter("ignore")
+        listing = list_csv(
+            csv_path,
+            image_dir=image_dir,
+            path_column=path_column,
+            label_column=label_column,
+            val_split=val_split,
+            seed=seed,
+            max_image_pixels=max_image_pixels,
+        )
+    findings = _findings(
+        listing.image_dir,
+        listing.class_names,
+        listing.paths,
+        listing.labels,
+        listing.in_validation,
+        listing.skipped,
+        hamming_threshold,
+    )
+    return {
+        "directory": os.path.abspath(listing.image_dir),
+        "csv": os.path.abspath(csv_path),
+        **findings,
+        "val_split": val_split,
+        "split_column": listing.split_column,
+        "seed": seed,
+        "hamming_threshold": hamming_threshold,
+    }
+
+
+def _check_arguments(val_split: float, hamming_threshold: int) -> None:
+    if not (isinstance(val_split, (int, float)) and 0 <= val_split < 1):
+        raise ValueError(f"val_split must be in [0, 1). Received: val_split={val_split!r}")
+    if isinstance(hamming_threshold, bool) or not isinstance(hamming_threshold, int):
+        raise ValueError(f"hamming_threshold must be an integer. Received: {hamming_threshold!r}")
+    if not 0 <= hamming_threshold < HASH_SIDE**2:
+        raise ValueError(f"hamming_threshold must be in [0, {HASH_SIDE**2}). Received: {hamming_threshold}")
+
+
+def _findings(
+    directory: str,
+    class_names: list[str],
+    paths: np.ndarray,
+    labels: np.ndarray,
+    in_validation: np.ndarray,
+    skipped: dict[str, str],
+    hamming_threshold: int,
+) -> dict:
+    """The report's findings on the listed images (paths relative to `directory`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        images = describe_images(list(paths))
+    unreadable = dict(skipped)
+    unreadable.update({path: found for path, found in zip(paths, images) if isinstance(found, str)})
+    kept = [i for i, found in enumerate(images) if not isinstance(found, str)]
+    described = [images[i] for i in kept]
+    exact, near = find_duplicates([paths[i] for i in kept], described, hamming_threshold)
+
+    def relative(path: str) -> str:
+        return os.path.relpath(path, directory or ".")
+
+    def member(j: int) -> tuple[str, str, bool]:
+        """The relative path, class and side of the split of the `j`-th readable image."""
+        i = kept[j]
+        return relative(paths[i]), class_names[labels[i]], bool(in_validation[i])
+
+    # (kind, members) of each duplicate group; the groups of a kind sorted by their paths.
+    groups = [
+        (kind, members)
+        for kind, found in (("exact", exact), ("near", near))
+        for members in sorted([member(j) for j in group] for group in found)
+    ]
+    counts = np.bincount(labels[kept], minlength=len(class_names))
+    return {
+        "num_images": len(kept),
+        "class_counts": {name: int(count) for name, count in zip(class_names, counts)},
+        "imbalance_ratio": float(counts.max() / counts.min()) if counts.min() else None,
+        "exact_duplicates": [[path for path, _, _ in group] for kind, group in groups if kind == "exact"],
+        "near_duplicates": [[path for path, _, _ in group] for kind, group in groups if kind == "near"],
+        "conflicting_labels": [
+            {
+                "kind": kind,
+                "paths": [path for path, _, _ in group],
+                "classes": sorted({name for _, name, _ in group}),
+            }
+            for kind, group in groups
+            if len({name for _, name, _ in group}) > 1
+        ],
+        "cross_split": [
+            {
+                "kind": kind,
+                "train": [path for path, _, held_out in group if not held_out],
+                "validation": [path for path, _, held_out in group if held_out],
+            }
+            for kind, group in groups
+            if len({held_out for _, _, held_out in group}) > 1
+        ],
+        "unreadable": {relative(path): reason for path, reason in sorted(unreadable.items())},
+        "image_sizes": size_summary(described),
+        "modes": mode_counts(described),
+    }
+
+
+# === Summaries ===
+
+
+def summary_table(report: dict) -> str:
+    """The check's findings as a few aligned lines for a terminal.
+
+    Example:
+    >>> print(summary_table(check_dataset("flowers/")))
+    images              300 in 3 classes (largest / smallest: 1.2)
+    ...
+    """
+    counts = report["class_counts"]
+    ratio = report["imbalance_ratio"]
+    sizes = report["image_sizes"]
+    modes = ", ".join(f"{name} {count}" for name, count in report["modes"].items() if count) or "none"
+    split = report.get("split_column") or report["val_split"]
+
+    def groups(key: str) -> str:
+        found = report[key]
+        files = f" ({sum(map(len, found))} files)" if key.endswith("duplicates") and found else ""
+        return f"{len(found)} groups{files}"
+
+    rows = [
+        (
+            "images",
+            f"{report['num_images']} in {len(counts)} classes (largest / smallest: "
+            + (f"{ratio:.1f})" if ratio is not None else "n/a)"),
+        ),
+        ("exact duplicates", groups("exact_duplicates")),
+        ("near duplicates", groups("near_duplicates")),
+        ("conflicting labels", groups("conflicting_labels")),
+        ("cross-split leaks", groups("cross_split") + ("" if split else " (no split)")),
+        ("unreadable", f"{len(report['unreadable'])} files"),
+        (
+            "sizes",
+            f"width {sizes['width']['min']}-{sizes['width']['max']}, "
+            f"height {sizes['height']['min']}-{sizes['height']['max']}",
+        ),
+        ("modes", modes),
+    ]
+    return "\n".join(f"{name:<20}{value}" for name, value in rows)
+
+
+def has_problems(report: dict) -> bool:
+    """Whether the check found leakage across the split or a label conflict (`--strict`)."""
+    return bool(report["cross_split"] or report["conflicting_labels"])
