@@ -233,3 +233,32 @@ def test_get_backbone_unknown_names_list_the_names(name):
 def test_get_backbone_hub_prefix_needs_a_handle():
     with pytest.raises(ValueError, match="backbone='hub:' needs a handle after it"):
         get_backbone("hub:")
+
+
+# === The evaluation crop of each weights ===
+
+
+@pytest.mark.parametrize(
+    "backbone, weights, resize",
+    [
+        ("resnet50", "imagenet", 256),
+        ("resnet50v2", "imagenet", 256),
+        ("resnet50-torchvision", "imagenet", 232),  # torchvision's DEFAULT is V2
+        ("resnet50-torchvision", "torchvision:IMAGENET1K_V2", 232),
+        ("resnet50-torchvision", "torchvision:IMAGENET1K_V1", 256),
+        ("resnet50-torchvision", "/weights/resnet50-11ad3fa6.pth", 232),  # V2's file, by its name
+        ("resnet50-torchvision", "/weights/resnet50-0676ba61.pth", 256),
+        ("resnet50-torchvision", "/weights/my_own.pth", 256),
+        ("resnet50-torchvision", None, 256),
+        ("resnet-tiny", None, 256),
+    ],
+)
+def test_each_weights_are_evaluated_at_their_own_crop(backbone, weights, resize):
+    assert tfresnet.eval_crop_fraction(backbone, weights) == pytest.approx(224 / resize)
+
+
+def test_the_torchvision_crops_come_from_the_published_rows():
+    row = BACKBONES["resnet50-torchvision"]
+    for version, published in row.torchvision_weights.items():
+        expected = published.eval_crop / published.eval_resize
+        assert tfresnet.eval_crop_fraction(row.name, f"torchvision:{version}") == expected

@@ -15,7 +15,7 @@ from tfresnet import check
 from tfresnet.data import from_folder
 from tfresnet.data.folder import _folder_parts, list_folder
 from tfresnet.data.pipeline import stratified_split
-from tfresnet.insight import dataset_check
+from tfresnet.insight import check_images, dataset_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("cats", "dogs", "foxes")
@@ -192,7 +192,7 @@ def test_modes_sizes_and_imbalance_are_counted(tmp_path):
 
 def test_perceptual_hashes_of_unrelated_images_differ_in_about_half_their_bits():
     grays = [np.asarray(photo(seed, 32).convert("L"), float) for seed in range(40)]
-    hashes = [dataset_check.perceptual_hash(gray) for gray in grays]
+    hashes = [check_images.perceptual_hash(gray) for gray in grays]
     distances = [bin(a ^ b).count("1") for i, a in enumerate(hashes) for b in hashes[i + 1 :]]
     assert min(distances) > dataset_check.HAMMING_THRESHOLD
     assert 26 <= np.mean(distances) <= 38
@@ -404,7 +404,7 @@ def test_the_near_duplicate_rule_at_32_px_groups_copies_not_look_alikes(tmp_path
     original.save(root / "a" / "one_reencoded.jpg", quality=75)
     original.resize((24, 24), Image.Resampling.BICUBIC).save(root / "a" / "one_resized.png")
     original.crop((1, 1, 31, 31)).save(root / "a" / "one_cropped.png")
-    hashes = [dataset_check.perceptual_hash(np.asarray(image, float)) for image in (original, look_alike)]
+    hashes = [check_images.perceptual_hash(np.asarray(image, float)) for image in (original, look_alike)]
     # The hash alone matched them.
     assert bin(hashes[0] ^ hashes[1]).count("1") <= dataset_check.HAMMING_THRESHOLD
     report = dataset_check.check_dataset(str(root), val_split=0)

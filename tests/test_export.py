@@ -16,6 +16,7 @@ from PIL import Image
 
 import tfresnet
 from tfresnet import export
+from tfresnet.data.transforms import CROP_FRACTION
 from tfresnet.export import saved_model
 
 IMAGE_SIZE = 32
@@ -255,3 +256,34 @@ def test_the_served_cap_is_an_argument_and_is_recorded(tmp_path):
         served.signatures["serving_default"](image_bytes=tf.stack([image]))
     small = tf.image.encode_png(tf.zeros((29, 31, 3), tf.uint8))
     served.signatures["serving_default"](image_bytes=tf.stack([small]))
+
+
+def test_the_served_crop_is_the_runs_and_the_predictor_reads_it(tmp_path):
+    """`serving_default` crops at the `crop_fraction` that `fine_tune` records in its config
+    (here half the shorter side, where the default keeps 87.5%), says so in
+    `tfresnet_config.json`, and `load_predictor` decodes with it, as its override does."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    pixels[16:48, 32:64] = 255 - pixels[16:48, 32:64]  # the centre differs from the rest
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    encoded = buffer.getvalue()
+    model = _small_model(0)
+    path = export.export_saved_model(
+        model, str(tmp_path / "1"), class_names=["cat", "dog", "fox"], config={"crop_fraction": 0.5}
+    )
+    with open(os.path.join(path, "tfresnet_config.json")) as file:
+        assert json.load(file)["crop_fraction"] == 0.5
+
+    served = tf.saved_model.load(path).signatures["serving_default"](image_bytes=tf.constant([encoded]))
+    centre = tfresnet.decode_for_eval(encoded, IMAGE_SIZE, crop_fraction=0.5).numpy()[None]
+    default = tfresnet.decode_for_eval(encoded, IMAGE_SIZE).numpy()[None]
+    assert not np.allclose(model.predict(centre, verbose=0), model.predict(default, verbose=0), atol=1e-3)
+    assert_close_across_kernels(served["probabilities"].numpy(), model.predict(centre, verbose=0))
+
+    rows = tfresnet.load_predictor(path).predict([encoded], top_k=3)
+    expected = dict(zip(served["labels"].numpy()[0].astype(str), served["scores"].numpy()[0]))
+    assert rows[0]["label"] == max(expected, key=expected.get)
+    assert rows[0]["score"] == pytest.approx(expected[rows[0]["label"]], rel=1e-4)
+    overridden = tfresnet.load_predictor(path, crop_fraction=CROP_FRACTION).predict([encoded], top_k=3)[0]
+    assert overridden["score"] == pytest.approx(float(model.predict(default, verbose=0).max()), rel=1e-4)

@@ -483,3 +483,31 @@ def test_a_killed_command_resumes_and_keeps_its_best_epoch(tmp_path):
     assert json.loads(completed.stdout.strip().splitlines()[-1])["accuracy"] == report["accuracy"]
     reference_scores = [row["val_accuracy"] for phase in reference_logs for row in reference_logs[phase]]
     assert read_json(os.path.join(reference_dir, "best.json"))["value"] == max(reference_scores)
+
+
+# === The evaluation crop ===
+
+
+def test_the_run_records_the_datas_crop_for_the_export():
+    images = np.random.default_rng(0).integers(0, 256, (12, 40, 40, 3), dtype=np.uint8)
+    data = tfresnet.from_arrays(images, np.arange(12) % 3, image_size=32, val_split=0, crop_fraction=0.8)
+    result = tfresnet.fine_tune(
+        data, backbone="resnet-tiny", weights=None, head_epochs=1, epochs=0, seed=0, verbose=0
+    )
+    assert result.config["crop_fraction"] == 0.8
+
+
+def test_pretrained_weights_evaluated_at_another_crop_are_warned_of(tmp_path):
+    """torchvision's V2 weights were evaluated at 224 of 232 px; data at the default 224 of
+    256 gets a warning that names the fix, before anything is built."""
+    data = _data()
+    fix = r"crop_fraction=tfresnet.eval_crop_fraction\('resnet50-torchvision'"
+    with pytest.warns(UserWarning, match=fix):
+        with pytest.raises((ValueError, OSError)):
+            tfresnet.fine_tune(
+                data,
+                backbone="resnet50-torchvision",
+                weights=str(tmp_path / "resnet50-11ad3fa6.pth"),  # V2's file name; no such file
+                epochs=0,
+                verbose=0,
+            )

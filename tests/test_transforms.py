@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import write_image_folder
 from PIL import Image
 
-from tfresnet.data import decode_for_eval
+from tfresnet.data import decode_for_eval, from_arrays
 from tfresnet.data.examples import FILE_VARIANTS
 from tfresnet.data.transforms import CROP_FRACTION, eval_transform, train_transform
 
@@ -171,3 +171,36 @@ def test_train_transform_is_seeded():
 
     np.testing.assert_array_equal(first.numpy(), again.numpy())
     assert not np.array_equal(first.numpy(), other.numpy())
+
+
+@pytest.mark.parametrize("crop_fraction", [1.0, 224 / 232, CROP_FRACTION, 0.5])
+def test_the_evaluation_crop_keeps_its_fraction_of_the_shorter_side(crop_fraction):
+    """An image of distinct pixels, its crop taken at the crop's own size: no resampling, so
+    the decoded pixels are exactly the central square of that fraction."""
+    height, width = 60, 90
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    side = int(crop_fraction * height)
+    top, left = (height - side) // 2, (width - side) // 2
+
+    decoded = decode_for_eval(encode(pixels, "PNG"), side, crop_fraction=crop_fraction).numpy()
+    np.testing.assert_array_equal(decoded, pixels[top : top + side, left : left + side])
+
+
+@pytest.mark.parametrize("crop_fraction", [0, 1.5, -0.1, True, "0.9"])
+def test_a_crop_fraction_outside_0_to_1_is_refused(crop_fraction):
+    with pytest.raises(ValueError, match="crop_fraction .* in \\(0, 1\\]"):
+        decode_for_eval(encode(np.zeros((8, 8, 3), np.uint8), "PNG"), 8, crop_fraction=crop_fraction)
+    images, labels = np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="crop_fraction"):
+        from_arrays(images, labels, image_size=8, val_split=0, crop_fraction=crop_fraction)
+
+
+def test_the_loaders_evaluate_at_their_crop_fraction():
+    """The validation and evaluation batches of `from_arrays(crop_fraction=...)` are the
+    central squares of that fraction; the data says which."""
+    images = np.random.default_rng(1).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    labels = np.array([0, 1, 0, 1])
+    data = from_arrays(images, labels, image_size=20, val_split=0, batch_size=4, crop_fraction=0.5)
+    assert data.crop_fraction == 0.5
+    batch = next(iter(data.train_evaluation))[0].numpy()
+    np.testing.assert_array_equal(batch, images[:, 10:30, 10:30].astype(np.float32))

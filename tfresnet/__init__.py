@@ -2,7 +2,7 @@
 
 The public API, flat: data loaders (`from_folder`, `from_csv`, `from_tfds`, `from_arrays`) and
 `show_batch`, the classifier and its recipe (`build_classifier`, `build_head`,
-`compile_classifier`, `freeze`), training (`fine_tune`, `find_lr`), the dataset check
+`compile_classifier`, `freeze`, `eval_crop_fraction`), training (`fine_tune`, `find_lr`), the dataset check
 (`check_dataset`, `check_csv`), evaluation and the report (`evaluate`, with test-time augmentation,
 `write_report`, `grad_cam`) and the export (`export_saved_model`). The search lives in
 `tfresnet.tuning`, the commands in `tfresnet.finetune` and `tfresnet.check`.
@@ -42,6 +42,7 @@ _EXPORTS = {
     "compile_classifier": "tfresnet.models",
     "classification_report": "tfresnet.insight.report",
     "decode_for_eval": "tfresnet.data",
+    "eval_crop_fraction": "tfresnet.models.backbones",
     "evaluate": "tfresnet.insight.evaluation",
     "export_saved_model": "tfresnet.export",
     "export_litert": "tfresnet.export",

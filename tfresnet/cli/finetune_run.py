@@ -190,10 +190,13 @@ def _written_folders(args: argparse.Namespace, *, chief: bool) -> list[tuple[str
 
 
 def _load_data(args: argparse.Namespace, *, drop_remainder: bool):
+    """The data the flags name, evaluated at the central crop of the backbone's weights."""
     from tfresnet import data as data_module
+    from tfresnet.models import eval_crop_fraction
 
     options = {
         "image_size": args.image_size,
+        "crop_fraction": eval_crop_fraction(args.backbone, _weights(args)),
         "batch_size": args.batch_size,
         "val_split": args.val_split,
         "augmentation": args.augmentation,

@@ -34,8 +34,8 @@ def check_backbone(*, backbone: str, weights: str | None, image_size: int, freez
     """
     from tfresnet import models
     from tfresnet.models import backbones
+    from tfresnet.models.backbones import TORCHVISION_PREFIX
     from tfresnet.models.freezing import first_trainable_from_table
-    from tfresnet.models.weights import TORCHVISION_PREFIX
 
     row, handle = backbones.get_backbone(backbone)
     if image_size < models.MIN_IMAGE_SIZE:

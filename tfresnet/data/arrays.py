@@ -20,6 +20,7 @@ from tfresnet.data.pipeline import (
     make_settings,
     stratified_split,
 )
+from tfresnet.data.transforms import CROP_FRACTION
 
 
 def from_arrays(
@@ -30,6 +31,7 @@ def from_arrays(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     val_split: float = 0.2,
     image_size: int = 224,
+    crop_fraction: float = CROP_FRACTION,
     batch_size: int = 32,
     augmentation: str = "standard",
     randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
@@ -42,7 +44,7 @@ def from_arrays(
     """Loads images and integer labels held in memory.
 
     Images go through the same transforms as files: the evaluation transform crops the
-    central 87.5% even of images already at `image_size`, as serving will.
+    central square (`crop_fraction`) even of images already at `image_size`, as serving will.
 
     Args:
         images: `(N, H, W, 3)` RGB, `(N, H, W, 4)` RGBA or `(N, H, W[, 1])` gray images,
@@ -54,6 +56,9 @@ def from_arrays(
         val_split: Fraction of each class held out for validation when `validation` is None
             (0: no validation set).
         image_size: Side of the square images, in pixels.
+        crop_fraction: The evaluation transform's central crop, as a fraction of the shorter
+            side: 0.875 (224 of 256 px) by default; the backbone's weights may want another
+            (`tfresnet.models.eval_crop_fraction(backbone, weights)`).
         batch_size: Images per batch.
         augmentation: `"standard"`, `"randaugment"`, `"flip"` or `"none"` (see `from_folder`).
         randaugment_magnitude: RandAugment's strength on timm's 0-10 scale (see `augment`).
@@ -77,6 +82,7 @@ def from_arrays(
     (['0', '1'], 80, 20)
     """
     settings = make_settings(
+        crop_fraction=crop_fraction,
         image_size=image_size,
         batch_size=batch_size,
         val_split=val_split,

@@ -23,6 +23,7 @@ from tfresnet.data.pipeline import (
     make_settings,
     stratified_split,
 )
+from tfresnet.data.transforms import CROP_FRACTION
 
 # A column of this name, when the CSV has one, puts each image in training or validation.
 SPLIT_COLUMN = "split"
@@ -60,6 +61,7 @@ def from_csv(
     path_column: str = "path",
     label_column: str = "label",
     image_size: int = 224,
+    crop_fraction: float = CROP_FRACTION,
     batch_size: int = 32,
     val_split: float = 0.2,
     augmentation: str = "standard",
@@ -90,6 +92,9 @@ def from_csv(
         path_column: The column holding the image paths.
         label_column: The column holding the labels.
         image_size: Side of the square images, in pixels.
+        crop_fraction: The evaluation transform's central crop, as a fraction of the shorter
+            side: 0.875 (224 of 256 px) by default; the backbone's weights may want another
+            (`tfresnet.models.eval_crop_fraction(backbone, weights)`).
         batch_size: Images per batch.
         val_split: Fraction of each class held out for validation (0: no validation set),
             as `from_folder` splits; ignored when the CSV has a `split` column.
@@ -124,6 +129,7 @@ def from_csv(
     TensorShape([32, 224, 224, 3])
     """
     settings = make_settings(
+        crop_fraction=crop_fraction,
         image_size=image_size,
         batch_size=batch_size,
         val_split=val_split,

@@ -25,7 +25,7 @@ from tfresnet.data.pipeline import (
     make_settings,
     stratified_split,
 )
-from tfresnet.data.transforms import BMP_BITS
+from tfresnet.data.transforms import BMP_BITS, CROP_FRACTION
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 # Leading bytes of each format, and bytes found in the last 16 of a complete file (which
@@ -50,6 +50,7 @@ def from_folder(
     directory: str | os.PathLike,
     *,
     image_size: int = 224,
+    crop_fraction: float = CROP_FRACTION,
     batch_size: int = 32,
     val_split: float = 0.2,
     validation_directory: str | os.PathLike | None = None,
@@ -85,6 +86,9 @@ def from_folder(
     Args:
         directory: The folder of class sub-folders.
         image_size: Side of the square images, in pixels.
+        crop_fraction: The evaluation transform's central crop, as a fraction of the shorter
+            side: 0.875 (224 of 256 px) by default; the backbone's weights may want another
+            (`tfresnet.models.eval_crop_fraction(backbone, weights)`).
         batch_size: Images per batch.
         val_split: Fraction of each class held out for validation (0: no validation set).
             The split is stratified and depends only on the files and `seed`. Ignored when
@@ -129,6 +133,7 @@ def from_folder(
     (TensorShape([32, 224, 224, 3]), tf.int32)
     """
     settings = make_settings(
+        crop_fraction=crop_fraction,
         image_size=image_size,
         batch_size=batch_size,
         val_split=val_split,

@@ -17,7 +17,13 @@ import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS, check_randaugment, randaugment
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
-from tfresnet.data.transforms import check_positive_int, eval_transform, train_transform
+from tfresnet.data.transforms import (
+    CROP_FRACTION,
+    check_crop_fraction,
+    check_positive_int,
+    eval_transform,
+    train_transform,
+)
 
 # "standard": random resized crop and flip; "randaugment": those, then RandAugment (see augment).
 AUGMENTATIONS = ("none", "flip", "standard", "randaugment")
@@ -40,6 +46,8 @@ class ImageData:
         num_train: Training images (before batching).
         num_validation: Validation images (before batching); 0 without a validation set.
         image_size: Side of the square images, in pixels.
+        crop_fraction: The side of the evaluation transform's central crop, as a fraction
+            of the shorter side (see `decode_for_eval`); the export serves with it.
         skipped: Files left out because they cannot be used (empty, truncated, corrupt,
             not an image, a BMP bit depth TensorFlow misreads), mapped to the reason; none
             is counted in `num_train` or `num_validation`.
@@ -65,6 +73,7 @@ class ImageData:
     num_train: int
     num_validation: int
     image_size: int
+    crop_fraction: float = CROP_FRACTION
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     batch_size: int | None = None
     train_evaluation: tf.data.Dataset | None = None
@@ -76,6 +85,7 @@ class Settings:
     """The loader arguments that shape the pipeline, checked by `make_settings`."""
 
     image_size: int
+    crop_fraction: float
     batch_size: int
     augmentation: str
     randaugment: tuple[float, int]
@@ -110,9 +120,11 @@ def make_settings(
     strict: bool = False,
     randaugment: tuple[float, int] = (RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS),
     max_image_pixels: int = MAX_IMAGE_PIXELS,
+    crop_fraction: float = CROP_FRACTION,
 ) -> Settings:
     """Checks the loader arguments every loader takes, raising a ValueError naming a bad one."""
     check_positive_int("image_size", image_size)
+    crop_fraction = check_crop_fraction(crop_fraction)
     check_positive_int("batch_size", batch_size)
     if not (isinstance(val_split, (int, float)) and 0 <= val_split < 1):
         raise ValueError(
@@ -137,6 +149,7 @@ def make_settings(
         raise ValueError(f"cache must be True (memory), False or a directory path. Received: cache={cache!r}")
     return Settings(
         image_size,
+        crop_fraction,
         batch_size,
         augmentation,
         tuple(randaugment),
@@ -167,6 +180,8 @@ def assemble(
     (None: the whole set).
     """
     parts = {"train": train, "validation": validation}
+    # A file cache holds evaluation-transformed images: another crop is another cache.
+    crop = f"-crop{settings.crop_fraction:.4f}" if settings.crop_fraction != CROP_FRACTION else ""
     if settings.drop_remainder and len(train.labels) < settings.batch_size:
         raise ValueError(
             f"With drop_remainder=True, the {len(train.labels)} training images make no full "
@@ -177,7 +192,7 @@ def assemble(
             part,
             training=name == "train",
             settings=settings,
-            cache_name=f"{name}-{fingerprint}",
+            cache_name=f"{name}-{fingerprint}{crop}",
             shuffle_buffer=shuffle_buffer,
         )
         for name, part in parts.items()
@@ -187,7 +202,7 @@ def assemble(
         train,
         training=False,
         settings=settings,
-        cache_name=f"train-evaluation-{fingerprint}",
+        cache_name=f"train-evaluation-{fingerprint}{crop}",
         shuffle_buffer=None,
     )
     counts = np.bincount(train.labels, minlength=len(class_names))
@@ -199,6 +214,7 @@ def assemble(
         num_train=len(train.labels),
         num_validation=0 if validation is None else len(validation.labels),
         image_size=settings.image_size,
+        crop_fraction=settings.crop_fraction,
         skipped=dict(skipped or {}),
         batch_size=settings.batch_size,
         train_evaluation=train_evaluation,
@@ -286,7 +302,7 @@ def _pipeline(
     skips an image that fails to decode (see `_skip_errors`): the other sets raise, so that
     they never hold an image twice.
     """
-    size, pixels = settings.image_size, settings.max_image_pixels
+    size, pixels, crop = settings.image_size, settings.max_image_pixels, settings.crop_fraction
     autotune = tf.data.AUTOTUNE
     buffer = min(shuffle_buffer or len(part.labels), len(part.labels))
     seeds = tf.data.Dataset.random(seed=settings.seed, rerandomize_each_iteration=True).batch(2)
@@ -303,7 +319,10 @@ def _pipeline(
             dataset = dataset.map(lambda image, label: (augment(image), label), num_parallel_calls=autotune)
     else:
         dataset = part.items.map(
-            lambda item, label: (tf.cast(eval_transform(part.load(item), size, pixels), tf.uint8), label),
+            lambda item, label: (
+                tf.cast(eval_transform(part.load(item), size, pixels, crop), tf.uint8),
+                label,
+            ),
             num_parallel_calls=autotune,
         )
         if training:

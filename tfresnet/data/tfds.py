@@ -21,6 +21,7 @@ from tfresnet.data.pipeline import (
     make_settings,
     stratified_split,
 )
+from tfresnet.data.transforms import CROP_FRACTION
 
 if TYPE_CHECKING:
     from tensorflow_datasets.core import DatasetInfo
@@ -37,6 +38,7 @@ def from_tfds(
     val_split: float = 0.2,
     data_dir: str | os.PathLike | None = None,
     image_size: int = 224,
+    crop_fraction: float = CROP_FRACTION,
     batch_size: int = 32,
     augmentation: str = "standard",
     randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
@@ -69,6 +71,9 @@ def from_tfds(
             `validation_split` is None (0: no validation set).
         data_dir: Where TFDS keeps its data (TFDS's default when None).
         image_size: Side of the square images, in pixels.
+        crop_fraction: The evaluation transform's central crop, as a fraction of the shorter
+            side: 0.875 (224 of 256 px) by default; the backbone's weights may want another
+            (`tfresnet.models.eval_crop_fraction(backbone, weights)`).
         batch_size: Images per batch.
         augmentation: `"standard"`, `"randaugment"`, `"flip"` or `"none"` (see `from_folder`).
         randaugment_magnitude: RandAugment's strength on timm's 0-10 scale (see `augment`).
@@ -91,6 +96,7 @@ def from_tfds(
     ['dandelion', 'daisy', 'tulips', 'sunflowers', 'roses']
     """
     settings = make_settings(
+        crop_fraction=crop_fraction,
         image_size=image_size,
         batch_size=batch_size,
         val_split=val_split,

@@ -1,8 +1,10 @@
 """The image transforms: decode, crop and resize, the one evaluation transform the export also uses.
 
 Two transforms exist:
-- evaluation (`decode_for_eval`): the central square of 87.5% of the shorter side (the
-  224 px crop of an image resized to 256 px), resized to `image_size`;
+- evaluation (`decode_for_eval`): the central square of `crop_fraction` of the shorter side,
+  resized to `image_size`; by default 87.5% (`CROP_FRACTION`: the 224 px crop of an image
+  resized to 256 px, how Keras's and torchvision's V1 weights were evaluated), 224/232 for
+  torchvision's V2 weights (each weights' fraction: `tfresnet.models.eval_crop_fraction`);
 - training with `augmentation="standard"`: a random crop of 8% to 100% of the area with an
   aspect ratio of 3/4 to 4/3, resized to `image_size`, then a random horizontal flip.
 JPEG files are decoded only inside the crop window, shrunk 2, 4 or 8 times by libjpeg
@@ -32,11 +34,16 @@ JPEG_SHRINK_RATIOS = (1, 2, 4, 8)
 BMP_BITS = (24, 32)
 
 
-def decode_for_eval(image_bytes: tf.Tensor, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
+def decode_for_eval(
+    image_bytes: tf.Tensor,
+    image_size: int,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    crop_fraction: float = CROP_FRACTION,
+) -> tf.Tensor:
     """Decodes one encoded image exactly as the evaluation pipeline does.
 
     JPEG, PNG, BMP (24- and 32-bit) and GIF (first frame); grayscale, RGBA and palette
-    images become RGB. The central square of 87.5% of the shorter side is resized
+    images become RGB. The central square of `crop_fraction` of the shorter side is resized
     bilinearly, antialiased, to `image_size` (a JPEG crop at least twice that size is
     first shrunk 2, 4 or 8 times by libjpeg while decoding), and values are rounded to
     whole pixel values. Graph-safe: use it inside `tf.function`, `tf.map_fn` or a serving
@@ -47,6 +54,8 @@ def decode_for_eval(image_bytes: tf.Tensor, image_size: int, max_pixels: int = M
         image_size: Side of the square output, in pixels.
         max_pixels: The largest image accepted, read from its header before decoding
             (default PIL's cap, about 89 megapixels).
+        crop_fraction: The side of the central square, as a fraction of the shorter side
+            (the data's `ImageData.crop_fraction`; an export keeps its own).
 
     Returns:
         float32 tensor of shape `(image_size, image_size, 3)` with values in [0, 255].
@@ -62,12 +71,19 @@ def decode_for_eval(image_bytes: tf.Tensor, image_size: int, max_pixels: int = M
     (TensorShape([224, 224, 3]), tf.float32)
     """
     check_positive_int("image_size", image_size)
-    return eval_transform(tf.convert_to_tensor(image_bytes, tf.string), image_size, max_pixels)
+    check_crop_fraction(crop_fraction)
+    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+    return eval_transform(image_bytes, image_size, max_pixels, crop_fraction)
 
 
-def eval_transform(image: tf.Tensor, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
+def eval_transform(
+    image: tf.Tensor,
+    image_size: int,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    crop_fraction: float = CROP_FRACTION,
+) -> tf.Tensor:
     """The evaluation transform of encoded bytes or decoded pixels, unchecked (see `decode_for_eval`)."""
-    return tf.round(_crop_and_resize(image, _central_box, image_size, max_pixels))
+    return tf.round(_crop_and_resize(image, _central_box(crop_fraction), image_size, max_pixels))
 
 
 def train_transform(
@@ -85,10 +101,24 @@ def check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
 
 
-def _central_box(height: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, ...]:
-    shorter = tf.cast(tf.minimum(height, width), tf.float32)
-    side = tf.maximum(tf.cast(CROP_FRACTION * shorter, tf.int32), 1)
-    return (height - side) // 2, (width - side) // 2, side, side
+def check_crop_fraction(crop_fraction: float) -> float:
+    """Raises a ValueError unless `crop_fraction` is a number in (0, 1]; returns it as a float."""
+    number = isinstance(crop_fraction, (int, float)) and not isinstance(crop_fraction, bool)
+    if not number or not 0 < crop_fraction <= 1:
+        raise ValueError(
+            f"crop_fraction is the side of the evaluation's central crop as a fraction of the shorter "
+            f"side, in (0, 1] (0.875: a 224 px crop of 256 px). Received: crop_fraction={crop_fraction!r}"
+        )
+    return float(crop_fraction)
+
+
+def _central_box(crop_fraction: float) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:
+    def box(height, width):
+        shorter = tf.cast(tf.minimum(height, width), tf.float32)
+        side = tf.maximum(tf.cast(crop_fraction * shorter, tf.int32), 1)
+        return (height - side) // 2, (width - side) // 2, side, side
+
+    return box
 
 
 def _random_box(seed: tf.Tensor) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:

@@ -128,7 +128,7 @@ def _prepare(args: argparse.Namespace):
     reference = SavedModelRuntime(args.saved_model)
     calibration = None
     if args.quantize == "int8":
-        calibration = _calibration_images(args.calibration_data, reference.image_size)
+        calibration = _calibration_images(args.calibration_data, reference)
     evaluation = None
     if args.eval_data:
         evaluation = _evaluation_data(args.eval_data, reference)
@@ -136,7 +136,7 @@ def _prepare(args: argparse.Namespace):
     return reference, calibration, evaluation
 
 
-def _calibration_images(folder: str, image_size: int):
+def _calibration_images(folder: str, reference):
     """Up to `CALIBRATION_IMAGES` readable images of `folder`, drawn evenly from all of it."""
     import numpy as np
 
@@ -149,7 +149,7 @@ def _calibration_images(folder: str, image_size: int):
         )
     paths = list_images([folder])
     order = np.random.default_rng(0).permutation(len(paths))
-    decoder, images = ImageDecoder(image_size), []
+    decoder, images = ImageDecoder(reference.image_size, crop_fraction=reference.crop_fraction), []
     for start in range(0, len(paths), CALIBRATION_IMAGES):
         chunk = [paths[i] for i in order[start : start + CALIBRATION_IMAGES]]
         images += [image for image in decoder.decode(chunk) if not isinstance(image, str)]
@@ -171,6 +171,7 @@ def _evaluation_data(folder: str, reference):
     data = from_folder(
         folder,
         image_size=reference.image_size,
+        crop_fraction=reference.crop_fraction,
         batch_size=EVAL_BATCH,
         val_split=0,
         augmentation="none",

@@ -21,6 +21,7 @@ import sys
 from typing import Iterable, Sequence
 
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS, image_pixels, size_error
+from tfresnet.data.transforms import CROP_FRACTION, check_crop_fraction
 
 DECODE_THREADS = 8
 
@@ -59,15 +60,18 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[str]:
 class ImageDecoder:
     """Decodes encoded images with the evaluation transform, in threads; reasons for failures."""
 
-    def __init__(self, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS):
+    def __init__(
+        self, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = CROP_FRACTION
+    ):
         import tensorflow as tf
 
         from tfresnet.data import decode_for_eval
 
         self.image_size = image_size
         self.max_pixels = max_pixels
+        self.crop_fraction = crop_fraction
         self._decode = tf.function(
-            lambda encoded: decode_for_eval(encoded, image_size, max_pixels),
+            lambda encoded: decode_for_eval(encoded, image_size, max_pixels, crop_fraction),
             input_signature=[tf.TensorSpec([], tf.string)],
         )
 
@@ -121,15 +125,23 @@ class Predictor:
         image_size: Side of the square images the model takes.
         batch_size: Images per call of the model.
         max_image_pixels: The largest image decoded, in pixels, read from its header first.
+        crop_fraction: The evaluation transform's central crop, as a fraction of the shorter side.
     """
 
-    def __init__(self, runtime, batch_size: int = 32, max_image_pixels: int = MAX_IMAGE_PIXELS):
+    def __init__(
+        self,
+        runtime,
+        batch_size: int = 32,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+        crop_fraction: float | None = None,
+    ):
         self.runtime = runtime
         self.class_names = runtime.class_names
         self.image_size = runtime.image_size
         self.batch_size = batch_size
         self.max_image_pixels = max_image_pixels
-        self._decoder = ImageDecoder(runtime.image_size, max_image_pixels)
+        self.crop_fraction = runtime.crop_fraction if crop_fraction is None else crop_fraction
+        self._decoder = ImageDecoder(runtime.image_size, max_image_pixels, self.crop_fraction)
 
     def predict(self, paths_or_bytes, top_k: int = 1, *, progress: bool = False) -> list[dict]:
         """One row per image: `path`, `label`, `score`, `label_2`, `score_2`, ... and `error`.
@@ -212,7 +224,11 @@ class Predictor:
 
 
 def load_predictor(
-    model: str | os.PathLike, *, batch_size: int = 32, max_image_pixels: int = MAX_IMAGE_PIXELS
+    model: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    crop_fraction: float | None = None,
 ) -> Predictor:
     """Loads an exported classifier for `Predictor.predict`.
 
@@ -222,6 +238,9 @@ def load_predictor(
         batch_size: Images per call of the model.
         max_image_pixels: The largest image decoded, in pixels, read from its header before
             decoding (default PIL's cap, about 89 megapixels); a larger one gets an error row.
+        crop_fraction: The central crop of the evaluation transform, as a fraction of the
+            shorter side. None: a SavedModel's own (its `tfresnet_config.json`), 0.875 for a
+            LiteRT or ONNX file (pass the SavedModel's where it differs).
 
     Raises:
         FileNotFoundError: No model, or no class names.
@@ -241,7 +260,14 @@ def load_predictor(
         raise ValueError(
             f"max_image_pixels must be a positive integer. Received: max_image_pixels={max_image_pixels!r}"
         )
-    return Predictor(load_runtime(model), batch_size=batch_size, max_image_pixels=max_image_pixels)
+    if crop_fraction is not None:
+        check_crop_fraction(crop_fraction)
+    return Predictor(
+        load_runtime(model),
+        batch_size=batch_size,
+        max_image_pixels=max_image_pixels,
+        crop_fraction=crop_fraction,
+    )
 
 
 class _NoProgress:

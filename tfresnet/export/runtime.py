@@ -13,8 +13,10 @@ import os
 
 import numpy as np
 
+from tfresnet.data.transforms import CROP_FRACTION
 from tfresnet.export.common import INPUT_NAME, OUTPUT_NAME, PIXELS_SIGNATURE, labels_path, read_labels
-from tfresnet.export.saved_model import LABELS_FILE
+from tfresnet.export.saved_model import CONFIG_FILE, LABELS_FILE
+from tfresnet.files import read_json
 
 SUFFIXES = {".tflite": "litert", ".onnx": "onnx"}
 FORMATS = ("saved_model", *SUFFIXES.values())
@@ -64,9 +66,11 @@ def import_runtime(format: str):
 
 
 class Runtime:
-    """An exported classifier: `probabilities(images)`, its `class_names` and `image_size`."""
+    """An exported classifier: `probabilities(images)`, its `class_names`, `image_size` and the
+    central crop its images are evaluated at (`crop_fraction`)."""
 
     format = ""
+    crop_fraction = CROP_FRACTION
 
     def __init__(self, path: str | None, class_names: list[str], image_size: int, num_classes: int):
         if len(class_names) != num_classes:
@@ -124,6 +128,9 @@ class SavedModelRuntime(Runtime):
         spec = self._serve.structured_input_signature[1][INPUT_NAME]
         num_classes = self._serve.structured_outputs[OUTPUT_NAME].shape[-1]
         super().__init__(path, read_labels(os.path.join(path, LABELS_FILE)), int(spec.shape[1]), num_classes)
+        # Exports from before the crop was recorded were all served at the default one.
+        config = read_json(os.path.join(path, CONFIG_FILE)) or {}
+        self.crop_fraction = config.get("crop_fraction", CROP_FRACTION)
 
     def _run(self, images):
         return self._serve(images=images)[OUTPUT_NAME].numpy()

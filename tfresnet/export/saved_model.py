@@ -15,8 +15,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from tfresnet.data import decode_for_eval
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
+from tfresnet.data.transforms import CROP_FRACTION, check_crop_fraction, decode_for_eval
 from tfresnet.files import current_umask
 from tfresnet.models.classifier import float32_copy
 
@@ -35,6 +35,7 @@ def export_saved_model(
     top_k: int = 5,
     config: dict | None = None,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
+    crop_fraction: float | None = None,
 ) -> str:
     """Writes `model` as a SavedModel that TensorFlow Serving loads as it is.
 
@@ -60,6 +61,9 @@ def export_saved_model(
         config: Settings stored in `tfresnet_config.json` (e.g. `FinetuneResult.config`).
         max_image_pixels: The largest image `serving_default` decodes, read from its header
             first (default PIL's cap, about 89 megapixels); a larger one fails its request.
+        crop_fraction: The central crop `serving_default` takes, as a fraction of the shorter
+            side; by default the `crop_fraction` of `config` (`fine_tune` records the data's),
+            else 0.875. Kept in `tfresnet_config.json`, which `load_predictor` reads.
 
     Returns:
         `export_dir`.
@@ -75,10 +79,13 @@ def export_saved_model(
             f"class_names has {len(class_names)} names but the model predicts {num_classes} classes."
         )
     k = min(top_k, num_classes)
+    if crop_fraction is None:
+        crop_fraction = (config or {}).get("crop_fraction", CROP_FRACTION)
+    crop_fraction = check_crop_fraction(crop_fraction)
     model = float32_copy(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, function in _signatures(model, class_names, k, max_image_pixels).items():
+    for name, function in _signatures(model, class_names, k, max_image_pixels, crop_fraction).items():
         archive.add_endpoint(name, function)
     settings = {
         "class_names": list(class_names),
@@ -86,6 +93,7 @@ def export_saved_model(
         "top_k": k,
         "max_image_pixels": max_image_pixels,
     }
+    config = {**(config or {}), "crop_fraction": crop_fraction}
 
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
@@ -105,7 +113,9 @@ def export_saved_model(
     return export_dir
 
 
-def _signatures(model: keras.Model, class_names: list[str], k: int, max_image_pixels: int) -> dict:
+def _signatures(
+    model: keras.Model, class_names: list[str], k: int, max_image_pixels: int, crop_fraction: float
+) -> dict:
     """`serving_default` (encoded image bytes) and `serve_images` (raw pixels) of `model`."""
     image_size = model.input_shape[1]
     labels = tf.constant(list(class_names))
@@ -123,7 +133,7 @@ def _signatures(model: keras.Model, class_names: list[str], k: int, max_image_pi
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
         images = tf.map_fn(
-            lambda encoded: decode_for_eval(encoded, image_size, max_image_pixels),
+            lambda encoded: decode_for_eval(encoded, image_size, max_image_pixels, crop_fraction),
             image_bytes,
             fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
         )

@@ -11,7 +11,7 @@ Example:
 >>> model = models.build_classifier(3, weights=None, image_size=64)
 """
 
-from tfresnet.models.backbones import BACKBONES, Backbone, get_backbone
+from tfresnet.models.backbones import BACKBONES, Backbone, eval_crop_fraction, get_backbone
 from tfresnet.models.classifier import (
     HEAD_LAYERS,
     MIN_IMAGE_SIZE,
@@ -47,6 +47,7 @@ __all__ = [
     "check_ema_momentum",
     "check_label_smoothing",
     "compile_classifier",
+    "eval_crop_fraction",
     "float32_copy",
     "freeze",
     "get_backbone",

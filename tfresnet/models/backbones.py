@@ -10,6 +10,7 @@ one of these facts.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Mapping
 
 import keras
@@ -19,6 +20,8 @@ from tfresnet.models import tiny_resnet, torchvision_resnet
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 TORCHVISION_WEIGHTS_URL = "https://download.pytorch.org/models/"
+# `weights="torchvision:<version>"` names one of a backbone's `torchvision_weights`.
+TORCHVISION_PREFIX = "torchvision:"
 
 # Hub handles are recognised by these prefixes, besides an explicit "hub:" prefix.
 HUB_URL_PREFIXES = ("https://tfhub.dev/", "https://www.kaggle.com/models/", "https://kaggle.com/")
@@ -67,7 +70,8 @@ class Backbone:
             layers (the input layer is 0): what `freeze(model, until=name)` resolves to.
             Empty where it depends on the module (TF Hub).
         num_layers: Layers of the backbone without its top (0 where it depends on the module).
-        eval_crop: Fraction of the shorter side kept by the central crop of evaluation.
+        eval_crop: Fraction of the shorter side kept by the central crop of evaluation, for
+            weights that do not say otherwise (torchvision's say theirs: `eval_crop_fraction`).
         test_only: A tiny network for tests and smoke runs, without pretrained weights.
         weights_file: File name of the ImageNet weights (without the classification top).
         weights_hash: MD5 of that file, as published with Keras.
@@ -169,3 +173,40 @@ def get_backbone(name: str) -> tuple[Backbone, str | None]:
     raise ValueError(
         f"Unknown backbone. Expected one of {allowed} or 'hub:<handle>'. Received: backbone={name!r}"
     )
+
+
+def eval_crop_fraction(backbone: str, weights: str | os.PathLike | None = "imagenet") -> float:
+    """The central crop, as a fraction of the shorter side, that `weights` were evaluated with.
+
+    What the loaders' `crop_fraction` should be for these weights: the data's evaluation
+    transform, the report and the SavedModel's `serving_default` then all crop as the weights'
+    authors did. torchvision's weights say theirs (IMAGENET1K_V2, its default: resize 232,
+    crop 224; V1: 256, 224), a local torchvision file by its published name; everything else
+    takes the backbone's row (`Backbone.eval_crop`, 224 of 256 px).
+
+    Example:
+    >>> eval_crop_fraction("resnet50-torchvision", "torchvision:IMAGENET1K_V2")
+    0.9655172413793104
+    >>> eval_crop_fraction("resnet50")
+    0.875
+    """
+    row, _ = get_backbone(backbone)
+    version = _torchvision_version(row, weights)
+    if version is None:
+        return row.eval_crop
+    published = row.torchvision_weights[version]
+    return published.eval_crop / published.eval_resize
+
+
+def _torchvision_version(row: Backbone, weights: str | os.PathLike | None) -> str | None:
+    """The torchvision version `weights` name for `row`, or None (not torchvision's, or unknown)."""
+    if not row.torchvision_weights or weights is None:
+        return None
+    weights = os.fspath(weights)
+    if weights == "imagenet":
+        return "DEFAULT"
+    if weights.startswith(TORCHVISION_PREFIX):
+        version = weights[len(TORCHVISION_PREFIX) :]
+        return version if version in row.torchvision_weights else None
+    name = os.path.basename(weights)
+    return next((version for version, file in row.torchvision_weights.items() if file.file == name), None)

@@ -14,10 +14,8 @@ import os
 import h5py
 import keras
 
-from tfresnet.models.backbones import BACKBONES, Backbone
+from tfresnet.models.backbones import BACKBONES, TORCHVISION_PREFIX, Backbone
 from tfresnet.models.torchvision_resnet import STATE_DICT_SUFFIXES, load_state_dict
-
-TORCHVISION_PREFIX = "torchvision:"
 
 
 def resolve_weights(row: Backbone, weights: str | os.PathLike | None) -> str | None:

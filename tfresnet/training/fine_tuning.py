@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 
 import keras
 import tensorflow as tf
@@ -23,6 +24,7 @@ import tensorflow as tf
 from tfresnet.data import ImageData
 from tfresnet.data.augment import check_mixing, mix_batches
 from tfresnet.files import copy_atomically, write_json
+from tfresnet.models.backbones import eval_crop_fraction
 from tfresnet.models.classifier import (
     build_classifier,
     check_ema_momentum,
@@ -235,6 +237,7 @@ def fine_tune(
     )
     if resume and not output_dir:
         raise ValueError("resume=True needs the output_dir of the run to continue.")
+    _warn_if_crop_differs(data, backbone, weights)
     strategy = strategy or resolve_strategy()
     recipe = {
         "head_epochs": head_epochs,
@@ -292,6 +295,7 @@ def _config(data, strategy, recipe, model_settings, class_weight, mixed_precisio
     return {
         **model_settings,
         "image_size": data.image_size,
+        "crop_fraction": data.crop_fraction,
         **recipe,
         "class_weight": class_weight,
         "mixed_precision": resolve_mixed_precision(mixed_precision),
@@ -302,6 +306,20 @@ def _config(data, strategy, recipe, model_settings, class_weight, mixed_precisio
         "strategy": strategy_name(strategy),
         "num_replicas": strategy.num_replicas_in_sync,
     }
+
+
+def _warn_if_crop_differs(data: ImageData, backbone: str, weights: str | None) -> None:
+    """Warns when pretrained weights were evaluated at another central crop than the data's."""
+    if weights is None:
+        return
+    expected = eval_crop_fraction(backbone, weights)
+    if not math.isclose(data.crop_fraction, expected, rel_tol=1e-6):
+        warnings.warn(
+            f"The data is evaluated at a central crop of {data.crop_fraction:.4f} of the shorter side, and "
+            f"weights={weights!r} were evaluated at {expected:.4f}. To evaluate and serve as their authors "
+            f"did, load the data with crop_fraction=tfresnet.eval_crop_fraction({backbone!r}, {weights!r}).",
+            stacklevel=3,
+        )
 
 
 def training_batches(

@@ -19,9 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data import ImageData
-from tfresnet.models.backbones import get_backbone
+from tfresnet.models.backbones import TORCHVISION_PREFIX, get_backbone
 from tfresnet.models.classifier import build_classifier
-from tfresnet.models.weights import TORCHVISION_PREFIX
 from tfresnet.tuning.tuner import check_strategy, scope
 
 # The cached features of one key, in the cache folder.
