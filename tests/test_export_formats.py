@@ -7,6 +7,7 @@ int8 rounding decides the label): a tiny ResNet trained for a few seconds on a l
 """
 
 import glob
+import itertools
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from tfresnet.export import __main__ as command
 from tfresnet.export import litert, saved_model
 from tfresnet.export import runtime as runtime_module
 from tfresnet.export.formats import check_export_request, compare, export_formats, predict_all
+from tfresnet.export.kinds import FILE_FORMATS, QUANTIZATIONS
 from tfresnet.export.onnx_export import export_onnx
 from tfresnet.export.runtime import LiteRTRuntime, OnnxRuntime, load_runtime
 from tfresnet.files import current_umask
@@ -258,7 +260,7 @@ def test_command_bad_input_exits_2_with_one_line_and_writes_nothing(
         else:
             (data,) = glob.glob(os.path.join(model, "variables", "variables.data-*"))
             os.truncate(data, os.path.getsize(data) // 2)
-        output = output.replace(".onnx", command.SUFFIXES[flags[1]])
+        output = output.replace(".onnx", FILE_FORMATS[flags[1]].suffix)
     if "--output-suffix" in flags:
         flags, output = flags[:-2], str(tmp_path / "out" / "model.tflite")
     if "wrong-classes" in flags:
@@ -364,8 +366,23 @@ def test_a_conversion_that_computes_something_else_is_refused_and_nothing_replac
 
 
 def test_the_commands_choices_are_the_librarys():
-    assert command.QUANTIZATIONS == litert.QUANTIZATIONS
-    assert {value: key for key, value in command.SUFFIXES.items()} == runtime_module.SUFFIXES
+    """Both commands take their formats and quantizations from the one table the exporters
+    and the runtimes read."""
+    from tfresnet.cli.finetune_flags import build_parser as finetune_parser
+
+    def export_flags(format, quantize):
+        return ["models/1", "--format", format, "--quantize", quantize, "--output", "x"]
+
+    for format, quantize in itertools.product(FILE_FORMATS, QUANTIZATIONS):
+        assert command.build_parser().parse_args(export_flags(format, quantize)).quantize == quantize
+        assert finetune_parser().parse_args(["--data-dir", "d", "--quantize", quantize]).quantize == quantize
+    for flags in (export_flags("tflite", "none"), export_flags("onnx", "int4")):
+        with pytest.raises(SystemExit):
+            command.build_parser().parse_args(flags)
+    assert list(FILE_FORMATS) == ["litert", "onnx"]
+    assert runtime_module.SUFFIXES == {".tflite": "litert", ".onnx": "onnx"}
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        litert.export_litert("unused", "unused.tflite", quantization="int4")
 
 
 def test_the_exports_are_public():

@@ -27,7 +27,7 @@ def _layer(text: str) -> int | str:
 
 def _export_formats(text: str) -> list[str]:
     """`saved_model,litert,onnx` -> the list, each name checked."""
-    from tfresnet.export.formats import FORMATS
+    from tfresnet.export.kinds import FORMATS
 
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in FORMATS]
@@ -235,6 +235,8 @@ def _tune_flags(tune: argparse._ArgumentGroup) -> None:
 
 def _outputs_flags(outputs: argparse._ArgumentGroup) -> None:
     """Where things go, the export, and the other modes."""
+    from tfresnet.export.kinds import QUANTIZATIONS
+
     outputs.add_argument("--output-dir", default="tfresnet_run", help="checkpoints, logs, report and plots")
     outputs.add_argument(
         "--export-dir", default=None, help="SavedModel folder (default: OUTPUT_DIR/saved_model/1)"
@@ -251,7 +253,7 @@ def _outputs_flags(outputs: argparse._ArgumentGroup) -> None:
     )
     outputs.add_argument(
         "--quantize",
-        choices=("none", "float16", "dynamic", "int8"),
+        choices=QUANTIZATIONS,
         default="none",
         help="the LiteRT file's weights (int8: activations too, calibrated on training images)",
     )

@@ -26,14 +26,10 @@ import os
 import sys
 
 from tfresnet.cli import console
+from tfresnet.export.kinds import FILE_FORMATS, QUANTIZATIONS
 
 PROG = "python -m tfresnet.export"
 EXIT_CANNOT_CONVERT = 1
-# As `runtime.SUFFIXES` and `litert.QUANTIZATIONS`, repeated so that `--help` and bad flags
-# answer without loading TensorFlow.
-FORMATS = ("litert", "onnx")
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 # Batches the evaluation images are compared in.
 EVAL_BATCH = 32
 
@@ -46,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=console.HelpFormatter,
     )
     parser.add_argument("saved_model", metavar="SAVED_MODEL_DIR", help="folder written by export_saved_model")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="file format")
+    parser.add_argument("--format", required=True, choices=list(FILE_FORMATS), help="file format")
     parser.add_argument(
         "--quantize", choices=QUANTIZATIONS, default="none", help="LiteRT weights (and with int8 activations)"
     )
@@ -115,7 +111,7 @@ def _prepare(args: argparse.Namespace):
             "--quantize int8 needs --calibration-data DIR: a folder of a few hundred training images "
             "to calibrate the int8 activations."
         )
-    suffix = SUFFIXES[args.format]
+    suffix = FILE_FORMATS[args.format].suffix
     if not args.output.lower().endswith(suffix):
         raise ValueError(
             f"--output must end with {suffix} for --format {args.format}. Received: {args.output!r}"

@@ -14,9 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-FORMATS = ("saved_model", "litert", "onnx")
-# File name of each format in an output folder.
-FILE_NAMES = {"litert": "model.tflite", "onnx": "model.onnx"}
+from tfresnet.export.kinds import FILE_FORMATS, FORMATS, QUANTIZATIONS
 
 
 def export_formats(
@@ -62,7 +60,7 @@ def export_formats(
     for format in formats:
         if format == "saved_model":
             continue
-        path = os.path.join(output_dir, FILE_NAMES[format])
+        path = os.path.join(output_dir, FILE_FORMATS[format].file_name)
         if format == "litert":
             export_litert(
                 model, path, quantization=quantize, representative_data=calibration, class_names=class_names
@@ -98,7 +96,6 @@ def check_export_request(formats: Iterable[str], quantize: str = "none") -> list
     >>> check_export_request("saved_model,litert".split(","), "int8")
     ['saved_model', 'litert']
     """
-    from tfresnet.export.litert import QUANTIZATIONS
     from tfresnet.export.onnx_export import require_converter
     from tfresnet.export.runtime import import_runtime
 

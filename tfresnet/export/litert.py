@@ -27,9 +27,9 @@ from tfresnet.export.common import (
     probe_images,
     write_model_and_labels,
 )
+from tfresnet.export.kinds import QUANTIZATIONS
 from tfresnet.export.runtime import LiteRTRuntime, import_runtime
 
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 # Images of `representative_data` that calibrate int8 activations (TFLite suggests 100 to 500).
 CALIBRATION_IMAGES = 200
 # Largest difference of probabilities from the source allowed on the probe batch.

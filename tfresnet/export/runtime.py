@@ -15,11 +15,12 @@ import numpy as np
 
 from tfresnet.data.transforms import CROP_FRACTION
 from tfresnet.export.common import INPUT_NAME, OUTPUT_NAME, PIXELS_SIGNATURE, labels_path, read_labels
+from tfresnet.export.kinds import FILE_FORMATS
 from tfresnet.export.saved_model import CONFIG_FILE, LABELS_FILE
 from tfresnet.files import read_json
 
-SUFFIXES = {".tflite": "litert", ".onnx": "onnx"}
-FORMATS = ("saved_model", *SUFFIXES.values())
+# The file format of each suffix.
+SUFFIXES = {kind.suffix: name for name, kind in FILE_FORMATS.items()}
 # The package each format runs with, and the extra that installs it.
 RUNTIME_PACKAGES = {
     "litert": ("ai_edge_litert.interpreter", "pip install 'tfresnet[litert]' (ai-edge-litert)"),
