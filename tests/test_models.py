@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import tfresnet
 from tfresnet.models.backbones import BACKBONES
-from tfresnet.models.classifier import HeadDropout, WarmedUpAdam, float32_copy, one_hot_labels
+from tfresnet.models.classifier import HeadDropout, all_layers, float32_copy, one_hot_labels
 from tfresnet.training import distribute
 
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}
@@ -334,31 +334,14 @@ def test_head_dropout_reads_its_rate_from_a_variable_in_one_traced_step():
         layer.set_rate(1.0)
 
 
-def test_warmed_up_adam_averages_with_a_momentum_that_grows_with_the_step():
-    """Pins the private Keras hook WarmedUpAdam overrides: if Keras stops calling
-    `_update_model_variables_moving_average` after each step, the average stops following."""
-    assert hasattr(keras.optimizers.Optimizer, "_update_model_variables_moving_average")
-    variable = keras.Variable(np.zeros(3, "float32"))
-    optimizer = WarmedUpAdam(0.1, use_ema=True, ema_momentum=0.9)
-    optimizer.build([variable])
-
-    expected, values = None, []
-    for step in range(30):
-        optimizer.apply_gradients([(keras.ops.ones(3), variable)])
-        values.append(variable.numpy().copy())
-        momentum = 0.0 if step == 0 else min(0.9, (1 + step) / (10 + step))
-        expected = values[-1] if expected is None else momentum * expected + (1 - momentum) * values[-1]
-        np.testing.assert_allclose(optimizer._model_variables_moving_average[0].numpy(), expected, rtol=1e-5)
-
-
 def test_float32_copy_of_a_mixed_precision_model_computes_in_float32_with_its_weights():
     with distribute.precision_policy(True):
         mixed = tfresnet.build_classifier(
             3, backbone="resnet-tiny", weights=None, image_size=32, head_units=8
         )
-    assert "float16" in {layer.compute_dtype for layer in mixed._flatten_layers()}
+    assert "float16" in {layer.compute_dtype for layer in all_layers(mixed)}
     copy = float32_copy(mixed)
-    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    assert {layer.compute_dtype for layer in all_layers(copy)} == {"float32"}
     for original, copied in zip(mixed.weights, copy.weights, strict=True):
         np.testing.assert_array_equal(original.numpy(), copied.numpy())
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")

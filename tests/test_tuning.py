@@ -31,7 +31,6 @@ from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, extract_featur
 from tfresnet.tuning import features as features_module
 from tfresnet.tuning import trials as trials_module
 from tfresnet.tuning import tuner as tuner_module
-from tfresnet.tuning.tuner import SearchTuner, make_oracle
 
 # `tfresnet.tuning.search` is the function; the module holds what the tests patch.
 search_module = importlib.import_module("tfresnet.tuning.search")
@@ -332,54 +331,6 @@ def test_freeze_choices_are_checked_against_the_table_without_building(monkeypat
 
 
 # === keras-tuner's private hook ===
-
-
-class CountingHeadHyperModel(HeadHyperModel):
-    builds = 0
-
-    def build(self, hp):
-        CountingHeadHyperModel.builds += 1
-        return super().build(hp)
-
-
-class PlainTuner(keras_tuner.Tuner):
-    """keras-tuner's own Tuner, nothing overridden but the trial."""
-
-    def run_trial(self, trial, *args, **kwargs):
-        raise NotImplementedError
-
-
-class CountingSearchTuner(SearchTuner):
-    populated = 0
-
-    def _populate_initial_space(self):
-        CountingSearchTuner.populated += 1
-        super()._populate_initial_space()
-
-
-def test_keras_tuner_calls_the_private_hook_that_search_tuner_overrides(tmp_path):
-    """Pins what `SearchTuner._populate_initial_space` relies on: keras-tuner calls it while a
-    tuner is created and, left alone, builds the model there; overridden, no model is built."""
-    assert "_populate_initial_space" in vars(keras_tuner.engine.base_tuner.BaseTuner)
-
-    def oracle():
-        return make_oracle("random", objective="val_accuracy", max_trials=1, tune_epochs=1, seed=0)
-
-    CountingHeadHyperModel.builds = 0
-    PlainTuner(oracle(), CountingHeadHyperModel(3, feature_dim=8), directory=tmp_path, project_name="plain")
-    assert CountingHeadHyperModel.builds >= 1  # why the override exists
-
-    CountingHeadHyperModel.builds = CountingSearchTuner.populated = 0
-    tuner = CountingSearchTuner(
-        oracle(),
-        CountingHeadHyperModel(3, feature_dim=8),
-        max_epochs=1,
-        directory=tmp_path,
-        project_name="ours",
-    )
-    assert CountingSearchTuner.populated == 1
-    assert CountingHeadHyperModel.builds == 0
-    assert [p.name for p in tuner.oracle.get_space().space] == ["head_units", "dropout", "learning_rate"]
 
 
 # === Fast path ===

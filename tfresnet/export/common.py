@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import internals
 from tfresnet.export.saved_model import LABELS_FILE
 from tfresnet.files import write_atomically
 from tfresnet.models.classifier import float32_copy
@@ -116,7 +117,7 @@ def _saved_model_source(path: str, class_names: list[str] | None) -> Source:
             f"The SavedModel at {path!r} has no {PIXELS_SIGNATURE!r} signature: it was not written "
             f"by tfresnet's export_saved_model. Export the classifier with it, then convert that."
         ) from None
-    spec = layer._reloaded_obj.signatures[PIXELS_SIGNATURE].structured_input_signature[1][INPUT_NAME]
+    spec = internals.reloaded_signatures(layer)[PIXELS_SIGNATURE].structured_input_signature[1][INPUT_NAME]
     image_size = int(spec.shape[1])
     inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
     outputs = layer(inputs)

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from tfresnet import internals
 from tfresnet.data.transforms import CROP_FRACTION
 from tfresnet.export.common import INPUT_NAME, OUTPUT_NAME, PIXELS_SIGNATURE, labels_path, read_labels
 from tfresnet.export.kinds import FILE_FORMATS
@@ -169,7 +170,7 @@ class LiteRTRuntime(Runtime):
 
     def op_names(self) -> set[str]:
         """The names of the operators in the file (`CONV_2D`, ...; Flex ops start with `Flex`)."""
-        return {op["op_name"] for op in self._interpreter._get_ops_details()}
+        return internals.litert_op_names(self._interpreter)
 
 
 class OnnxRuntime(Runtime):

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfresnet import internals
 from tfresnet.models.backbones import get_backbone
 from tfresnet.models.freezing import freeze
 from tfresnet.models.hub import HubLayer
@@ -253,6 +254,21 @@ def build_head(
     return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[2])(x)
 
 
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `model` and, depth first, of the models nested in it.
+
+    Example:
+    >>> len(all_layers(build_classifier(3, backbone="resnet-tiny", weights=None))) > 175
+    True
+    """
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers += all_layers(layer)
+    return layers
+
+
 def float32_copy(model: keras.Model) -> keras.Model:
     """`model` itself when it computes in float32 throughout; else the same network built in
     float32, holding the same weights (mixed precision keeps its variables in float32).
@@ -262,10 +278,10 @@ def float32_copy(model: keras.Model) -> keras.Model:
     Example:
     >>> with tfresnet.training.distribute.precision_policy(True):
     ...     model = build_classifier(5, weights=None)
-    >>> {layer.compute_dtype for layer in float32_copy(model)._flatten_layers()}
+    >>> {layer.compute_dtype for layer in all_layers(float32_copy(model))}
     {'float32'}
     """
-    if all(layer.compute_dtype == "float32" for layer in model._flatten_layers()):
+    if all(layer.compute_dtype == "float32" for layer in all_layers(model)):
         return model
 
     def in_float32(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -327,7 +343,7 @@ def compile_classifier(
 
 
 @keras.saving.register_keras_serializable(package="tfresnet")
-class WarmedUpAdam(keras.optimizers.Adam):
+class WarmedUpAdam(internals.StepMomentumAverage, keras.optimizers.Adam):
     """Adam whose moving average of the weights (`use_ema`) warms up with the step.
 
     Keras's average has no bias correction: at momentum 0.999, after a few hundred steps it
@@ -340,19 +356,11 @@ class WarmedUpAdam(keras.optimizers.Adam):
     >>> optimizer = WarmedUpAdam(1e-3, use_ema=True, ema_momentum=0.999)
     """
 
-    def _update_model_variables_moving_average(self, trainable_variables):
-        # Keras's one hook for the average (private): BaseOptimizer._backend_apply_gradients
-        # calls it after each update step, before the step count goes up. Keras offers no public
-        # way to change the momentum per step; tests/test_models.py fails if it stops calling it.
-        if not self.use_ema:
-            return
+    def average_momentum(self):
+        """The average's momentum at this step (0 at the first: the average starts there)."""
         step = keras.ops.cast(self.iterations, "float32")
         momentum = keras.ops.minimum(self.ema_momentum, (1.0 + step) / (10.0 + step))
-        momentum = keras.ops.where(step > 0, momentum, 0.0)  # the first step: its weights
-        for variable, average in zip(trainable_variables, self._model_variables_moving_average):
-            if average is not None:
-                m = keras.ops.cast(momentum, variable.dtype)
-                average.assign(m * average + (1.0 - m) * variable)
+        return keras.ops.where(step > 0, momentum, 0.0)
 
 
 def check_label_smoothing(label_smoothing: float) -> float:

@@ -16,7 +16,8 @@ import re
 
 import keras
 import tensorflow as tf
-from keras.src.saving import serialization_lib
+
+from tfresnet import internals
 
 # Where tfhub.dev and Kaggle downloads go when TFHUB_CACHE_DIR is not set: a folder of the
 # user's own (tensorflow_hub's default is a shared folder under /tmp that another user can fill
@@ -216,7 +217,7 @@ class HubLayer(keras.layers.Layer):
         >>> HubLayer.from_config(layer.get_config(), safe_mode=False)
         """
         if safe_mode is None:
-            safe_mode = serialization_lib.in_safe_mode()
+            safe_mode = internals.in_safe_mode()
         if safe_mode is not False:
             raise ValueError(
                 f"Refused to load the TF Hub module {config.get('handle')!r} of a tfresnet.HubLayer "

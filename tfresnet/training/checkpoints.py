@@ -20,6 +20,7 @@ import os
 
 import keras
 
+from tfresnet import internals
 from tfresnet.files import copy_atomically, read_json, save_weights_atomically, write_atomically, write_json
 
 BEST_STATE = "best.json"
@@ -59,9 +60,8 @@ class EpochBackup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         state = read_json(self.state_path)
-        # fit() starts at `model._initial_epoch` when set (as Keras's BackupAndRestore uses
-        # it); reset it, or a later fit() of the same model would skip epochs.
-        self.model._initial_epoch = None if state is None else state["epoch"] + 1
+        # Reset when there is no backup, or a later fit() of the same model would skip epochs.
+        internals.set_initial_epoch(self.model, None if state is None else state["epoch"] + 1)
         self.restored = state is not None
         if state is None:
             return
@@ -107,7 +107,7 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch:  # every on_train_begin has run: the backup has restored or not
-            self._ema_weights_in_model = bool(self.backup and self.backup.restored)
+            internals.set_averaged_weights_in_model(self, bool(self.backup and self.backup.restored))
             self._first_epoch = False
         super().on_epoch_begin(epoch, logs)
 
@@ -254,11 +254,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self.monitor_op is None:
-            self._set_monitor_op()
-        first = getattr(self.model, "_initial_epoch", None) or 0
+        first = internals.initial_epoch(self.model)
         for row in self.log.rows if self.log else []:
             if self.monitor in row and row["epoch"] < first:
-                self.wait += 1
-                if self._is_improvement(row[self.monitor], self.best):
-                    self.best, self.wait = row[self.monitor], 0
+                internals.count_epoch_seen(self, row[self.monitor])

@@ -14,6 +14,8 @@ import os
 import keras
 import tensorflow as tf
 
+from tfresnet import internals
+
 MIXED_PRECISION = ("auto", "on", "off")
 
 
@@ -155,7 +157,7 @@ def work_around_multi_worker_fit(model: keras.Model) -> None:
     Keras finds the strategy), and the step logs get a batch axis of length 1.
     """
     model.optimizer.build(model.trainable_variables)
-    model._distribute_strategy = None
+    internals.forget_distribute_strategy(model)
     for name in ("train_step", "test_step"):
         step = getattr(model, name)
 

@@ -22,6 +22,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import internals
 from tfresnet.tuning.hypermodels import HeadHyperModel
 
 TUNERS = ("hyperband", "random", "bayesian")
@@ -35,7 +36,7 @@ CHECKPOINT_FILE = "continuation.npz"
 SHARED_SEARCH_VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
-class SearchTuner(keras_tuner.Tuner):
+class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
     """Runs trials for any oracle: fresh Keras sessions, Hyperband continuations that keep the
     optimizer's state, checkpoints only where a promotion needs one, the worker recorded.
 
@@ -63,18 +64,6 @@ class SearchTuner(keras_tuner.Tuner):
         self.max_epochs = max_epochs
         self.trials_per_session = trials_per_session
         self._session_trials = 0  # trials run since the last clear_session
-
-    def _populate_initial_space(self):
-        # A private keras-tuner hook, overridden because no public one does this: keras-tuner's
-        # own version declares the space and then builds the model at least once (to discover
-        # conditional parameters), which for a full classifier means building a ResNet50 and
-        # loading its weights before the first trial, on the chief too. Our space has no
-        # conditional parameters: declaring it is enough. tests/test_tuning.py pins that
-        # keras_tuner.Tuner still calls this hook while it is created, and that this override
-        # builds no model.
-        hp = self.oracle.get_space()
-        self.hypermodel.declare_hyperparameters(hp)
-        self.oracle.update_space(hp)
 
     def run_trial(self, trial, *args, **kwargs):
         hp = trial.hyperparameters
