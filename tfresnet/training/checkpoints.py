@@ -10,6 +10,14 @@ commit does the epoch again, and nothing of it was recorded; a run killed after 
 at the next epoch, and the backup hands the committed epoch to the log and the best
 checkpoint first, so neither misses it. `ResumableEarlyStopping` counts the patience of the
 epochs logged before a kill too.
+
+Why not Keras's own callbacks, subclassed: `BackupAndRestore` writes its weights file in place
+(a kill during the write leaves a torn file, which `double_checkpoint` answers with a second
+copy rather than a commit) and keeps no metrics to hand to the log and the best checkpoint;
+`ModelCheckpoint` writes in place too, and changing that means overriding its private
+`_save_model`; `CSVLogger` appends, so an epoch recorded again after a resume would appear
+twice, and writes "NA" for metrics an epoch lacks. `AveragedWeights` and
+`ResumableEarlyStopping` do subclass Keras's (`SwapEMAWeights`, `EarlyStopping`).
 """
 
 from __future__ import annotations
