@@ -118,7 +118,7 @@ def test_write_report_counts_and_records_what_it_evaluated(tmp_path):
     assert saved["most_confused"][0] == {"true": "dog", "predicted": "fox", "count": 2}
     for name in ("confusion_matrix.png", "training_curves.png", "top_losses.png", "calibration.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    probabilities, labels = report.predict_dataset(_model(), _reshuffling_dataset())
+    probabilities, labels = evaluation.predict_probabilities(_model(), _reshuffling_dataset())
     assert saved["expected_calibration_error"] == pytest.approx(
         calibration.expected_calibration_error(probabilities, labels)
     )
@@ -237,7 +237,7 @@ def test_a_classifier_report_overlays_grad_cam_calibrates_and_holds_the_dataset_
     assert len(shown) == min(report.TOP_LOSSES, data.num_validation) + data.num_validation
     expected = grad_cam(model, np.stack([image for image, _ in shown]))
     assert_close_across_kernels(np.stack([heatmap for _, heatmap in shown]), expected)  # other batches
-    probabilities, labels = report.predict_dataset(model, data.validation)
+    probabilities, labels = evaluation.predict_probabilities(model, data.validation)
     temperature = calibration.fit_temperature(probabilities, labels)
     assert written["calibration"]["temperature"] == pytest.approx(temperature, rel=1e-4)
     assert written["calibration"]["expected_calibration_error_after"] == pytest.approx(

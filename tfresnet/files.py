@@ -70,6 +70,35 @@ def copy_atomically(source: str, path: str) -> None:
     write_atomically(path, lambda temporary: shutil.copyfile(source, temporary))
 
 
+def write_text(path: str, text: str) -> None:
+    """Writes `text` (UTF-8) to `path` atomically.
+
+    Example:
+    >>> write_text("models/flowers/model.tflite.labels.txt", "daisy\nroses\n")
+    """
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+
+    write_atomically(path, write)
+
+
+def save_arrays(path: str, **arrays) -> None:
+    """Writes NumPy arrays to the `.npz` file `path` atomically (`np.savez`; read with `np.load`).
+
+    Example:
+    >>> save_arrays("runs/tuning/features.npz", train=np.zeros((4, 2048)))
+    """
+    import numpy as np
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:  # a file object: savez adds no ".npz" to it
+            np.savez(file, **arrays)
+
+    write_atomically(path, write)
+
+
 def write_json(path: str, value: Any) -> None:
     """Writes `value` as JSON to `path` atomically (values JSON lacks are written as text).
 
@@ -82,6 +111,26 @@ def write_json(path: str, value: Any) -> None:
             json.dump(value, file, indent=2, default=str)
 
     write_atomically(path, write)
+
+
+def new_figure(width: float, height: float, *, needed_by: str = "The plots"):
+    """A matplotlib `Figure` of `width` x `height` inches, drawn off screen (no pyplot).
+
+    matplotlib is imported here, when a plot is drawn, and only then.
+
+    Raises:
+        ImportError: matplotlib is missing; the message says that `needed_by` needs it and
+            how to install it.
+
+    Example:
+    >>> figure = new_figure(6, 4, needed_by="find_lr's plot")
+    >>> figure.subplots().plot([1, 2, 3])
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(f"{needed_by} need matplotlib ({error}): pip install matplotlib.") from error
+    return Figure(figsize=(width, height))
 
 
 def save_figure(figure, path: str, **options) -> None:

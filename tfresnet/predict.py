@@ -78,13 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = predictor.predict(items, top_k=args.top_k, progress=True)
     text = _format(rows, predictor.columns(args.top_k), json_lines=_json_lines(args.output))
     if args.output:
-        from tfresnet.files import write_atomically
+        from tfresnet.files import write_text
 
-        def write(temporary: str) -> None:
-            with open(temporary, "w", newline="") as file:
-                file.write(text)
-
-        write_atomically(args.output, write)
+        write_text(args.output, text)
     else:
         sys.stdout.write(text)
     failed = sum(row["error"] is not None for row in rows)

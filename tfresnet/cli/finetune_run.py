@@ -292,6 +292,7 @@ def _report_and_export(
     """
     from tfresnet import export
     from tfresnet.insight import calibration, report
+    from tfresnet.insight.evaluation import predict_probabilities
 
     # Every worker of a multi-worker run evaluates and exports, so that none leaves the others
     # early; only the chief's files are kept.
@@ -302,7 +303,7 @@ def _report_and_export(
         evaluation, evaluated_on = data.train_evaluation, "training (evaluation transform)"
     temperature = None
     if args.calibrate:
-        temperature = calibration.fit_temperature(*report.predict_dataset(result.model, evaluation))
+        temperature = calibration.fit_temperature(*predict_probabilities(result.model, evaluation))
         result.config["temperature"] = temperature
     export_dir = _export_dir(args) if chief else os.path.join(output_dir, "saved_model")
     with calibration.temperature_applied(result.model, temperature):

@@ -261,7 +261,7 @@ def list_folder(
     candidates = [
         (path, label)
         for label, name in enumerate(class_names)
-        for path in _files_under(os.path.join(directory, name))
+        for path in files_under(os.path.join(directory, name))
     ]
     skipped = check_files(
         [path for path, _ in candidates], where=directory, strict=strict, max_pixels=max_image_pixels
@@ -282,11 +282,22 @@ def list_folder(
     return class_names, paths, labels, skipped
 
 
-def _files_under(folder: str) -> list[str]:
+def files_under(folder: str, *, suffixes: tuple[str, ...] | None = None) -> list[str]:
+    """The files under `folder`, recursively, in sorted order, without hidden files and folders;
+    with `suffixes`, only those whose lower-case name ends with one of them.
+
+    Example:
+    >>> files_under("flowers/daisy", suffixes=IMAGE_EXTENSIONS)[:1]
+    ['flowers/daisy/1.jpg']
+    """
     found = []
     for root, folders, files in os.walk(folder):
         folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found += [os.path.join(root, name) for name in sorted(files) if not name.startswith(".")]
+        found += [
+            os.path.join(root, name)
+            for name in sorted(files)
+            if not name.startswith(".") and (suffixes is None or name.lower().endswith(suffixes))
+        ]
     return found
 
 

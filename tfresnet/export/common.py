@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import internals
-from tfresnet.export.saved_model import LABELS_FILE
+from tfresnet.export.saved_model import LABELS_FILE, write_labels
 from tfresnet.files import write_atomically
 from tfresnet.models.classifier import float32_copy
 
@@ -138,7 +138,7 @@ def read_labels(path: str) -> list[str]:
             f"line, in {LABELS_FILE} inside a SavedModel folder and in <file>{LABELS_SUFFIX} beside "
             f"a .tflite or .onnx file. Write it, or export the model again."
         )
-    with open(path) as file:
+    with open(path, encoding="utf-8") as file:
         return [line.rstrip("\n") for line in file if line.strip()]
 
 
@@ -180,14 +180,10 @@ def write_model_and_labels(path: str, contents: bytes, class_names: list[str]) -
         with open(temporary, "wb") as file:
             file.write(contents)
 
-    def write_labels(temporary: str) -> None:
-        with open(temporary, "w") as file:
-            file.write("".join(f"{name}\n" for name in class_names))
-
     if os.path.exists(labels_path(path)):
         os.remove(labels_path(path))
     write_atomically(path, write_bytes)
-    write_atomically(labels_path(path), write_labels)
+    write_labels(labels_path(path), class_names)
 
 
 def probe_images(image_size: int) -> np.ndarray:

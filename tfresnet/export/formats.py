@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.export.kinds import FILE_FORMATS, FORMATS, QUANTIZATIONS
+from tfresnet.insight.evaluation import labelled_batches
 
 
 def export_formats(
@@ -150,10 +151,8 @@ def predict_all(dataset: tf.data.Dataset, predictors: dict) -> dict[str, np.ndar
     (60, 3)
     """
     outputs = {name: [] for name in [*predictors, "labels"]}
-    for images, labels in dataset.as_numpy_iterator():
+    for images, labels in labelled_batches(dataset):
         for name, predict in predictors.items():
             outputs[name].append(np.asarray(predict(images), dtype=np.float32))
-        outputs["labels"].append(np.asarray(labels))
-    if not outputs["labels"]:
-        raise ValueError("The evaluation set is empty: no batch could be read from it.")
+        outputs["labels"].append(labels)
     return {name: np.concatenate(parts) for name, parts in outputs.items()}

@@ -40,20 +40,11 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[str]:
     >>> list_images(["photos/", "extra.jpg"])
     ['photos/a.jpg', 'photos/trip/b.png', 'extra.jpg']
     """
-    from tfresnet.data import IMAGE_EXTENSIONS
+    from tfresnet.data.folder import IMAGE_EXTENSIONS, files_under
 
     found: list[str] = []
     for path in map(os.fspath, paths):
-        if not os.path.isdir(path):
-            found.append(path)
-            continue
-        for root, folders, files in os.walk(path):
-            folders[:] = sorted(name for name in folders if not name.startswith("."))
-            found += [
-                os.path.join(root, name)
-                for name in sorted(files)
-                if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-            ]
+        found += files_under(path, suffixes=IMAGE_EXTENSIONS) if os.path.isdir(path) else [path]
     return found
 
 

@@ -17,11 +17,21 @@ import tensorflow as tf
 
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.transforms import CROP_FRACTION, check_crop_fraction, decode_for_eval
-from tfresnet.files import current_umask
+from tfresnet.files import current_umask, write_text
 from tfresnet.models.classifier import float32_copy
 
 LABELS_FILE = "labels.txt"
 CONFIG_FILE = "tfresnet_config.json"
+
+
+def write_labels(path: str, class_names: list[str]) -> None:
+    """Writes the class names to `path` atomically, one a line (a SavedModel's `labels.txt`, a
+    LiteRT or ONNX file's `<file>.labels.txt`).
+
+    Example:
+    >>> write_labels("models/flowers/1/labels.txt", ["daisy", "roses"])
+    """
+    write_text(path, "".join(f"{name}\n" for name in class_names))
 
 
 # === SavedModel ===
@@ -102,8 +112,7 @@ def export_saved_model(
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.", dir=parent)
     try:
         archive.write_out(staging, verbose=False)
-        with open(os.path.join(staging, LABELS_FILE), "w") as file:
-            file.write("".join(f"{name}\n" for name in class_names))
+        write_labels(os.path.join(staging, LABELS_FILE), class_names)
         with open(os.path.join(staging, CONFIG_FILE), "w") as file:
             json.dump({**settings, **(config or {})}, file, indent=2, default=str)
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is the owner's alone

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.transforms import check_positive_int
-from tfresnet.files import save_figure
+from tfresnet.files import new_figure, save_figure
 
 # A soft label's title names this many classes, heaviest first.
 SOFT_LABEL_CLASSES = 2
@@ -90,7 +90,7 @@ def show_batch(dataset: tf.data.Dataset, class_names: list[str], path: str, *, m
     titles = [label_title(label, class_names) for label in np.asarray(batch[1][:max_images])]
     columns = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
-    figure = _figure(CELL_SIZE[0] * columns, CELL_SIZE[1] * rows)
+    figure = new_figure(CELL_SIZE[0] * columns, CELL_SIZE[1] * rows, needed_by="show_batch's grid")
     axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
@@ -103,9 +103,4 @@ def show_batch(dataset: tf.data.Dataset, class_names: list[str], path: str, *, m
     return path
 
 
-def _figure(width: float, height: float):
-    try:
-        from matplotlib.figure import Figure  # saved as PNG by the Agg canvas
-    except ImportError as error:
-        raise ImportError(f"show_batch draws with matplotlib ({error}): pip install matplotlib.") from error
-    return Figure(figsize=(width, height))
+

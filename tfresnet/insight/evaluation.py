@@ -13,6 +13,8 @@ accuracy is `accuracy`, not `accuracy_tta`.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -169,20 +171,46 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float((probabilities.argmax(axis=1) == labels).mean())
 
 
+def labelled_batches(dataset: tf.data.Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`(images, class indices)` of each `(images, labels)` batch, as NumPy arrays: the one loop
+    over an evaluation set that evaluation, the report and the exports' measures share.
+
+    Raises:
+        ValueError: The dataset yields something else, or no batch at all.
+
+    Example:
+    >>> sum(len(labels) for _, labels in labelled_batches(data.validation))
+    60
+    """
+    empty = True
+    for batch in dataset.as_numpy_iterator() if isinstance(dataset, tf.data.Dataset) else dataset:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            spec = getattr(dataset, "element_spec", type(batch).__name__)
+            raise ValueError(f"The dataset must yield (images, labels) batches. Received: {spec}")
+        empty = False
+        yield np.asarray(batch[0]), class_indices(batch[1])
+    if empty:
+        raise ValueError("The evaluation set is empty: no batch could be read from it.")
+
+
+def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (one view per image) and class indices over a dataset.
+
+    Example:
+    >>> probabilities, labels = predict_probabilities(model, data.validation)
+    """
+    single, _, labels = _predict(model, dataset, tta=False)
+    return single, labels
+
+
 def _predict(model: keras.Model, dataset: tf.data.Dataset, tta: bool):
     """One pass: single-view probabilities, view-averaged ones (None without `tta`), class indices."""
     single, averaged, labels = [], [], []
-    for batch in dataset:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError(
-                f"The dataset must yield (images, labels) batches. Received: {dataset.element_spec}"
-            )
-        views = predict_views(model, batch[0], tta=tta)
+    for images, batch_labels in labelled_batches(dataset):
+        views = predict_views(model, images, tta=tta)
         single.append(views[0])
         if tta:
             averaged.append(views.mean(axis=0))
-        labels.append(class_indices(batch[1]))
-    if not single:
-        raise ValueError("The evaluation set is empty: no batch could be read from it.")
+        labels.append(batch_labels)
     averaged = np.concatenate(averaged) if tta else None
     return np.concatenate(single), averaged, np.concatenate(labels)

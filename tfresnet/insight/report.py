@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.files import save_figure, write_json
+from tfresnet.files import new_figure, save_figure, write_json
 from tfresnet.insight import calibration, evaluation, report_html
 
 REPORT_FILE = "report.json"
@@ -37,24 +37,13 @@ GRADCAM_BATCH = 16  # heatmaps computed this many images at a time
 CONFUSION_CLASSES = 30
 
 
-def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and true labels over a dataset of `(images, labels)` batches.
-
-    Example:
-    >>> probabilities, labels = predict_dataset(model, data.validation)
-    """
-    probabilities, labels, _, _, _ = _evaluate(model, dataset, keep=0)
-    return probabilities, labels
-
-
 def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, per_class: int = 0, tta: bool = False):
     """One pass: probabilities, labels, the `keep` highest-loss images by index, the first
     `per_class` images of each label by index, and the TTA probabilities (None without `tta`)."""
     probabilities, labels, averaged, worst, samples, index = [], [], [], [], {}, 0
-    for images, batch_labels in dataset:
+    for images, batch_labels in evaluation.labelled_batches(dataset):
         views = evaluation.predict_views(model, images, tta=tta)
         batch_probabilities = views[0]
-        batch_labels = evaluation.class_indices(batch_labels)
         probabilities.append(batch_probabilities)
         if tta:
             averaged.append(views.mean(axis=0))
@@ -69,8 +58,6 @@ def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, per_class
             if len(kept) < per_class:
                 kept[index + offset] = np.asarray(images[offset])
         index += len(batch_labels)
-    if not probabilities:
-        raise ValueError("The evaluation set is empty: no batch could be read from it.")
     top = {position: image for _, position, image in worst}
     tta_probabilities = np.concatenate(averaged) if tta else None
     return np.concatenate(probabilities), np.concatenate(labels), top, samples, tta_probabilities
@@ -240,14 +227,7 @@ def _heatmaps(model: keras.Model, top: dict, samples: dict) -> tuple[dict[int, n
 
 
 def _figure(width: float, height: float):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(
-            f"The report's plots need matplotlib ({error}): pip install matplotlib. "
-            f"{REPORT_FILE} is written already."
-        ) from error
-    return Figure(figsize=(width, height))
+    return new_figure(width, height, needed_by=f"The report's plots ({REPORT_FILE} is written already)")
 
 
 def shown_classes(matrix: np.ndarray, limit: int = CONFUSION_CLASSES) -> np.ndarray:

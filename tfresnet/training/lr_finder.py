@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet.files import save_figure
+from tfresnet.files import new_figure, save_figure
 from tfresnet.models.classifier import compile_classifier, one_hot_labels
 
 
@@ -96,9 +96,7 @@ def _steepest_descent(rates: list[float], losses: list[float]) -> float:
 
 
 def _plot_lr_sweep(rates: list[float], losses: list[float], suggested: float, path: str) -> None:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4))
+    figure = new_figure(6, 4, needed_by="find_lr's plot")
     axes = figure.subplots()
     axes.plot(rates, losses)
     axes.axvline(suggested, color="red", linestyle="--", label=f"suggested {suggested:.2g}")

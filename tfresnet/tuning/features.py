@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data import ImageData
+from tfresnet.files import save_arrays
 from tfresnet.models.backbones import TORCHVISION_PREFIX, get_backbone
 from tfresnet.models.classifier import build_classifier
 from tfresnet.tuning.tuner import check_strategy, scope
@@ -159,10 +160,7 @@ def load_or_extract(
     del extractor
     if path is not None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.{os.getpid()}.partial"
-        with open(partial, "wb") as file:
-            np.savez(file, **dataclasses.asdict(features))
-        os.replace(partial, path)  # atomic: workers sharing the folder never read half a file
+        save_arrays(path, **dataclasses.asdict(features))  # workers sharing it never read half a file
     return features
 
 

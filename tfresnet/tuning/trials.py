@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from tfresnet.files import read_json, save_figure, write_atomically
+from tfresnet.files import new_figure, read_json, save_figure, write_atomically
 from tfresnet.tuning.tuner import OBJECTIVES, WORKER_FILE
 
 TRIALS_TABLE = "trials.csv"
@@ -87,16 +87,12 @@ def _write_table(project_dir: str, trials: list[dict], objective: str) -> None:
 
 
 def _write_plot(project_dir: str, trials: list[dict], objective: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     scored = [
         (number, trial["score"])
         for number, trial in enumerate(trials, 1)
         if trial["status"] == "COMPLETED" and trial["score"] is not None
     ]
-    figure = Figure(figsize=(6, 3.5))
-    FigureCanvasAgg(figure)
+    figure = new_figure(6, 3.5, needed_by=f"The search's {TRIALS_PLOT}")
     axes = figure.add_subplot()
     if scored:
         numbers, scores = zip(*scored)

@@ -12,7 +12,6 @@ import contextlib
 import copy
 import glob
 import importlib.util
-import json
 import os
 import socket
 import warnings
@@ -23,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import internals
+from tfresnet.files import save_arrays, write_json
 from tfresnet.tuning.hypermodels import HeadHyperModel
 
 TUNERS = ("hyperband", "random", "bayesian")
@@ -121,11 +121,7 @@ class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
                 for i, variable in enumerate(model.optimizer.variables)
             }
         )
-        path = self._checkpoint_path(trial_id)
-        partial = f"{path}.partial"
-        with open(partial, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(partial, path)
+        save_arrays(self._checkpoint_path(trial_id), **arrays)
 
     def _restore(self, model: keras.Model, trial_id: str) -> bool:
         path = self._checkpoint_path(trial_id)
@@ -144,8 +140,8 @@ class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
         return True
 
     def _record_worker(self, trial_id: str) -> None:
-        with open(os.path.join(self.get_trial_dir(trial_id), WORKER_FILE), "w") as file:
-            json.dump({"worker": self.tuner_id, "host": socket.gethostname()}, file)
+        path = os.path.join(self.get_trial_dir(trial_id), WORKER_FILE)
+        write_json(path, {"worker": self.tuner_id, "host": socket.gethostname()})
 
 
 def _best_epoch(history: dict, objective: keras_tuner.Objective) -> dict:
