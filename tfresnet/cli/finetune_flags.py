@@ -143,18 +143,19 @@ def _magnitude(text: str) -> float:
 def _model_flags(model: argparse._ArgumentGroup) -> None:
     """The network: backbone, weights and head."""
     from tfresnet.models.backbones import BACKBONES
+    from tfresnet.training.settings import RunSettings
 
     model.add_argument(
         "--backbone",
         type=_backbone,
-        default="resnet50",
+        default=RunSettings.backbone,
         metavar="{" + ",".join(name for name in BACKBONES if name != "hub") + ",hub:HANDLE}",
         help="backbone (resnet-tiny: a tiny network for tests and smoke runs, weights none); "
         "HANDLE is a tfhub.dev/Kaggle URL or a local SavedModel folder",
     )
     model.add_argument(
         "--weights",
-        default="imagenet",
+        default=RunSettings.weights,
         metavar="{imagenet,none,PATH}",
         help="backbone weights: ImageNet, random, or a .h5/.weights.h5 file; for resnet50-torchvision "
         "also torchvision:IMAGENET1K_V1|V2 or a .pth/.safetensors state dict",
@@ -162,36 +163,46 @@ def _model_flags(model: argparse._ArgumentGroup) -> None:
     model.add_argument(
         "--head-units", type=console.non_negative_int, default=0, help="hidden head units (0: none)"
     )
-    model.add_argument("--dropout", type=console.fraction, default=0.2, help="dropout before the predictions")
+    model.add_argument(
+        "--dropout", type=console.fraction, default=RunSettings.dropout, help="dropout before the predictions"
+    )
 
 
 def _training_flags(training: argparse._ArgumentGroup) -> None:
     """The two phases and the recipe."""
     from tfresnet.training.distribute import MIXED_PRECISION
-    from tfresnet.training.fine_tuning import CLASS_WEIGHTS
+    from tfresnet.training.settings import CLASS_WEIGHTS
+    from tfresnet.training.settings import RunSettings as defaults
 
     training.add_argument(
-        "--head-epochs", type=console.non_negative_int, default=3, help="epochs of the head alone"
+        "--head-epochs",
+        type=console.non_negative_int,
+        default=defaults.head_epochs,
+        help="epochs of the head alone",
     )
-    training.add_argument("--epochs", type=console.non_negative_int, default=10, help="epochs of fine-tuning")
     training.add_argument(
-        "--learning-rate", type=console.positive_float, default=1e-3, help="head-phase rate"
+        "--epochs", type=console.non_negative_int, default=defaults.epochs, help="epochs of fine-tuning"
+    )
+    training.add_argument(
+        "--learning-rate", type=console.positive_float, default=defaults.learning_rate, help="head-phase rate"
     )
     training.add_argument(
         "--fine-tune-learning-rate",
         type=console.positive_float,
-        default=None,
+        default=defaults.fine_tune_learning_rate,
         help="peak fine-tuning rate (default: a tenth of --learning-rate)",
     )
     training.add_argument(
         "--freeze-until",
         type=_layer,
-        default=0,
+        default=defaults.freeze_until,
         help="index or name of the first backbone layer fine-tuned (0: the whole backbone)",
     )
-    training.add_argument("--label-smoothing", type=console.fraction, default=0.1, help="label smoothing")
     training.add_argument(
-        "--class-weight", choices=CLASS_WEIGHTS, default="balanced", help="weigh rare classes up"
+        "--label-smoothing", type=console.fraction, default=defaults.label_smoothing, help="label smoothing"
+    )
+    training.add_argument(
+        "--class-weight", choices=CLASS_WEIGHTS, default=defaults.class_weight, help="weigh rare classes up"
     )
     training.add_argument(
         "--ema",
@@ -199,16 +210,25 @@ def _training_flags(training: argparse._ArgumentGroup) -> None:
         help="keep a moving average of the fine-tuned weights: validate, keep and export it",
     )
     training.add_argument(
-        "--ema-momentum", type=console.fraction, default=0.999, help="the average's momentum per step"
+        "--ema-momentum",
+        type=console.fraction,
+        default=defaults.ema_momentum,
+        help="the average's momentum per step",
     )
     training.add_argument(
-        "--mixed-precision", choices=MIXED_PRECISION, default="auto", help="auto: on with a GPU"
+        "--mixed-precision",
+        choices=MIXED_PRECISION,
+        default=defaults.mixed_precision,
+        help="auto: on with a GPU",
     )
     training.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA")
     training.add_argument(
-        "--patience", type=console.non_negative_int, default=5, help="early stopping patience (0: none)"
+        "--patience",
+        type=console.non_negative_int,
+        default=defaults.patience,
+        help="early stopping patience (0: none)",
     )
-    training.add_argument("--seed", type=console.seed, default=None, help="seed for repeatable runs")
+    training.add_argument("--seed", type=console.seed, default=defaults.seed, help="seed for repeatable runs")
 
 
 def _tune_flags(tune: argparse._ArgumentGroup) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         return console.print_bad_input(build_parser().prog, error)
     if args.find_lr:
         return _find_lr(args, data)
-    options = _training_options(args)
+    settings = run_settings(args)
     if args.tune:
         try:
             best = _search(args, data, strategy)
@@ -58,12 +59,12 @@ def run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         if worker is not None:  # the search's chief trains the best values; a worker is done
             print(json.dumps({"tuner_id": worker, "best_hyperparameters": best}))
             return 0
-        options.update(best)
+        settings = dataclasses.replace(settings, **best)
     if distribute.is_chief(strategy):
         _show_batch(args, data)
     try:
         result = training.fine_tune(
-            data, output_dir=args.output_dir, resume=args.resume, strategy=strategy, **options
+            data, output_dir=args.output_dir, resume=args.resume, strategy=strategy, **settings.to_json()
         )
     except ResumeError as error:  # the workers of a multi-worker run see different runs
         return console.print_bad_input(build_parser().prog, error)
@@ -78,7 +79,6 @@ def run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 def _prepare(args: argparse.Namespace, held: contextlib.ExitStack):
     """Checks the flags, the data, the model and the folders; takes the output folder's lock
     (into `held`) and checks that a resume continues the same run; returns `(strategy, data)`."""
-    from tfresnet import training
     from tfresnet.training import distribute, run_files
     from tfresnet.training.run_identity import run_identity
 
@@ -92,16 +92,7 @@ def _prepare(args: argparse.Namespace, held: contextlib.ExitStack):
             "Pass --val-split above 0 (e.g. 0.2)."
         )
     if not args.find_lr:
-        training.check_recipe(
-            head_epochs=args.head_epochs,
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            fine_tune_learning_rate=args.fine_tune_learning_rate,
-            label_smoothing=args.label_smoothing,
-            mixup=args.mixup,
-            cutmix=args.cutmix,
-            ema_momentum=args.ema_momentum if args.ema else None,
-        )
+        run_settings(args).check()
     if args.tune and not args.find_lr:
         _check_search(args)
     if not args.find_lr:
@@ -219,29 +210,31 @@ def _weights(args: argparse.Namespace) -> str | None:
     return None if args.weights.lower() == "none" else args.weights
 
 
-def _training_options(args: argparse.Namespace) -> dict:
-    """`fine_tune`'s keyword arguments, from the flags."""
-    return {
-        "backbone": args.backbone,
-        "weights": _weights(args),
-        "head_units": args.head_units or None,
-        "dropout": args.dropout,
-        "head_epochs": args.head_epochs,
-        "epochs": args.epochs,
-        "learning_rate": args.learning_rate,
-        "fine_tune_learning_rate": args.fine_tune_learning_rate,
-        "freeze_until": args.freeze_until,
-        "label_smoothing": args.label_smoothing,
-        "class_weight": args.class_weight,
-        "mixup": args.mixup,
-        "cutmix": args.cutmix,
-        "ema": args.ema,
-        "ema_momentum": args.ema_momentum,
-        "mixed_precision": args.mixed_precision,
-        "jit_compile": {"auto": "auto", "on": True, "off": False}[args.jit_compile],
-        "patience": args.patience or None,
-        "seed": args.seed,
-    }
+def run_settings(args: argparse.Namespace):
+    """The run's `RunSettings`, from the flags (what `fine_tune` is asked and `config.json` records)."""
+    from tfresnet.training.settings import RunSettings
+
+    return RunSettings(
+        backbone=args.backbone,
+        weights=_weights(args),
+        head_units=args.head_units or None,
+        dropout=args.dropout,
+        head_epochs=args.head_epochs,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        freeze_until=args.freeze_until,
+        label_smoothing=args.label_smoothing,
+        class_weight=args.class_weight,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        ema=args.ema,
+        ema_momentum=args.ema_momentum,
+        mixed_precision=args.mixed_precision,
+        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
+        patience=args.patience or None,
+        seed=args.seed,
+    )
 
 
 def _search(args: argparse.Namespace, data, strategy) -> dict:
@@ -301,10 +294,10 @@ def _report_and_export(
         evaluation, evaluated_on = data.validation, "validation"
     else:
         evaluation, evaluated_on = data.train_evaluation, "training (evaluation transform)"
-    temperature = None
+    temperature, config = None, result.config
     if args.calibrate:
         temperature = calibration.fit_temperature(*predict_probabilities(result.model, evaluation))
-        result.config["temperature"] = temperature
+        config = {**config, "temperature": temperature}
     export_dir = _export_dir(args) if chief else os.path.join(output_dir, "saved_model")
     with calibration.temperature_applied(result.model, temperature):
         export.export_saved_model(
@@ -312,7 +305,7 @@ def _report_and_export(
             export_dir,
             class_names=data.class_names,
             top_k=args.top_k,
-            config=result.config,
+            config=config,
             max_image_pixels=args.max_image_pixels,
         )
         exports = _export_formats(args, data, result.model, evaluation, output_dir) if chief else {}
@@ -324,7 +317,7 @@ def _report_and_export(
         history=result.history,
         evaluated_on=evaluated_on,
         dataset_check=dataset_check,
-        config=result.config,
+        config=config,
         calibrate=args.calibrate,
         temperature=temperature,
         tta=args.tta,

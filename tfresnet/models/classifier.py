@@ -29,6 +29,9 @@ NORMALIZATIONS = ("caffe", "tf", "unit", "torch")
 MIN_IMAGE_SIZE = 32
 # Names of the head's layers, in order (`"output_dropout"` only with dropout > 0).
 HEAD_LAYERS = ("head_dense", "output_dropout", "predictions")
+# The recipe's defaults, which `fine_tune`, the command and the search share.
+HEAD_DROPOUT = 0.2
+LABEL_SMOOTHING = 0.1
 
 
 # === Layers ===
@@ -162,7 +165,7 @@ def build_classifier(
     weights: str | None = "imagenet",
     image_size: int = 224,
     head_units: int | None = None,
-    dropout: float = 0.2,
+    dropout: float = HEAD_DROPOUT,
     freeze_until: int | str | None = None,
 ) -> keras.Model:
     """Builds a ResNet50 image classifier that takes raw RGB pixels in [0, 255].
@@ -225,7 +228,11 @@ def build_classifier(
 
 
 def build_head(
-    features: keras.KerasTensor, num_classes: int, *, head_units: int | None = None, dropout: float = 0.2
+    features: keras.KerasTensor,
+    num_classes: int,
+    *,
+    head_units: int | None = None,
+    dropout: float = HEAD_DROPOUT,
 ) -> keras.KerasTensor:
     """Puts the classification head on pooled features: the layers of every tfresnet model.
 
@@ -299,7 +306,7 @@ def compile_classifier(
     model: keras.Model,
     *,
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
-    label_smoothing: float = 0.1,
+    label_smoothing: float = LABEL_SMOOTHING,
     jit_compile: bool | str = "auto",
     ema_momentum: float | None = None,
 ) -> None:

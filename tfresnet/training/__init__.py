@@ -1,9 +1,10 @@
 """Training: the two-phase fine-tuning, its run folder and callbacks, where it computes, and
 the learning-rate finder.
 
-`fine_tuning` holds `fine_tune` (the recipe's two phases); `run_files` the files of a run and
-their lock, `run_identity` what makes a resumed run the same run, `checkpoints` the callbacks
-that make it resumable, `distribute` the strategy and mixed precision, `lr_finder` `find_lr`.
+`fine_tuning` holds `fine_tune` (the recipe's two phases); `settings` what a run trains
+(`RunSettings`); `run_files` the files of a run and their lock, `run_identity` what makes a
+resumed run the same run, `checkpoints` the callbacks that make it resumable, `distribute` the
+strategy and mixed precision, `lr_finder` `find_lr`.
 
 Example:
 >>> from tfresnet import training
@@ -12,9 +13,7 @@ Example:
 
 from tfresnet.training.distribute import resolve_strategy
 from tfresnet.training.fine_tuning import (
-    CLASS_WEIGHTS,
     FineTuneResult,
-    check_recipe,
     class_weights,
     fine_tune,
     fine_tune_schedule,
@@ -22,10 +21,12 @@ from tfresnet.training.fine_tuning import (
     training_batches,
 )
 from tfresnet.training.lr_finder import find_lr
+from tfresnet.training.settings import CLASS_WEIGHTS, RunSettings, check_recipe
 
 __all__ = [
     "CLASS_WEIGHTS",
     "FineTuneResult",
+    "RunSettings",
     "check_recipe",
     "class_weights",
     "fine_tune",

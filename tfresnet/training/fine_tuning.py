@@ -22,13 +22,11 @@ import keras
 import tensorflow as tf
 
 from tfresnet.data import ImageData
-from tfresnet.data.augment import check_mixing, mix_batches
+from tfresnet.data.augment import mix_batches
 from tfresnet.files import copy_atomically, write_json
 from tfresnet.models.backbones import eval_crop_fraction
 from tfresnet.models.classifier import (
     build_classifier,
-    check_ema_momentum,
-    check_label_smoothing,
     compile_classifier,
     one_hot_labels,
 )
@@ -49,19 +47,18 @@ from tfresnet.training.run_files import (
     DONE_FILE,
     HEAD_DONE_WEIGHTS,
     LOG_FILE,
-    PHASES,
     check_workers_agree,
     extend_history,
     finished_run,
     history_rows,
     phase_backup,
     phase_callbacks,
+    recorded_settings,
     remove,
     run_folder,
 )
 from tfresnet.training.run_identity import run_identity
-
-CLASS_WEIGHTS = ("balanced", "none")
+from tfresnet.training.settings import CLASS_WEIGHTS, PHASES, RunSettings
 
 
 @dataclasses.dataclass
@@ -143,26 +140,26 @@ def steps_per_epoch(data: ImageData) -> int:
 def fine_tune(
     data: ImageData,
     *,
-    backbone: str = "resnet50",
-    weights: str | None = "imagenet",
-    head_units: int | None = None,
-    dropout: float = 0.2,
-    head_epochs: int = 3,
-    epochs: int = 10,
-    learning_rate: float = 1e-3,
-    fine_tune_learning_rate: float | None = None,
-    freeze_until: int | str = 0,
-    warmup_epochs: float = 1.0,
-    label_smoothing: float = 0.1,
-    class_weight: str = "balanced",
-    mixup: float = 0.0,
-    cutmix: float = 0.0,
-    ema: bool = False,
-    ema_momentum: float = 0.999,
-    mixed_precision: str = "auto",
-    jit_compile: bool | str = "auto",
-    patience: int | None = 5,
-    seed: int | None = None,
+    backbone: str = RunSettings.backbone,
+    weights: str | None = RunSettings.weights,
+    head_units: int | None = RunSettings.head_units,
+    dropout: float = RunSettings.dropout,
+    head_epochs: int = RunSettings.head_epochs,
+    epochs: int = RunSettings.epochs,
+    learning_rate: float = RunSettings.learning_rate,
+    fine_tune_learning_rate: float | None = RunSettings.fine_tune_learning_rate,
+    freeze_until: int | str = RunSettings.freeze_until,
+    warmup_epochs: float = RunSettings.warmup_epochs,
+    label_smoothing: float = RunSettings.label_smoothing,
+    class_weight: str = RunSettings.class_weight,
+    mixup: float = RunSettings.mixup,
+    cutmix: float = RunSettings.cutmix,
+    ema: bool = RunSettings.ema,
+    ema_momentum: float = RunSettings.ema_momentum,
+    mixed_precision: str = RunSettings.mixed_precision,
+    jit_compile: bool | str = RunSettings.jit_compile,
+    patience: int | None = RunSettings.patience,
+    seed: int | None = RunSettings.seed,
     output_dir: str | None = None,
     resume: bool = False,
     strategy: tf.distribute.Strategy | None = None,
@@ -225,39 +222,34 @@ def fine_tune(
     >>> result.history["val_accuracy"][-1]
     0.93
     """
-    check_recipe(
+    settings = RunSettings(
+        backbone=backbone,
+        weights=weights,
+        head_units=head_units,
+        dropout=dropout,
         head_epochs=head_epochs,
         epochs=epochs,
         learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate,
+        freeze_until=freeze_until,
+        warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
+        class_weight=class_weight,
         mixup=mixup,
         cutmix=cutmix,
-        ema_momentum=ema_momentum if ema else None,
+        ema=ema,
+        ema_momentum=ema_momentum,
+        mixed_precision=mixed_precision,
+        jit_compile=jit_compile,
+        patience=patience,
+        seed=seed,
     )
+    settings.check()
     if resume and not output_dir:
         raise ValueError("resume=True needs the output_dir of the run to continue.")
     _warn_if_crop_differs(data, backbone, weights)
     strategy = strategy or resolve_strategy()
-    recipe = {
-        "head_epochs": head_epochs,
-        "epochs": epochs,
-        "learning_rate": learning_rate,
-        "fine_tune_learning_rate": fine_tune_learning_rate or learning_rate / 10,
-        "freeze_until": freeze_until,
-        "warmup_epochs": warmup_epochs,
-        "label_smoothing": label_smoothing,
-        "class_weights": class_weights(data.class_counts, class_weight),
-        "mixup": mixup,
-        "cutmix": cutmix,
-        "ema_momentum": ema_momentum if ema else None,
-        "averaged_phase": (PHASES[1] if epochs else PHASES[0]) if ema else None,
-        "jit_compile": jit_compile,
-        "patience": patience,
-        "steps_per_epoch": steps_per_epoch(data),
-    }
-    model_settings = {"backbone": backbone, "weights": weights, "head_units": head_units, "dropout": dropout}
-    config = _config(data, strategy, recipe, model_settings, class_weight, mixed_precision, seed)
+    facts = _run_facts(data, strategy, settings)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     identity = run_identity(
@@ -265,44 +257,57 @@ def fine_tune(
     )
     with (
         run_folder(output_dir, strategy, resume, identity) as run_dir,
-        precision_policy(config["mixed_precision"]),
+        precision_policy(facts["mixed_precision"]),
         strategy.scope(),
     ):
         if run_dir and resume and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             check_workers_agree(strategy, run_dir, output_dir)
-        model = build_classifier(len(data.class_names), image_size=data.image_size, **model_settings)
-        freeze(model, until=freeze_until)  # checks the index or name before any training
-        if run_dir and resume and os.path.exists(os.path.join(run_dir, DONE_FILE)):
-            history = finished_run(model, run_dir, recipe, config)
+        finished = bool(run_dir and resume and os.path.exists(os.path.join(run_dir, DONE_FILE)))
+        if run_dir and resume:
+            settings = recorded_settings(run_dir, settings, finished=finished)
+            facts = _run_facts(data, strategy, settings)
+        elif run_dir and is_chief(strategy):  # what a resume reads back
+            write_json(os.path.join(run_dir, CONFIG_FILE), {**settings.to_json(), **facts})
+        model = build_classifier(len(data.class_names), image_size=data.image_size, **settings.model)
+        freeze(model, until=settings.freeze_until)  # checks the index or name before any training
+        if finished:
+            history, best_epoch = finished_run(model, run_dir, settings)
         else:
-            history = _train(
+            history, best_epoch = _train(
                 model,
                 data,
-                recipe,
+                settings,
+                facts,
                 run_dir=run_dir,
                 resume=resume,
                 strategy=strategy,
                 verbose=verbose,
-                config=config,
             )
+        config = {
+            **settings.to_json(),
+            **facts,
+            "jit_compile": bool(model.jit_compile),
+            "best_epoch": best_epoch,
+        }
         if run_dir and is_chief(strategy):
             write_json(os.path.join(run_dir, CONFIG_FILE), config)
     return FineTuneResult(model=model, history=history, class_names=list(data.class_names), config=config)
 
 
-def _config(data, strategy, recipe, model_settings, class_weight, mixed_precision, seed) -> dict:
-    """The run's resolved settings, as `config.json` records them."""
+def _run_facts(data: ImageData, strategy: tf.distribute.Strategy, settings: RunSettings) -> dict:
+    """What the run learned of the data and the machine, and what its settings came to, as
+    `config.json` records them beside the settings."""
     return {
-        **model_settings,
         "image_size": data.image_size,
         "crop_fraction": data.crop_fraction,
-        **recipe,
-        "class_weight": class_weight,
-        "mixed_precision": resolve_mixed_precision(mixed_precision),
-        "seed": seed,
         "class_names": data.class_names,
         "num_train": data.num_train,
         "num_validation": data.num_validation,
+        "class_weights": class_weights(data.class_counts, settings.class_weight),
+        "steps_per_epoch": steps_per_epoch(data),
+        "fine_tune_rate": settings.fine_tune_rate,
+        "averaged_phase": settings.averaged_phase,
+        "mixed_precision": resolve_mixed_precision(settings.mixed_precision),
         "strategy": strategy_name(strategy),
         "num_replicas": strategy.num_replicas_in_sync,
     }
@@ -334,73 +339,44 @@ def training_batches(
     return mix_batches(train, mixup=mixup, cutmix=cutmix, seed=seed)
 
 
-def check_recipe(
+def _train(
+    model: keras.Model,
+    data: ImageData,
+    settings: RunSettings,
+    facts: dict,
     *,
-    head_epochs,
-    epochs,
-    learning_rate,
-    fine_tune_learning_rate=None,
-    label_smoothing=0.1,
-    mixup=0.0,
-    cutmix=0.0,
-    ema_momentum=None,
-):
-    """Raises a ValueError naming the first bad setting of the recipe (before any training).
-
-    Example:
-    >>> check_recipe(head_epochs=0, epochs=0, learning_rate=1e-3)
-    Traceback (most recent call last):
-    ValueError: Nothing to train: head_epochs and epochs are both 0. Set one of them above 0.
-    """
-    for name, value in (("head_epochs", head_epochs), ("epochs", epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0. Received: {name}={value!r}")
-    if head_epochs + epochs == 0:
-        raise ValueError("Nothing to train: head_epochs and epochs are both 0. Set one of them above 0.")
-    for name, value in (
-        ("learning_rate", learning_rate),
-        ("fine_tune_learning_rate", fine_tune_learning_rate),
-    ):
-        if value is not None and not value > 0:
-            raise ValueError(f"{name} must be > 0. Received: {name}={value!r}")
-    check_label_smoothing(label_smoothing)
-    check_mixing(mixup, cutmix)
-    check_ema_momentum(ema_momentum)
-
-
-def _train(model, data, recipe, *, run_dir, resume, strategy, verbose, config) -> dict[str, list[float]]:
-    """Runs both phases; returns the history and leaves the best epoch's weights in `model`."""
-    num_classes = len(data.class_names)
-    train = training_batches(data, mixup=recipe["mixup"], cutmix=recipe["cutmix"], seed=config["seed"])
-    validation = data.validation.map(one_hot_labels(num_classes)) if data.validation is not None else None
-    if validation is not None and data.batch_size and strategy.num_replicas_in_sync > 1:
-        # Every replica needs a batch at every step: the fit drops the last partial one (the
-        # report still evaluates every image).
-        validation = validation.rebatch(data.batch_size, drop_remainder=True)
+    run_dir: str | None,
+    resume: bool,
+    strategy: tf.distribute.Strategy,
+    verbose,
+) -> tuple[dict[str, list[float]], dict | None]:
+    """Runs both phases; returns the history and the best epoch, and leaves the best epoch's
+    weights in `model`."""
+    train = training_batches(data, mixup=settings.mixup, cutmix=settings.cutmix, seed=settings.seed)
+    validation = _validation_batches(data, strategy)
     monitor = "val_accuracy" if validation is not None else "loss"
     best = BestCheckpoint(run_dir and os.path.join(run_dir, BEST_WEIGHTS), monitor, resume=resume)
     history: dict[str, list[float]] = {}
 
     def run_phase(phase: str, phase_epochs: int, learning_rate) -> None:
-        averaged = phase == recipe["averaged_phase"]
+        averaged = phase == settings.averaged_phase
         compile_classifier(
             model,
             learning_rate=learning_rate,
-            label_smoothing=recipe["label_smoothing"],
-            jit_compile=recipe["jit_compile"],
-            ema_momentum=recipe["ema_momentum"] if averaged else None,
+            label_smoothing=settings.label_smoothing,
+            jit_compile=settings.jit_compile,
+            ema_momentum=settings.ema_momentum if averaged else None,
         )
-        config["jit_compile"] = bool(model.jit_compile)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             work_around_multi_worker_fit(model)
         best.phase = phase
-        callbacks, log = phase_callbacks(phase, run_dir, best, monitor, recipe["patience"], resume, averaged)
+        callbacks, log = phase_callbacks(phase, run_dir, best, monitor, settings.patience, resume, averaged)
         fitted = model.fit(
             train,
             validation_data=validation,
             epochs=phase_epochs,
             verbose=verbose,
-            class_weight=recipe["class_weights"],
+            class_weight=facts["class_weights"],
             callbacks=callbacks,
             shuffle=False,  # the loaders shuffle; Keras would only warn that it cannot
         )
@@ -411,25 +387,36 @@ def _train(model, data, recipe, *, run_dir, resume, strategy, verbose, config) -
     if head_done:
         model.load_weights(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
         extend_history(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase="head"))), 1)
-    elif recipe["head_epochs"]:
+    elif settings.head_epochs:
         freeze(model, until=None)
-        run_phase("head", recipe["head_epochs"], recipe["learning_rate"])
+        run_phase("head", settings.head_epochs, settings.learning_rate)
         if run_dir:  # the phase's backup holds the weights it ended with
             copy_atomically(
                 phase_backup(run_dir, "head").weights_path, os.path.join(run_dir, HEAD_DONE_WEIGHTS)
             )
-    if recipe["epochs"]:
-        freeze(model, until=recipe["freeze_until"])
-        steps = recipe["steps_per_epoch"]
+    if settings.epochs:
+        freeze(model, until=settings.freeze_until)
+        steps = facts["steps_per_epoch"]
         schedule = fine_tune_schedule(
-            recipe["fine_tune_learning_rate"],
-            steps=recipe["epochs"] * steps,
-            warmup_steps=round(recipe["warmup_epochs"] * steps),
+            settings.fine_tune_rate,
+            steps=settings.epochs * steps,
+            warmup_steps=round(settings.warmup_epochs * steps),
         )
-        run_phase("fine_tune", recipe["epochs"], schedule)
+        run_phase("fine_tune", settings.epochs, schedule)
     best.restore(model)
-    config["best_epoch"] = best.best_epoch
     if run_dir:  # finished: a resume goes straight to the report and the export
         write_json(os.path.join(run_dir, DONE_FILE), {"best_epoch": best.best_epoch, "monitor": monitor})
         remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS)
-    return history
+    return history, best.best_epoch
+
+
+def _validation_batches(data: ImageData, strategy: tf.distribute.Strategy) -> tf.data.Dataset | None:
+    """The validation batches with one-hot labels (None without a validation set)."""
+    if data.validation is None:
+        return None
+    validation = data.validation.map(one_hot_labels(len(data.class_names)))
+    if data.batch_size and strategy.num_replicas_in_sync > 1:
+        # Every replica needs a batch at every step: the fit drops the last partial one (the
+        # report still evaluates every image).
+        validation = validation.rebatch(data.batch_size, drop_remainder=True)
+    return validation

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.files import new_figure, save_figure
-from tfresnet.models.classifier import compile_classifier, one_hot_labels
+from tfresnet.models.classifier import LABEL_SMOOTHING, compile_classifier, one_hot_labels
 
 
 def find_lr(
@@ -19,7 +19,7 @@ def find_lr(
     start_lr: float = 1e-7,
     end_lr: float = 1.0,
     steps: int = 100,
-    label_smoothing: float = 0.1,
+    label_smoothing: float = LABEL_SMOOTHING,
     output_path: str | None = None,
 ) -> dict:
     """Sweeps Adam's learning rate exponentially over training steps and suggests one.

@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Iterator
 
 import keras
@@ -38,8 +39,8 @@ from tfresnet.training.checkpoints import (
 )
 from tfresnet.training.distribute import is_chief
 from tfresnet.training.run_identity import IDENTITY_FILE, ResumeError, compare
+from tfresnet.training.settings import PHASES, RunSettings
 
-PHASES = ("head", "fine_tune")
 # Files kept in `output_dir`.
 BEST_WEIGHTS = "best.weights.h5"
 HEAD_DONE_WEIGHTS = "head_phase.weights.h5"
@@ -252,19 +253,47 @@ def remove(directory: str, *names: str) -> None:
             os.remove(path)
 
 
-def finished_run(model: keras.Model, run_dir: str, recipe: dict, config: dict) -> dict[str, list[float]]:
-    """The model (compiled as after training, holding the best epoch's weights) and history of
-    a run that finished training, resumed for its report and export."""
+def finished_run(
+    model: keras.Model, run_dir: str, settings: RunSettings
+) -> tuple[dict[str, list[float]], dict | None]:
+    """The history and best epoch of a run that finished training, resumed for its report and
+    export; `model` is compiled as after training and holds the best epoch's weights."""
     compile_classifier(
         model,
-        learning_rate=recipe["fine_tune_learning_rate" if recipe["epochs"] else "learning_rate"],
-        label_smoothing=recipe["label_smoothing"],
-        jit_compile=recipe["jit_compile"],
+        learning_rate=settings.fine_tune_rate if settings.epochs else settings.learning_rate,
+        label_smoothing=settings.label_smoothing,
+        jit_compile=settings.jit_compile,
     )
-    config["jit_compile"] = bool(model.jit_compile)
-    config["best_epoch"] = (read_json(os.path.join(run_dir, DONE_FILE)) or {}).get("best_epoch")
     model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
-    return logged_history(run_dir)
+    best_epoch = (read_json(os.path.join(run_dir, DONE_FILE)) or {}).get("best_epoch")
+    return logged_history(run_dir), best_epoch
+
+
+def recorded_settings(run_dir: str, settings: RunSettings, *, finished: bool) -> RunSettings:
+    """The settings a resumed run goes on with, told what changed since its `config.json`.
+
+    A run that has not finished goes on with `settings` (another number of epochs, say), and a
+    warning lists what differs from the recorded ones; a finished run trains no more, and
+    reports and exports as it was trained: with the recorded settings. Settings left at
+    `"auto"` are not compared with what a machine resolved them to.
+
+    Example:
+    >>> recorded_settings("runs/flowers", RunSettings(epochs=20), finished=False).epochs
+    20
+    """
+    recorded = read_json(os.path.join(run_dir, CONFIG_FILE))
+    if recorded is None:  # a run from before config.json was written at the start
+        return settings
+    recorded = RunSettings.from_json(recorded)
+    changes = [change for change in settings.changes(recorded) if not change.endswith("-> 'auto'")]
+    if changes:
+        warnings.warn(
+            f"{run_dir!r} was {'trained' if finished else 'started'} with other settings ("
+            f"{'; '.join(changes)}): "
+            + ("its report and export use the recorded ones." if finished else "it goes on with these."),
+            stacklevel=3,
+        )
+    return recorded if finished else settings
 
 
 def logged_history(run_dir: str) -> dict[str, list[float]]:

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfresnet.models.classifier import (
     HEAD_LAYERS,
+    LABEL_SMOOTHING,
     build_classifier,
     build_head,
     check_label_smoothing,
@@ -204,7 +205,7 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         image_size: int = 224,
         freeze_until_choices: Sequence[int | str | None] | None = None,
         seed: int = 0,
-        label_smoothing: float = 0.1,
+        label_smoothing: float = LABEL_SMOOTHING,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -292,7 +293,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         *,
         feature_dim: int = 2048,
         seed: int = 0,
-        label_smoothing: float = 0.1,
+        label_smoothing: float = LABEL_SMOOTHING,
         reuse_models: bool = False,
         **kwargs,
     ):

@@ -19,9 +19,10 @@ import tensorflow as tf
 from tfresnet.data import ImageData
 from tfresnet.files import read_json, write_json
 from tfresnet.models.backbones import get_backbone
-from tfresnet.models.classifier import build_classifier, check_label_smoothing
+from tfresnet.models.classifier import LABEL_SMOOTHING, build_classifier, check_label_smoothing
 from tfresnet.models.freezing import first_trainable_from_table, freeze
 from tfresnet.training.fine_tuning import class_weights
+from tfresnet.training.settings import RunSettings
 from tfresnet.tuning.features import (
     CACHE_FILE,
     check_data,
@@ -83,8 +84,8 @@ def search(
     fast: bool = True,
     freeze_until_choices: Sequence[int | str | None] | None = None,
     objective: str = "val_accuracy",
-    label_smoothing: float = 0.1,
-    class_weight: str = "balanced",
+    label_smoothing: float = LABEL_SMOOTHING,
+    class_weight: str = RunSettings.class_weight,
     distribution_strategy: tf.distribute.Strategy | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
