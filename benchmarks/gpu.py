@@ -45,7 +45,7 @@ from pipeline import describe_machine, headline, load_average, write_photos  # n
 from training import EpochTimer, one_hot  # noqa: E402  (benchmarks/training.py)
 
 from tfresnet import build_classifier, from_folder  # noqa: E402
-from tfresnet.training.fine_tuning import class_weights, fine_tune_schedule  # noqa: E402
+from tfresnet.training.settings import class_weights, fine_tune_schedule  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Distinct JPEG files written; more files are hard links to them (decoding costs the same).

@@ -8,7 +8,7 @@ from conftest import assert_close_across_kernels
 
 import tfresnet
 from tfresnet.insight.gradcam import GradCamUnavailable, grad_cam
-from tfresnet.models.classifier import ImageNormalization
+from tfresnet.models.layers import ImageNormalization
 
 SIZE = 64
 

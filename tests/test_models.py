@@ -10,7 +10,8 @@ import tensorflow as tf
 
 import tfresnet
 from tfresnet.models.backbones import BACKBONES
-from tfresnet.models.classifier import HeadDropout, all_layers, float32_copy, one_hot_labels
+from tfresnet.models.classifier import all_layers, float32_copy, one_hot_labels
+from tfresnet.models.layers import HeadDropout
 from tfresnet.training import distribute
 
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}

@@ -13,7 +13,8 @@ import tensorflow as tf
 from conftest import file_index, take_all
 
 from tfresnet.data import AUGMENTATIONS, decode_for_eval, from_arrays, from_folder
-from tfresnet.data.pipeline import clear_stale_cache, make_settings, stratified_split
+from tfresnet.data.cache import clear_stale_cache
+from tfresnet.data.pipeline import make_settings, stratified_split
 
 SIZE = 32
 
@@ -311,7 +312,7 @@ def test_stratified_split_holding_out_nothing_says_so():
 def test_backbone_normalisation_of_batches_matches_keras_preprocess_input(image_folder, backbone, preprocess):
     """The batches hold what each backbone's first layer expects: Keras's raw pixels."""
     from tfresnet.models.backbones import BACKBONES
-    from tfresnet.models.classifier import ImageNormalization
+    from tfresnet.models.layers import ImageNormalization
 
     images, _ = next(iter(from_folder(image_folder, image_size=SIZE, seed=0).train))
 

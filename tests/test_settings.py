@@ -12,7 +12,7 @@ import pytest
 
 import tfresnet
 from tfresnet.cli.finetune_flags import build_parser
-from tfresnet.cli.finetune_run import run_settings
+from tfresnet.cli.finetune_flags import run_settings
 from tfresnet.training.settings import RunSettings
 
 TINY = dict(backbone="resnet-tiny", weights=None, head_epochs=1, epochs=0, seed=0, verbose=0)

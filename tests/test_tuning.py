@@ -26,7 +26,7 @@ from tfresnet import tuning
 from tfresnet.data import ImageData, from_arrays
 from tfresnet.data.examples import CLASS_COLORS, CLASS_SHAPES, draw_shape
 from tfresnet.models.classifier import build_classifier, compile_classifier
-from tfresnet.training.fine_tuning import class_weights
+from tfresnet.training.settings import class_weights
 from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, extract_features, search
 from tfresnet.tuning import features as features_module
 from tfresnet.tuning import trials as trials_module

@@ -33,7 +33,7 @@ _EXPORTS = {
     "FineTuneResult": "tfresnet.training",
     "HubLayer": "tfresnet.models.hub",
     "ImageData": "tfresnet.data",
-    "ImageNormalization": "tfresnet.models",
+    "ImageNormalization": "tfresnet.models.layers",
     "build_backbone": "tfresnet.models",
     "build_classifier": "tfresnet.models",
     "build_head": "tfresnet.models",

@@ -1,4 +1,5 @@
-"""The flags of `python -m tfresnet.finetune`, in groups; `--help` documents each."""
+"""The flags of `python -m tfresnet.finetune`, in groups (`--help` documents each), and the run
+settings they make (`run_settings`)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=console.HelpFormatter,
     )
     _data_flags(parser.add_argument_group("data"))
+    _augmentation_flags(parser.add_argument_group("augmentation"))
     _model_flags(parser.add_argument_group("model"))
     _training_flags(parser.add_argument_group("training"))
     _tune_flags(parser.add_argument_group("hyper-parameter search (keras-tuner)"))
@@ -59,9 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_flags(data: argparse._ArgumentGroup) -> None:
-    """The images, the split, the batches and the augmentation."""
-    from tfresnet.data import AUGMENTATIONS
-    from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
+    """The images, the split and the batches."""
+    from tfresnet.data import pipeline as loaders
 
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="folder with one sub-folder of images per class")
@@ -81,53 +82,65 @@ def _data_flags(data: argparse._ArgumentGroup) -> None:
     data.add_argument(
         "--val-split",
         type=console.fraction,
-        default=0.2,
+        default=loaders.VAL_SPLIT,
         help="fraction of each class held out for validation",
     )
-    data.add_argument("--image-size", type=console.positive_int, default=224, help="side of the input images")
+    data.add_argument(
+        "--image-size", type=console.positive_int, default=loaders.IMAGE_SIZE, help="side of the input images"
+    )
     console.add_max_image_pixels(
         data, larger="a larger --data-dir/--csv file is skipped, and the export's serving_default refuses it"
     )
-    data.add_argument("--batch-size", type=console.positive_int, default=32, help="images per batch")
     data.add_argument(
+        "--batch-size", type=console.positive_int, default=loaders.BATCH_SIZE, help="images per batch"
+    )
+    data.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the dataset check of the images (duplicates, leakage across the split, bad files)",
+    )
+
+
+def _augmentation_flags(augmentation: argparse._ArgumentGroup) -> None:
+    """What training does to its images: crops and flips, RandAugment, MixUp, CutMix."""
+    from tfresnet.data import pipeline as loaders
+    from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
+    from tfresnet.training.settings import RunSettings
+
+    augmentation.add_argument(
         "--augmentation",
-        choices=AUGMENTATIONS,
-        default="standard",
+        choices=loaders.AUGMENTATIONS,
+        default=loaders.AUGMENTATION,
         help="standard: random resized crop and flip; randaugment: those, then RandAugment; "
         "flip: flip only; none: central crop",
     )
-    data.add_argument(
+    augmentation.add_argument(
         "--randaugment-magnitude",
         type=_magnitude,
         default=RANDAUGMENT_MAGNITUDE,
         metavar="M",
         help="RandAugment's strength on timm's 0-10 scale (9: rotations up to 27 degrees; see README)",
     )
-    data.add_argument(
+    augmentation.add_argument(
         "--randaugment-ops",
         type=console.non_negative_int,
         default=RANDAUGMENT_OPS,
         metavar="N",
         help="RandAugment's operations per image",
     )
-    data.add_argument(
+    augmentation.add_argument(
         "--mixup",
         type=console.non_negative_float,
-        default=0.0,
+        default=RunSettings.mixup,
         metavar="ALPHA",
         help="MixUp's alpha (0: off)",
     )
-    data.add_argument(
+    augmentation.add_argument(
         "--cutmix",
         type=console.non_negative_float,
-        default=0.0,
+        default=RunSettings.cutmix,
         metavar="ALPHA",
         help="CutMix's alpha (0: off; with --mixup, one or the other per batch)",
-    )
-    data.add_argument(
-        "--no-check",
-        action="store_true",
-        help="skip the dataset check of the images (duplicates, leakage across the split, bad files)",
     )
 
 
@@ -295,4 +308,39 @@ def _outputs_flags(outputs: argparse._ArgumentGroup) -> None:
     )
     outputs.add_argument(
         "--verbose", action="store_true", help="also show TensorFlow's own logs and library warnings"
+    )
+
+
+# === From flags to settings ===
+
+
+def weights(args: argparse.Namespace) -> str | None:
+    """`--weights` as `fine_tune` takes it (`none`: None)."""
+    return None if args.weights.lower() == "none" else args.weights
+
+
+def run_settings(args: argparse.Namespace):
+    """The run's `RunSettings`, from the flags (what `fine_tune` is asked and `config.json` records)."""
+    from tfresnet.training.settings import RunSettings
+
+    return RunSettings(
+        backbone=args.backbone,
+        weights=weights(args),
+        head_units=args.head_units or None,
+        dropout=args.dropout,
+        head_epochs=args.head_epochs,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        freeze_until=args.freeze_until,
+        label_smoothing=args.label_smoothing,
+        class_weight=args.class_weight,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        ema=args.ema,
+        ema_momentum=args.ema_momentum,
+        mixed_precision=args.mixed_precision,
+        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
+        patience=args.patience or None,
+        seed=args.seed,
     )

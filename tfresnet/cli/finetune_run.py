@@ -26,7 +26,7 @@ import tempfile
 
 from tfresnet import files
 from tfresnet.cli import console, preflight
-from tfresnet.cli.finetune_flags import build_parser
+from tfresnet.cli.finetune_flags import build_parser, run_settings, weights
 
 # What bad input raises while it is checked (data, backbone, weights, folders, packages).
 BAD_INPUT_ERRORS = (ValueError, OSError, ImportError)
@@ -102,7 +102,7 @@ def _prepare(args: argparse.Namespace, held: contextlib.ExitStack):
     strategy = distribute.resolve_strategy()  # first TensorFlow work: multi-worker needs it so
     model = {
         "backbone": args.backbone,
-        "weights": _weights(args),
+        "weights": weights(args),
         "image_size": args.image_size,
         "freeze_until": args.freeze_until,
     }
@@ -187,7 +187,7 @@ def _load_data(args: argparse.Namespace, *, drop_remainder: bool):
 
     options = {
         "image_size": args.image_size,
-        "crop_fraction": eval_crop_fraction(args.backbone, _weights(args)),
+        "crop_fraction": eval_crop_fraction(args.backbone, weights(args)),
         "batch_size": args.batch_size,
         "val_split": args.val_split,
         "augmentation": args.augmentation,
@@ -206,37 +206,6 @@ def _load_data(args: argparse.Namespace, *, drop_remainder: bool):
     return data_module.from_tfds(args.tfds, split=args.tfds_split, data_dir=args.tfds_data_dir, **options)
 
 
-def _weights(args: argparse.Namespace) -> str | None:
-    return None if args.weights.lower() == "none" else args.weights
-
-
-def run_settings(args: argparse.Namespace):
-    """The run's `RunSettings`, from the flags (what `fine_tune` is asked and `config.json` records)."""
-    from tfresnet.training.settings import RunSettings
-
-    return RunSettings(
-        backbone=args.backbone,
-        weights=_weights(args),
-        head_units=args.head_units or None,
-        dropout=args.dropout,
-        head_epochs=args.head_epochs,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        fine_tune_learning_rate=args.fine_tune_learning_rate,
-        freeze_until=args.freeze_until,
-        label_smoothing=args.label_smoothing,
-        class_weight=args.class_weight,
-        mixup=args.mixup,
-        cutmix=args.cutmix,
-        ema=args.ema,
-        ema_momentum=args.ema_momentum,
-        mixed_precision=args.mixed_precision,
-        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-        patience=args.patience or None,
-        seed=args.seed,
-    )
-
-
 def _search(args: argparse.Namespace, data, strategy) -> dict:
     """Searches with the same data, recipe and flags; returns `fine_tune` keyword arguments."""
     from tfresnet import tuning
@@ -244,7 +213,7 @@ def _search(args: argparse.Namespace, data, strategy) -> dict:
     return tuning.search(
         data,
         backbone=args.backbone,
-        weights=_weights(args),
+        weights=weights(args),
         tuner=args.tuner,
         max_trials=args.max_trials,
         tune_epochs=args.tune_epochs,
@@ -328,6 +297,15 @@ def _report_and_export(
     if exports:  # their agreement figures join the report
         path = os.path.join(output_dir, report.REPORT_FILE)
         files.write_json(path, {**(files.read_json(path) or {}), "exports": exports})
+    print(json.dumps(_summary(args, data, written, exports, export_dir=export_dir)))
+    return 0
+
+
+def _summary(args: argparse.Namespace, data, written: dict, exports: dict, *, export_dir: str) -> dict:
+    """The command's one-line JSON summary: the figures a person looks at first, where things went."""
+    from tfresnet.insight.report import HTML_FILE
+
+    evaluated_on = written["evaluated_on"]
     summary = {
         "accuracy": written["accuracy"],
         **({"accuracy_tta": written["accuracy_tta"]} if args.tta else {}),
@@ -335,7 +313,7 @@ def _report_and_export(
         "expected_calibration_error": written["expected_calibration_error"],
         "output_dir": os.path.abspath(args.output_dir),
         "export_dir": os.path.abspath(export_dir),
-        "report_html": os.path.abspath(os.path.join(output_dir, report.HTML_FILE)),
+        "report_html": os.path.abspath(os.path.join(args.output_dir, HTML_FILE)),
         "skipped_files": len(data.skipped),
     }
     if args.calibrate:
@@ -345,8 +323,7 @@ def _report_and_export(
         ]
     if exports:
         summary["exports"] = {name: entry["path"] for name, entry in exports.items()}
-    print(json.dumps(summary))
-    return 0
+    return summary
 
 
 def _export_formats(args, data, model, evaluation, output_dir: str) -> dict:
@@ -386,7 +363,7 @@ def _find_lr(args: argparse.Namespace, data) -> int:
     model = models.build_classifier(
         len(data.class_names),
         backbone=args.backbone,
-        weights=_weights(args),
+        weights=weights(args),
         image_size=args.image_size,
         head_units=args.head_units or None,
         dropout=args.dropout,

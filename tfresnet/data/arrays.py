@@ -10,13 +10,16 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
+from tfresnet.data.cache import cache_fingerprint, fingerprint_of
 from tfresnet.data.pipeline import (
+    AUGMENTATION,
+    BATCH_SIZE,
+    IMAGE_SIZE,
+    VAL_SPLIT,
     ImageData,
     Part,
     assemble,
-    cache_fingerprint,
     check_class_count,
-    fingerprint_of,
     make_settings,
     stratified_split,
 )
@@ -29,11 +32,11 @@ def from_arrays(
     *,
     class_names: Sequence[str] | None = None,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
-    val_split: float = 0.2,
-    image_size: int = 224,
+    val_split: float = VAL_SPLIT,
+    image_size: int = IMAGE_SIZE,
     crop_fraction: float = CROP_FRACTION,
-    batch_size: int = 32,
-    augmentation: str = "standard",
+    batch_size: int = BATCH_SIZE,
+    augmentation: str = AUGMENTATION,
     randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
     randaugment_ops: int = RANDAUGMENT_OPS,
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,

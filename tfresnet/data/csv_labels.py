@@ -12,14 +12,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
+from tfresnet.data.cache import cache_fingerprint, fingerprint_of
 from tfresnet.data.folder import IMAGE_EXTENSIONS, check_files, file_part, file_rows, file_stat
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.pipeline import (
+    AUGMENTATION,
+    BATCH_SIZE,
+    IMAGE_SIZE,
+    VAL_SPLIT,
     ImageData,
     assemble,
-    cache_fingerprint,
     check_class_count,
-    fingerprint_of,
     make_settings,
     stratified_split,
 )
@@ -60,11 +63,11 @@ def from_csv(
     image_dir: str | os.PathLike | None = None,
     path_column: str = "path",
     label_column: str = "label",
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     crop_fraction: float = CROP_FRACTION,
-    batch_size: int = 32,
-    val_split: float = 0.2,
-    augmentation: str = "standard",
+    batch_size: int = BATCH_SIZE,
+    val_split: float = VAL_SPLIT,
+    augmentation: str = AUGMENTATION,
     randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
     randaugment_ops: int = RANDAUGMENT_OPS,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
@@ -172,7 +175,7 @@ def list_csv(
     image_dir: str | os.PathLike | None = None,
     path_column: str = "path",
     label_column: str = "label",
-    val_split: float = 0.2,
+    val_split: float = VAL_SPLIT,
     seed: int | None = None,
     strict: bool = False,
     max_image_pixels: int = MAX_IMAGE_PIXELS,

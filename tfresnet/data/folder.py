@@ -14,14 +14,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
+from tfresnet.data.cache import cache_fingerprint, fingerprint_of
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS, image_pixels, size_error
 from tfresnet.data.pipeline import (
+    AUGMENTATION,
+    BATCH_SIZE,
+    IMAGE_SIZE,
+    VAL_SPLIT,
     ImageData,
     Part,
     assemble,
-    cache_fingerprint,
     check_class_count,
-    fingerprint_of,
     make_settings,
     stratified_split,
 )
@@ -49,12 +52,12 @@ REPORTED_FILES = 20
 def from_folder(
     directory: str | os.PathLike,
     *,
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     crop_fraction: float = CROP_FRACTION,
-    batch_size: int = 32,
-    val_split: float = 0.2,
+    batch_size: int = BATCH_SIZE,
+    val_split: float = VAL_SPLIT,
     validation_directory: str | os.PathLike | None = None,
-    augmentation: str = "standard",
+    augmentation: str = AUGMENTATION,
     randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
     randaugment_ops: int = RANDAUGMENT_OPS,
     max_image_pixels: int = MAX_IMAGE_PIXELS,

@@ -1,21 +1,18 @@
 """What the loaders share: `ImageData`, the checked settings, and the tf.data pipeline that
 turns a set of items and labels into shuffled, transformed, cached and batched datasets, with
-the stratified split, the class-count check, and the file caches' fingerprint and cleanup
-after a killed run."""
+the stratified split and the class-count check (the file caches: `tfresnet.data.cache`)."""
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import glob
-import hashlib
 import os
-from typing import IO, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS, check_randaugment, randaugment
+from tfresnet.data.cache import cached
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.transforms import (
     CROP_FRACTION,
@@ -27,10 +24,13 @@ from tfresnet.data.transforms import (
 
 # "standard": random resized crop and flip; "randaugment": those, then RandAugment (see augment).
 AUGMENTATIONS = ("none", "flip", "standard", "randaugment")
+# The loaders' defaults, which the command's flags take too.
+IMAGE_SIZE = 224
+BATCH_SIZE = 32
+VAL_SPLIT = 0.2
+AUGMENTATION = "standard"
 # The training transforms that crop every image afresh at random (from the encoded file).
 RANDOM_CROP_AUGMENTATIONS = ("standard", "randaugment")
-# The file caches this process may fill, each claimed by an exclusive lock held until it ends.
-_CLAIMED_CACHES: dict[str, IO] = {}
 
 
 @dataclasses.dataclass
@@ -222,32 +222,6 @@ def assemble(
     )
 
 
-def cache_fingerprint(cache: bool | str | os.PathLike, *parts) -> str:
-    """Names a file cache after everything that decides its contents, so none goes stale
-    (nothing to name for a memory cache or none)."""
-    if isinstance(cache, bool):
-        return ""
-    return fingerprint_of(*parts)[:16]
-
-
-def fingerprint_of(*parts) -> str:
-    """A SHA-256 of `parts`: arrays by their shape, type and bytes, anything else by its `repr`.
-
-    Example:
-    >>> fingerprint_of("tf_flowers/3.0.1", "train", np.array([3, 7]))[:12]
-    'c742130eed7a'
-    """
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            digest.update(repr((part.shape, part.dtype.str)).encode())
-            digest.update(np.ascontiguousarray(part).tobytes())
-        else:
-            digest.update(repr(part).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 def stratified_split(labels: np.ndarray, val_split: float, seed: int | None):
     """Indices `(train, validation)` holding out `val_split` of every class, in order.
 
@@ -327,7 +301,7 @@ def _pipeline(
         )
         if training:
             dataset = _skip_errors(dataset, len(part.labels), settings.strict)
-        dataset = _cache(dataset, settings.cache, cache_name)
+        dataset = cached(dataset, settings.cache, cache_name)
         if training:
             dataset = dataset.shuffle(buffer, seed=settings.seed, reshuffle_each_iteration=True)
         dataset = dataset.map(lambda image, label: (tf.cast(image, tf.float32), label))
@@ -358,56 +332,3 @@ def _skip_errors(dataset: tf.data.Dataset, count: int, strict: bool) -> tf.data.
     if strict:
         return dataset
     return dataset.ignore_errors(log_warning=True).repeat().take(count)
-
-
-def _cache(dataset: tf.data.Dataset, cache: bool | str | os.PathLike, name: str) -> tf.data.Dataset:
-    if cache is True:
-        return dataset.cache()
-    if cache is False:
-        return dataset
-    os.makedirs(cache, exist_ok=True)
-    prefix = os.path.join(os.fspath(cache), name)
-    clear_stale_cache(prefix)
-    return dataset.cache(prefix)
-
-
-def clear_stale_cache(prefix: str) -> None:
-    """Removes what a killed run left of the file cache `prefix`, so that the cache fills anew.
-
-    While tf.data fills a file cache it keeps `<prefix>_<shard>.lockfile` and temporary files,
-    and removes them when the cache is complete or its iterator is dropped; a run killed
-    meanwhile leaves them, and the lockfile then stops every later run ("concurrent caching
-    iterator running"). A complete cache (`<prefix>.index`) is left alone. Leftovers are
-    removed only by the process holding an exclusive lock on `<prefix>.lock`, which it keeps
-    until it ends (the system releases it however the process ends): a cache that another
-    live run is filling is never touched, and fails as tf.data says instead.
-
-    Example:
-    >>> clear_stale_cache("/tmp/cache/validation-3f2a9c1d0b7e4a55")
-    """
-    if os.path.exists(prefix + ".index") or not _claim_cache(prefix):
-        return
-    for path in glob.glob(glob.escape(prefix) + "_*"):
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-
-
-def _claim_cache(prefix: str) -> bool:
-    """Takes, or already holds, the exclusive lock on `<prefix>.lock` (without waiting)."""
-    if prefix in _CLAIMED_CACHES:
-        return True
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks (Windows): a cache directory serves one run at a time
-        return True
-    handle = open(prefix + ".lock", "a")  # held open until the process ends
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return False
-    _CLAIMED_CACHES[prefix] = handle
-    atexit.register(handle.close)
-    return True

@@ -11,13 +11,16 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
+from tfresnet.data.cache import cache_fingerprint, fingerprint_of
 from tfresnet.data.pipeline import (
+    AUGMENTATION,
+    BATCH_SIZE,
+    IMAGE_SIZE,
+    VAL_SPLIT,
     ImageData,
     Part,
     assemble,
-    cache_fingerprint,
     check_class_count,
-    fingerprint_of,
     make_settings,
     stratified_split,
 )
@@ -35,12 +38,12 @@ def from_tfds(
     *,
     split: str = "train",
     validation_split: str | None = None,
-    val_split: float = 0.2,
+    val_split: float = VAL_SPLIT,
     data_dir: str | os.PathLike | None = None,
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     crop_fraction: float = CROP_FRACTION,
-    batch_size: int = 32,
-    augmentation: str = "standard",
+    batch_size: int = BATCH_SIZE,
+    augmentation: str = AUGMENTATION,
     randaugment_magnitude: float = RANDAUGMENT_MAGNITUDE,
     randaugment_ops: int = RANDAUGMENT_OPS,
     extra_augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,

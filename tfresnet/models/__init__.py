@@ -3,8 +3,9 @@ network, the classifier with its one recipe, and freezing.
 
 Each backbone is one row of `BACKBONES` (`backbones`); `weights` resolves and loads its
 weights, `hub` and `torchvision_resnet` build the backbones that are not Keras applications,
-`tiny_resnet` the small network of the tests; `classifier` puts the head on a backbone and
-holds the recipe (`compile_classifier`); `freezing` chooses where training starts.
+`tiny_resnet` the small network of the tests; `layers` holds the layers tfresnet adds,
+`classifier` puts the head on a backbone and holds the recipe (`compile_classifier`);
+`freezing` chooses where training starts.
 
 Example:
 >>> from tfresnet import models
@@ -15,9 +16,6 @@ from tfresnet.models.backbones import BACKBONES, Backbone, eval_crop_fraction, g
 from tfresnet.models.classifier import (
     HEAD_LAYERS,
     MIN_IMAGE_SIZE,
-    NORMALIZATIONS,
-    HeadDropout,
-    ImageNormalization,
     WarmedUpAdam,
     build_backbone,
     build_classifier,
@@ -30,6 +28,7 @@ from tfresnet.models.classifier import (
 )
 from tfresnet.models.freezing import freeze
 from tfresnet.models.hub import HubLayer
+from tfresnet.models.layers import NORMALIZATIONS, HeadDropout, ImageNormalization
 
 __all__ = [
     "BACKBONES",

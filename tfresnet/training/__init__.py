@@ -14,14 +14,18 @@ Example:
 from tfresnet.training.distribute import resolve_strategy
 from tfresnet.training.fine_tuning import (
     FineTuneResult,
-    class_weights,
     fine_tune,
-    fine_tune_schedule,
-    steps_per_epoch,
     training_batches,
 )
 from tfresnet.training.lr_finder import find_lr
-from tfresnet.training.settings import CLASS_WEIGHTS, RunSettings, check_recipe
+from tfresnet.training.settings import (
+    CLASS_WEIGHTS,
+    RunSettings,
+    check_recipe,
+    class_weights,
+    fine_tune_schedule,
+    steps_per_epoch,
+)
 
 __all__ = [
     "CLASS_WEIGHTS",

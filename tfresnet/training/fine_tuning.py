@@ -58,7 +58,7 @@ from tfresnet.training.run_files import (
     run_folder,
 )
 from tfresnet.training.run_identity import run_identity
-from tfresnet.training.settings import CLASS_WEIGHTS, PHASES, RunSettings
+from tfresnet.training.settings import PHASES, RunSettings, class_weights, fine_tune_schedule, steps_per_epoch
 
 
 @dataclasses.dataclass
@@ -77,61 +77,6 @@ class FineTuneResult:
     history: dict[str, list[float]]
     class_names: list[str]
     config: dict
-
-
-# === Recipe pieces ===
-
-
-def class_weights(class_counts: list[int], mode: str = "balanced") -> dict[int, float] | None:
-    """Weights that make every class count as much as the others in the loss.
-
-    Args:
-        class_counts: Training images per class.
-        mode: `"balanced"` (weight `n / (k * count)`) or `"none"`.
-
-    Example:
-    >>> class_weights([30, 10])
-    {0: 0.6666666666666666, 1: 2.0}
-    """
-    if mode not in CLASS_WEIGHTS:
-        raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}. Received: class_weight={mode!r}")
-    if mode == "none":
-        return None
-    total, k = sum(class_counts), len(class_counts)
-    return {i: total / (k * count) for i, count in enumerate(class_counts) if count}
-
-
-def fine_tune_schedule(
-    learning_rate: float, *, steps: int, warmup_steps: int
-) -> keras.optimizers.schedules.LearningRateSchedule:
-    """A linear warm-up from 0 to `learning_rate`, then a cosine decay to 0 at `steps`.
-
-    Example:
-    >>> schedule = fine_tune_schedule(1e-4, steps=100, warmup_steps=10)
-    >>> float(schedule(10)), float(schedule(100))
-    (0.0001, 0.0)
-    """
-    warmup_steps = min(warmup_steps, max(steps - 1, 0))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(steps - warmup_steps, 1),
-        warmup_target=learning_rate,
-        warmup_steps=warmup_steps,
-    )
-
-
-def steps_per_epoch(data: ImageData) -> int:
-    """Training steps in one epoch, as the training set batches (a dropped remainder included).
-
-    Example:
-    >>> steps_per_epoch(tfresnet.from_folder("flowers/", batch_size=32))
-    8
-    """
-    steps = int(data.train.cardinality())
-    if steps > 0:
-        return steps
-    batch_size = data.batch_size or next(iter(data.train))[0].shape[0]
-    return max(math.ceil(data.num_train / batch_size), 1)
 
 
 # === The recipe ===
@@ -249,12 +194,23 @@ def fine_tune(
         raise ValueError("resume=True needs the output_dir of the run to continue.")
     _warn_if_crop_differs(data, backbone, weights)
     strategy = strategy or resolve_strategy()
-    facts = _run_facts(data, strategy, settings)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    identity = run_identity(
-        data, backbone=backbone, weights=weights, head_units=head_units, dropout=dropout, ema=ema
-    )
+    return _run(data, settings, output_dir=output_dir, resume=resume, strategy=strategy, verbose=verbose)
+
+
+def _run(
+    data: ImageData,
+    settings: RunSettings,
+    *,
+    output_dir: str | None,
+    resume: bool,
+    strategy: tf.distribute.Strategy,
+    verbose,
+) -> FineTuneResult:
+    """Trains (or, for a finished run, restores) in the run folder; records `config.json`."""
+    facts = _run_facts(data, strategy, settings)
+    identity = run_identity(data, ema=settings.ema, **settings.model)
     with (
         run_folder(output_dir, strategy, resume, identity) as run_dir,
         precision_policy(facts["mixed_precision"]),

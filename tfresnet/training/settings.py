@@ -1,4 +1,5 @@
-"""A run's settings as one typed object: `RunSettings`, what `fine_tune` is asked to train.
+"""A run's settings as one typed object: `RunSettings`, what `fine_tune` is asked to train, and
+the pieces of the recipe that follow from them and the data (class weights, the schedule).
 
 Its fields are `fine_tune`'s keyword arguments besides the data and where things go, with
 their defaults: `fine_tune`'s signature, the command's flags and the search take their defaults
@@ -17,7 +18,10 @@ True
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
+
+import keras
 
 from tfresnet.data.augment import check_mixing
 from tfresnet.models.classifier import (
@@ -26,6 +30,9 @@ from tfresnet.models.classifier import (
     check_ema_momentum,
     check_label_smoothing,
 )
+
+if TYPE_CHECKING:
+    from tfresnet.data import ImageData
 
 # The two phases of a run, in order: the head alone, then the backbone too.
 PHASES = ("head", "fine_tune")
@@ -134,6 +141,58 @@ class RunSettings:
             for field in dataclasses.fields(self)
             if getattr(recorded, field.name) != getattr(self, field.name)
         ]
+
+
+def class_weights(class_counts: list[int], mode: str = "balanced") -> dict[int, float] | None:
+    """Weights that make every class count as much as the others in the loss.
+
+    Args:
+        class_counts: Training images per class.
+        mode: `"balanced"` (weight `n / (k * count)`) or `"none"`.
+
+    Example:
+    >>> class_weights([30, 10])
+    {0: 0.6666666666666666, 1: 2.0}
+    """
+    if mode not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}. Received: class_weight={mode!r}")
+    if mode == "none":
+        return None
+    total, k = sum(class_counts), len(class_counts)
+    return {i: total / (k * count) for i, count in enumerate(class_counts) if count}
+
+
+def fine_tune_schedule(
+    learning_rate: float, *, steps: int, warmup_steps: int
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """A linear warm-up from 0 to `learning_rate`, then a cosine decay to 0 at `steps`.
+
+    Example:
+    >>> schedule = fine_tune_schedule(1e-4, steps=100, warmup_steps=10)
+    >>> float(schedule(10)), float(schedule(100))
+    (0.0001, 0.0)
+    """
+    warmup_steps = min(warmup_steps, max(steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(steps - warmup_steps, 1),
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+    )
+
+
+def steps_per_epoch(data: ImageData) -> int:
+    """Training steps in one epoch, as the training set batches (a dropped remainder included).
+
+    Example:
+    >>> steps_per_epoch(tfresnet.from_folder("flowers/", batch_size=32))
+    8
+    """
+    steps = int(data.train.cardinality())
+    if steps > 0:
+        return steps
+    batch_size = data.batch_size or next(iter(data.train))[0].shape[0]
+    return max(math.ceil(data.num_train / batch_size), 1)
 
 
 def check_recipe(

@@ -21,8 +21,7 @@ from tfresnet.files import read_json, write_json
 from tfresnet.models.backbones import get_backbone
 from tfresnet.models.classifier import LABEL_SMOOTHING, build_classifier, check_label_smoothing
 from tfresnet.models.freezing import first_trainable_from_table, freeze
-from tfresnet.training.fine_tuning import class_weights
-from tfresnet.training.settings import RunSettings
+from tfresnet.training.settings import RunSettings, class_weights
 from tfresnet.tuning.features import (
     CACHE_FILE,
     check_data,
