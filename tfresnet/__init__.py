@@ -14,8 +14,8 @@ that Keras knows the custom layers of a saved `.keras` model (`ImageNormalizatio
 before TensorFlow loads.
 
 Example:
->>> import tfresnet
->>> model = tfresnet.build_classifier(3, weights=None, image_size=64)
+    import tfresnet
+    model = tfresnet.build_classifier(3, weights=None, image_size=64)
 """
 
 from __future__ import annotations

@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns the exit code (0 done, 1 problems with `--strict`, 2 bad input).
 
     Example:
-    >>> main(["flowers/", "--output", "flowers_report.json", "--strict"])
-    0
+        main(["flowers/", "--output", "flowers_report.json", "--strict"])
+        # 0
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     with console.quiet_output(verbose=console.wants_verbose(argv)):

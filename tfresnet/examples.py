@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     """Writes the folder; returns the exit code (0 done, 2 bad flags).
 
     Example:
-    >>> main(["shapes/", "--classes", "3"])
-    0
+        main(["shapes/", "--classes", "3"])
+        # 0
     """
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -44,8 +44,10 @@ def current_umask() -> int:
     """The process's umask (Python can only read it by setting it, so it is set back at once).
 
     Example:
+    >>> umask = os.umask(0o022)
     >>> oct(0o777 & ~current_umask())  # the mode of a new folder
     '0o755'
+    >>> _ = os.umask(umask)
     """
     umask = os.umask(0o077)
     os.umask(umask)
@@ -56,7 +58,7 @@ def save_weights_atomically(model: keras.Model, path: str) -> None:
     """Writes the model's weights beside `path`, then renames them over it.
 
     Example:
-    >>> save_weights_atomically(model, "runs/flowers/best.weights.h5")
+        save_weights_atomically(model, "runs/flowers/best.weights.h5")
     """
     write_atomically(path, lambda temporary: model.save_weights(temporary, overwrite=True))
 
@@ -65,7 +67,7 @@ def copy_atomically(source: str, path: str) -> None:
     """Copies the file `source` beside `path`, then renames the copy over it.
 
     Example:
-    >>> copy_atomically("runs/flowers/backup/head/latest.weights.h5", "runs/flowers/best.weights.h5")
+        copy_atomically("runs/flowers/backup/head/latest.weights.h5", "runs/flowers/best.weights.h5")
     """
     write_atomically(path, lambda temporary: shutil.copyfile(source, temporary))
 
@@ -74,7 +76,7 @@ def write_text(path: str, text: str) -> None:
     """Writes `text` (UTF-8) to `path` atomically.
 
     Example:
-    >>> write_text("models/flowers/model.tflite.labels.txt", "daisy\nroses\n")
+    >>> write_text("notes.txt", "trained on flowers/")
     """
 
     def write(temporary: str) -> None:
@@ -88,7 +90,7 @@ def save_arrays(path: str, **arrays) -> None:
     """Writes NumPy arrays to the `.npz` file `path` atomically (`np.savez`; read with `np.load`).
 
     Example:
-    >>> save_arrays("runs/tuning/features.npz", train=np.zeros((4, 2048)))
+        save_arrays("runs/tuning/features.npz", train=np.zeros((4, 2048)))
     """
     import numpy as np
 
@@ -103,7 +105,7 @@ def write_json(path: str, value: Any) -> None:
     """Writes `value` as JSON to `path` atomically (values JSON lacks are written as text).
 
     Example:
-    >>> write_json("runs/flowers/config.json", {"epochs": 10})
+        write_json("runs/flowers/config.json", {"epochs": 10})
     """
 
     def write(temporary: str) -> None:
@@ -123,8 +125,8 @@ def new_figure(width: float, height: float, *, needed_by: str = "The plots"):
             how to install it.
 
     Example:
-    >>> figure = new_figure(6, 4, needed_by="find_lr's plot")
-    >>> figure.subplots().plot([1, 2, 3])
+        figure = new_figure(6, 4, needed_by="find_lr's plot")
+        figure.subplots().plot([1, 2, 3])
     """
     try:
         from matplotlib.figure import Figure
@@ -138,7 +140,7 @@ def save_figure(figure, path: str, **options) -> None:
     `figure.savefig`), then renames it over `path`.
 
     Example:
-    >>> save_figure(figure, "runs/flowers/confusion_matrix.png")
+        save_figure(figure, "runs/flowers/confusion_matrix.png")
     """
     suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     write_atomically(path, lambda temporary: figure.savefig(temporary, format=suffix, **options))
@@ -152,8 +154,8 @@ def read_json(path: str) -> Any:
             does not rename); the message names it.
 
     Example:
-    >>> read_json("runs/flowers/best.json")["value"]
-    0.93
+        read_json("runs/flowers/best.json")["value"]
+        # 0.93
     """
     if not os.path.exists(path):
         return None

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     `python -m`); the files written so far stay, so that `--resume` continues the run.
 
     Example:
-    >>> main(["--data-dir", "flowers/", "--epochs", "2", "--output-dir", "runs/flowers"])
-    0
+        main(["--data-dir", "flowers/", "--epochs", "2", "--output-dir", "runs/flowers"])
+        # 0
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     with console.quiet_output(verbose=console.wants_verbose(argv)):

@@ -7,7 +7,7 @@ Nothing here is imported at the top (the callers already hold the objects), so e
 of tfresnet can use it.
 
 Example:
->>> set_initial_epoch(model, 3)  # the next model.fit() starts at epoch 3
+    set_initial_epoch(model, 3)  # the next model.fit() starts at epoch 3
 """
 
 from __future__ import annotations

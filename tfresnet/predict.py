@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns the exit code (0: images classified, 2: bad input).
 
     Example:
-    >>> main(["models/flowers/model.onnx", "photos/", "--output", "preds.jsonl"])
-    0
+        main(["models/flowers/model.onnx", "photos/", "--output", "preds.jsonl"])
+        # 0
     """
     from tfresnet.cli.quiet import quiet_terminal
 

@@ -9,9 +9,9 @@ continues it). Several machines: with `--tune` and keras-tuner's variables, ever
 takes part in one search, then only its chief trains, reports and exports.
 
 Example:
->>> with contextlib.ExitStack() as held:
-...     run(build_parser().parse_args(["--data-dir", "shapes/", "--weights", "none"]), held)
-0
+    with contextlib.ExitStack() as held:
+        run(build_parser().parse_args(["--data-dir", "shapes/", "--weights", "none"]), held)
+    # 0
 """
 
 from __future__ import annotations

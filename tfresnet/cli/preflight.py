@@ -60,7 +60,7 @@ def check_weights(
     with its weights and `freeze_until`, then drops it.
 
     Example:
-    >>> check_weights(backbone="resnet50", weights="imagenet", image_size=224, freeze_until=0, build=False)
+        check_weights(backbone="resnet50", weights="imagenet", image_size=224, freeze_until=0, build=False)
     """
     from tfresnet import models
     from tfresnet.models import backbones

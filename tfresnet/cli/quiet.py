@@ -28,8 +28,8 @@ def quiet_terminal(*, verbose: bool = False):
     """Keeps the libraries' native log lines and unactionable warnings off the terminal.
 
     Example:
-    >>> with quiet_terminal():
-    ...     export_litert(model, "model.tflite", class_names=names)
+        with quiet_terminal():
+            export_litert(model, "model.tflite", class_names=names)
     """
     from tfresnet.cli import console
 

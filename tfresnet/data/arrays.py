@@ -79,10 +79,10 @@ def from_arrays(
             of range, a single class, or an invalid argument.
 
     Example:
-    >>> images = np.random.randint(0, 256, (100, 32, 32, 3), dtype="uint8")
-    >>> data = from_arrays(images, np.arange(100) % 2, image_size=32, seed=0)
-    >>> data.class_names, data.num_train, data.num_validation
-    (['0', '1'], 80, 20)
+        images = np.random.randint(0, 256, (100, 32, 32, 3), dtype="uint8")
+        data = from_arrays(images, np.arange(100) % 2, image_size=32, seed=0)
+        data.class_names, data.num_train, data.num_validation
+        # (['0', '1'], 80, 20)
     """
     settings = make_settings(
         crop_fraction=crop_fraction,

@@ -180,8 +180,8 @@ def mix_batches(
         The dataset, its labels now soft (each row still sums to 1).
 
     Example:
-    >>> train = data.train.map(one_hot_labels(3))
-    >>> mixed = mix_batches(train, mixup=0.2)
+        train = data.train.map(one_hot_labels(3))
+        mixed = mix_batches(train, mixup=0.2)
     """
     check_mixing(mixup, cutmix)
     layers = []

@@ -3,7 +3,7 @@ checks), and the loaders' caches, in memory or in files named after everything t
 their contents (`cache_fingerprint`), with the cleanup of what a killed run left of them.
 
 Example:
->>> dataset = cached(dataset, "/tmp/cache", "validation-" + cache_fingerprint("/tmp/cache", "flowers"))
+    dataset = cached(dataset, "/tmp/cache", "validation-" + cache_fingerprint("/tmp/cache", "flowers"))
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def clear_stale_cache(prefix: str) -> None:
     live run is filling is never touched, and fails as tf.data says instead.
 
     Example:
-    >>> clear_stale_cache("/tmp/cache/validation-3f2a9c1d0b7e4a55")
+        clear_stale_cache("/tmp/cache/validation-3f2a9c1d0b7e4a55")
     """
     if os.path.exists(prefix + ".index") or not _claim_cache(prefix):
         return

@@ -124,12 +124,12 @@ def from_csv(
             all, or an invalid argument.
 
     Example:
-    >>> data = from_csv("labels.csv", image_dir="photos/", image_size=224, seed=0)
-    >>> data.class_names
-    ['cat', 'dog']
-    >>> images, labels = next(iter(data.train))
-    >>> images.shape
-    TensorShape([32, 224, 224, 3])
+        data = from_csv("labels.csv", image_dir="photos/", image_size=224, seed=0)
+        data.class_names
+        # ['cat', 'dog']
+        images, labels = next(iter(data.train))
+        images.shape
+        # TensorShape([32, 224, 224, 3])
     """
     settings = make_settings(
         crop_fraction=crop_fraction,
@@ -183,9 +183,9 @@ def list_csv(
     """The images a CSV lists, their files checked, and the split `from_csv` makes of them.
 
     Example:
-    >>> listing = list_csv("labels.csv", val_split=0.2, seed=0)
-    >>> listing.class_names, int(listing.in_validation.sum())
-    (['cat', 'dog'], 20)
+        listing = list_csv("labels.csv", val_split=0.2, seed=0)
+        listing.class_names, int(listing.in_validation.sum())
+        # (['cat', 'dog'], 20)
     """
     csv_path = os.fspath(csv_path)
     rows = _read_rows(csv_path, path_column, label_column)

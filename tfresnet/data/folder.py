@@ -128,12 +128,12 @@ def from_folder(
             different classes in the two folders, or an invalid argument.
 
     Example:
-    >>> data = from_folder("flowers/", image_size=224, batch_size=32, seed=0)
-    >>> data.class_names
-    ['daisy', 'roses', 'tulips']
-    >>> images, labels = next(iter(data.train))
-    >>> images.shape, labels.dtype
-    (TensorShape([32, 224, 224, 3]), tf.int32)
+        data = from_folder("flowers/", image_size=224, batch_size=32, seed=0)
+        data.class_names
+        # ['daisy', 'roses', 'tulips']
+        images, labels = next(iter(data.train))
+        images.shape, labels.dtype
+        # (TensorShape([32, 224, 224, 3]), tf.int32)
     """
     settings = make_settings(
         crop_fraction=crop_fraction,
@@ -222,8 +222,8 @@ def file_rows(
     does not).
 
     Example:
-    >>> file_rows("flowers/", np.array(["flowers/roses/1.jpg"]), np.array([1]), np.array([False]))
-    [('roses/1.jpg', 48213, 1, False)]
+        file_rows("flowers/", np.array(["flowers/roses/1.jpg"]), np.array([1]), np.array([False]))
+        # [('roses/1.jpg', 48213, 1, False)]
     """
     return [
         (os.path.relpath(path, folder), os.path.getsize(path), int(label), bool(held_out))
@@ -290,8 +290,8 @@ def files_under(folder: str, *, suffixes: tuple[str, ...] | None = None) -> list
     with `suffixes`, only those whose lower-case name ends with one of them.
 
     Example:
-    >>> files_under("flowers/daisy", suffixes=IMAGE_EXTENSIONS)[:1]
-    ['flowers/daisy/1.jpg']
+        files_under("flowers/daisy", suffixes=IMAGE_EXTENSIONS)[:1]
+        # ['flowers/daisy/1.jpg']
     """
     found = []
     for root, folders, files in os.walk(folder):

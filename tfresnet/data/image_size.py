@@ -45,8 +45,8 @@ def image_pixels(path: str) -> int | None:
     None for anything else.
 
     Example:
-    >>> image_pixels("big.png")
-    400000000
+        image_pixels("big.png")
+        # 400000000
     """
     from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin
 
@@ -77,8 +77,8 @@ def gif_pixels(contents: bytes) -> int:
     blocks without decoding them (0 where the file holds no frame).
 
     Example:
-    >>> gif_pixels(open("animation.gif", "rb").read())  # 10 frames of 40 x 30
-    12000
+        gif_pixels(open("animation.gif", "rb").read())  # 10 frames of 40 x 30
+        # 12000
     """
 
     def byte(index: int) -> int:
@@ -125,8 +125,8 @@ def check_pixel_count(image_bytes: tf.Tensor, max_pixels: int = MAX_IMAGE_PIXELS
         tf.errors.InvalidArgumentError: The image is larger than `max_pixels`.
 
     Example:
-    >>> with tf.control_dependencies([check_pixel_count(image_bytes)]):
-    ...     pixels = tf.io.decode_image(image_bytes)
+        with tf.control_dependencies([check_pixel_count(image_bytes)]):
+            pixels = tf.io.decode_image(image_bytes)
     """
     import tensorflow as tf
 

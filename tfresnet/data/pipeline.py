@@ -61,9 +61,9 @@ class ImageData:
             splits; arrays' bytes. A resumed run checks that it trains on the same data.
 
     Example:
-    >>> data = from_folder("flowers/", image_size=224, seed=0)
-    >>> data.class_names, data.num_train, data.num_validation
-    (['daisy', 'roses', 'tulips'], 240, 60)
+        data = from_folder("flowers/", image_size=224, seed=0)
+        data.class_names, data.num_train, data.num_validation
+        # (['daisy', 'roses', 'tulips'], 240, 60)
     """
 
     train: tf.data.Dataset

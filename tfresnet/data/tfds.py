@@ -94,9 +94,9 @@ def from_tfds(
             empty, or an argument is invalid.
 
     Example:
-    >>> data = from_tfds("tf_flowers", split="train[:80%]", validation_split="train[80%:]")
-    >>> data.class_names
-    ['dandelion', 'daisy', 'tulips', 'sunflowers', 'roses']
+        data = from_tfds("tf_flowers", split="train[:80%]", validation_split="train[80%:]")
+        data.class_names
+        # ['dandelion', 'daisy', 'tulips', 'sunflowers', 'roses']
     """
     settings = make_settings(
         crop_fraction=crop_fraction,

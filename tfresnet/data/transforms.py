@@ -66,9 +66,9 @@ def decode_for_eval(
             `max_pixels` pixels.
 
     Example:
-    >>> image = decode_for_eval(tf.io.read_file("flowers/daisy/1.jpg"), 224)
-    >>> image.shape, image.dtype
-    (TensorShape([224, 224, 3]), tf.float32)
+        image = decode_for_eval(tf.io.read_file("flowers/daisy/1.jpg"), 224)
+        image.shape, image.dtype
+        # (TensorShape([224, 224, 3]), tf.float32)
     """
     check_positive_int("image_size", image_size)
     check_crop_fraction(crop_fraction)

@@ -72,9 +72,9 @@ def classifier_source(model: keras.Model | str | os.PathLike, class_names: list[
             model, or as many names as the model has classes.
 
     Example:
-    >>> source = classifier_source("models/flowers/1")
-    >>> source.image_size, source.class_names
-    (224, ['daisy', 'roses', 'tulips'])
+        source = classifier_source("models/flowers/1")
+        source.image_size, source.class_names
+        # (224, ['daisy', 'roses', 'tulips'])
     """
     if isinstance(model, keras.Model):
         if class_names is None:

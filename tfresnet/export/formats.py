@@ -47,10 +47,10 @@ def export_formats(
         `validation` is given.
 
     Example:
-    >>> export_formats(model, "runs/flowers", ["saved_model", "litert"], quantize="int8",
-    ...                calibration=data.train, validation=data.validation,
-    ...                class_names=data.class_names)["litert"]["agreement"]
-    0.995
+        export_formats(model, "runs/flowers", ["saved_model", "litert"], quantize="int8",
+                       calibration=data.train, validation=data.validation,
+                       class_names=data.class_names)["litert"]["agreement"]
+        # 0.995
     """
     from tfresnet.export.litert import export_litert
     from tfresnet.export.onnx_export import export_onnx
@@ -147,8 +147,8 @@ def predict_all(dataset: tf.data.Dataset, predictors: dict) -> dict[str, np.ndar
     """Each predictor's probabilities over `(images, labels)` batches, in one pass; and `labels`.
 
     Example:
-    >>> predict_all(data.validation, {"keras": model.predict_on_batch})["keras"].shape
-    (60, 3)
+        predict_all(data.validation, {"keras": model.predict_on_batch})["keras"].shape
+        # (60, 3)
     """
     outputs = {name: [] for name in [*predictors, "labels"]}
     for images, labels in labelled_batches(dataset):

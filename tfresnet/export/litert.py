@@ -72,8 +72,8 @@ def export_litert(
         RuntimeError: The converted model does not compute what the source computes.
 
     Example:
-    >>> export_litert("models/flowers/1", "models/flowers/model.tflite", quantization="int8",
-    ...               representative_data=data.train_evaluation)
+        export_litert("models/flowers/1", "models/flowers/model.tflite", quantization="int8",
+                      representative_data=data.train_evaluation)
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(

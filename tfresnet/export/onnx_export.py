@@ -58,8 +58,8 @@ def export_onnx(
         RuntimeError: The converted model does not compute what the source computes.
 
     Example:
-    >>> export_onnx("models/flowers/1", "models/flowers/model.onnx")
-    >>> onnxruntime.InferenceSession("models/flowers/model.onnx").run(None, {"images": pixels})
+        export_onnx("models/flowers/1", "models/flowers/model.onnx")
+        onnxruntime.InferenceSession("models/flowers/model.onnx").run(None, {"images": pixels})
     """
     path = check_output_path(path, ".onnx")
     require_converter()

@@ -7,9 +7,9 @@ evaluation pipeline's own transform, so each format sees exactly what the model 
 on. An image that cannot be read gets a row with its reason; the others are still classified.
 
 Example:
->>> predictor = load_predictor("models/flowers/1")
->>> predictor.predict(["rose.jpg"], top_k=2)[0]["label"]
-'roses'
+    predictor = load_predictor("models/flowers/1")
+    predictor.predict(["rose.jpg"], top_k=2)[0]["label"]
+    # 'roses'
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[str]:
     is kept whatever its suffix (a path that does not exist too: it gets an error row).
 
     Example:
-    >>> list_images(["photos/", "extra.jpg"])
-    ['photos/a.jpg', 'photos/trip/b.png', 'extra.jpg']
+        list_images(["photos/", "extra.jpg"])
+        # ['photos/a.jpg', 'photos/trip/b.png', 'extra.jpg']
     """
     from tfresnet.data.folder import IMAGE_EXTENSIONS, files_under
 
@@ -148,9 +148,9 @@ class Predictor:
             `error` says why and the labels and scores are None; else `error` is None.
 
         Example:
-        >>> load_predictor("models/flowers/model.tflite").predict(["rose.jpg"], top_k=2)
-        [{'path': 'rose.jpg', 'label': 'roses', 'score': 0.93, 'label_2': 'tulips',
-          'score_2': 0.05, 'error': None}]
+            load_predictor("models/flowers/model.tflite").predict(["rose.jpg"], top_k=2)
+            # [{'path': 'rose.jpg', 'label': 'roses', 'score': 0.93, 'label_2': 'tulips',
+            # 'score_2': 0.05, 'error': None}]
         """
         items = self._items(paths_or_bytes)
         self._check_top_k(top_k)
@@ -239,9 +239,9 @@ def load_predictor(
         ImportError: The package that runs the format is missing.
 
     Example:
-    >>> predictor = tfresnet.load_predictor("models/flowers/1")
-    >>> predictor.predict(["rose.jpg", open("daisy.png", "rb").read()])[1]["label"]
-    'daisy'
+        predictor = tfresnet.load_predictor("models/flowers/1")
+        predictor.predict(["rose.jpg", open("daisy.png", "rb").read()])[1]["label"]
+        # 'daisy'
     """
     from tfresnet.export.runtime import load_runtime
 

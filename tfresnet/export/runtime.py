@@ -37,8 +37,8 @@ def model_format(path: str | os.PathLike) -> str:
         ValueError: Neither a SavedModel folder nor a `.tflite` or `.onnx` file.
 
     Example:
-    >>> model_format("models/flowers/model.tflite")
-    'litert'
+        model_format("models/flowers/model.tflite")
+        # 'litert'
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -207,9 +207,9 @@ def load_runtime(path: str | os.PathLike) -> Runtime:
         ImportError: The package that runs the format is not installed.
 
     Example:
-    >>> runtime = load_runtime("models/flowers/model.onnx")
-    >>> runtime.probabilities(np.zeros((1, 224, 224, 3), np.float32)).shape
-    (1, 3)
+        runtime = load_runtime("models/flowers/model.onnx")
+        runtime.probabilities(np.zeros((1, 224, 224, 3), np.float32)).shape
+        # (1, 3)
     """
     path = os.fspath(path)
     format = model_format(path)

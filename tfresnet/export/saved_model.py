@@ -29,7 +29,7 @@ def write_labels(path: str, class_names: list[str]) -> None:
     LiteRT or ONNX file's `<file>.labels.txt`).
 
     Example:
-    >>> write_labels("models/flowers/1/labels.txt", ["daisy", "roses"])
+        write_labels("models/flowers/1/labels.txt", ["daisy", "roses"])
     """
     write_text(path, "".join(f"{name}\n" for name in class_names))
 
@@ -79,9 +79,9 @@ def export_saved_model(
         `export_dir`.
 
     Example:
-    >>> export_saved_model(model, "models/flowers/1", class_names=["daisy", "rose"])
-    >>> served = tf.saved_model.load("models/flowers/1")
-    >>> served.signatures["serving_default"](image_bytes=tf.constant([jpeg]))["labels"]
+        export_saved_model(model, "models/flowers/1", class_names=["daisy", "rose"])
+        served = tf.saved_model.load("models/flowers/1")
+        served.signatures["serving_default"](image_bytes=tf.constant([jpeg]))["labels"]
     """
     num_classes = model.output_shape[-1]
     if len(class_names) != num_classes:

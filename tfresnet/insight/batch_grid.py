@@ -71,8 +71,8 @@ def show_batch(dataset: tf.data.Dataset, class_names: list[str], path: str, *, m
         `path`.
 
     Example:
-    >>> show_batch(data.train, data.class_names, "runs/flowers/batch.png")
-    'runs/flowers/batch.png'
+        show_batch(data.train, data.class_names, "runs/flowers/batch.png")
+        # 'runs/flowers/batch.png'
     """
     check_positive_int("max_images", max_images)
     spec = dataset.element_spec

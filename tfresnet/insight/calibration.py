@@ -138,8 +138,8 @@ def temperature_applied(model: keras.Model, temperature: float | None):
     weights again, exactly (None: the block runs on the model as it is).
 
     Example:
-    >>> with temperature_applied(model, 1.7):
-    ...     export_saved_model(model, "models/flowers/1", class_names=names)  # calibrated
+        with temperature_applied(model, 1.7):
+            export_saved_model(model, "models/flowers/1", class_names=names)  # calibrated
     """
     if temperature is None:
         yield model
@@ -164,7 +164,7 @@ def apply_temperature(model: keras.Model, temperature: float) -> keras.Model:
         `model`, for chaining.
 
     Example:
-    >>> apply_temperature(result.model, fit_temperature(probabilities, labels))
+        apply_temperature(result.model, fit_temperature(probabilities, labels))
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0. Received: temperature={temperature!r}")

@@ -83,9 +83,9 @@ def describe_images(paths: list[str]) -> list[ImageFacts | str]:
     """Each path's `ImageFacts`, or the reason PIL cannot read it, read in threads.
 
     Example:
-    >>> facts = describe_images(["photos/cat.jpg"])
-    >>> facts[0].width, facts[0].mode
-    (500, 'RGB')
+        facts = describe_images(["photos/cat.jpg"])
+        facts[0].width, facts[0].mode
+        # (500, 'RGB')
     """
     with concurrent.futures.ThreadPoolExecutor(max_workers=THREADS) as pool:
         return list(pool.map(_describe, paths))
@@ -195,10 +195,10 @@ def pixel_difference(first, second, size: tuple[int, int]) -> float:
     whole image's mean absolute deviation from its mean (at least 1 of 255).
 
     Example:
-    >>> from PIL import Image
-    >>> image = Image.effect_noise((64, 64), 60)
-    >>> pixel_difference(image, image.crop((2, 2, 62, 62)), (32, 32)) < PIXEL_TOLERANCE
-    True
+        from PIL import Image
+        image = Image.effect_noise((64, 64), 60)
+        pixel_difference(image, image.crop((2, 2, 62, 62)), (32, 32)) < PIXEL_TOLERANCE
+        # True
     """
     from PIL import Image
 
@@ -267,9 +267,9 @@ def find_duplicates(
     two hashes differ in). A path listed twice is a duplicate of itself.
 
     Example:
-    >>> paths = ["a.png", "a_copy.png", "b.png"]
-    >>> find_duplicates(paths, describe_images(paths))
-    ([[0, 1]], [])
+        paths = ["a.png", "a_copy.png", "b.png"]
+        find_duplicates(paths, describe_images(paths))
+        # ([[0, 1]], [])
     """
     exact, near = [], []
     pairs = _confirmed(_near_pairs(images, threshold), paths, images)
@@ -307,8 +307,8 @@ def size_summary(images: list[ImageFacts]) -> dict:
     """The min, median and max of the images' widths and heights.
 
     Example:
-    >>> size_summary(describe_images(["a.png"]))["width"]
-    {'min': 48, 'median': 48.0, 'max': 48}
+        size_summary(describe_images(["a.png"]))["width"]
+        # {'min': 48, 'median': 48.0, 'max': 48}
     """
     summary = {}
     for name in ("width", "height"):
@@ -325,8 +325,8 @@ def mode_counts(images: list[ImageFacts]) -> dict[str, int]:
     """How many images have each kind of colour mode in `MODES`.
 
     Example:
-    >>> mode_counts(describe_images(["a.png"]))
-    {'grayscale': 0, 'rgba': 0, 'cmyk': 0, 'palette': 0, 'rgb': 1, 'other': 0}
+        mode_counts(describe_images(["a.png"]))
+        # {'grayscale': 0, 'rgba': 0, 'cmyk': 0, 'palette': 0, 'rgb': 1, 'other': 0}
     """
     counts = dict.fromkeys(MODES, 0)
     for image in images:

@@ -11,8 +11,8 @@ training), the image sizes and colour modes. How images are read and duplicates 
 `tfresnet.insight.check_images`.
 
 Example:
->>> report = check_dataset("flowers/", val_split=0.2, seed=0)
->>> print(summary_table(report))
+    report = check_dataset("flowers/", val_split=0.2, seed=0)
+    print(summary_table(report))
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ def check_dataset(
             without readable images, a `val_split` that holds out nothing).
 
     Example:
-    >>> report = check_dataset("flowers/", val_split=0.2, seed=0)
-    >>> report["num_images"], report["cross_split"]
-    (300, [])
+        report = check_dataset("flowers/", val_split=0.2, seed=0)
+        report["num_images"], report["cross_split"]
+        # (300, [])
     """
     from tfresnet.data.folder import list_folder
     from tfresnet.data.pipeline import stratified_split
@@ -129,9 +129,9 @@ def check_csv(
         ValueError: A CSV `from_csv` refuses.
 
     Example:
-    >>> report = check_csv("labels.csv", image_dir="photos/", seed=0)
-    >>> report["class_counts"], report["cross_split"]
-    ({'cat': 120, 'dog': 100}, [])
+        report = check_csv("labels.csv", image_dir="photos/", seed=0)
+        report["class_counts"], report["cross_split"]
+        # ({'cat': 120, 'dog': 100}, [])
     """
     from tfresnet.data.csv_labels import list_csv
 
@@ -247,9 +247,9 @@ def summary_table(report: dict) -> str:
     """The check's findings as a few aligned lines for a terminal.
 
     Example:
-    >>> print(summary_table(check_dataset("flowers/")))
-    images              300 in 3 classes (largest / smallest: 1.2)
-    ...
+        print(summary_table(check_dataset("flowers/")))
+        # images              300 in 3 classes (largest / smallest: 1.2)
+
     """
     counts = report["class_counts"]
     ratio = report["imbalance_ratio"]

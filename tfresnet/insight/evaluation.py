@@ -85,8 +85,8 @@ def predict_views(model: keras.Model, images, *, tta: bool = True) -> np.ndarray
         view 0 is the original images.
 
     Example:
-    >>> predict_views(model, images).mean(axis=0).argmax(axis=-1)  # the TTA predictions
-    array([2, 0, 1, 1])
+        predict_views(model, images).mean(axis=0).argmax(axis=-1)  # the TTA predictions
+        # array([2, 0, 1, 1])
     """
     if not tta:
         return np.asarray(model.predict_on_batch(images), dtype="float32")[None]
@@ -127,9 +127,9 @@ def predict_tta(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarra
         `(probabilities, labels)`: float32 `(images, classes)` and int64 `(images,)`.
 
     Example:
-    >>> probabilities, labels = predict_tta(model, data.validation)
-    >>> float((probabilities.argmax(axis=1) == labels).mean())
-    0.93
+        probabilities, labels = predict_tta(model, data.validation)
+        float((probabilities.argmax(axis=1) == labels).mean())
+        # 0.93
     """
     _, averaged, labels = _predict(model, dataset, tta=True)
     return averaged, labels
@@ -150,8 +150,8 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False)
         `{"accuracy", "num_images"}`, plus `"accuracy_tta"` and `"tta_views"` with `tta`.
 
     Example:
-    >>> evaluate(model, data.validation, tta=True)
-    {'accuracy': 0.91, 'num_images': 60, 'accuracy_tta': 0.93, 'tta_views': [...]}
+        evaluate(model, data.validation, tta=True)
+        # {'accuracy': 0.91, 'num_images': 60, 'accuracy_tta': 0.93, 'tta_views': [...]}
     """
     single, averaged, labels = _predict(model, dataset, tta=tta)
     result = {"accuracy": accuracy(single, labels), "num_images": int(len(labels))}
@@ -179,8 +179,8 @@ def labelled_batches(dataset: tf.data.Dataset) -> Iterator[tuple[np.ndarray, np.
         ValueError: The dataset yields something else, or no batch at all.
 
     Example:
-    >>> sum(len(labels) for _, labels in labelled_batches(data.validation))
-    60
+        sum(len(labels) for _, labels in labelled_batches(data.validation))
+        # 60
     """
     empty = True
     for batch in dataset.as_numpy_iterator() if isinstance(dataset, tf.data.Dataset) else dataset:
@@ -197,7 +197,7 @@ def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset) -> tuple
     """Probabilities (one view per image) and class indices over a dataset.
 
     Example:
-    >>> probabilities, labels = predict_probabilities(model, data.validation)
+        probabilities, labels = predict_probabilities(model, data.validation)
     """
     single, _, labels = _predict(model, dataset, tta=False)
     return single, labels

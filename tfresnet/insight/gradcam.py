@@ -84,9 +84,9 @@ def grad_cam(model: keras.Model, images, class_index: int | np.ndarray | None = 
         GradCamUnavailable: A TF Hub backbone, or a model without a `"backbone"` layer.
 
     Example:
-    >>> heatmaps = grad_cam(model, images[:4])
-    >>> heatmaps.shape, float(heatmaps.max())
-    ((4, 224, 224), 1.0)
+        heatmaps = grad_cam(model, images[:4])
+        heatmaps.shape, float(heatmaps.max())
+        # ((4, 224, 224), 1.0)
     """
     before, backbone, after = _split(model)
     images = tf.convert_to_tensor(images, tf.float32)

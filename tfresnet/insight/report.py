@@ -151,9 +151,9 @@ def write_report(
         The report's dict.
 
     Example:
-    >>> report = write_report(model, data.validation, data.class_names, "runs/flowers")
-    >>> report["expected_calibration_error"]
-    0.042
+        report = write_report(model, data.validation, data.class_names, "runs/flowers")
+        report["expected_calibration_error"]
+        # 0.042
     """
     os.makedirs(output_dir, exist_ok=True)
     probabilities, labels, top, samples, tta_probabilities = _evaluate(

@@ -59,8 +59,8 @@ def write_html(report: dict, output_dir: str, *, config: dict | None = None) -> 
         The page's path.
 
     Example:
-    >>> write_html(report, "runs/flowers", config=result.config)
-    'runs/flowers/report.html'
+        write_html(report, "runs/flowers", config=result.config)
+        # 'runs/flowers/report.html'
     """
     body = {
         "summary": _summary(report),

@@ -8,8 +8,8 @@ weights, `hub` and `torchvision_resnet` build the backbones that are not Keras a
 `freezing` chooses where training starts.
 
 Example:
->>> from tfresnet import models
->>> model = models.build_classifier(3, weights=None, image_size=64)
+    from tfresnet import models
+    model = models.build_classifier(3, weights=None, image_size=64)
 """
 
 from tfresnet.models.backbones import BACKBONES, Backbone, eval_crop_fraction, get_backbone

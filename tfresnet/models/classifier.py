@@ -51,9 +51,9 @@ def build_backbone(
         `(backbone_layer, normalization_layer)`, the backbone named `"backbone"`.
 
     Example:
-    >>> network, normalization = build_backbone("resnet50v2", weights=None, image_size=64)
-    >>> normalization.mode
-    'tf'
+        network, normalization = build_backbone("resnet50v2", weights=None, image_size=64)
+        normalization.mode
+        # 'tf'
     """
     row, handle = get_backbone(backbone)
     normalization = ImageNormalization(row.normalization, name="preprocessing")
@@ -109,9 +109,9 @@ def build_classifier(
         An uncompiled `keras.Model`.
 
     Example:
-    >>> model = build_classifier(5, weights=None, image_size=64, head_units=128)
-    >>> model.output_shape
-    (None, 5)
+        model = build_classifier(5, weights=None, image_size=64, head_units=128)
+        model.output_shape
+        # (None, 5)
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
@@ -178,8 +178,8 @@ def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers of `model` and, depth first, of the models nested in it.
 
     Example:
-    >>> len(all_layers(build_classifier(3, backbone="resnet-tiny", weights=None))) > 175
-    True
+        len(all_layers(build_classifier(3, backbone="resnet-tiny", weights=None))) > 175
+        # True
     """
     layers = []
     for layer in model.layers:
@@ -196,10 +196,10 @@ def float32_copy(model: keras.Model) -> keras.Model:
     What every export serves: LiteRT has no float16 convolution, and CPUs run float16 slowly.
 
     Example:
-    >>> with tfresnet.training.distribute.precision_policy(True):
-    ...     model = build_classifier(5, weights=None)
-    >>> {layer.compute_dtype for layer in all_layers(float32_copy(model))}
-    {'float32'}
+        with tfresnet.training.distribute.precision_policy(True):
+            model = build_classifier(5, weights=None)
+        {layer.compute_dtype for layer in all_layers(float32_copy(model))}
+        # {'float32'}
     """
     if all(layer.compute_dtype == "float32" for layer in all_layers(model)):
         return model
@@ -241,10 +241,10 @@ def compile_classifier(
             evaluation. None: no average.
 
     Example:
-    >>> model = build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
-    >>> compile_classifier(model, learning_rate=1e-3)
-    >>> model.loss.label_smoothing
-    0.1
+        model = build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+        compile_classifier(model, learning_rate=1e-3)
+        model.loss.label_smoothing
+        # 0.1
     """
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
@@ -309,7 +309,7 @@ def one_hot_labels(num_classes: int):
     """A `Dataset.map` function from `(images, int labels)` to the one-hot labels of the loss.
 
     Example:
-    >>> train = data.train.map(one_hot_labels(len(data.class_names)))
+        train = data.train.map(one_hot_labels(len(data.class_names)))
     """
 
     def convert(images, labels):

@@ -63,8 +63,8 @@ def first_trainable_from_table(row: Backbone, until: int | str | None) -> int | 
     network can tell (a block or layer name, or a Hub module's layers).
 
     Example:
-    >>> first_trainable_from_table(BACKBONES["resnet50"], "conv5")
-    143
+        first_trainable_from_table(BACKBONES["resnet50"], "conv5")
+        # 143
     """
     count = row.num_layers
     if until is None:
@@ -99,9 +99,9 @@ def freeze(model: keras.Model, until: int | str | None = None) -> dict:
         A dict with `first_trainable` (index), `trainable_params` and `non_trainable_params`.
 
     Example:
-    >>> model = tfresnet.build_classifier(3, weights=None, image_size=64)
-    >>> freeze(model, until="conv5")["first_trainable"]
-    143
+        model = tfresnet.build_classifier(3, weights=None, image_size=64)
+        freeze(model, until="conv5")["first_trainable"]
+        # 143
     """
     backbone = _backbone_of(model)
     names = _layer_names(backbone)

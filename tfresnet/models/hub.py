@@ -33,8 +33,8 @@ def resolve_handle(handle: str) -> str:
     A local path must exist.
 
     Example:
-    >>> resolve_handle("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5")
-    '/home/me/.keras/tfhub_modules/...'
+        resolve_handle("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5")
+        # '/home/me/.keras/tfhub_modules/...'
     """
     if "://" not in handle:
         if not os.path.isdir(handle):
@@ -71,8 +71,8 @@ def hub_cache_dir() -> str:
     created readable by the user only; a folder there owned by another user is refused.
 
     Example:
-    >>> hub_cache_dir()
-    '/home/me/.keras/tfhub_modules'
+        hub_cache_dir()
+        # '/home/me/.keras/tfhub_modules'
     """
     home = os.environ.get("KERAS_HOME")
     path = os.path.expanduser(os.path.join(home, "tfhub_modules") if home else HUB_CACHE)
@@ -110,9 +110,9 @@ class HubLayer(keras.layers.Layer):
         **kwargs: Passed to `keras.layers.Layer` (e.g. `name`).
 
     Example:
-    >>> features = HubLayer("/models/resnet_v2_50_feature_vector", name="backbone")
-    >>> features(tf.zeros((1, 224, 224, 3))).shape
-    TensorShape([1, 2048])
+        features = HubLayer("/models/resnet_v2_50_feature_vector", name="backbone")
+        features(tf.zeros((1, 224, 224, 3))).shape
+        # TensorShape([1, 2048])
     """
 
     def __init__(self, handle: str, trainable: bool = False, frozen_layers: tuple[str, ...] = (), **kwargs):
@@ -169,8 +169,8 @@ class HubLayer(keras.layers.Layer):
         """`(layer, trainable parameters, frozen parameters)` for each of the module's layers.
 
         Example:
-        >>> hub_layer.layer_parameters()[-1]
-        ('post_bn', 0, 8192)
+            hub_layer.layer_parameters()[-1]
+            # ('post_bn', 0, 8192)
         """
         counts = {scope: [0, 0] for scope in self.module_layers}
         for variable, scope, _ in self._module_variables:
@@ -214,7 +214,7 @@ class HubLayer(keras.layers.Layer):
         mode is assumed, as Keras does.
 
         Example:
-        >>> HubLayer.from_config(layer.get_config(), safe_mode=False)
+            HubLayer.from_config(layer.get_config(), safe_mode=False)
         """
         if safe_mode is None:
             safe_mode = internals.in_safe_mode()

@@ -3,8 +3,8 @@
 `keras.saving.load_model` finds them.
 
 Example:
->>> ImageNormalization("caffe")(np.zeros((1, 2, 2, 3), "float32")).shape
-TensorShape([1, 2, 2, 3])
+    ImageNormalization("caffe")(np.zeros((1, 2, 2, 3), "float32")).shape
+    # TensorShape([1, 2, 2, 3])
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class ImageNormalization(keras.layers.Layer):
         **kwargs: Passed to `keras.layers.Layer`.
 
     Example:
-    >>> ImageNormalization("tf")(np.full((1, 2, 2, 3), 255.0))[0, 0, 0]
-    array([1., 1., 1.], dtype=float32)
+        ImageNormalization("tf")(np.full((1, 2, 2, 3), 255.0))[0, 0, 0]
+        # array([1., 1., 1.], dtype=float32)
     """
 
     def __init__(self, mode: str, **kwargs):
@@ -72,8 +72,8 @@ class HeadDropout(keras.layers.Dropout):
     masks are Keras's own, drawn from the layer's seed generator.
 
     Example:
-    >>> layer = HeadDropout(0.2, name="output_dropout")
-    >>> layer.set_rate(0.4)
+        layer = HeadDropout(0.2, name="output_dropout")
+        layer.set_rate(0.4)
     """
 
     def build(self, input_shape):

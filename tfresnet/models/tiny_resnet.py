@@ -62,8 +62,8 @@ def tiny_resnet(
         A functional `keras.Model` from images to a feature map with 128 channels.
 
     Example:
-    >>> tiny_resnet(input_shape=(32, 32, 3)).output_shape
-    (None, 1, 1, 128)
+        tiny_resnet(input_shape=(32, 32, 3)).output_shape
+        # (None, 1, 1, 128)
     """
     if include_top or weights is not None:
         raise ValueError(

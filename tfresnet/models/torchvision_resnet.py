@@ -16,9 +16,9 @@ channels-last and ends before torchvision's `avgpool` and `fc`: `tfresnet.build_
 adds the pooling and the head.
 
 Example:
->>> network = resnet50(input_shape=(224, 224, 3))
->>> load_state_dict(network, "resnet50-11ad3fa6.pth")  # torchvision's IMAGENET1K_V2 file
-['fc.bias', 'fc.weight']
+    network = resnet50(input_shape=(224, 224, 3))
+    load_state_dict(network, "resnet50-11ad3fa6.pth")  # torchvision's IMAGENET1K_V2 file
+    # ['fc.bias', 'fc.weight']
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def resnet_v1_5(
         A functional `keras.Model` from images to the last stage's feature map.
 
     Example:
-    >>> resnet_v1_5((1, 1, 1, 1), width=8, input_shape=(64, 64, 3)).output_shape
-    (None, 2, 2, 256)
+        resnet_v1_5((1, 1, 1, 1), width=8, input_shape=(64, 64, 3)).output_shape
+        # (None, 2, 2, 256)
     """
     inputs = keras.Input(input_shape, name="input")
     x = _conv(inputs, width, 7, "conv1", strides=2)
@@ -149,8 +149,8 @@ def resnet50(
         224 px.
 
     Example:
-    >>> resnet50(input_shape=(224, 224, 3)).output_shape
-    (None, 7, 7, 2048)
+        resnet50(input_shape=(224, 224, 3)).output_shape
+        # (None, 7, 7, 2048)
     """
     if include_top:
         raise ValueError(
@@ -191,8 +191,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         Arrays by state-dict key.
 
     Example:
-    >>> read_state_dict("resnet50-11ad3fa6.pth")["conv1.weight"].shape
-    (64, 3, 7, 7)
+        read_state_dict("resnet50-11ad3fa6.pth")["conv1.weight"].shape
+        # (64, 3, 7, 7)
     """
     path = os.fspath(path)
     if path.endswith(".safetensors"):
@@ -256,8 +256,8 @@ def load_state_dict(network: keras.Model, state_dict: Mapping | str | os.PathLik
         The skipped head keys, sorted.
 
     Example:
-    >>> load_state_dict(resnet50(), torchvision_model.state_dict())
-    ['fc.bias', 'fc.weight']
+        load_state_dict(resnet50(), torchvision_model.state_dict())
+        # ['fc.bias', 'fc.weight']
     """
     source = ""
     if isinstance(state_dict, (str, os.PathLike)):

@@ -144,7 +144,7 @@ def load_weights(network: keras.Model, path: str, backbone: Backbone) -> None:
     """Loads a Keras `.h5` / `.weights.h5` file or a PyTorch state dict into `network`.
 
     Example:
-    >>> load_weights(network, "resnet50_notop.h5", BACKBONES["resnet50"])
+        load_weights(network, "resnet50_notop.h5", BACKBONES["resnet50"])
     """
     state_dicts = " (or a .pth/.safetensors state dict)" if backbone.torchvision_weights else ""
     if not os.path.isfile(path):

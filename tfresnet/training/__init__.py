@@ -7,8 +7,8 @@ resumed run the same run, `checkpoints` the callbacks that make it resumable, `d
 strategy and mixed precision, `lr_finder` `find_lr`.
 
 Example:
->>> from tfresnet import training
->>> result = training.fine_tune(data, epochs=2, output_dir="runs/flowers")
+    from tfresnet import training
+    result = training.fine_tune(data, epochs=2, output_dir="runs/flowers")
 """
 
 from tfresnet.training.distribute import resolve_strategy

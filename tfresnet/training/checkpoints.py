@@ -48,9 +48,9 @@ class EpochBackup(keras.callbacks.Callback):
     recorded (they must accept an epoch twice). Each phase of a run needs a directory of its own.
 
     Example:
-    >>> log = EpochLog("runs/flowers/log_head.csv", resume=True)
-    >>> backup = EpochBackup("runs/flowers/backup/head", replay=[log])
-    >>> model.fit(train, epochs=10, callbacks=[backup, log])  # after a kill: from the next epoch
+        log = EpochLog("runs/flowers/log_head.csv", resume=True)
+        backup = EpochBackup("runs/flowers/backup/head", replay=[log])
+        model.fit(train, epochs=10, callbacks=[backup, log])  # after a kill: from the next epoch
     """
 
     def __init__(self, directory: str, *, replay: list[keras.callbacks.Callback] = ()):
@@ -101,8 +101,8 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     starts from such a committed epoch, so it swaps back before its first epoch too.
 
     Example:
-    >>> compile_classifier(model, learning_rate=1e-4, ema_momentum=0.999)
-    >>> model.fit(train, callbacks=[AveragedWeights(backup), backup, best])
+        compile_classifier(model, learning_rate=1e-4, ema_momentum=0.999)
+        model.fit(train, callbacks=[AveragedWeights(backup), backup, best])
     """
 
     def __init__(self, backup: EpochBackup | None = None):
@@ -131,9 +131,9 @@ class BestCheckpoint(keras.callbacks.Callback):
     when an epoch ends, are then copied rather than written again.
 
     Example:
-    >>> best = BestCheckpoint("runs/flowers/best.weights.h5", "val_accuracy", resume=True)
-    >>> model.fit(train, validation_data=validation, callbacks=[best])
-    >>> best.restore()  # the best epoch's weights, back into the model
+        best = BestCheckpoint("runs/flowers/best.weights.h5", "val_accuracy", resume=True)
+        model.fit(train, validation_data=validation, callbacks=[best])
+        best.restore()  # the best epoch's weights, back into the model
     """
 
     def __init__(self, path: str | None, monitor: str = "val_accuracy", *, resume: bool = False):
@@ -202,10 +202,10 @@ class EpochLog(keras.callbacks.Callback):
     validation set) are left out, not written as "NA".
 
     Example:
-    >>> log = EpochLog("runs/flowers/log_head.csv", resume=True)
-    >>> model.fit(train, epochs=3, callbacks=[log])
-    >>> [row["epoch"] for row in log.rows]
-    [0, 1, 2]
+        log = EpochLog("runs/flowers/log_head.csv", resume=True)
+        model.fit(train, epochs=3, callbacks=[log])
+        [row["epoch"] for row in log.rows]
+        # [0, 1, 2]
     """
 
     def __init__(self, path: str, *, resume: bool = False):
@@ -231,8 +231,8 @@ def read_log(path: str) -> list[dict]:
     """The rows of an `EpochLog` file (an empty list when there is none).
 
     Example:
-    >>> read_log("runs/flowers/log_fine_tune.csv")[-1]["val_accuracy"]
-    0.93
+        read_log("runs/flowers/log_fine_tune.csv")[-1]["val_accuracy"]
+        # 0.93
     """
     if not os.path.exists(path):
         return []

@@ -29,9 +29,9 @@ def resolve_strategy() -> tf.distribute.Strategy:
     requires it.
 
     Example:
-    >>> strategy = resolve_strategy()
-    >>> with strategy.scope():
-    ...     model = build_classifier(3, weights=None)
+        strategy = resolve_strategy()
+        with strategy.scope():
+            model = build_classifier(3, weights=None)
     """
     tf_config = read_tf_config()
     if tf_config.get("cluster"):
@@ -59,8 +59,8 @@ def read_tf_config() -> dict:
         ValueError: `TF_CONFIG` is not such a JSON object; the message says what is wrong.
 
     Example:
-    >>> read_tf_config()["task"]  # TF_CONFIG='{"cluster": {"worker": ["a:1", "b:1"]}, "task": {...}}'
-    {'type': 'worker', 'index': 0}
+        read_tf_config()["task"]  # TF_CONFIG='{"cluster": {"worker": ["a:1", "b:1"]}, "task": {...}}'
+        # {'type': 'worker', 'index': 0}
     """
     text = os.environ.get("TF_CONFIG", "")
     try:
@@ -137,8 +137,8 @@ def precision_policy(mixed: bool):
     """Sets Keras's global dtype policy to mixed float16 (or float32) inside the block only.
 
     Example:
-    >>> with precision_policy(resolve_mixed_precision("auto")):
-    ...     model = build_classifier(3, weights=None)
+        with precision_policy(resolve_mixed_precision("auto")):
+            model = build_classifier(3, weights=None)
     """
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")

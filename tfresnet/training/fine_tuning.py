@@ -162,10 +162,10 @@ def fine_tune(
         A `FineTuneResult`.
 
     Example:
-    >>> data = tfresnet.from_folder("flowers/", image_size=224, seed=0)
-    >>> result = fine_tune(data, head_epochs=2, epochs=5, output_dir="runs/flowers")
-    >>> result.history["val_accuracy"][-1]
-    0.93
+        data = tfresnet.from_folder("flowers/", image_size=224, seed=0)
+        result = fine_tune(data, head_epochs=2, epochs=5, output_dir="runs/flowers")
+        result.history["val_accuracy"][-1]
+        # 0.93
     """
     settings = RunSettings(
         backbone=backbone,
@@ -289,7 +289,7 @@ def training_batches(
     """The batches `fine_tune` trains on: `data.train` with one-hot labels, mixed as asked.
 
     Example:
-    >>> tfresnet.show_batch(training_batches(data, mixup=0.2), data.class_names, "batch.png")
+        tfresnet.show_batch(training_batches(data, mixup=0.2), data.class_names, "batch.png")
     """
     train = data.train.map(one_hot_labels(len(data.class_names)))
     return mix_batches(train, mixup=mixup, cutmix=cutmix, seed=seed)

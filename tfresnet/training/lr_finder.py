@@ -43,10 +43,10 @@ def find_lr(
         `{"suggested_learning_rate", "learning_rates", "losses"}`.
 
     Example:
-    >>> model = build_classifier(5, image_size=224)
-    >>> tfresnet.freeze(model, until=None)  # the head phase
-    >>> find_lr(model, data.train, output_path="lr_find.png")["suggested_learning_rate"]
-    0.0012
+        model = build_classifier(5, image_size=224)
+        tfresnet.freeze(model, until=None)  # the head phase
+        find_lr(model, data.train, output_path="lr_find.png")["suggested_learning_rate"]
+        # 0.0012
     """
     if not 0 < start_lr < end_lr:
         raise ValueError(f"Need 0 < start_lr < end_lr. Received: start_lr={start_lr}, end_lr={end_lr}")

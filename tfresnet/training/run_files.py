@@ -78,8 +78,8 @@ def run_folder(
     when the block ends, holding on `resume` a copy of the chief's committed state.
 
     Example:
-    >>> with run_folder("runs/flowers", strategy, resume=True, identity=identity) as folder:
-    ...     model.load_weights(os.path.join(folder, BEST_WEIGHTS))
+        with run_folder("runs/flowers", strategy, resume=True, identity=identity) as folder:
+            model.load_weights(os.path.join(folder, BEST_WEIGHTS))
     """
     if not output_dir:
         yield None
@@ -108,7 +108,7 @@ def check_resume(output_dir: str, identity: dict) -> None:
     """Raises a `ResumeError` unless `output_dir` holds no run or the run `identity` describes.
 
     Example:
-    >>> check_resume("runs/flowers", run_identity(data, backbone="resnet50", ...))
+        check_resume("runs/flowers", run_identity(data, backbone="resnet50", ...))
     """
     recorded = read_json(os.path.join(output_dir, IDENTITY_FILE))
     if recorded is not None:
@@ -141,8 +141,8 @@ def run_lock(output_dir: str) -> Iterator[None]:
     killed process leaves it behind, unlocked). Without `fcntl` (Windows) nothing is locked.
 
     Example:
-    >>> with run_lock("runs/flowers"):
-    ...     fine_tune(data, output_dir="runs/flowers")
+        with run_lock("runs/flowers"):
+            fine_tune(data, output_dir="runs/flowers")
     """
     try:
         import fcntl
@@ -198,8 +198,8 @@ def resume_point(run_dir: str) -> list[int]:
     the head phase, of the fine-tuning phase]` (-1: none).
 
     Example:
-    >>> resume_point("runs/flowers")
-    [0, 1, 2, 0]
+        resume_point("runs/flowers")
+        # [0, 1, 2, 0]
     """
     epochs = [
         (read_json(os.path.join(run_dir, BACKUP_DIR, phase, BACKUP_STATE)) or {}).get("epoch", -1)
@@ -300,8 +300,8 @@ def logged_history(run_dir: str) -> dict[str, list[float]]:
     """The history of both phases as their logs in `run_dir` hold it (see `extend_history`).
 
     Example:
-    >>> logged_history("runs/flowers")["phase"]
-    [1, 1, 1, 2, 2]
+        logged_history("runs/flowers")["phase"]
+        # [1, 1, 1, 2, 2]
     """
     history: dict[str, list[float]] = {}
     for number, phase in enumerate(PHASES, 1):

@@ -8,9 +8,9 @@ the data by `ImageData.fingerprint`); `compare` raises `RunMismatch`, naming wha
 a resume would continue a run with other ones.
 
 Example:
->>> identity = run_identity(data, backbone="resnet50", weights="imagenet", head_units=None,
-...                         dropout=0.2, ema=False)
->>> compare(read_json("runs/flowers/run.json"), identity, "runs/flowers")
+    identity = run_identity(data, backbone="resnet50", weights="imagenet", head_units=None,
+                            dropout=0.2, ema=False)
+    compare(read_json("runs/flowers/run.json"), identity, "runs/flowers")
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def run_identity(
     """The facts that decide what a run's weights mean (see `FIELDS`), as `run.json` holds them.
 
     Example:
-    >>> run_identity(data, backbone="resnet-tiny", weights=None, head_units=None, dropout=0.2, ema=False)
-    {'backbone': 'resnet-tiny', 'weights': None, 'head_units': None, 'dropout': 0.2, 'image_size': 32, ...}
+        run_identity(data, backbone="resnet-tiny", weights=None, head_units=None, dropout=0.2, ema=False)
+        # {'backbone': 'resnet-tiny', 'weights': None, 'head_units': None, 'dropout': 0.2, ...}
     """
     return {
         "backbone": backbone,
@@ -88,8 +88,8 @@ def weights_identity(weights: str | os.PathLike | None) -> str | dict | None:
     """A name (`"imagenet"`, `"torchvision:..."`, None) as it is; a file by its path and SHA-256.
 
     Example:
-    >>> weights_identity("my.weights.h5")
-    {'file': 'my.weights.h5', 'sha256': '9f2c...'}
+        weights_identity("my.weights.h5")
+        # {'file': 'my.weights.h5', 'sha256': '9f2c...'}
     """
     if weights is None:
         return None
@@ -114,9 +114,9 @@ def compare(recorded: dict, identity: dict, output_dir: str) -> None:
     """Raises `RunMismatch` naming every fact of `identity` that differs from `recorded`.
 
     Example:
-    >>> compare({"image_size": 64, ...}, {"image_size": 96, ...}, "runs/flowers")
-    Traceback (most recent call last):
-    RunMismatch: resume=True: the run in 'runs/flowers' was started with image_size 64, now 96. ...
+        compare({"image_size": 64, ...}, {"image_size": 96, ...}, "runs/flowers")
+        # Traceback (most recent call last):
+        # RunMismatch: resume=True: the run in 'runs/flowers' was started with image_size 64, now 96. ...
     """
     changes = [
         _change(name, recorded.get(name), identity.get(name))

@@ -168,9 +168,9 @@ def fine_tune_schedule(
     """A linear warm-up from 0 to `learning_rate`, then a cosine decay to 0 at `steps`.
 
     Example:
-    >>> schedule = fine_tune_schedule(1e-4, steps=100, warmup_steps=10)
-    >>> float(schedule(10)), float(schedule(100))
-    (0.0001, 0.0)
+        schedule = fine_tune_schedule(1e-4, steps=100, warmup_steps=10)
+        float(schedule(10)), float(schedule(100))
+        # (0.0001, 0.0)
     """
     warmup_steps = min(warmup_steps, max(steps - 1, 0))
     return keras.optimizers.schedules.CosineDecay(
@@ -185,8 +185,8 @@ def steps_per_epoch(data: ImageData) -> int:
     """Training steps in one epoch, as the training set batches (a dropped remainder included).
 
     Example:
-    >>> steps_per_epoch(tfresnet.from_folder("flowers/", batch_size=32))
-    8
+        steps_per_epoch(tfresnet.from_folder("flowers/", batch_size=32))
+        # 8
     """
     steps = int(data.train.cardinality())
     if steps > 0:

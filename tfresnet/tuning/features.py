@@ -40,9 +40,9 @@ class Features:
         batch_size: The batch size of the data they were computed from.
 
     Example:
-    >>> features = extract_features(data, backbone="resnet-tiny", weights=None)
-    >>> features.train_features.shape
-    (80, 128)
+        features = extract_features(data, backbone="resnet-tiny", weights=None)
+        features.train_features.shape
+        # (80, 128)
     """
 
     train_features: np.ndarray
@@ -91,10 +91,10 @@ def extract_features(
         A `Features`.
 
     Example:
-    >>> data = from_folder("flowers/", image_size=224, augmentation="none", seed=0)
-    >>> features = extract_features(data, cache_dir="runs/tuning")
-    >>> features.feature_dim
-    2048
+        data = from_folder("flowers/", image_size=224, augmentation="none", seed=0)
+        features = extract_features(data, cache_dir="runs/tuning")
+        features.feature_dim
+        # 2048
     """
     check_data(data)
     return load_or_extract(
@@ -112,8 +112,8 @@ def features_key(description: dict, backbone: str, weights, seed: int) -> str:
     """The cache key of the features of the data `description` (`describe_data`) names.
 
     Example:
-    >>> features_key(describe_data(data), "resnet50", "imagenet", 0)
-    '3f2a9c0d41b7e655'
+        features_key(describe_data(data), "resnet50", "imagenet", 0)
+        # '3f2a9c0d41b7e655'
     """
     policy = keras.mixed_precision.dtype_policy().name
     weights = describe_weights(weights)
@@ -128,9 +128,9 @@ def load_or_extract(
     """`extract_features` with the key and the strategy given: the cached file, else computed.
 
     Example:
-    >>> load_or_extract(data, key=key, backbone="resnet50", weights="imagenet", seed=0,
-    ...                 cache_dir="runs/tuning", strategy=None).feature_dim
-    2048
+        load_or_extract(data, key=key, backbone="resnet50", weights="imagenet", seed=0,
+                        cache_dir="runs/tuning", strategy=None).feature_dim
+        # 2048
     """
     path = None if cache_dir is None else os.path.join(os.fspath(cache_dir), CACHE_FILE.format(key=key))
     if path is not None and os.path.exists(path):
@@ -213,7 +213,7 @@ def check_data(data) -> None:
     """Refuses anything but an `ImageData` with a validation set.
 
     Example:
-    >>> check_data(from_folder("flowers/", val_split=0.2, seed=0))
+        check_data(from_folder("flowers/", val_split=0.2, seed=0))
     """
     if not isinstance(data, ImageData):
         raise ValueError(
@@ -234,8 +234,8 @@ def describe_data(data: ImageData) -> dict:
     every pass), so a changed training image, not only a changed count, changes the cache key.
 
     Example:
-    >>> describe_data(data)["class_counts"]
-    [80, 80, 80]
+        describe_data(data)["class_counts"]
+        # [80, 80, 80]
     """
     digests = {}
     for name, dataset in (("train_digest", data.train_evaluation), ("validation_digest", data.validation)):
@@ -274,8 +274,8 @@ def file_digest(path: str) -> str:
     """The SHA-256 of a file's bytes, in hexadecimal.
 
     Example:
-    >>> file_digest("resnet50_notop.h5")[:12]
-    '4d473c1dd8be'
+        file_digest("resnet50_notop.h5")[:12]
+        # '4d473c1dd8be'
     """
     digest = hashlib.sha256()
     with open(path, "rb") as file:

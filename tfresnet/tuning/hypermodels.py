@@ -190,10 +190,10 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         **kwargs: Passed to `keras_tuner.HyperModel` (`name`, `tunable`).
 
     Example:
-    >>> hypermodel = ClassifierHyperModel(3, backbone="resnet-tiny", weights=None, image_size=32)
-    >>> model = hypermodel.build(keras_tuner.HyperParameters())
-    >>> [layer.name for layer in model.layers][-2:], model.loss.label_smoothing
-    (['output_dropout', 'predictions'], 0.1)
+        hypermodel = ClassifierHyperModel(3, backbone="resnet-tiny", weights=None, image_size=32)
+        model = hypermodel.build(keras_tuner.HyperParameters())
+        [layer.name for layer in model.layers][-2:], model.loss.label_smoothing
+        # (['output_dropout', 'predictions'], 0.1)
     """
 
     def __init__(

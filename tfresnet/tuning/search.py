@@ -128,8 +128,8 @@ def search(
             `directory` made with other settings (pass `overwrite=True`).
 
     Example:
-    >>> best = search(data, tuner="hyperband", max_trials=20, directory="runs/tuning")
-    >>> model = build_classifier(3, head_units=best["head_units"], dropout=best["dropout"])
+        best = search(data, tuner="hyperband", max_trials=20, directory="runs/tuning")
+        model = build_classifier(3, head_units=best["head_units"], dropout=best["dropout"])
     """
     _check_arguments(tuner, objective, max_trials, tune_epochs, seed, label_smoothing)
     choices = _check_data_and_choices(data, backbone, freeze_until_choices)

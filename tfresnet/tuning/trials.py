@@ -22,8 +22,8 @@ def read_trials(project_dir: str) -> list[dict]:
     `message` (why it failed) and `worker` (who ran it, when recorded).
 
     Example:
-    >>> [trial["status"] for trial in read_trials("runs/tuning")]
-    ['COMPLETED', 'COMPLETED']
+        [trial["status"] for trial in read_trials("runs/tuning")]
+        # ['COMPLETED', 'COMPLETED']
     """
     trials = []
     paths = glob.glob(os.path.join(project_dir, "trial_*", "trial.json"))
@@ -54,7 +54,7 @@ def write_summary(project_dir: str, trials: list[dict], objective: str) -> None:
     """Writes `trials.csv` (one row per trial) and `trials.png` (score by trial).
 
     Example:
-    >>> write_summary("runs/tuning", read_trials("runs/tuning"), "val_accuracy")
+        write_summary("runs/tuning", read_trials("runs/tuning"), "val_accuracy")
     """
     _write_table(project_dir, trials, objective)
     _write_plot(project_dir, trials, objective)

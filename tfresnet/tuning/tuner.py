@@ -53,10 +53,10 @@ class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
             `distribution_strategy`, ...).
 
     Example:
-    >>> tuner = SearchTuner(make_oracle("random", objective="val_accuracy", max_trials=3,
-    ...                                 tune_epochs=2, seed=0),
-    ...                     HeadHyperModel(3, feature_dim=128), max_epochs=2, directory="runs")
-    >>> tuner.search(features, labels, epochs=2, validation_data=(val_features, val_labels))
+        tuner = SearchTuner(make_oracle("random", objective="val_accuracy", max_trials=3,
+                                        tune_epochs=2, seed=0),
+                            HeadHyperModel(3, feature_dim=128), max_epochs=2, directory="runs")
+        tuner.search(features, labels, epochs=2, validation_data=(val_features, val_labels))
     """
 
     def __init__(self, oracle, hypermodel, *, max_epochs: int, trials_per_session: int = 1, **kwargs):
@@ -200,8 +200,8 @@ def scope(strategy: tf.distribute.Strategy | None):
     """`strategy.scope()`, or nothing for None.
 
     Example:
-    >>> with scope(None):
-    ...     model = build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+        with scope(None):
+            model = build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
     """
     if strategy is None:
         yield
