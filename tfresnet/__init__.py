@@ -21,8 +21,9 @@ Example:
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
+
+from tfresnet import lazy
 
 __version__ = "0.2.0"
 
@@ -64,20 +65,7 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
-def __getattr__(name: str):
-    """Imports the module that defines a public name (or a submodule: `tfresnet.insight`) on first use."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy.attach(__name__, _EXPORTS, submodules=True)
 
 
 if sys.argv[:1] != ["-m"]:

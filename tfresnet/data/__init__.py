@@ -14,7 +14,7 @@ Names are imported on first use (PEP 562): the parts that need no TensorFlow (`i
 
 from __future__ import annotations
 
-import importlib
+from tfresnet import lazy
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -32,14 +32,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Imports the module that defines a public name on first use."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy.attach(__name__, _EXPORTS)
