@@ -218,6 +218,14 @@ def bad_image_folder(image_folder) -> tuple[str, list[str]]:
 
 # === Tuning ===
 
+import shutil  # noqa: E402
+
+import keras_tuner  # noqa: E402
+
+from tfresnet.data import ImageData, from_arrays  # noqa: E402
+from tfresnet.data.examples import CLASS_COLORS, CLASS_SHAPES, draw_shape  # noqa: E402
+from tfresnet.tuning import search  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def tuning_folder(tmp_path_factory) -> str:
@@ -234,3 +242,364 @@ def tuning_data(tuning_folder):
     from tfresnet.data import from_folder
 
     return from_folder(tuning_folder, image_size=32, batch_size=8, val_split=0.3, augmentation="none", seed=0)
+
+
+# The searches below and in the tuning tests build every model on the tiny test backbone (128
+# features), and run on 32 images of 32 px in three imbalanced classes.
+TINY = {"backbone": "resnet-tiny", "weights": None}
+# Images per class: imbalanced, so the balanced class weights differ from 1. A quarter of each
+# class is held out: 24 training images (12, 6, 6), 3 batches of 8, and 8 validation images.
+CLASS_SIZES = (16, 8, 8)
+NUM_CLASSES = len(CLASS_SIZES)
+FEATURE_SIZE = 128  # resnet-tiny's
+
+
+def make_arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """32 px images in which class k is the k-th colour and shape on a noisy background."""
+    rng = np.random.default_rng(seed)
+    colors = list(CLASS_COLORS.values())
+    labels = np.repeat(np.arange(NUM_CLASSES), CLASS_SIZES)
+    images = np.stack([np.asarray(draw_shape(CLASS_SHAPES[k], colors[k], 32, rng)) for k in labels])
+    return images, labels
+
+
+def make_data(seed: int = 0) -> ImageData:
+    images, labels = make_arrays(seed)
+    return from_arrays(
+        images, labels, image_size=32, batch_size=8, val_split=0.25, augmentation="none", seed=0
+    )
+
+
+@pytest.fixture
+def data() -> ImageData:
+    return make_data()
+
+
+def fixed_hp(**values) -> keras_tuner.HyperParameters:
+    hp = keras_tuner.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    return hp
+
+
+class RecordTraining(keras.callbacks.Callback):
+    """Records each trial's optimizer step and `predictions` kernel when its fit starts and ends.
+
+    The record is a class attribute, so it survives the copy the search makes for each trial.
+    """
+
+    record = []
+
+    def on_train_begin(self, logs=None):
+        self.record.append(("begin", *self.state()))
+
+    def on_train_end(self, logs=None):
+        self.record.append(("end", *self.state()))
+
+    def state(self):
+        kernel = self.model.get_layer("predictions").kernel
+        return int(self.model.optimizer.iterations), keras.ops.convert_to_numpy(kernel)
+
+
+@pytest.fixture(scope="session")
+def hyperband_search(tmp_path_factory):
+    """A finished default-tuner search, run once: `(directory, best, RecordTraining.record)`."""
+    RecordTraining.record = []
+    directory = tmp_path_factory.mktemp("hyperband") / "search"
+    best = search(
+        make_data(),
+        max_trials=4,
+        tune_epochs=3,
+        seed=0,
+        directory=directory,
+        callbacks=[RecordTraining()],
+        verbose=0,
+        **TINY,
+    )
+    keras.backend.clear_session()
+    return directory, best, list(RecordTraining.record)
+
+
+def copy_search(directory, tmp_path):
+    shutil.copytree(directory, tmp_path / "search")
+    return tmp_path / "search"
+
+
+# === Backbone networks ===
+
+from tfresnet.models.backbones import BACKBONES  # noqa: E402
+
+IMAGE_SHAPE = (32, 32, 3)
+
+
+@pytest.fixture(scope="module")
+def networks():
+    """`networks(name)`: the row's network, built on first use and kept for the module."""
+    built = {}
+
+    def get(name: str) -> keras.Model:
+        if name not in built:
+            built[name] = BACKBONES[name].builder(include_top=False, weights=None, input_shape=IMAGE_SHAPE)
+        return built[name]
+
+    return get
+
+
+def layer_names(network: keras.Model) -> list[str]:
+    return [layer.name for layer in network.layers]
+
+
+# === Folders for the dataset check ===
+
+import csv  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+from tfresnet.data.folder import list_folder  # noqa: E402
+from tfresnet.data.pipeline import stratified_split  # noqa: E402
+
+CHECK_CLASSES = ("cats", "dogs", "foxes")
+CHECK_SIZE = 48
+# The planted files, relative to the folder.
+EXACT = ("cats/00.png", "dogs/dup_of_cat.bmp")  # the same pixels, in two classes
+ORIGINAL, RESIZED = "foxes/02.png", "foxes/02_small.jpg"  # re-encoded and resized, across the split
+GRAY, TRUNCATED = "cats/gray.png", "cats/truncated.jpg"
+
+
+def photo(seed: int, size: int = CHECK_SIZE) -> Image.Image:
+    """A photo-like RGB image, unlike any other seed's: random colour fields at four scales, the
+    finer the fainter (as the spectrum of a photograph falls), plus a little noise."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros((size, size, 3), np.float32)
+    for cells, weight in ((3, 1.0), (6, 0.6), (12, 0.35), (24, 0.2)):
+        field = rng.uniform(-1, 1, (cells, cells, 3)).astype(np.float32)
+        channels = [
+            Image.fromarray(field[..., k], mode="F").resize((size, size), Image.BICUBIC) for k in range(3)
+        ]
+        total += weight * np.stack([np.asarray(channel) for channel in channels], axis=-1)
+    pixels = 128 + 60 * total + rng.normal(0, 4, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_clean_folder(root: str, per_class: int = 8) -> str:
+    """Three classes of distinct photos, PNG and JPEG alternately."""
+    for number, name in enumerate(CHECK_CLASSES):
+        os.makedirs(os.path.join(root, name))
+        for i in range(per_class):
+            extension, options = (".png", {}) if i % 2 == 0 else (".jpg", {"quality": 90})
+            photo(100 * number + i).save(os.path.join(root, name, f"{i:02d}{extension}"), **options)
+    return root
+
+
+def _side(root: str, val_split: float, seed: int) -> dict[str, bool]:
+    """Whether each readable file lies in the validation set, by the split `from_folder` makes."""
+    _, paths, labels, _ = list_folder(root, strict=False)
+    validation = set(stratified_split(labels, val_split, seed)[1])
+    return {os.path.relpath(path, root): i in validation for i, path in enumerate(paths)}
+
+
+@pytest.fixture(scope="session")
+def clean_folder(tmp_path_factory) -> str:
+    return write_clean_folder(str(tmp_path_factory.mktemp("clean") / "images"))
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory) -> tuple[str, int]:
+    """A clean folder plus the planted problems; returns it and a seed whose split puts the
+    resized copy and its original on different sides."""
+    root = write_clean_folder(str(tmp_path_factory.mktemp("planted") / "images"))
+    Image.open(os.path.join(root, EXACT[0])).save(os.path.join(root, EXACT[1]))
+    Image.open(os.path.join(root, ORIGINAL)).resize((40, 40)).save(os.path.join(root, RESIZED), quality=70)
+    photo(999).convert("L").save(os.path.join(root, GRAY))
+    photo(998).save(os.path.join(root, "whole.jpg"))
+    with open(os.path.join(root, "whole.jpg"), "rb") as file:
+        contents = file.read()
+    with open(os.path.join(root, TRUNCATED), "wb") as file:
+        file.write(contents[: len(contents) // 2])
+    os.remove(os.path.join(root, "whole.jpg"))
+    seed = next(
+        seed for seed in range(100) if len({_side(root, 0.25, seed)[p] for p in (ORIGINAL, RESIZED)}) == 2
+    )
+    return root, seed
+
+
+def write_labels_csv(path, rows, header=("path", "label")) -> str:
+    with open(path, "w", newline="") as file:
+        csv.writer(file).writerows([header, *rows])
+    return str(path)
+
+
+def folder_rows(root: str) -> list[tuple[str, str]]:
+    """Every file of a folder of class folders, as `from_folder` lists them: (path, class)."""
+    return [
+        (os.path.join(name, file), name)
+        for name in sorted(os.listdir(root))
+        for file in sorted(os.listdir(os.path.join(root, name)))
+    ]
+
+
+# === Reports ===
+
+REPORT_CLASS_NAMES = ["cat", "dog", "fox"]
+# Image i of the set: label REPORT_LABELS[i]; the "model" below is wrong on the images in REPORT_WRONG.
+REPORT_LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+REPORT_WRONG = {1, 3, 8, 10}
+REPORT_SIZE = 8
+
+
+def report_images() -> np.ndarray:
+    """Each image says what it is: channel 0 its label (x100), 1 whether the model errs on it
+    (255), 2 its index (x10)."""
+    images = np.zeros((len(REPORT_LABELS), REPORT_SIZE, REPORT_SIZE, 3), "float32")
+    for i, label in enumerate(REPORT_LABELS):
+        images[i, ..., 0] = 100 * label
+        images[i, ..., 1] = 255 * (i in REPORT_WRONG)
+        images[i, ..., 2] = 10 * i
+    return images
+
+
+class _ReadsThePixels(keras.layers.Layer):
+    """Predicts the label written in channel 0 (0.9), or the next class on images marked in
+    channel 1; less sure of later images, so that every loss differs."""
+
+    def call(self, images):
+        label = keras.ops.round(keras.ops.mean(images[..., 0], axis=(1, 2)) / 100)
+        wrong = keras.ops.cast(keras.ops.mean(images[..., 1], axis=(1, 2)) > 127, "float32")
+        index = keras.ops.mean(images[..., 2], axis=(1, 2)) / 10
+        guess = keras.ops.cast(keras.ops.mod(label + wrong, 3), "int32")
+        sure = 0.9 - 0.02 * index
+        return keras.ops.one_hot(guess, 3) * sure[:, None] + (1 - sure[:, None]) / 3
+
+
+def report_model() -> keras.Model:
+    inputs = keras.Input((REPORT_SIZE, REPORT_SIZE, 3))
+    return keras.Model(inputs, _ReadsThePixels()(inputs))
+
+
+def reshuffling_dataset(batch_size=5) -> tf.data.Dataset:
+    """The images in a new order on every pass, in uneven batches."""
+    dataset = tf.data.Dataset.from_tensor_slices((report_images(), REPORT_LABELS))
+    return dataset.shuffle(len(REPORT_LABELS), seed=0, reshuffle_each_iteration=True).batch(batch_size)
+
+
+@pytest.fixture
+def folder_with_a_conflict(make_image_folder):
+    """A learnable folder where one "blue" image is also filed, unchanged, under "red"."""
+    folder = make_image_folder(num_classes=3, images_per_class=6, size=40)
+    shutil.copy(os.path.join(folder, "blue", "000.jpg"), os.path.join(folder, "red", "copy_of_blue.jpg"))
+    return folder
+
+
+# === A trained classifier and its LiteRT and ONNX exports ===
+
+import tfresnet  # noqa: E402
+from tfresnet.export import saved_model  # noqa: E402
+from tfresnet.export.formats import export_formats, predict_all  # noqa: E402
+from tfresnet.models.classifier import compile_classifier, one_hot_labels  # noqa: E402
+
+# The int8 checks need a trained model (on random weights every class is about as likely, and
+# int8 rounding decides the label): a tiny ResNet trained for a few seconds on a learnable folder.
+TRAINED_IMAGE_SIZE = 32
+
+
+# test_hub.py and test_saved_model.py train models of their own under this name.
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """`(model, class_names, folders, held-out data)`: a tiny ResNet trained on 3 x 20 images,
+    and 3 x 10 images of the same classes it never saw."""
+    root = tmp_path_factory.mktemp("formats")
+    folders = {"train": str(root / "train"), "held_out": str(root / "held_out")}
+    write_image_folder(folders["train"], images_per_class=20, size=40, seed=0)
+    write_image_folder(folders["held_out"], images_per_class=10, size=40, seed=5)
+    options = {
+        "image_size": TRAINED_IMAGE_SIZE,
+        "batch_size": 16,
+        "val_split": 0,
+        "augmentation": "none",
+        "seed": 0,
+    }
+    data = tfresnet.from_folder(folders["train"], **options)
+    held_out = tfresnet.from_folder(folders["held_out"], **options)
+    keras.utils.set_random_seed(0)
+    model = tfresnet.build_classifier(
+        3, backbone="resnet-tiny", weights=None, image_size=TRAINED_IMAGE_SIZE, dropout=0.0, freeze_until=0
+    )
+    compile_classifier(model, learning_rate=3e-3, jit_compile=False)
+    model.fit(data.train.map(one_hot_labels(3)), epochs=6, shuffle=False, verbose=0)
+    return model, data.class_names, folders, held_out
+
+
+@pytest.fixture(scope="session")
+def keras_exports(trained, tmp_path_factory):
+    """`export_formats` of the trained model: float32 LiteRT and ONNX files, measured on the held-out set."""
+    model, class_names, _, held_out = trained
+    output_dir = str(tmp_path_factory.mktemp("run"))
+    figures = export_formats(
+        model,
+        output_dir,
+        ["saved_model", "litert", "onnx"],
+        validation=held_out.train_evaluation,
+        class_names=class_names,
+    )
+    return output_dir, figures
+
+
+@pytest.fixture(scope="session")
+def held_out_images(trained):
+    """`(images, labels, Keras probabilities)` of the held-out set, evaluation transform."""
+    model, _, _, held_out = trained
+    outputs = predict_all(held_out.train_evaluation, {"keras": model.predict_on_batch, "images": lambda x: x})
+    return outputs["images"], outputs["labels"], outputs["keras"]
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(trained, tmp_path_factory):
+    model, class_names, _, _ = trained
+    return saved_model.export_saved_model(
+        model, str(tmp_path_factory.mktemp("saved") / "1"), class_names=class_names
+    )
+
+
+# === Exported models to classify image files with ===
+
+from tfresnet.export.litert import export_litert  # noqa: E402
+from tfresnet.export.onnx_export import export_onnx  # noqa: E402
+
+# The model tells the shapes folder's classes by their colour (global average pooling, then a
+# dense layer whose weights pick the red, green and blue channels): it converts in a second or
+# two and is right on every image, so each row's label can be checked against its folder.
+EXPORTED_IMAGE_SIZE = 32
+EXPORTED_CLASS_NAMES = ["blue", "green", "red"]
+EXPORTED_KINDS = ("saved_model", "litert", "onnx")
+
+
+def colour_classifier() -> keras.Model:
+    """Raw pixels -> mean colour -> softmax over blue, green, red (a channel each, scaled)."""
+    inputs = keras.Input((EXPORTED_IMAGE_SIZE, EXPORTED_IMAGE_SIZE, 3), name="images")
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(3, activation="softmax", name="predictions")
+    model = keras.Model(inputs, dense(pooled))
+    picks = np.zeros((3, 3), np.float32)  # channel (R, G, B) -> class (blue, green, red)
+    picks[2, 0] = picks[1, 1] = picks[0, 2] = 30 / 255
+    dense.set_weights([picks, np.zeros(3, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """`{kind: model path}`, the Keras model, and a folder of 3 x 4 images with 3 bad files in "red"."""
+    root = tmp_path_factory.mktemp("predict")
+    model = colour_classifier()
+    paths = {
+        "saved_model": saved_model.export_saved_model(
+            model, str(root / "saved" / "1"), class_names=EXPORTED_CLASS_NAMES
+        ),
+        "litert": export_litert(
+            model, str(root / "files" / "model.tflite"), class_names=EXPORTED_CLASS_NAMES
+        ),
+        "onnx": export_onnx(model, str(root / "files" / "model.onnx"), class_names=EXPORTED_CLASS_NAMES),
+    }
+    images = str(root / "images")
+    write_image_folder(images, images_per_class=4, size=40, seed=3)
+    bad = write_bad_files(os.path.join(images, "red"))
+    return paths, model, images, bad

@@ -6,32 +6,14 @@ Each network is built once per module, with random weights at 32 px; the facts c
 
 import keras
 import pytest
+from conftest import layer_names as _names
 
 import tfresnet
-from tfresnet.models import tiny_resnet
 from tfresnet.models.backbones import BACKBONES, TorchvisionWeights, get_backbone
 
 REAL = ["resnet50", "resnet50v2", "resnet50-torchvision"]
 BUILT = [*REAL, "resnet-tiny"]
 STAGES = [(name, stage) for name in BUILT for stage in BACKBONES[name].stages]
-IMAGE_SHAPE = (32, 32, 3)
-
-
-@pytest.fixture(scope="module")
-def networks():
-    """`networks(name)`: the row's network, built on first use and kept for the module."""
-    built = {}
-
-    def get(name: str) -> keras.Model:
-        if name not in built:
-            built[name] = BACKBONES[name].builder(include_top=False, weights=None, input_shape=IMAGE_SHAPE)
-        return built[name]
-
-    return get
-
-
-def _names(network: keras.Model) -> list[str]:
-    return [layer.name for layer in network.layers]
 
 
 # === Each row against its network ===
@@ -126,58 +108,9 @@ def test_only_torchvision_takes_torchvision_weights(name):
     assert not BACKBONES[name].torchvision_weights
 
 
-# === The tiny test backbone ===
-
-
 def test_resnet50_row_is_keras_resnet50():
     assert BACKBONES["resnet50"].builder is keras.applications.ResNet50
     assert BACKBONES["resnet50v2"].builder is keras.applications.ResNet50V2
-
-
-def test_tiny_has_resnet50_layers_in_order(networks):
-    # Index 0 is the input layer in both; its name is Keras's automatic, numbered one.
-    resnet50, tiny = networks("resnet50"), networks("resnet-tiny")
-    assert [type(layer) for layer in tiny.layers] == [type(layer) for layer in resnet50.layers]
-    assert _names(tiny)[1:] == _names(resnet50)[1:]
-
-
-def test_tiny_has_resnet50_kernels_and_strides(networks):
-    def geometry(network):
-        return [
-            (
-                getattr(layer, "kernel_size", None),
-                getattr(layer, "strides", None),
-                getattr(layer, "padding", None),
-            )
-            for layer in network.layers
-        ]
-
-    assert geometry(networks("resnet-tiny")) == geometry(networks("resnet50"))
-
-
-def test_tiny_has_under_a_hundredth_of_the_weights(networks):
-    # Its build time is not asserted: speed is for benchmarks/, where a busy machine cannot fail CI.
-    assert networks("resnet-tiny").count_params() < networks("resnet50").count_params() / 100
-
-
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda: tfresnet.build_backbone("resnet-tiny", weights="imagenet", image_size=32),
-        lambda: tfresnet.build_classifier(2, backbone="resnet-tiny", weights="imagenet", image_size=32),
-        lambda: tfresnet.build_backbone("resnet-tiny", weights="/some/file.h5", image_size=32),
-    ],
-    ids=["build_backbone", "build_classifier", "a file"],
-)
-def test_tiny_refuses_pretrained_weights(build):
-    with pytest.raises(ValueError, match=r"'resnet-tiny' is a tiny network for tests .* pass weights=None"):
-        build()
-
-
-@pytest.mark.parametrize("kwargs", [{"weights": "imagenet"}, {"include_top": True}])
-def test_tiny_builder_refuses_a_top_and_weights(kwargs):
-    with pytest.raises(ValueError, match="no classification top and no pretrained weights"):
-        tiny_resnet.tiny_resnet(**kwargs)
 
 
 # === get_backbone ===

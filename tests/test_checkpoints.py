@@ -1,14 +1,13 @@
-"""The pieces that make a run resumable, on a two-weight model: atomic writes, the epoch
-backup, the best checkpoint, the per-epoch log and early stopping across a kill."""
+"""The pieces that make a run resumable, on a two-weight model: the epoch backup, the best
+checkpoint, the per-epoch log and early stopping across a kill."""
 
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
 
-from tfresnet.files import read_json, write_atomically, write_json
+from tfresnet.files import read_json, write_json
 from tfresnet.training import checkpoints
 from tfresnet.training.checkpoints import (
     BestCheckpoint,
@@ -58,33 +57,6 @@ class _Snapshot(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.weights = self.model.get_weights()
-
-
-# === write_atomically ===
-
-
-def test_write_atomically_replaces_the_file(tmp_path):
-    path = tmp_path / "notes.json"
-    write_json(str(path), {"epoch": 1})
-    write_json(str(path), {"epoch": 2})
-    assert read_json(str(path)) == {"epoch": 2}
-    assert os.listdir(tmp_path) == ["notes.json"]
-    assert read_json(str(tmp_path / "missing.json")) is None
-
-
-def test_a_failing_writer_leaves_the_previous_file_and_no_temporary(tmp_path):
-    path = tmp_path / "best.json"
-    path.write_text('{"value": 0.5}')
-
-    def fail_halfway(temporary):
-        with open(temporary, "w") as file:
-            file.write('{"val')
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        write_atomically(str(path), fail_halfway)
-    assert json.loads(path.read_text()) == {"value": 0.5}
-    assert os.listdir(tmp_path) == ["best.json"]
 
 
 # === BestCheckpoint ===
@@ -278,27 +250,3 @@ def test_early_stopping_counts_the_epochs_logged_before_a_kill(tmp_path):
     history = model.fit(x, y, epochs=20, verbose=0, callbacks=callbacks)
     assert len(history.history["loss"]) == 1  # the third epoch without improvement stops it
     assert [row["epoch"] for row in log.rows] == [0, 1, 2, 3]
-
-
-def test_files_and_exports_follow_the_umask_not_mkstemps_owner_only_modes(tmp_path):
-    """Checkpoints, JSON files and the SavedModel get what `open()` and `mkdir` would give."""
-    from tfresnet.export import export_saved_model
-    from tfresnet.files import save_weights_atomically, write_json
-
-    model = keras.Sequential(
-        [keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")]
-    )
-    previous = os.umask(0o027)
-    try:
-        write_json(str(tmp_path / "best.json"), {"value": 1})
-        save_weights_atomically(model, str(tmp_path / "best.weights.h5"))
-        export_saved_model(model, str(tmp_path / "saved_model" / "1"), class_names=["a", "b"])
-    finally:
-        os.umask(previous)
-    assert os.stat(tmp_path / "best.json").st_mode & 0o777 == 0o640
-    assert os.stat(tmp_path / "best.weights.h5").st_mode & 0o777 == 0o640
-    export = tmp_path / "saved_model" / "1"
-    assert os.stat(export).st_mode & 0o777 == 0o750
-    for path in [export / "saved_model.pb", export / "labels.txt", *export.glob("variables/*")]:
-        assert os.stat(path).st_mode & 0o777 == 0o640, path
-    assert os.stat(export / "variables").st_mode & 0o777 == 0o750

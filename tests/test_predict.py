@@ -1,10 +1,5 @@
-"""`python -m tfresnet.predict` and `load_predictor`: the same rows from a SavedModel, a LiteRT
-and an ONNX file, decoded by the evaluation transform, with the reason of each unreadable file.
-
-The model here tells the shapes folder's classes by their colour (global average pooling, then
-a dense layer whose weights pick the red, green and blue channels): it converts in a second or
-two and is right on every image, so each row's label can be checked against its folder.
-"""
+"""The command `python -m tfresnet.predict`: the predictor's rows from a SavedModel, a LiteRT and
+an ONNX file, in CSV or JSON lines, with the reason of each unreadable file, and bad input."""
 
 import csv
 import glob
@@ -14,52 +9,12 @@ import shutil
 import subprocess
 import sys
 
-import keras
-import numpy as np
 import pytest
-import tensorflow as tf
-from conftest import assert_close_across_kernels, write_bad_files, write_image_folder
+from conftest import EXPORTED_KINDS as KINDS
 
 import tfresnet
 from tfresnet import predict
 from tfresnet.export import predictor as predictor_module
-from tfresnet.export import saved_model
-from tfresnet.export.litert import export_litert
-from tfresnet.export.onnx_export import export_onnx
-
-IMAGE_SIZE = 32
-CLASS_NAMES = ["blue", "green", "red"]
-KINDS = ("saved_model", "litert", "onnx")
-
-
-def colour_classifier() -> keras.Model:
-    """Raw pixels -> mean colour -> softmax over blue, green, red (a channel each, scaled)."""
-    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="images")
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    dense = keras.layers.Dense(3, activation="softmax", name="predictions")
-    model = keras.Model(inputs, dense(pooled))
-    picks = np.zeros((3, 3), np.float32)  # channel (R, G, B) -> class (blue, green, red)
-    picks[2, 0] = picks[1, 1] = picks[0, 2] = 30 / 255
-    dense.set_weights([picks, np.zeros(3, np.float32)])
-    return model
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """`{kind: model path}`, the Keras model, and a folder of 3 x 4 images with 3 bad files in "red"."""
-    root = tmp_path_factory.mktemp("predict")
-    model = colour_classifier()
-    paths = {
-        "saved_model": saved_model.export_saved_model(
-            model, str(root / "saved" / "1"), class_names=CLASS_NAMES
-        ),
-        "litert": export_litert(model, str(root / "files" / "model.tflite"), class_names=CLASS_NAMES),
-        "onnx": export_onnx(model, str(root / "files" / "model.onnx"), class_names=CLASS_NAMES),
-    }
-    images = str(root / "images")
-    write_image_folder(images, images_per_class=4, size=40, seed=3)
-    bad = write_bad_files(os.path.join(images, "red"))
-    return paths, model, images, bad
 
 
 def _read_csv(path):
@@ -127,40 +82,6 @@ def test_csv_goes_to_stdout_without_output(exported, capfd):
     assert len(lines) == 1 + 4 and all(line.split(",")[1] == "blue" for line in lines[1:])
 
 
-# === The three formats and the evaluation transform ===
-
-
-def test_every_format_gives_the_keras_models_probabilities_on_the_evaluation_transform(exported):
-    paths, model, images, _ = exported
-    files = [path for path in predictor_module.list_images([images]) if os.path.basename(path)[0].isdigit()]
-    assert len(files) == 12
-    decoded = np.stack(
-        [tfresnet.decode_for_eval(tf.io.read_file(path), IMAGE_SIZE).numpy() for path in files]
-    )
-    expected = model.predict(decoded, verbose=0)
-    for kind in KINDS:
-        rows = predictor_module.load_predictor(paths[kind]).predict(files, top_k=3)
-        scores = np.array([[row["score"], row["score_2"], row["score_3"]] for row in rows])
-        assert_close_across_kernels(scores, -np.sort(-expected, axis=1))
-        assert [row["label"] for row in rows] == [CLASS_NAMES[i] for i in expected.argmax(1)]
-
-
-def test_encoded_bytes_give_the_rows_of_their_files(exported):
-    paths, _, images, bad = exported
-    files = [
-        os.path.join(images, "green", name) for name in sorted(os.listdir(os.path.join(images, "green")))
-    ]
-    predictor = predictor_module.load_predictor(paths["saved_model"], batch_size=2)
-    by_path = predictor.predict(files + [bad[2]], top_k=2)
-    by_bytes = predictor.predict([open(path, "rb").read() for path in files + [bad[2]]], top_k=2)
-    assert all(row["path"] is None for row in by_bytes)
-    for row, wanted in zip(by_bytes[:-1], by_path[:-1]):
-        assert (row["label"], row["label_2"], row["error"]) == (wanted["label"], wanted["label_2"], None)
-        assert row["score"] == pytest.approx(wanted["score"], abs=1e-6)
-    assert by_bytes[-1]["label"] is None and by_bytes[-1]["error"].startswith("Unknown image file format")
-    assert predictor.predict(open(files[0], "rb").read())[0]["label"] == "green"
-
-
 # === Bad input ===
 
 
@@ -210,18 +131,6 @@ def test_no_readable_image_exits_2_after_writing_the_reasons(exported, tmp_path,
     assert code == 2 and len(lines) == 1 and "None of the 3 images could be read" in lines[0]
     _, rows = _read_csv(output)
     assert [row["path"] for row in rows] == bad and all(row["error"] for row in rows)
-
-
-def test_predictor_checks_top_k(exported):
-    predictor = predictor_module.load_predictor(exported[0]["litert"])
-    with pytest.raises(
-        ValueError, match="top_k must be an integer from 1 to 3, the model.s classes. Received: top_k=0"
-    ):
-        predictor.predict(exported[2], top_k=0)
-
-
-def test_load_predictor_is_public():
-    assert tfresnet.load_predictor is predictor_module.load_predictor
 
 
 # === The way a user runs it ===
@@ -280,4 +189,3 @@ def test_a_damaged_saved_model_is_one_line(exported, tmp_path, capfd, damage, me
         os.truncate(data, os.path.getsize(data) // 2)
     code, lines = _bad_run([model, images], capfd)
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
-

@@ -1,68 +1,30 @@
 """The evaluation report: counts, the top-loss images paired with their own predictions, plots,
-calibration, Grad-CAM, and the one self-contained HTML page."""
+calibration, Grad-CAM, and its files written whole (its page: test_report_html.py)."""
 
-import base64
-import io
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ElementTree
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPORT_CLASS_NAMES as CLASS_NAMES
+from conftest import REPORT_LABELS as LABELS
+from conftest import REPORT_SIZE as SIZE
+from conftest import REPORT_WRONG as WRONG
 from conftest import assert_close_across_kernels
+from conftest import report_images as _images
+from conftest import report_model as _model
+from conftest import reshuffling_dataset as _reshuffling_dataset
 from PIL import Image
 
 import tfresnet
-from tfresnet.insight import calibration, evaluation, report, report_html
+from tfresnet.insight import calibration, evaluation, report
 from tfresnet.insight.gradcam import grad_cam
 
-CLASS_NAMES = ["cat", "dog", "fox"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Image i of the set: label LABELS[i]; the "model" below is wrong on the images in WRONG.
-LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
-WRONG = {1, 3, 8, 10}
-SIZE = 8
-
-
-def _images() -> np.ndarray:
-    """Each image says what it is: channel 0 its label (x100), 1 whether the model errs on it
-    (255), 2 its index (x10)."""
-    images = np.zeros((len(LABELS), SIZE, SIZE, 3), "float32")
-    for i, label in enumerate(LABELS):
-        images[i, ..., 0] = 100 * label
-        images[i, ..., 1] = 255 * (i in WRONG)
-        images[i, ..., 2] = 10 * i
-    return images
-
-
-class _ReadsThePixels(keras.layers.Layer):
-    """Predicts the label written in channel 0 (0.9), or the next class on images marked in
-    channel 1; less sure of later images, so that every loss differs."""
-
-    def call(self, images):
-        label = keras.ops.round(keras.ops.mean(images[..., 0], axis=(1, 2)) / 100)
-        wrong = keras.ops.cast(keras.ops.mean(images[..., 1], axis=(1, 2)) > 127, "float32")
-        index = keras.ops.mean(images[..., 2], axis=(1, 2)) / 10
-        guess = keras.ops.cast(keras.ops.mod(label + wrong, 3), "int32")
-        sure = 0.9 - 0.02 * index
-        return keras.ops.one_hot(guess, 3) * sure[:, None] + (1 - sure[:, None]) / 3
-
-
-def _model() -> keras.Model:
-    inputs = keras.Input((SIZE, SIZE, 3))
-    return keras.Model(inputs, _ReadsThePixels()(inputs))
-
-
-def _reshuffling_dataset(batch_size=5) -> tf.data.Dataset:
-    """The images in a new order on every pass, in uneven batches."""
-    dataset = tf.data.Dataset.from_tensor_slices((_images(), LABELS))
-    return dataset.shuffle(len(LABELS), seed=0, reshuffle_each_iteration=True).batch(batch_size)
 
 
 def test_the_dataset_really_reshuffles():
@@ -208,15 +170,7 @@ def test_write_report_with_tta_records_both_accuracies_and_shows_them(tmp_path):
     assert "original, flipped, top-left crop, top-right crop, bottom-left crop, bottom-right crop" in page
 
 
-# === A classifier's report and its page ===
-
-
-@pytest.fixture
-def folder_with_a_conflict(make_image_folder):
-    """A learnable folder where one "blue" image is also filed, unchanged, under "red"."""
-    folder = make_image_folder(num_classes=3, images_per_class=6, size=40)
-    shutil.copy(os.path.join(folder, "blue", "000.jpg"), os.path.join(folder, "red", "copy_of_blue.jpg"))
-    return folder
+# === A classifier's report ===
 
 
 def test_a_classifier_report_overlays_grad_cam_calibrates_and_holds_the_dataset_check(
@@ -246,71 +200,6 @@ def test_a_classifier_report_overlays_grad_cam_calibrates_and_holds_the_dataset_
         )
     )
     assert (tmp_path / "gradcam.png").is_file() and (tmp_path / "calibration.png").is_file()
-
-
-def _page_images(page: str) -> list[str]:
-    """The `src` of every <img> of the page, parsed as XML (the page is well-formed)."""
-    root = ElementTree.fromstring(page.split("\n", 1)[1])  # past <!DOCTYPE html>
-    assert root.tag == "html"
-    return [element.get("src") for element in root.iter("img")]
-
-
-def test_the_page_is_self_contained_and_every_picture_decodes(folder_with_a_conflict, tmp_path):
-    data = tfresnet.from_folder(folder_with_a_conflict, image_size=64, batch_size=8, val_split=0.3, seed=0)
-    check = tfresnet.check_dataset(folder_with_a_conflict, val_split=0.3, seed=0)
-    model = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=64)
-    history = {"loss": [1.0, 0.8], "accuracy": [0.4, 0.6], "phase": [1, 2]}
-    config = {"backbone": "resnet-tiny", "note": "<b>&'\"</b>"}
-    report.write_report(
-        model,
-        data.validation,
-        data.class_names,
-        str(tmp_path),
-        history=history,
-        dataset_check=check,
-        config=config,
-    )
-    page = (tmp_path / report.HTML_FILE).read_text(encoding="utf-8")
-    sources = _page_images(page)
-    pictures = [
-        "training_curves.png",
-        "confusion_matrix.png",
-        "top_losses.png",
-        "gradcam.png",
-        "calibration.png",
-    ]
-    # A thumbnail of each image of each group of duplicates shown, then the five figures.
-    groups = [group["train"] + group["validation"] for group in check["cross_split"]]
-    groups += [group["paths"] for group in check["conflicting_labels"]]
-    groups += check["exact_duplicates"] + check["near_duplicates"]
-    thumbnails = sum(map(len, groups))
-    assert thumbnails >= 4  # the copy is an exact duplicate and a label conflict
-    assert [source[:15] for source in sources] == ["data:image/jpeg"] * thumbnails + ["data:image/png;"] * 5
-    for source in sources:
-        kind, encoded = re.fullmatch(r"data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)", source).groups()
-        with Image.open(io.BytesIO(base64.b64decode(encoded))) as picture:
-            picture.load()
-            assert picture.format == kind.upper()
-    for name in pictures:
-        with open(tmp_path / name, "rb") as file:
-            assert base64.b64encode(file.read()).decode() in page, name
-    # Nothing outside itself: no link or source but data: URIs and the page's own anchors.
-    assert re.findall(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", page) == []
-    outside_pictures = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", page)
-    assert not re.search(
-        r"url\(|https?:|//[a-z]|<script|<link|@import", outside_pictures, flags=re.IGNORECASE
-    )
-    for key, _ in report_html.SECTIONS:
-        assert f'<section id="{key}">' in page
-    assert "&lt;b&gt;&amp;&#x27;&quot;&lt;/b&gt;" in page  # text is escaped
-    assert "red/copy_of_blue.jpg" in page
-
-
-def test_the_page_says_when_the_dataset_check_did_not_run(tmp_path):
-    report.write_report(_model(), _reshuffling_dataset(), CLASS_NAMES, str(tmp_path))
-    page = (tmp_path / report.HTML_FILE).read_text()
-    assert "The dataset check did not run" in page
-    assert len(_page_images(page)) == 3  # confusion matrix, top losses, calibration
 
 
 # === Many classes, and files written whole ===

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import tfresnet
-from tfresnet.cli.finetune_flags import build_parser
-from tfresnet.cli.finetune_flags import run_settings
+from tfresnet.cli.finetune_flags import build_parser, run_settings
 from tfresnet.training.settings import RunSettings
 
 TINY = dict(backbone="resnet-tiny", weights=None, head_epochs=1, epochs=0, seed=0, verbose=0)

@@ -1,4 +1,4 @@
-"""The classifier and its recipe: build_classifier, ImageNormalization, build_head, compile_classifier.
+"""The classifier and its recipe: build_classifier, build_head, compile_classifier.
 
 Everything runs on the tiny backbone, except one build per real backbone at the end.
 """
@@ -11,7 +11,6 @@ import tensorflow as tf
 import tfresnet
 from tfresnet.models.backbones import BACKBONES
 from tfresnet.models.classifier import all_layers, float32_copy, one_hot_labels
-from tfresnet.models.layers import HeadDropout
 from tfresnet.training import distribute
 
 TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}
@@ -136,53 +135,6 @@ def test_invalid_arguments(kwargs, message):
     arguments = {"num_classes": 3, **TINY, **kwargs}
     with pytest.raises(ValueError, match=message):
         tfresnet.build_classifier(arguments.pop("num_classes"), **arguments)
-
-
-# === ImageNormalization ===
-
-
-@pytest.mark.parametrize(
-    "mode, expected",
-    [
-        # RGB (0, 128, 255) -> BGR (255, 128, 0) minus the BGR means (103.939, 116.779, 123.68)
-        ("caffe", [151.061, 11.221, -123.68]),
-        ("tf", [-1.0, 128 / 127.5 - 1, 1.0]),
-        ("unit", [0.0, 128 / 255, 1.0]),
-        # ([0, 0.50196, 1] - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
-        ("torch", [-2.1179039, 0.2051821, 2.64]),
-    ],
-)
-def test_normalization_numbers(mode, expected):
-    pixels = np.array([[[[0, 128, 255]]]], dtype="uint8")  # also: uint8 is cast before arithmetic
-    out = tfresnet.ImageNormalization(mode)(pixels)
-    assert out.dtype == "float32"
-    assert tuple(out.shape) == (1, 1, 1, 3)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(out)[0, 0, 0], expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "mode, reference",
-    [
-        ("caffe", keras.applications.resnet50.preprocess_input),
-        ("tf", keras.applications.resnet_v2.preprocess_input),
-    ],
-)
-def test_normalization_matches_keras_preprocess_input(mode, reference, images):
-    layer = tfresnet.ImageNormalization(mode)
-    np.testing.assert_allclose(layer(images), reference(images.copy()), atol=1e-4)
-
-
-@pytest.mark.parametrize("mode", ["caffe", "tf", "unit", "torch"])
-def test_normalization_config_round_trip(mode, images):
-    layer = tfresnet.ImageNormalization(mode, name="preprocessing")
-    restored = tfresnet.ImageNormalization.from_config(layer.get_config())
-    assert (restored.mode, restored.name) == (mode, "preprocessing")
-    np.testing.assert_array_equal(restored(images), layer(images))
-
-
-def test_unknown_normalization_mode():
-    with pytest.raises(ValueError, match=r"mode must be one of \('caffe', 'tf', 'unit', 'torch'\)"):
-        tfresnet.ImageNormalization("imagenet")
 
 
 # === build_head ===
@@ -316,25 +268,6 @@ def test_real_backbone_classifier(name, images):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_head_dropout_reads_its_rate_from_a_variable_in_one_traced_step():
-    layer = HeadDropout(0.25, seed=0)
-    ones = np.ones((200, 50), "float32")
-    layer.build(ones.shape)  # as in a model, built before the step is traced
-    step = tf.function(lambda x: layer(x, training=True))
-
-    dropped = step(ones).numpy()
-    layer.set_rate(0.75)
-    dropped_more = step(ones).numpy()
-
-    assert step.experimental_get_tracing_count() == 1
-    for output, rate in ((dropped, 0.25), (dropped_more, 0.75)):
-        assert set(np.unique(output)) == {0.0, np.float32(1 / (1 - rate))}
-        assert abs((output == 0).mean() - rate) < 0.02
-    np.testing.assert_array_equal(layer(ones, training=False), ones)
-    with pytest.raises(ValueError, match="Received: rate=1.0"):
-        layer.set_rate(1.0)
-
-
 def test_float32_copy_of_a_mixed_precision_model_computes_in_float32_with_its_weights():
     with distribute.precision_policy(True):
         mixed = tfresnet.build_classifier(
@@ -350,4 +283,3 @@ def test_float32_copy_of_a_mixed_precision_model_computes_in_float32_with_its_we
     np.testing.assert_allclose(copy.predict(images, verbose=0), mixed.predict(images, verbose=0), atol=2e-2)
     plain = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
     assert float32_copy(plain) is plain
-

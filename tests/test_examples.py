@@ -1,0 +1,49 @@
+"""Tests of the example folder: tfresnet.data.examples and its command `python -m tfresnet.examples`."""
+
+import os
+
+import pytest
+from PIL import Image
+
+from tfresnet import examples
+from tfresnet.data.examples import CLASS_COLORS, FILE_VARIANTS, write_shapes_folder
+
+
+def test_the_folder_holds_the_classes_and_images_asked_each_readable_at_the_size_asked(tmp_path):
+    names = write_shapes_folder(str(tmp_path), num_classes=4, images_per_class=3, size=48)
+    assert names == sorted(list(CLASS_COLORS)[:4]) == sorted(os.listdir(tmp_path))
+    for name in names:
+        files = sorted(os.listdir(tmp_path / name))
+        assert files == ["000.jpg", "001.jpg", "002.jpg"]
+        for file in files:
+            with Image.open(tmp_path / name / file) as image:
+                image.load()
+                assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (48, 48))
+
+
+def test_mixed_formats_write_every_format_and_colour_mode(tmp_path):
+    count = len(FILE_VARIANTS)
+    write_shapes_folder(str(tmp_path), num_classes=2, images_per_class=count, size=32, mixed_formats=True)
+    for index, (mode, file_format, extension) in enumerate(FILE_VARIANTS):
+        with Image.open(tmp_path / "red" / f"{index:03d}{extension}") as image:
+            image.load()
+            assert (image.format, image.mode, image.size) == (file_format, mode, (32, 32))
+
+
+def test_a_class_count_out_of_range_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"num_classes must be in \[2, 6\]. Received: num_classes=7"):
+        write_shapes_folder(str(tmp_path / "shapes"), num_classes=7)
+    assert not (tmp_path / "shapes").exists()
+
+
+def test_the_command_writes_the_folder_and_says_so(tmp_path, capsys):
+    folder = str(tmp_path / "shapes")
+    assert examples.main([folder, "--classes", "2", "--images-per-class", "2", "--size", "32"]) == 0
+    assert capsys.readouterr().out == f"wrote 2 classes (green, red) to {folder}\n"
+    assert sorted(os.listdir(folder)) == ["green", "red"]
+    assert sorted(os.listdir(os.path.join(folder, "red"))) == ["000.jpg", "001.jpg"]
+    with pytest.raises(SystemExit) as exit_info:
+        examples.main([str(tmp_path / "other"), "--classes", "1"])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("python -m tfresnet.examples: error: num_classes must be in [2, 6]")

@@ -1,0 +1,448 @@
+"""Tests of tfresnet.tuning.search: tiny searches on 32 px images, continued, refused and shared."""
+
+import csv
+import importlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TINY, RecordTraining, copy_search
+
+from tfresnet import tuning
+from tfresnet.data import ImageData
+from tfresnet.models.classifier import build_classifier
+from tfresnet.training.settings import class_weights
+from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, search
+
+# `tfresnet.tuning.search` is the function; the module holds what the tests patch.
+search_module = importlib.import_module("tfresnet.tuning.search")
+
+
+def read_trials(directory) -> list[dict]:
+    with open(os.path.join(directory, "trials.csv"), newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def check_in_space(best: dict) -> None:
+    assert best["head_units"] is None or best["head_units"] in tuning.HEAD_UNITS[1:]
+    assert tuning.DROPOUT_RANGE[0] <= best["dropout"] <= tuning.DROPOUT_RANGE[1]
+    assert tuning.LEARNING_RATE_RANGE[0] <= best["learning_rate"] <= tuning.LEARNING_RATE_RANGE[1]
+
+
+def record_fit_calls(monkeypatch, hypermodel_class) -> list[dict]:
+    """Records the keyword arguments of every `hypermodel_class.fit` a trial makes."""
+    calls = []
+    fit = hypermodel_class.fit
+
+    def recording_fit(self, hp, model, *args, **kwargs):
+        calls.append(kwargs)
+        return fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(hypermodel_class, "fit", recording_fit)
+    return calls
+
+
+class RecordBackboneKernels(keras.callbacks.Callback):
+    """Records a conv5 and a conv4 kernel of the backbone when a trial's fit starts and ends."""
+
+    LAYERS = ("conv5_block1_1_conv", "conv4_block6_3_conv")
+    record = []
+
+    def on_train_begin(self, logs=None):
+        self.record.append(self.kernels())
+
+    def on_train_end(self, logs=None):
+        self.record.append(self.kernels())
+
+    def kernels(self) -> dict:
+        backbone = self.model.get_layer("backbone")
+        return {name: keras.ops.convert_to_numpy(backbone.get_layer(name).kernel) for name in self.LAYERS}
+
+
+# === Before searching ===
+
+
+def test_freeze_choices_are_checked_against_the_table_without_building(monkeypatch):
+    built = []
+
+    def build(*args, **kwargs):
+        built.append(kwargs)
+        return build_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "build_classifier", build)
+    check = search_module._check_freeze_choices
+    check(("none", "conv4", "conv5", "143", "-10"), backbone="resnet50", image_size=224)
+    assert built == []
+    with pytest.raises(ValueError, match=r"until=176 is out of range: the backbone has 175 layers"):
+        check(("176",), backbone="resnet50", image_size=224)
+    assert built == []
+    check(("conv5", "conv4_block2"), backbone="resnet-tiny", image_size=32)  # a block: built to be checked
+    assert [kwargs["weights"] for kwargs in built] == [None]
+
+
+# === Searches ===
+
+
+def test_search_returns_values_in_space_and_writes_the_summary(hyperband_search):
+    directory, best, _ = hyperband_search
+    check_in_space(best)
+    assert set(best) == {"head_units", "dropout", "learning_rate"}
+    with open(directory / "best_hyperparameters.json") as file:
+        assert json.load(file) == best
+    assert (directory / "trials.png").stat().st_size > 1000
+    rows = read_trials(directory)
+    assert [row["status"] for row in rows] == ["COMPLETED"] * 4
+    assert {row["worker"] for row in rows} == {"tuner0"}
+    top = max(rows, key=lambda row: float(row["val_accuracy"]))
+    assert best["head_units"] == (int(top["head_units"]) or None)
+    assert best["learning_rate"] == pytest.approx(float(top["learning_rate"]))
+    with open(directory / "search.json") as file:
+        settings = json.load(file)
+    assert (settings["label_smoothing"], settings["class_weight"]) == (0.1, "balanced")
+
+
+def test_hyperband_continues_a_trial_with_its_optimizer_state(hyperband_search):
+    directory, _, record = hyperband_search
+    # Three 1-epoch trials, then the best of them continued to 3 epochs.
+    rows = read_trials(directory)
+    assert [row["epochs"] for row in rows] == ["1", "1", "1", "3"]
+    parent = int(rows[3]["continues"])
+    assert float(rows[parent]["val_accuracy"]) == max(float(row["val_accuracy"]) for row in rows[:3])
+    _, parent_steps, parent_kernel = record[2 * parent + 1]  # the parent's end
+    _, steps, kernel = record[6]  # the continuation's start
+    assert steps == parent_steps == 3  # 24 training images in batches of 8: Adam's step kept
+    np.testing.assert_array_equal(kernel, parent_kernel)
+    assert not list(directory.glob("trial_*/continuation.npz"))
+
+
+def test_resuming_a_finished_search_runs_no_new_trial(hyperband_search, data, tmp_path):
+    finished, best, _ = hyperband_search
+    directory = copy_search(finished, tmp_path)
+    arguments = {"tune_epochs": 3, "seed": 0, "directory": directory, "verbose": 0, **TINY}
+    RecordTraining.record = []
+    assert search(data, max_trials=4, callbacks=[RecordTraining()], **arguments) == best
+    assert RecordTraining.record == []
+    assert len(read_trials(directory)) == 4
+
+    check_in_space(search(data, max_trials=5, callbacks=[RecordTraining()], **arguments))
+    assert len(RecordTraining.record) == 2  # one more trial: its begin and end
+    assert len(read_trials(directory)) == 5
+
+
+@pytest.mark.parametrize(
+    "changed, message",
+    [
+        ({"tune_epochs": 2}, r"tune_epochs: 3 -> 2.*overwrite=True.*--overwrite"),
+        ({"tuner": "random"}, r"tuner: \"hyperband\" -> \"random\""),
+        ({"label_smoothing": 0.2}, r"label_smoothing: 0.1 -> 0.2"),
+        ({"class_weight": "none"}, r"class_weight: \"balanced\" -> \"none\""),
+    ],
+)
+def test_changed_settings_are_refused(hyperband_search, data, changed, message):
+    directory = hyperband_search[0]
+    arguments = {"tune_epochs": 3, "seed": 0, "directory": directory, "verbose": 0, **TINY, **changed}
+    with pytest.raises(ValueError, match=message):
+        search(data, **arguments)  # refused before anything in the directory changes
+
+
+def test_a_changed_space_is_refused_unless_overwrite(hyperband_search, data, tmp_path, monkeypatch):
+    directory = copy_search(hyperband_search[0], tmp_path)
+    arguments = {"seed": 0, "directory": directory, "verbose": 0, **TINY}
+    monkeypatch.setattr(tuning.hypermodels, "HEAD_UNITS", (0, 8, 16))
+    with pytest.raises(ValueError, match=r"space: .*overwrite=True"):
+        search(data, tune_epochs=3, **arguments)
+    best = search(data, tuner="random", max_trials=1, tune_epochs=1, overwrite=True, **arguments)
+    assert best["head_units"] in (None, 8, 16)
+    with open(directory / "search.json") as file:
+        assert json.load(file)["space"][0]["config"]["values"] == [0, 8, 16]
+    assert len(read_trials(directory)) == 1
+
+
+def test_overwrite_deletes_only_the_searchs_own_files(hyperband_search, data, tmp_path):
+    """With --tune-dir equal to --output-dir, the run's other files (the export too) stay."""
+    directory = copy_search(hyperband_search[0], tmp_path)
+    kept = {"notes.txt": "mine", "report.json": "{}", "config.json": "{}"}
+    for name, text in kept.items():
+        (directory / name).write_text(text)
+    (directory / "saved_model" / "1").mkdir(parents=True)
+    (directory / "saved_model" / "1" / "saved_model.pb").write_bytes(b"model")
+    search(
+        data,
+        tuner="random",
+        max_trials=1,
+        tune_epochs=1,
+        seed=0,
+        directory=directory,
+        overwrite=True,
+        verbose=0,
+        **TINY,
+    )
+    for name, text in kept.items():
+        assert (directory / name).read_text() == text
+    assert (directory / "saved_model" / "1" / "saved_model.pb").read_bytes() == b"model"
+    assert len(read_trials(directory)) == 1 and len(list(directory.glob("trial_*"))) == 1
+    assert (
+        not (directory / "tuner0.json").exists() or json.loads((directory / "tuner0.json").read_text()) == {}
+    )
+
+
+def test_a_half_written_settings_file_is_named(data, tmp_path):
+    (tmp_path / "search.json").write_text('{"tuner": "hyperb')
+    with pytest.raises(ValueError, match=r"search\.json.* is not valid JSON"):
+        search(data, directory=tmp_path, verbose=0, **TINY)
+
+
+class RecordLoss(keras.callbacks.Callback):
+    """Records the label smoothing of each trial's loss."""
+
+    record = []
+
+    def on_train_begin(self, logs=None):
+        self.record.append(self.model.loss.label_smoothing)
+
+
+@pytest.mark.parametrize("class_weight, label_smoothing", [("balanced", 0.1), ("none", 0.3)])
+def test_trials_get_the_class_weights_and_the_label_smoothing(
+    data, tmp_path, monkeypatch, class_weight, label_smoothing
+):
+    fits = record_fit_calls(monkeypatch, HeadHyperModel)
+    RecordLoss.record = []
+    search(
+        data,
+        tuner="random",
+        max_trials=2,
+        tune_epochs=1,
+        seed=0,
+        class_weight=class_weight,
+        label_smoothing=label_smoothing,
+        directory=tmp_path / "search",
+        callbacks=[RecordLoss()],
+        verbose=0,
+        **TINY,
+    )
+    weights = class_weights(data.class_counts, class_weight)
+    assert weights is None if class_weight == "none" else len(set(weights.values())) == 2
+    assert [fit["class_weight"] for fit in fits] == [weights, weights]
+    assert RecordLoss.record == [label_smoothing, label_smoothing]
+    with open(tmp_path / "search" / "search.json") as file:
+        settings = json.load(file)
+    assert (settings["class_weight"], settings["label_smoothing"]) == (class_weight, label_smoothing)
+
+
+def test_bayesian_search_reuses_the_feature_cache(hyperband_search, data, tmp_path):
+    pytest.importorskip("sklearn")
+    (cache,) = hyperband_search[0].glob("features-*.npz")
+    directory = tmp_path / "search"
+    directory.mkdir()
+    shutil.copy(cache, directory)
+    copied_at = (directory / cache.name).stat().st_mtime_ns
+    best = search(
+        data,
+        tuner="bayesian",
+        max_trials=2,
+        tune_epochs=1,
+        seed=0,
+        objective="val_loss",
+        directory=directory,
+        verbose=0,
+        **TINY,
+    )
+    check_in_space(best)
+    rows = read_trials(directory)
+    assert len(rows) == 2 and "val_loss" in rows[0]
+    assert best["learning_rate"] == pytest.approx(
+        float(min(rows, key=lambda row: float(row["val_loss"]))["learning_rate"])
+    )
+    assert (directory / cache.name).stat().st_mtime_ns == copied_at  # read, not computed again
+
+
+def test_head_trials_share_a_session_and_train_as_in_fresh_ones(
+    hyperband_search, data, tmp_path, monkeypatch
+):
+    """A fresh Keras session per head trial (a garbage collection each) changes no number."""
+    (cache,) = hyperband_search[0].glob("features-*.npz")
+    collections = []
+    clear_session = keras.backend.clear_session
+
+    def recording_clear_session(free_memory=True):
+        collections.append(free_memory)
+        clear_session(free_memory=free_memory)
+
+    monkeypatch.setattr(keras.backend, "clear_session", recording_clear_session)
+    runs = []
+    for per_session in (1, search_module.HEAD_TRIALS_PER_SESSION):
+        monkeypatch.setattr(search_module, "HEAD_TRIALS_PER_SESSION", per_session)
+        directory = tmp_path / f"per_session_{per_session}"
+        directory.mkdir()
+        shutil.copy(cache, directory)  # the same features, not computed again
+        collections.clear()
+        RecordTraining.record = []
+        arguments = {"tuner": "random", "max_trials": 2, "tune_epochs": 1, "seed": 0, "verbose": 0}
+        search(data, directory=directory, callbacks=[RecordTraining()], **arguments, **TINY)
+        runs.append(
+            {
+                "collections": collections.count(True),
+                "scores": [row["val_accuracy"] for row in read_trials(directory)],
+                "kernels": [kernel for _, _, kernel in RecordTraining.record],  # each trial's start, end
+            }
+        )
+    fresh, shared = runs
+    assert fresh["collections"] == shared["collections"] + 2  # one per trial
+    assert shared["collections"] == 1  # after reading the features
+    assert shared["scores"] == fresh["scores"]
+    assert len(shared["kernels"]) == len(fresh["kernels"]) == 4
+    for shared_kernel, fresh_kernel in zip(shared["kernels"], fresh["kernels"]):
+        np.testing.assert_array_equal(shared_kernel, fresh_kernel)
+
+
+def test_full_model_search_trains_the_backbone_from_the_chosen_stage(data, tmp_path, monkeypatch):
+    fits = record_fit_calls(monkeypatch, ClassifierHyperModel)
+    RecordBackboneKernels.record = []
+    best = search(
+        data,
+        tuner="random",
+        max_trials=1,
+        tune_epochs=1,
+        seed=0,
+        freeze_until_choices=["conv5"],
+        directory=tmp_path / "search",
+        callbacks=[RecordBackboneKernels()],
+        verbose=0,
+        **TINY,
+    )
+    check_in_space(best)
+    assert best["freeze_until"] == "conv5"
+    (row,) = read_trials(tmp_path / "search")
+    assert row["freeze_until"] == "conv5"
+    with open(tmp_path / "search" / "search.json") as file:
+        assert json.load(file)["fast"] is False
+
+    begin, end = RecordBackboneKernels.record
+    assert not np.allclose(begin["conv5_block1_1_conv"], end["conv5_block1_1_conv"])  # trained
+    np.testing.assert_array_equal(begin["conv4_block6_3_conv"], end["conv4_block6_3_conv"])  # frozen
+    (fit,) = fits
+    assert fit["class_weight"] == class_weights(data.class_counts, "balanced")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"tuner": "grid"}, r"one of \('hyperband', 'random', 'bayesian'\). Received: tuner='grid'"),
+        ({"objective": "accuracy"}, r"Received: objective='accuracy'"),
+        ({"max_trials": 0}, r"Received: max_trials=0"),
+        ({"label_smoothing": 1.0}, r"Received: label_smoothing=1.0"),
+        ({"class_weight": "inverse"}, r"Received: class_weight='inverse'"),
+        ({"backbone": "resnet18"}, r"Unknown backbone.*Received: backbone='resnet18'"),
+        ({"freeze_until_choices": "conv5"}, r"a list of .*Received: freeze_until_choices='conv5'"),
+        ({"freeze_until_choices": [None, 1.5]}, r"Received: 1.5 in"),
+        ({"freeze_until_choices": [None, 200]}, r"until=200 is out of range"),
+        ({"freeze_until_choices": [None, "conv9"]}, r"No backbone layer is named 'conv9'"),
+        ({"distribution_strategy": "mirrored"}, r"Received: distribution_strategy='mirrored'"),
+    ],
+)
+def test_invalid_arguments_are_refused(data, tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        search(data, directory=tmp_path / "search", **{**TINY, **arguments})
+    assert not (tmp_path / "search").exists()
+
+
+def test_multi_worker_strategy_and_data_without_validation_are_refused(data, tmp_path):
+    with pytest.raises(ValueError, match="single-machine strategies.*KERASTUNER_ORACLE_IP"):
+        search(
+            data,
+            directory=tmp_path,
+            distribution_strategy=tf.distribute.MultiWorkerMirroredStrategy(),
+            **TINY,
+        )
+    no_validation = ImageData(data.train, None, ["a", "b"], [1, 1], 2, 0, 32)
+    with pytest.raises(ValueError, match="val_split > 0"):
+        search(no_validation, directory=tmp_path, **TINY)
+
+
+# === Several processes ===
+
+
+SEARCH_PROCESS = textwrap.dedent("""
+    import json, os, sys, time
+
+    import keras
+
+    from tfresnet.data import from_folder
+    from tfresnet.tuning import search
+
+    folder, directory, barrier = sys.argv[1:]
+
+
+    class WaitForBothWorkers(keras.callbacks.Callback):
+        # Holds each worker's first trial until the other worker runs a trial too.
+        def on_train_begin(self, logs=None):
+            open(os.path.join(barrier, os.environ["KERASTUNER_TUNER_ID"]), "w").close()
+            deadline = time.time() + 240
+            while len(os.listdir(barrier)) < 2 and time.time() < deadline:
+                time.sleep(0.2)
+
+
+    data = from_folder(folder, image_size=32, batch_size=8, val_split=0.3, augmentation="none", seed=0)
+    best = search(data, backbone="resnet-tiny", weights=None, tuner="random", max_trials=4, tune_epochs=1,
+                  seed=0, directory=directory, callbacks=[WaitForBothWorkers()], verbose=0)
+    print("BEST " + json.dumps(best))
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_share_the_trials(make_image_folder, tmp_path):
+    folder = make_image_folder(images_per_class=10)
+    script = tmp_path / "search_process.py"
+    script.write_text(SEARCH_PROCESS)
+    directory, barrier = tmp_path / "search", tmp_path / "barrier"
+    barrier.mkdir()
+    port = free_port()
+    processes = {}
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = {
+            **os.environ,
+            "KERASTUNER_TUNER_ID": tuner_id,
+            "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": str(port),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
+        processes[tuner_id] = subprocess.Popen(
+            [sys.executable, str(script), folder, str(directory), str(barrier)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        outputs = {tuner_id: process.communicate(timeout=420)[0] for tuner_id, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    for tuner_id, process in processes.items():
+        assert process.returncode == 0, f"{tuner_id} failed:\n{outputs[tuner_id][-3000:]}"
+    results = {tuner_id: json.loads(output.rsplit("BEST ", 1)[1]) for tuner_id, output in outputs.items()}
+    for best in results.values():
+        check_in_space(best)
+
+    rows = read_trials(directory)
+    assert len(rows) == 4 and all(row["status"] == "COMPLETED" for row in rows)
+    ran = [row["worker"] for row in rows]
+    assert ran.count("tuner0") >= 1 and ran.count("tuner1") >= 1 and len(ran) == 4
+    with open(directory / "best_hyperparameters.json") as file:
+        assert json.load(file) == results["chief"]
