@@ -15,6 +15,7 @@ def test_two_files_in_one_folder_keep_their_own_names_written_after_the_model(
     output_dir, _ = keras_exports
     with open(os.path.join(output_dir, "model.tflite"), "rb") as file:
         content = file.read()
+    from tfresnet import files
     from tfresnet.export import common
 
     common.write_model_and_labels(str(tmp_path / "a.tflite"), content, ["x", "y", "z"])
@@ -31,7 +32,8 @@ def test_two_files_in_one_folder_keep_their_own_names_written_after_the_model(
         write_atomically(path, write)
         written.append(path)
 
-    monkeypatch.setattr(common, "write_atomically", killed_after_the_model)
+    monkeypatch.setattr(common, "write_atomically", killed_after_the_model)  # the model
+    monkeypatch.setattr(files, "write_atomically", killed_after_the_model)  # the labels (write_text)
     with pytest.raises(KeyboardInterrupt):
         common.write_model_and_labels(str(tmp_path / "a.tflite"), content, ["new1", "new2", "new3"])
     assert written == [str(tmp_path / "a.tflite")]
