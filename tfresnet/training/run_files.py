@@ -285,7 +285,7 @@ def recorded_settings(run_dir: str, settings: RunSettings, *, finished: bool) ->
     if recorded is None:  # a run from before config.json was written at the start
         return settings
     recorded = RunSettings.from_json(recorded)
-    changes = [change for change in settings.changes(recorded) if not change.endswith("-> 'auto'")]
+    changes = settings.changes(recorded)
     if changes:
         warnings.warn(
             f"{run_dir!r} was {'trained' if finished else 'started'} with other settings ("

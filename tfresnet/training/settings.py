@@ -130,7 +130,8 @@ class RunSettings:
         return cls(**settings)
 
     def changes(self, recorded: RunSettings) -> list[str]:
-        """What differs from `recorded`, one `name: recorded -> now` each.
+        """What differs from `recorded`, one `name: recorded -> now` each; a setting that is
+        `"auto"` now is not compared with what a machine resolved it to.
 
         Example:
         >>> RunSettings(epochs=20).changes(RunSettings())
@@ -139,7 +140,8 @@ class RunSettings:
         return [
             f"{field.name}: {getattr(recorded, field.name)!r} -> {getattr(self, field.name)!r}"
             for field in dataclasses.fields(self)
-            if getattr(recorded, field.name) != getattr(self, field.name)
+            # "auto" is not compared with what a machine resolved it to.
+            if getattr(self, field.name) not in ("auto", getattr(recorded, field.name))
         ]
 
 
