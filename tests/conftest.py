@@ -423,6 +423,14 @@ def planted(tmp_path_factory) -> tuple[str, int]:
     return root, seed
 
 
+def exit_code(main, argv: list[str]) -> int:
+    """A command's `main(argv)` exit code, also when argparse exits (a bad flag)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
 def write_labels_csv(path, rows, header=("path", "label")) -> str:
     with open(path, "w", newline="") as file:
         csv.writer(file).writerows([header, *rows])

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TRUNCATED, folder_rows, write_clean_folder, write_labels_csv
+from conftest import TRUNCATED, exit_code, folder_rows, write_clean_folder, write_labels_csv
 from PIL import Image
 
 from tfresnet import check
@@ -46,10 +46,7 @@ def test_the_command_writes_the_report_prints_a_table_and_strict_fails_on_leakag
 )
 def test_bad_input_exits_2_with_one_line(argv, expected, clean_folder, tmp_path, capsys):
     argv = [arg.format(tmp=tmp_path, clean=clean_folder) for arg in argv]
-    try:
-        code = check.main(argv)
-    except SystemExit as exit_info:
-        code = exit_info.code
+    code = exit_code(check.main, argv)
     stderr = capsys.readouterr().err
     assert code == 2
     assert len(stderr.splitlines()) == 1 and expected in stderr

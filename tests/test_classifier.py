@@ -237,6 +237,24 @@ def test_jit_compile_passes_through(head, jit_compile):
     assert head.jit_compile is jit_compile
 
 
+def test_steps_per_execution_runs_several_steps_per_call_and_trains_the_same():
+    inputs = keras.Input((16,))
+    head = keras.Model(inputs, tfresnet.build_head(inputs, 3, head_units=8, dropout=0.0))  # no random masks
+    features = np.random.default_rng(0).normal(size=(40, 16)).astype("float32")
+    labels = np.eye(3, dtype="float32")[np.arange(40) % 3]
+    start = head.get_weights()
+    trained = []
+    for steps in (1, 5):
+        head.set_weights(start)
+        tfresnet.compile_classifier(head, learning_rate=1e-2, steps_per_execution=steps, jit_compile=False)
+        assert head.steps_per_execution == steps
+        head.fit(features, labels, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        trained.append(head.get_weights())
+    for one_at_a_time, five_at_a_time in zip(*trained):
+        np.testing.assert_allclose(one_at_a_time, five_at_a_time, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(trained[0][-1], start[-1])
+
+
 @pytest.mark.parametrize("label_smoothing", [1.0, -0.1])
 def test_label_smoothing_out_of_range(head, label_smoothing):
     with pytest.raises(

@@ -1,4 +1,5 @@
-"""Tests of tfresnet.export.common: each exported file's class names, written after the model."""
+"""Tests of tfresnet.export.common: each exported file's class names and settings, written after
+the model."""
 
 import os
 
@@ -18,10 +19,17 @@ def test_two_files_in_one_folder_keep_their_own_names_written_after_the_model(
     from tfresnet import files
     from tfresnet.export import common
 
-    common.write_model_and_labels(str(tmp_path / "a.tflite"), content, ["x", "y", "z"])
-    common.write_model_and_labels(str(tmp_path / "b.tflite"), content, ["p", "q", "r"])
+    model = trained[0]
+    common.write_model_and_labels(
+        str(tmp_path / "a.tflite"), content, common.Source(model, ["x", "y", "z"], 32)
+    )
+    common.write_model_and_labels(
+        str(tmp_path / "b.tflite"), content, common.Source(model, ["p", "q", "r"], 32, crop_fraction=0.95)
+    )
     assert load_runtime(tmp_path / "a.tflite").class_names == ["x", "y", "z"]
     assert load_runtime(tmp_path / "b.tflite").class_names == ["p", "q", "r"]
+    assert load_runtime(tmp_path / "a.tflite").crop_fraction == 0.875
+    assert load_runtime(tmp_path / "b.tflite").crop_fraction == 0.95
 
     written = []
     write_atomically = common.write_atomically
@@ -35,7 +43,36 @@ def test_two_files_in_one_folder_keep_their_own_names_written_after_the_model(
     monkeypatch.setattr(common, "write_atomically", killed_after_the_model)  # the model
     monkeypatch.setattr(files, "write_atomically", killed_after_the_model)  # the labels (write_text)
     with pytest.raises(KeyboardInterrupt):
-        common.write_model_and_labels(str(tmp_path / "a.tflite"), content, ["new1", "new2", "new3"])
-    assert written == [str(tmp_path / "a.tflite")]
+        common.write_model_and_labels(
+            str(tmp_path / "a.tflite"), content, common.Source(model, ["n1", "n2", "n3"], 32)
+        )
+    assert written == [str(tmp_path / "a.tflite"), str(tmp_path / "a.tflite.json")]
     with pytest.raises(FileNotFoundError, match=r"a\.tflite\.labels\.txt"):
         load_runtime(tmp_path / "a.tflite")
+
+
+def test_the_crop_travels_with_a_file_to_the_predictor(trained, tmp_path):
+    """A file's evaluation crop is written beside it (a run's data's, or the SavedModel's it was
+    converted from), and the predictor of the file decodes at it; a file exported before the
+    crop was recorded is served at 0.875, as every export then was."""
+    from tfresnet import export_onnx, export_saved_model, load_predictor
+
+    model, class_names, folders, _ = trained
+    saved = export_saved_model(
+        model, str(tmp_path / "saved" / "1"), class_names=class_names, crop_fraction=0.95
+    )
+    from_saved_model = export_onnx(saved, str(tmp_path / "converted.onnx"))
+    from_keras = export_onnx(model, str(tmp_path / "model.onnx"), class_names=class_names, crop_fraction=0.8)
+    assert load_predictor(from_saved_model).crop_fraction == 0.95
+    predictor = load_predictor(from_keras)
+    assert predictor.crop_fraction == 0.8
+    image = os.path.join(folders["held_out"], "red", "000.jpg")
+    at_the_crop = load_predictor(saved, crop_fraction=0.8).predict([image])
+    from_file = predictor.predict([image])
+    assert at_the_crop[0]["label"] == from_file[0]["label"]
+    assert at_the_crop[0]["score"] == pytest.approx(from_file[0]["score"], abs=1e-4)
+    assert load_predictor(saved).predict([image])[0]["score"] != pytest.approx(
+        from_file[0]["score"], abs=1e-4
+    )
+    os.remove(from_keras + ".json")
+    assert load_predictor(from_keras).crop_fraction == 0.875

@@ -119,6 +119,7 @@ def test_a_csv_listing_a_folder_gets_the_folders_report(planted, tmp_path):
 
     assert report.pop("csv") == str(tmp_path / "labels.csv")
     assert report.pop("split_column") is False
+    assert (report.pop("path_column"), report.pop("label_column")) == ("path", "label")
     assert report == dataset_check.check_dataset(root, val_split=0.25, seed=seed)
     assert any(group["kind"] == "near" for group in report["cross_split"])  # the resized copy
 

@@ -151,6 +151,10 @@ def test_cli_learns_a_learnable_folder_and_writes_every_promised_file(trained_ru
     assert report["grad_cam"] == {"available": True}
     assert 0 <= report["expected_calibration_error"] == summary["expected_calibration_error"] <= 1
     assert report["num_images"] == 12 == sum(map(sum, report["confusion_matrix"]))
+    # Suspected label errors are named by their validation files (none planted here: few, wrong).
+    suspects = report["suspected_label_errors"]
+    assert all(os.path.isfile(item["path"]) and item["predicted"] != item["given"] for item in suspects)
+    assert len(suspects) <= 12 - round(12 * report["accuracy"])
     assert len(_rows(output / "log_head.csv")) == 8
     assert len(_rows(output / "log_fine_tune.csv")) == 4
     assert json.loads((output / "config.json").read_text())["class_names"] == ["blue", "green", "red"]

@@ -83,6 +83,11 @@ def test_split_is_stratified_disjoint_and_stable(make_image_folder):
     assert not any((train_images == image).all(axis=(1, 2, 3)).any() for image in val_images)
     again, _ = take_all(from_folder(folder, image_size=SIZE, seed=3).validation)
     np.testing.assert_array_equal(again, val_images)
+    # The files of each set, in the order of its evaluation batches.
+    assert len(data.files["train"]) == 24 and len(data.files["validation"]) == 6
+    names = [os.path.basename(os.path.dirname(path)) for path in data.files["validation"]]
+    assert [data.class_names.index(name) for name in names] == val_labels.tolist()
+    assert not set(data.files["train"]) & set(data.files["validation"])
 
 
 def test_validation_directory_must_hold_the_same_classes(make_image_folder):

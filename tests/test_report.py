@@ -266,3 +266,27 @@ def test_a_report_cut_short_leaves_the_previous_files_whole(tmp_path, monkeypatc
     assert set(after) == set(before)  # no temporary file left
     for name in [name for name in before if failing == "json" or name.endswith(".png")]:
         assert after[name] == before[name], name  # report.json is new when a plot fails
+
+
+def test_the_report_lists_and_shows_the_labels_the_model_contradicts(tmp_path):
+    dataset = tf.data.Dataset.from_tensor_slices((_images(), LABELS)).batch(5)  # in source order
+    paths = [f"images/{i:02d}.png" for i in range(len(LABELS))]
+    written = report.write_report(_model(), dataset, CLASS_NAMES, str(tmp_path), paths=paths)
+    suspects = written["suspected_label_errors"]
+    # The model errs with confidence on exactly the images of WRONG; the least likely label first.
+    assert [item["index"] for item in suspects] == sorted(WRONG)
+    assert [item["path"] for item in suspects] == [paths[i] for i in sorted(WRONG)]
+    assert [(item["given"], item["predicted"]) for item in suspects] == [
+        (CLASS_NAMES[LABELS[i]], CLASS_NAMES[(LABELS[i] + 1) % 3]) for i in sorted(WRONG)
+    ]
+    assert all(item["score"] > 0.5 > item["given_probability"] for item in suspects)
+    assert (tmp_path / "label_errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "report.html").read_text()
+    assert "Suspected label errors" in page and all(paths[i] in page for i in WRONG)
+
+    # A model right everywhere suspects nothing; an older run's picture goes.
+    right = tf.data.Dataset.from_tensor_slices((_images()[[0, 2, 4]], LABELS[[0, 2, 4]])).batch(5)
+    again = report.write_report(_model(), right, CLASS_NAMES, str(tmp_path))
+    assert again["suspected_label_errors"] == []
+    assert not (tmp_path / "label_errors.png").exists()
+    assert "contradicts no label" in (tmp_path / "report.html").read_text()

@@ -45,13 +45,16 @@ def test_the_page_is_self_contained_and_every_picture_decodes(folder_with_a_conf
         "gradcam.png",
         "calibration.png",
     ]
-    # A thumbnail of each image of each group of duplicates shown, then the five figures.
+    # A random model may or may not contradict a label with confidence.
+    pictures += ["label_errors.png"] * (tmp_path / "label_errors.png").exists()
+    # A thumbnail of each image of each group of duplicates shown, then the figures.
     groups = [group["train"] + group["validation"] for group in check["cross_split"]]
     groups += [group["paths"] for group in check["conflicting_labels"]]
     groups += check["exact_duplicates"] + check["near_duplicates"]
     thumbnails = sum(map(len, groups))
     assert thumbnails >= 4  # the copy is an exact duplicate and a label conflict
-    assert [source[:15] for source in sources] == ["data:image/jpeg"] * thumbnails + ["data:image/png;"] * 5
+    expected = ["data:image/jpeg"] * thumbnails + ["data:image/png;"] * len(pictures)
+    assert [source[:15] for source in sources] == expected
     for source in sources:
         kind, encoded = re.fullmatch(r"data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)", source).groups()
         with Image.open(io.BytesIO(base64.b64decode(encoded))) as picture:
@@ -76,4 +79,4 @@ def test_the_page_says_when_the_dataset_check_did_not_run(tmp_path):
     report.write_report(_model(), _reshuffling_dataset(), CLASS_NAMES, str(tmp_path))
     page = (tmp_path / report.HTML_FILE).read_text()
     assert "The dataset check did not run" in page
-    assert len(_page_images(page)) == 3  # confusion matrix, top losses, calibration
+    assert len(_page_images(page)) == 4  # confusion matrix, top losses, label errors, calibration

@@ -2,9 +2,10 @@
 
 The public API, flat: data loaders (`from_folder`, `from_csv`, `from_tfds`, `from_arrays`) and
 `show_batch`, the classifier and its recipe (`build_classifier`, `build_head`,
-`compile_classifier`, `freeze`, `eval_crop_fraction`), training (`fine_tune`, `find_lr`), the dataset check
-(`check_dataset`, `check_csv`), evaluation and the report (`evaluate`, with test-time augmentation,
-`write_report`, `grad_cam`) and the export (`export_saved_model`). The search lives in
+`compile_classifier`, `freeze`, `eval_crop_fraction`), training (`fine_tune`, `find_lr`), the
+dataset check (`check_dataset`, `check_csv`, with `LabelIssueOptions` and `apply_label_fixes`),
+evaluation and the report (`evaluate`, with test-time augmentation, `write_report`, `grad_cam`)
+and the export (`export_saved_model`). The search lives in
 `tfresnet.tuning`, the commands in `tfresnet.finetune` and `tfresnet.check`.
 
 Names resolve on first use (PEP 562). `import tfresnet` also imports `tfresnet.models`, so
@@ -35,6 +36,8 @@ _EXPORTS = {
     "HubLayer": "tfresnet.models.hub",
     "ImageData": "tfresnet.data",
     "ImageNormalization": "tfresnet.models.layers",
+    "LabelIssueOptions": "tfresnet.insight.label_issues",
+    "apply_label_fixes": "tfresnet.insight.label_issues",
     "build_backbone": "tfresnet.models",
     "build_classifier": "tfresnet.models",
     "build_head": "tfresnet.models",

@@ -1,9 +1,16 @@
 """`python -m tfresnet.check DATA_DIR` (or `--csv FILE`): the dataset check of
 `tfresnet.check_dataset` and `tfresnet.check_csv` as a command, with a summary table.
 
+With `--label-issues`, it also looks for images whose label looks wrong (see
+`tfresnet.insight.label_issues`) and writes them to `label_issues.csv` beside the report, with
+an `action` column to fill in; `--apply-fixes` then writes a labels CSV with those fixes that
+`python -m tfresnet.finetune --csv` trains on.
+
 Example:
     python -m tfresnet.check flowers/ --val-split 0.2 --seed 0 --strict
     python -m tfresnet.check --csv labels.csv --image-dir photos/ --seed 0
+    python -m tfresnet.check flowers/ --label-issues --output runs/check/dataset_report.json
+    python -m tfresnet.check --apply-fixes runs/check/label_issues.csv --output labels.csv
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import os
 import sys
 from typing import Callable
 
-from tfresnet.cli import console
+from tfresnet.cli import console, finetune_flags
 from tfresnet.insight.dataset_check import (
     HAMMING_THRESHOLD,
     REPORT_FILE,
@@ -48,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--path-column", default="path", metavar="NAME", help="the CSV's column of image paths")
     data.add_argument("--label-column", default="label", metavar="NAME", help="the CSV's column of labels")
-    parser.add_argument("--output", default=REPORT_FILE, help="the JSON report to write")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help=f"the JSON report to write (default: {REPORT_FILE}); with --apply-fixes, the labels CSV",
+    )
     parser.add_argument(
         "--val-split",
         type=console.fraction,
@@ -68,8 +79,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strict", action="store_true", help="exit with 1 on leakage across the split or a label conflict"
     )
+    _label_issue_flags(
+        parser.add_argument_group("label issues (needs cleanlab: pip install 'tfresnet[cleanlab]')")
+    )
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own logs")
     return parser
+
+
+def _label_issue_flags(group: argparse._ArgumentGroup) -> None:
+    from tfresnet.data.pipeline import IMAGE_SIZE
+    from tfresnet.insight.label_issues import FOLDS, ISSUES_FILE
+
+    group.add_argument(
+        "--label-issues",
+        action="store_true",
+        help=f"also find images whose label looks wrong, from out-of-fold predictions on backbone "
+        f"features; writes {ISSUES_FILE} beside the report",
+    )
+    finetune_flags.add_backbone_flags(group)
+    group.add_argument(
+        "--image-size", type=console.positive_int, default=IMAGE_SIZE, help="side the images are read at"
+    )
+    group.add_argument("--folds", type=_folds, default=FOLDS, help="heads trained, each predicting one fold")
+    group.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
+        help="folder to keep the backbone features in; a search's --tune-dir reads them "
+        "(default: the report's folder)",
+    )
+    group.add_argument(
+        "--apply-fixes",
+        metavar="FILE",
+        help=f"write the labels CSV (--output) of the dataset with the actions filled in {ISSUES_FILE} "
+        "applied (relabel, drop, keep); the dataset is DATA_DIR or --csv, by default the one the "
+        "check ran on",
+    )
+
+
+def _folds(text: str) -> int:
+    value = console.int_type(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, received {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,18 +138,72 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         try:
-            run_check = _chosen_check(args)
-            if os.path.isdir(args.output):
-                raise ValueError(f"--output {args.output!r} is a folder. Pass the path of a JSON file.")
-            os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-            with console.native_stderr_captured(enabled=not args.verbose):
-                report = run_check()
-            write_json(args.output, report)
-        except (ValueError, OSError) as error:
+            if args.apply_fixes is not None:
+                fixed = _apply_fixes(args)
+            else:
+                output = _writable(args.output or REPORT_FILE, "a JSON file")
+                run_check = _chosen_check(args)
+                with console.native_stderr_captured(enabled=not args.verbose):
+                    report = run_check()
+                if "label_issues" in report:
+                    report["label_issues"]["file"] = _write_issues(report, output)
+                write_json(output, report)
+        except (ValueError, OSError, ImportError) as error:
             return console.print_bad_input(parser.prog, error)
+    if args.apply_fixes is not None:
+        print(
+            f"{'labels':<20}{os.path.abspath(args.output)} ({fixed['images']} images: "
+            f"{fixed['relabelled']} relabelled, {fixed['dropped']} dropped)"
+        )
+        return 0
     print(summary_table(report))
-    print(f"{'report':<20}{os.path.abspath(args.output)}")
+    print(f"{'report':<20}{os.path.abspath(output)}")
+    if "label_issues" in report:
+        print(
+            f"{'label issues':<20}{report['label_issues']['file']} "
+            "(fill its 'action' column, then --apply-fixes)"
+        )
     return 1 if args.strict and has_problems(report) else 0
+
+
+def _writable(path: str, kind: str) -> str:
+    """`path`, its folder created; a ValueError if it is a folder."""
+    if os.path.isdir(path):
+        raise ValueError(f"--output {path!r} is a folder. Pass the path of {kind}.")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def _write_issues(report: dict, output: str) -> str:
+    """Writes the report's label issues as the CSV beside `output`; returns its absolute path."""
+    from tfresnet.insight.label_issues import ISSUES_FILE, write_issues_csv
+
+    path = os.path.join(os.path.dirname(os.path.abspath(output)), ISSUES_FILE)
+    write_issues_csv(path, report["label_issues"]["issues"])
+    return path
+
+
+def _apply_fixes(args: argparse.Namespace) -> dict:
+    """`apply_label_fixes` on DATA_DIR or `--csv`, else on the dataset the check recorded."""
+    from tfresnet.insight.label_issues import apply_label_fixes, checked_dataset
+
+    if args.output is None:
+        raise ValueError(
+            "--apply-fixes writes a labels CSV: pass its path as --output, e.g. --output labels.csv."
+        )
+    if args.data_dir is not None and args.csv is not None:
+        raise ValueError("Pass either DATA_DIR or --csv FILE, not both.")
+    if args.data_dir is None and args.csv is None:
+        dataset = checked_dataset(args.apply_fixes)
+    else:
+        dataset = {
+            "directory": args.data_dir,
+            "csv_path": args.csv,
+            "image_dir": args.image_dir,
+            "path_column": args.path_column,
+            "label_column": args.label_column,
+        }
+    return apply_label_fixes(args.apply_fixes, _writable(args.output, "a CSV file"), **dataset)
 
 
 def _chosen_check(args: argparse.Namespace) -> Callable[[], dict]:
@@ -110,6 +216,8 @@ def _chosen_check(args: argparse.Namespace) -> Callable[[], dict]:
         "hamming_threshold": args.hamming_threshold,
         "max_image_pixels": args.max_image_pixels,
     }
+    if args.label_issues:
+        settings.update(_label_issue_settings(args))
     if args.csv is None:
         if args.image_dir is not None:
             raise ValueError("--image-dir goes with --csv FILE. Pass --csv, or leave --image-dir out.")
@@ -122,6 +230,25 @@ def _chosen_check(args: argparse.Namespace) -> Callable[[], dict]:
         label_column=args.label_column,
         **settings,
     )
+
+
+def _label_issue_settings(args: argparse.Namespace) -> dict:
+    """The check's label-issue arguments, the backbone and its weights checked first."""
+    from tfresnet.cli import preflight
+    from tfresnet.insight.label_issues import LabelIssueOptions, require_cleanlab
+
+    require_cleanlab()
+    model = {
+        "backbone": args.backbone,
+        "weights": finetune_flags.weights(args),
+        "image_size": args.image_size,
+        "freeze_until": 0,
+    }
+    preflight.check_weights(**model, build=preflight.check_backbone(**model))
+    model.pop("freeze_until")
+    output = args.output or REPORT_FILE
+    cache_dir = args.cache_dir or os.path.dirname(os.path.abspath(output))
+    return {"label_issues": LabelIssueOptions(**model, folds=args.folds, cache_dir=cache_dir)}
 
 
 if __name__ == "__main__":

@@ -155,10 +155,23 @@ def _magnitude(text: str) -> float:
 
 def _model_flags(model: argparse._ArgumentGroup) -> None:
     """The network: backbone, weights and head."""
+    from tfresnet.training.settings import RunSettings
+
+    add_backbone_flags(model)
+    model.add_argument(
+        "--head-units", type=console.non_negative_int, default=0, help="hidden head units (0: none)"
+    )
+    model.add_argument(
+        "--dropout", type=console.fraction, default=RunSettings.dropout, help="dropout before the predictions"
+    )
+
+
+def add_backbone_flags(group: argparse._ArgumentGroup) -> None:
+    """`--backbone` and `--weights` (read `--weights` back with `weights(args)`)."""
     from tfresnet.models.backbones import BACKBONES
     from tfresnet.training.settings import RunSettings
 
-    model.add_argument(
+    group.add_argument(
         "--backbone",
         type=_backbone,
         default=RunSettings.backbone,
@@ -166,18 +179,12 @@ def _model_flags(model: argparse._ArgumentGroup) -> None:
         help="backbone (resnet-tiny: a tiny network for tests and smoke runs, weights none); "
         "HANDLE is a tfhub.dev/Kaggle URL or a local SavedModel folder",
     )
-    model.add_argument(
+    group.add_argument(
         "--weights",
         default=RunSettings.weights,
         metavar="{imagenet,none,PATH}",
         help="backbone weights: ImageNet, random, or a .h5/.weights.h5 file; for resnet50-torchvision "
         "also torchvision:IMAGENET1K_V1|V2 or a .pth/.safetensors state dict",
-    )
-    model.add_argument(
-        "--head-units", type=console.non_negative_int, default=0, help="hidden head units (0: none)"
-    )
-    model.add_argument(
-        "--dropout", type=console.fraction, default=RunSettings.dropout, help="dropout before the predictions"
     )
 
 

@@ -260,9 +260,10 @@ def _report_and_export(
     # early; only the chief's files are kept.
     output_dir = args.output_dir if chief else tempfile.mkdtemp(prefix="tfresnet-worker-")
     if data.validation is not None:
-        evaluation, evaluated_on = data.validation, "validation"
+        evaluation, evaluated_on, paths = data.validation, "validation", data.files.get("validation")
     else:
         evaluation, evaluated_on = data.train_evaluation, "training (evaluation transform)"
+        paths = data.files.get("train")
     temperature, config = None, result.config
     if args.calibrate:
         temperature = calibration.fit_temperature(*predict_probabilities(result.model, evaluation))
@@ -290,6 +291,7 @@ def _report_and_export(
         calibrate=args.calibrate,
         temperature=temperature,
         tta=args.tta,
+        paths=paths,
     )
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -342,6 +344,7 @@ def _export_formats(args, data, model, evaluation, output_dir: str) -> dict:
             calibration=data.train,
             validation=evaluation,
             class_names=data.class_names,
+            crop_fraction=data.crop_fraction,
         )
     return exports
 

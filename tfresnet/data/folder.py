@@ -240,7 +240,7 @@ def file_stat(path: str) -> tuple[str, int, int]:
 def file_part(paths: np.ndarray, labels: np.ndarray) -> Part:
     """A part that reads each image file when the pipeline needs it."""
     items = tf.data.Dataset.from_tensor_slices((paths, labels))
-    return Part(items=items, load=tf.io.read_file, labels=labels)
+    return Part(items=items, load=tf.io.read_file, labels=labels, paths=[str(path) for path in paths])
 
 
 def list_folder(

@@ -59,6 +59,9 @@ class ImageData:
         fingerprint: What the data is, as a hash (see `fingerprint_of`): each file's path
             (relative to its folder), size, label and set; a TFDS dataset's name, version and
             splits; arrays' bytes. A resumed run checks that it trains on the same data.
+        files: The image files of each set (`"train"`, `"validation"`), in the order its
+            evaluation batches come (`train_evaluation`, `validation`): what the report and the
+            label check name images by. Empty for arrays and TFDS.
 
     Example:
         data = from_folder("flowers/", image_size=224, seed=0)
@@ -78,6 +81,7 @@ class ImageData:
     batch_size: int | None = None
     train_evaluation: tf.data.Dataset | None = None
     fingerprint: str = ""
+    files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +104,13 @@ class Settings:
 @dataclasses.dataclass(frozen=True)
 class Part:
     """One set before its transforms: `items` yields cheap `(item, label)` pairs to shuffle,
-    `load` turns an item into encoded bytes or decoded pixels."""
+    `load` turns an item into encoded bytes or decoded pixels; `paths` names the image files
+    of a part read from files (None otherwise)."""
 
     items: tf.data.Dataset
     load: Callable[[tf.Tensor], tf.Tensor]
     labels: np.ndarray
+    paths: list[str] | None = None
 
 
 def make_settings(
@@ -219,6 +225,9 @@ def assemble(
         batch_size=settings.batch_size,
         train_evaluation=train_evaluation,
         fingerprint=data_fingerprint,
+        files={
+            name: part.paths for name, part in parts.items() if part is not None and part.paths is not None
+        },
     )
 
 

@@ -1,6 +1,6 @@
 """What the LiteRT and ONNX exports share: the classifier to convert, its interface, the class
-names kept beside each file, and the check that a converted file computes what its source
-computes.
+names and the settings kept beside each file, and the check that a converted file computes what
+its source computes.
 
 Every export takes a Keras classifier or a SavedModel folder written by `export_saved_model`,
 and exposes one interface: `images`, float32 raw RGB pixels in [0, 255] of shape
@@ -19,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet import internals
-from tfresnet.export.saved_model import LABELS_FILE, write_labels
-from tfresnet.files import write_atomically
+from tfresnet.data.transforms import CROP_FRACTION, check_crop_fraction
+from tfresnet.export.saved_model import CONFIG_FILE, LABELS_FILE, write_labels
+from tfresnet.files import read_json, write_atomically, write_json
 from tfresnet.models.classifier import float32_copy
 
 INPUT_NAME = "images"
@@ -31,6 +32,9 @@ PIXELS_SIGNATURE = "serve_images"
 PROBE_IMAGES = 2
 # A LiteRT or ONNX file's class names, one a line, in `<file>` + this suffix beside it.
 LABELS_SUFFIX = ".labels.txt"
+# What a LiteRT or ONNX file's images need besides its interface (the evaluation transform's
+# central crop), as JSON in `<file>` + this suffix beside it.
+SETTINGS_SUFFIX = ".json"
 
 
 @dataclasses.dataclass
@@ -40,6 +44,7 @@ class Source:
     model: keras.Model
     class_names: list[str]
     image_size: int
+    crop_fraction: float = CROP_FRACTION
 
     def input_signature(self) -> list[tf.TensorSpec]:
         """The exports' interface: a dynamic batch of raw `image_size` squares."""
@@ -56,7 +61,11 @@ class Source:
         return probabilities
 
 
-def classifier_source(model: keras.Model | str | os.PathLike, class_names: list[str] | None = None) -> Source:
+def classifier_source(
+    model: keras.Model | str | os.PathLike,
+    class_names: list[str] | None = None,
+    crop_fraction: float | None = None,
+) -> Source:
     """The classifier to convert, from a Keras model (in float32, see
     `tfresnet.models.float32_copy`) or a SavedModel folder.
 
@@ -65,6 +74,8 @@ def classifier_source(model: keras.Model | str | os.PathLike, class_names: list[
             a SavedModel written by `export_saved_model` (its `serve_images` signature).
         class_names: Label `i` is `class_names[i]`. Needed for a Keras model; for a SavedModel
             the names in its `labels.txt` by default.
+        crop_fraction: The central crop its images are evaluated at (see
+            `tfresnet.decode_for_eval`): by default a SavedModel's recorded one, else 0.875.
 
     Raises:
         FileNotFoundError: The folder does not exist.
@@ -91,6 +102,8 @@ def classifier_source(model: keras.Model | str | os.PathLike, class_names: list[
         source = Source(float32_copy(model), list(class_names), int(shape[1]))
     else:
         source = _saved_model_source(os.fspath(model), class_names)
+    if crop_fraction is not None:
+        source.crop_fraction = check_crop_fraction(crop_fraction)
     classes = source.model.output_shape[-1]
     if len(source.class_names) != classes:
         raise ValueError(
@@ -123,7 +136,8 @@ def _saved_model_source(path: str, class_names: list[str] | None) -> Source:
     outputs = layer(inputs)
     model = keras.Model(inputs, outputs[OUTPUT_NAME], name="saved_model")
     names = read_labels(os.path.join(path, LABELS_FILE)) if class_names is None else list(class_names)
-    return Source(model, names, image_size)
+    crop = (read_json(os.path.join(path, CONFIG_FILE)) or {}).get("crop_fraction", CROP_FRACTION)
+    return Source(model, names, image_size, crop)
 
 
 def read_labels(path: str) -> list[str]:
@@ -153,6 +167,28 @@ def labels_path(model_path: str) -> str:
     return os.fspath(model_path) + LABELS_SUFFIX
 
 
+def settings_path(model_path: str) -> str:
+    """Where the settings of the file `model_path` live: `<model_path>.json`.
+
+    Example:
+    >>> settings_path("models/flowers/model.onnx")
+    'models/flowers/model.onnx.json'
+    """
+    return os.fspath(model_path) + SETTINGS_SUFFIX
+
+
+def read_settings(model_path: str | None) -> dict:
+    """The settings beside a LiteRT or ONNX file; for a file exported before they were
+    written (or bytes without a file), those every export then had: a crop of 0.875.
+
+    Example:
+        read_settings("models/flowers/model.onnx")["crop_fraction"]
+        # 0.875
+    """
+    settings = (read_json(settings_path(model_path)) if model_path else None) or {}
+    return {"crop_fraction": CROP_FRACTION, **settings}
+
+
 def check_output_path(path: str | os.PathLike, suffix: str) -> str:
     """`path` as a string, checked: it ends with `suffix` and its folder can be made.
 
@@ -168,9 +204,9 @@ def check_output_path(path: str | os.PathLike, suffix: str) -> str:
     return path
 
 
-def write_model_and_labels(path: str, contents: bytes, class_names: list[str]) -> None:
-    """Writes the converted file, then its class names (`labels_path`), each renamed into place
-    when whole.
+def write_model_and_labels(path: str, contents: bytes, source: Source) -> None:
+    """Writes the converted file, its settings (`settings_path`: the crop) and its class names
+    (`labels_path`), each renamed into place when whole.
 
     The previous names go first and the new ones come last: a kill in between leaves a model
     without names (loading it says so), never names beside a model they do not belong to.
@@ -180,10 +216,12 @@ def write_model_and_labels(path: str, contents: bytes, class_names: list[str]) -
         with open(temporary, "wb") as file:
             file.write(contents)
 
-    if os.path.exists(labels_path(path)):
-        os.remove(labels_path(path))
+    for stale in (labels_path(path), settings_path(path)):
+        if os.path.exists(stale):
+            os.remove(stale)
     write_atomically(path, write_bytes)
-    write_labels(labels_path(path), class_names)
+    write_json(settings_path(path), {"crop_fraction": source.crop_fraction, "image_size": source.image_size})
+    write_labels(labels_path(path), source.class_names)
 
 
 def probe_images(image_size: int) -> np.ndarray:

@@ -27,6 +27,7 @@ def export_formats(
     calibration=None,
     validation: tf.data.Dataset | None = None,
     class_names: list[str],
+    crop_fraction: float | None = None,
 ) -> dict[str, dict]:
     """Writes `OUTPUT_DIR/model.tflite` and/or `OUTPUT_DIR/model.onnx` and measures them.
 
@@ -40,6 +41,8 @@ def export_formats(
             first 200 images cover the classes).
         validation: `(images, labels)` batches the files are compared on (None: not measured).
         class_names: The model's class names.
+        crop_fraction: The central crop of the model's evaluation transform, recorded beside
+            each file (default 0.875; a run passes its data's).
 
     Returns:
         `{format: {"path", "format", "quantization", "size_bytes"}}`, plus `agreement`,
@@ -64,10 +67,15 @@ def export_formats(
         path = os.path.join(output_dir, FILE_FORMATS[format].file_name)
         if format == "litert":
             export_litert(
-                model, path, quantization=quantize, representative_data=calibration, class_names=class_names
+                model,
+                path,
+                quantization=quantize,
+                representative_data=calibration,
+                class_names=class_names,
+                crop_fraction=crop_fraction,
             )
         else:
-            export_onnx(model, path, class_names=class_names)
+            export_onnx(model, path, class_names=class_names, crop_fraction=crop_fraction)
         quantization = quantize if format == "litert" else "none"
         written[format] = {
             "path": os.path.abspath(path),

@@ -43,9 +43,11 @@ def export_litert(
     quantization: str = "none",
     representative_data=None,
     class_names: list[str] | None = None,
+    crop_fraction: float | None = None,
 ) -> str:
-    """Writes a classifier as a LiteRT `.tflite` file, then its class names beside it, one a line
-    in `<path>.labels.txt`.
+    """Writes a classifier as a LiteRT `.tflite` file, then beside it its settings (`<path>.json`:
+    the central crop its images are evaluated at) and its class names, one a line in
+    `<path>.labels.txt`.
 
     The file takes what the SavedModel's `serve_images` takes: `images`, float32 raw RGB pixels
     in [0, 255], `(batch, image_size, image_size, 3)`, any batch size; the normalisation is in
@@ -63,6 +65,8 @@ def export_litert(
             batches, e.g. `ImageData.train_evaluation`; the first 200 images are used.
         class_names: Written to `<path>.labels.txt`; needed for a Keras model (a SavedModel
             has its own).
+        crop_fraction: The evaluation transform's central crop, recorded for the predictor
+            (default: a SavedModel's own, else 0.875; a run passes its data's).
 
     Returns:
         `path`.
@@ -80,7 +84,7 @@ def export_litert(
             f"quantization must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
         )
     path = check_output_path(path, ".tflite")
-    source = classifier_source(model, class_names)
+    source = classifier_source(model, class_names, crop_fraction)
     calibration = None
     if quantization == "int8":
         calibration = calibration_images(representative_data, source.image_size)
@@ -90,7 +94,7 @@ def export_litert(
     converted = LiteRTRuntime(content=content, class_names=source.class_names).probabilities(probe)
     expected = source.model.predict_on_batch(probe)
     check_conversion(expected, converted, tolerance=TOLERANCES[quantization], what=f"LiteRT {quantization}")
-    write_model_and_labels(path, content, source.class_names)
+    write_model_and_labels(path, content, source)
     return path
 
 

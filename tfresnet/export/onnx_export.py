@@ -36,9 +36,11 @@ def export_onnx(
     path: str | os.PathLike,
     *,
     class_names: list[str] | None = None,
+    crop_fraction: float | None = None,
 ) -> str:
-    """Writes a classifier as an ONNX file (float32), then its class names beside it, one a line
-    in `<path>.labels.txt`.
+    """Writes a classifier as an ONNX file (float32), then beside it its settings (`<path>.json`:
+    the central crop its images are evaluated at) and its class names, one a line in
+    `<path>.labels.txt`.
 
     Input `images`: float32 raw RGB pixels in [0, 255], `(batch, image_size, image_size, 3)`,
     any batch size (the normalisation is in the file); output `probabilities`, float32
@@ -49,6 +51,8 @@ def export_onnx(
         path: The `.onnx` file to write (replaced whole, or left as it was on failure).
         class_names: Written to `<path>.labels.txt`; needed for a Keras model (a SavedModel
             has its own).
+        crop_fraction: The evaluation transform's central crop, recorded for the predictor
+            (default: a SavedModel's own, else 0.875; a run passes its data's).
 
     Returns:
         `path`.
@@ -64,12 +68,12 @@ def export_onnx(
     path = check_output_path(path, ".onnx")
     require_converter()
     import_runtime("onnx")
-    source = classifier_source(model, class_names)
+    source = classifier_source(model, class_names, crop_fraction)
     content = convert(source)
     probe = probe_images(source.image_size)
     converted = OnnxRuntime(content=content, class_names=source.class_names).probabilities(probe)
     check_conversion(source.model.predict_on_batch(probe), converted, tolerance=TOLERANCE, what="ONNX")
-    write_model_and_labels(path, content, source.class_names)
+    write_model_and_labels(path, content, source)
     return path
 
 

@@ -15,7 +15,14 @@ import numpy as np
 
 from tfresnet import internals
 from tfresnet.data.transforms import CROP_FRACTION
-from tfresnet.export.common import INPUT_NAME, OUTPUT_NAME, PIXELS_SIGNATURE, labels_path, read_labels
+from tfresnet.export.common import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PIXELS_SIGNATURE,
+    labels_path,
+    read_labels,
+    read_settings,
+)
 from tfresnet.export.kinds import FILE_FORMATS
 from tfresnet.export.saved_model import CONFIG_FILE, LABELS_FILE
 from tfresnet.files import read_json
@@ -158,6 +165,7 @@ class LiteRTRuntime(Runtime):
         self._batch = None
         names = read_labels(labels_path(path)) if class_names is None else class_names
         super().__init__(path, names, int(details["shape"][1]), int(output["shape"][-1]))
+        self.crop_fraction = read_settings(path)["crop_fraction"]
 
     def _run(self, images):
         if self._batch != len(images):
@@ -192,6 +200,7 @@ class OnnxRuntime(Runtime):
         output = self._session.get_outputs()[0]
         names = read_labels(labels_path(path)) if class_names is None else class_names
         super().__init__(path, names, int(image_input.shape[1]), int(output.shape[-1]))
+        self.crop_fraction = read_settings(path)["crop_fraction"]
 
     def _run(self, images):
         return self._session.run(None, {self._input: images})[0]

@@ -17,8 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
+from typing import Callable
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from tfresnet.insight.check_images import (
     mode_counts,
     size_summary,
 )
+from tfresnet.insight.label_issues import LabelIssueOptions
 
 REPORT_FILE = "dataset_report.json"
 
@@ -42,6 +45,7 @@ def check_dataset(
     seed: int | None = None,
     hamming_threshold: int = HAMMING_THRESHOLD,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
+    label_issues: bool | LabelIssueOptions = False,
 ) -> dict:
     """Checks a folder of class sub-folders for duplicates, leakage, bad files and odd images.
 
@@ -51,6 +55,9 @@ def check_dataset(
         seed: The seed training uses: with `val_split`, it decides the split checked for leakage.
         hamming_threshold: Most bits (of 64) two near-duplicates' perceptual hashes differ in.
         max_image_pixels: The largest image checked, in pixels (see `tfresnet.from_folder`).
+        label_issues: Also look for images whose label looks wrong (needs cleanlab, see
+            `tfresnet.insight.label_issues`): True with the defaults of `LabelIssueOptions`
+            (ResNet50 with ImageNet weights at 224 px, 5 folds), or the options to use.
 
     Returns:
         A dict: `directory`, `num_images` (readable), `class_counts`, `imbalance_ratio`
@@ -58,22 +65,25 @@ def check_dataset(
         of paths relative to `directory`), `conflicting_labels` and `cross_split` (the groups,
         exact or near, spanning several classes or both sides of the split), `unreadable`
         (path: reason), `image_sizes` (min, median, max of width and height), `modes`
-        (counts of grayscale, rgba, cmyk, palette, rgb and other images) and the settings.
+        (counts of grayscale, rgba, cmyk, palette, rgb and other images) and the settings;
+        with `label_issues`, `label_issues` (`find_label_issues`'s dict, paths relative to
+        `directory`).
 
     Raises:
         FileNotFoundError: `directory` does not exist.
         ValueError: A folder `from_folder` refuses (no class folders, a single class, a class
             without readable images, a `val_split` that holds out nothing).
+        ImportError: `label_issues` without cleanlab installed.
 
     Example:
         report = check_dataset("flowers/", val_split=0.2, seed=0)
         report["num_images"], report["cross_split"]
         # (300, [])
     """
-    from tfresnet.data.folder import list_folder
+    from tfresnet.data.folder import from_folder, list_folder
     from tfresnet.data.pipeline import stratified_split
 
-    _check_arguments(val_split, hamming_threshold)
+    _check_arguments(val_split, hamming_threshold, label_issues)
     directory = os.fspath(directory)
     with warnings.catch_warnings():  # the bad files are reported below, not warned about
         warnings.simplefilter("ignore")
@@ -84,13 +94,19 @@ def check_dataset(
     if val_split:
         in_validation[stratified_split(labels, val_split, seed)[1]] = True
     findings = _findings(directory, class_names, paths, labels, in_validation, skipped, hamming_threshold)
-    return {
+    report = {
         "directory": os.path.abspath(directory),
         **findings,
         "val_split": val_split,
         "seed": seed,
         "hamming_threshold": hamming_threshold,
     }
+    if label_issues:
+        load = functools.partial(
+            from_folder, directory, val_split=val_split, max_image_pixels=max_image_pixels
+        )
+        report["label_issues"] = _label_issues(load, directory, label_issues, seed)
+    return report
 
 
 def check_csv(
@@ -103,6 +119,7 @@ def check_csv(
     seed: int | None = None,
     hamming_threshold: int = HAMMING_THRESHOLD,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
+    label_issues: bool | LabelIssueOptions = False,
 ) -> dict:
     """Checks the images a CSV file lists, as `check_dataset` checks a folder.
 
@@ -118,6 +135,7 @@ def check_csv(
         seed: The seed training uses: with `val_split`, it decides the split checked for leakage.
         hamming_threshold: Most bits (of 64) two near-duplicates' perceptual hashes differ in.
         max_image_pixels: The largest image checked, in pixels (see `tfresnet.from_folder`).
+        label_issues: Also look for images whose label looks wrong, as `check_dataset` does.
 
     Returns:
         `check_dataset`'s dict, its paths relative to `directory` (the folder the CSV's
@@ -127,15 +145,16 @@ def check_csv(
     Raises:
         FileNotFoundError: `csv_path` or `image_dir` does not exist.
         ValueError: A CSV `from_csv` refuses.
+        ImportError: `label_issues` without cleanlab installed.
 
     Example:
         report = check_csv("labels.csv", image_dir="photos/", seed=0)
         report["class_counts"], report["cross_split"]
         # ({'cat': 120, 'dog': 100}, [])
     """
-    from tfresnet.data.csv_labels import list_csv
+    from tfresnet.data.csv_labels import from_csv, list_csv
 
-    _check_arguments(val_split, hamming_threshold)
+    _check_arguments(val_split, hamming_threshold, label_issues)
     with warnings.catch_warnings():  # the bad files are reported below, not warned about
         warnings.simplefilter("ignore")
         listing = list_csv(
@@ -156,18 +175,66 @@ def check_csv(
         listing.skipped,
         hamming_threshold,
     )
-    return {
+    report = {
         "directory": os.path.abspath(listing.image_dir),
         "csv": os.path.abspath(csv_path),
+        "path_column": path_column,
+        "label_column": label_column,
         **findings,
         "val_split": val_split,
         "split_column": listing.split_column,
         "seed": seed,
         "hamming_threshold": hamming_threshold,
     }
+    if label_issues:
+        load = functools.partial(
+            from_csv,
+            csv_path,
+            image_dir=image_dir,
+            path_column=path_column,
+            label_column=label_column,
+            val_split=val_split,
+            max_image_pixels=max_image_pixels,
+        )
+        report["label_issues"] = _label_issues(load, listing.image_dir, label_issues, seed)
+    return report
 
 
-def _check_arguments(val_split: float, hamming_threshold: int) -> None:
+def _label_issues(
+    load: Callable[..., object], directory: str, options: bool | LabelIssueOptions, seed: int | None
+) -> dict:
+    """`find_label_issues` on the evaluation batches of the data `load` reads (at the crop
+    the weights were evaluated at), its paths relative to `directory`."""
+    from tfresnet.insight.label_issues import find_label_issues
+    from tfresnet.models.backbones import eval_crop_fraction
+
+    options = LabelIssueOptions() if options is True else options
+    seed = 0 if seed is None else seed  # the split of seed None is that of seed 0
+    size = {} if options.image_size is None else {"image_size": options.image_size}
+    crop = eval_crop_fraction(options.backbone, options.weights)
+    data = load(**size, crop_fraction=crop, seed=seed, augmentation="none")
+    found = find_label_issues(
+        data,
+        backbone=options.backbone,
+        weights=options.weights,
+        folds=options.folds,
+        seed=seed,
+        cache_dir=options.cache_dir,
+    )
+    for issue in found["issues"]:
+        issue["path"] = os.path.relpath(issue["path"], directory or ".")
+    return found
+
+
+def _check_arguments(
+    val_split: float, hamming_threshold: int, label_issues: bool | LabelIssueOptions
+) -> None:
+    if not isinstance(label_issues, (bool, LabelIssueOptions)):
+        raise ValueError(f"label_issues must be a bool or a LabelIssueOptions. Received: {label_issues!r}")
+    if label_issues:
+        from tfresnet.insight.label_issues import require_cleanlab
+
+        require_cleanlab()  # before any work
     if not (isinstance(val_split, (int, float)) and 0 <= val_split < 1):
         raise ValueError(f"val_split must be in [0, 1). Received: val_split={val_split!r}")
     if isinstance(hamming_threshold, bool) or not isinstance(hamming_threshold, int):
@@ -280,6 +347,15 @@ def summary_table(report: dict) -> str:
         ),
         ("modes", modes),
     ]
+    if "label_issues" in report:
+        found = report["label_issues"]
+        rows.append(
+            (
+                "label issues",
+                f"{len(found['issues'])} suspected of {found['num_images']} "
+                f"(out-of-fold accuracy {found['out_of_fold_accuracy']:.2f})",
+            )
+        )
     return "\n".join(f"{name:<20}{value}" for name, value in rows)
 
 

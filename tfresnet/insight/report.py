@@ -23,11 +23,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.files import new_figure, save_figure, write_json
-from tfresnet.insight import calibration, evaluation, report_html
+from tfresnet.insight import calibration, evaluation, label_issues, report_html
 
 REPORT_FILE = "report.json"
 HTML_FILE = report_html.HTML_FILE
 TOP_LOSSES = 9
+# label_errors.png shows at most this many suspected label errors, among the images of highest
+# loss kept during the evaluation pass (TOP_LOSSES + this many).
+SUSPECTS_SHOWN = 12
 # gradcam.png shows this many images of each class, for this many classes at most.
 GRADCAM_PER_CLASS = 3
 GRADCAM_CLASSES = 12
@@ -116,6 +119,7 @@ def write_report(
     calibrate: bool = False,
     temperature: float | None = None,
     tta: bool = False,
+    paths: list[str] | None = None,
 ) -> dict:
     """Evaluates `model` on `dataset` in one pass and writes the report into `output_dir`.
 
@@ -125,8 +129,10 @@ def write_report(
     `confusion_matrix.png`, `training_curves.png` (with `history`), `top_losses.png` (the
     evaluation images with the highest loss, titled prediction / truth / probability, with the
     Grad-CAM heatmap of the prediction), `calibration.png` (the reliability diagram),
-    `gradcam.png` (a few images of each class and their heatmaps; not for a TF Hub backbone)
-    and `report.html`, one self-contained page with all of it.
+    `gradcam.png` (a few images of each class and their heatmaps; not for a TF Hub backbone),
+    `label_errors.png` (the images the model contradicts with high confidence, listed in
+    `suspected_label_errors`, see `label_issues.suspected_label_errors`) and `report.html`,
+    one self-contained page with all of it.
 
     Args:
         model: A classifier of raw [0, 255] RGB images.
@@ -146,6 +152,8 @@ def write_report(
         tta: Also classify each image in the views of `tfresnet.insight.evaluation.TTA_VIEWS` and
             average their probabilities: `accuracy_tta` (and `tta_views`) then sit beside
             `accuracy`; everything else stays single-pass, as the exported model is.
+        paths: The image file of each element of `dataset`, in order (`ImageData.files`): the
+            suspected label errors are then named by their files, not only by position.
 
     Returns:
         The report's dict.
@@ -156,13 +164,18 @@ def write_report(
         # 0.042
     """
     os.makedirs(output_dir, exist_ok=True)
-    probabilities, labels, top, samples, tta_probabilities = _evaluate(
-        model, dataset, keep=TOP_LOSSES, per_class=GRADCAM_PER_CLASS, tta=tta
+    probabilities, labels, kept, samples, tta_probabilities = _evaluate(
+        model, dataset, keep=TOP_LOSSES + SUSPECTS_SHOWN, per_class=GRADCAM_PER_CLASS, tta=tta
     )
+    given = probabilities[np.arange(len(labels)), labels]
+    top = {i: kept[i] for i in sorted(kept, key=lambda i: given[i])[:TOP_LOSSES]}
     report = {
         **classification_report(labels, probabilities, class_names),
         "evaluated_on": evaluated_on,
         "expected_calibration_error": calibration.expected_calibration_error(probabilities, labels),
+        "suspected_label_errors": label_issues.suspected_label_errors(
+            probabilities, labels, class_names, paths=paths
+        ),
     }
     if tta:
         report["accuracy_tta"] = evaluation.accuracy(tta_probabilities, labels)
@@ -182,6 +195,12 @@ def write_report(
     _plot_calibration(probabilities, labels, calibrated, output_dir)
     if heatmaps:
         _plot_gradcam(samples, probabilities, labels, class_names, output_dir, heatmaps)
+    suspects_png = os.path.join(output_dir, label_issues.SUSPECTS_FILE)
+    if not label_issues.plot_suspected(
+        report["suspected_label_errors"], kept, suspects_png, limit=SUSPECTS_SHOWN
+    ):
+        if os.path.exists(suspects_png):  # an older run's, in the same folder
+            os.remove(suspects_png)
     report_html.write_html(report, output_dir, config=config)
     return report
 

@@ -47,6 +47,7 @@ SECTIONS = (
     ("per-class", "Per class"),
     ("confused", "Most confused"),
     ("top-losses", "Top losses"),
+    ("label-errors", "Suspected label errors"),
     ("gradcam", "Grad-CAM"),
     ("calibration", "Calibration"),
 )
@@ -71,6 +72,7 @@ def write_html(report: dict, output_dir: str, *, config: dict | None = None) -> 
         "per-class": _per_class(report),
         "confused": _most_confused(report),
         "top-losses": _top_losses(report, output_dir),
+        "label-errors": _label_errors(report, output_dir),
         "gradcam": _gradcam(report, output_dir),
         "calibration": _calibration(report, output_dir),
     }
@@ -202,6 +204,28 @@ def _top_losses(report: dict, output_dir: str) -> str:
     if (report.get("grad_cam") or {}).get("available"):
         note += " The heatmap (Grad-CAM) shows where the model found its prediction."
     return _note(note) + _grad_cam_note(report) + _picture(output_dir, "top_losses.png", "Not drawn.")
+
+
+def _label_errors(report: dict, output_dir: str) -> str:
+    suspects = report.get("suspected_label_errors") or []
+    if not suspects:
+        return _note("The model contradicts no label with high confidence.")
+    note = _note(
+        f"{len(suspects)} evaluation images the model puts in another class with high confidence "
+        "(at least 0.5, and at least that class's mean probability on its own images): check "
+        "their labels (python -m tfresnet.check --label-issues looks at every image)."
+    )
+    rows = [
+        [
+            suspect.get("path", f"image {suspect['index']}"),
+            suspect["given"],
+            suspect["predicted"],
+            _number(suspect["score"]),
+        ]
+        for suspect in suspects
+    ]
+    table = _table(["image", "given", "predicted", "probability"], rows, numeric={3})
+    return note + _picture(output_dir, "label_errors.png", "Not drawn.") + table
 
 
 def _gradcam(report: dict, output_dir: str) -> str:

@@ -97,14 +97,9 @@ def extract_features(
         # 2048
     """
     check_data(data)
+    strategy = check_strategy(distribution_strategy)
     return load_or_extract(
-        data,
-        key=features_key(describe_data(data), backbone, weights, seed),
-        backbone=backbone,
-        weights=weights,
-        seed=seed,
-        cache_dir=cache_dir,
-        strategy=check_strategy(distribution_strategy),
+        data, backbone=backbone, weights=weights, seed=seed, cache_dir=cache_dir, strategy=strategy
     )
 
 
@@ -123,15 +118,20 @@ def features_key(description: dict, backbone: str, weights, seed: int) -> str:
 
 
 def load_or_extract(
-    data: ImageData, *, key: str, backbone: str, weights, seed: int, cache_dir, strategy
+    data: ImageData, *, backbone: str, weights, seed: int, cache_dir, strategy, key: str | None = None
 ) -> Features:
-    """`extract_features` with the key and the strategy given: the cached file, else computed.
+    """`extract_features` with the strategy given: the cached file, else computed.
+
+    `key` is `features_key` of the data's description (computed here when None); a set
+    without validation images gets empty validation arrays.
 
     Example:
         load_or_extract(data, key=key, backbone="resnet50", weights="imagenet", seed=0,
                         cache_dir="runs/tuning", strategy=None).feature_dim
         # 2048
     """
+    if key is None and cache_dir is not None:
+        key = features_key(describe_data(data), backbone, weights, seed)
     path = None if cache_dir is None else os.path.join(os.fspath(cache_dir), CACHE_FILE.format(key=key))
     if path is not None and os.path.exists(path):
         with np.load(path) as stored:
@@ -149,7 +149,11 @@ def load_or_extract(
             seed=seed,
         )
     images = data.train if data.train_evaluation is None else data.train_evaluation
-    train, validation = _extract(extractor, [images, data.validation], strategy)
+    train, *validation = _extract(
+        extractor, [images] + [data.validation] * (data.validation is not None), strategy
+    )
+    # Without a validation set (the label check of a set without a split): empty arrays.
+    validation = validation[0] if validation else (train[0][:0], train[1][:0], 0)
     features = Features(
         train_features=train[0],
         train_labels=train[1],

@@ -276,6 +276,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         seed: Seeds the head's initialisation and the dropout masks.
         label_smoothing: Label smoothing of the loss, in [0, 1).
         reuse_models: Reuse a model built before for the same architecture (see above).
+        steps_per_execution: Training steps per call of the traced step (`compile_classifier`).
         **kwargs: Passed to `keras_tuner.HyperModel` (`name`, `tunable`).
 
     Example:
@@ -295,6 +296,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         seed: int = 0,
         label_smoothing: float = LABEL_SMOOTHING,
         reuse_models: bool = False,
+        steps_per_execution: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -307,6 +309,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         self.seed = seed
         self.label_smoothing = check_label_smoothing(label_smoothing)
         self.reuse_models = reuse_models
+        self.steps_per_execution = steps_per_execution
         self._models = {}  # (head_units, dropout > 0) -> compiled model, with reuse_models
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
@@ -329,6 +332,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
                 learning_rate=values["learning_rate"],
                 label_smoothing=self.label_smoothing,
                 jit_compile=False,
+                steps_per_execution=self.steps_per_execution,
             )
             if self.reuse_models:
                 self._models[architecture] = model
@@ -362,6 +366,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         shuffle: bool = True,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         class_weight: dict[int, float] | None = None,
+        repeats: int = 1,
         **kwargs,
     ):
         """Trains `model` on features `x` and integer labels `y`; returns the `History`.
@@ -371,12 +376,14 @@ class HeadHyperModel(keras_tuner.HyperModel):
         batches do not depend on the trials before it. Validation features go in one batch (up
         to `VALIDATION_BATCH`). `class_weight` (`{class index: weight}`) weighs each training
         example by its class, as `model.fit(class_weight=...)` would, from weights computed
-        once rather than in every batch. Other keyword arguments (`epochs`, `callbacks`, ...) go
-        to `model.fit`.
+        once rather than in every batch. `repeats` makes an epoch that many passes over the
+        examples, each in a new order (tiny sets: one epoch of many steps costs less than many
+        epochs). Other keyword arguments (`epochs`, `callbacks`, ...) go to `model.fit`.
         """
         train = self._dataset(x, y, class_weight=class_weight)
         if shuffle:
             train = train.shuffle(len(y), seed=self.seed, reshuffle_each_iteration=True)
+        train = train.repeat(repeats) if repeats > 1 else train
         if validation_data is not None:
             features, labels = validation_data
             validation_data = self._dataset(features, labels).batch(min(len(labels), VALIDATION_BATCH))
