@@ -293,3 +293,14 @@ def test_fixes_to_a_csv_keep_its_split_column(flipped_folder, tmp_path):
         ).num_validation
         == 1
     )
+
+
+def test_a_search_on_the_same_data_starts_from_the_checks_features(checked, flipped_folder, monkeypatch):
+    from tfresnet.tuning import features
+
+    cached = [name for name in os.listdir(checked) if name.startswith("features-")]
+    monkeypatch.setattr(features, "_feature_extractor", lambda *args, **kwargs: pytest.fail("computed again"))
+    data = tfresnet.from_folder(flipped_folder, image_size=32, seed=0, augmentation="standard")
+    found = features.extract_features(data, backbone="resnet-tiny", weights=None, seed=0, cache_dir=checked)
+    assert [name for name in os.listdir(checked) if name.startswith("features-")] == cached
+    assert len(found.train_labels) + len(found.validation_labels) == 42
