@@ -611,3 +611,29 @@ def exported(tmp_path_factory):
     write_image_folder(images, images_per_class=4, size=40, seed=3)
     bad = write_bad_files(os.path.join(images, "red"))
     return paths, model, images, bad
+
+
+# === Label issues ===
+
+# Moved into the next class's folder: the planted label errors, and the class each came from.
+FLIPPED = {"green/flipped_002.jpg": "blue", "red/flipped_005.jpg": "green", "blue/flipped_008.jpg": "red"}
+
+
+COLOURS = {"blue": (40, 60, 200), "green": (50, 180, 60), "red": (200, 50, 40)}
+
+
+@pytest.fixture(scope="session")
+def flipped_folder(tmp_path_factory) -> str:
+    """Three classes of 14 noisy colour fields (what even a random backbone tells apart), one
+    image of each filed under the next class."""
+    root = tmp_path_factory.mktemp("flipped") / "images"
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        os.makedirs(root / name)
+        for i in range(14):
+            pixels = np.array(colour) * rng.uniform(0.7, 1.2) + rng.normal(0, 25, (40, 40, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.jpg")
+    for planted, source in FLIPPED.items():
+        name = os.path.basename(planted).replace("flipped_", "")
+        shutil.move(root / source / name, root / planted)
+    return str(root)

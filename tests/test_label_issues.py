@@ -5,45 +5,20 @@ as a labels CSV that trains."""
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import keras_tuner
 import numpy as np
 import pytest
-from conftest import exit_code
-from PIL import Image
+from conftest import FLIPPED
 
 import tfresnet
-from tfresnet import check
-from tfresnet.insight import label_issues
+from tfresnet.insight import label_fixes, label_issues
 from tfresnet.tuning.hypermodels import HeadHyperModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32"]
-# Moved into the next class's folder: the planted label errors, and the class each came from.
-FLIPPED = {"green/flipped_002.jpg": "blue", "red/flipped_005.jpg": "green", "blue/flipped_008.jpg": "red"}
-
-
-COLOURS = {"blue": (40, 60, 200), "green": (50, 180, 60), "red": (200, 50, 40)}
-
-
-@pytest.fixture(scope="module")
-def flipped_folder(tmp_path_factory) -> str:
-    """Three classes of 14 noisy colour fields (what even a random backbone tells apart), one
-    image of each filed under the next class."""
-    root = tmp_path_factory.mktemp("flipped") / "images"
-    rng = np.random.default_rng(0)
-    for name, colour in COLOURS.items():
-        os.makedirs(root / name)
-        for i in range(14):
-            pixels = np.array(colour) * rng.uniform(0.7, 1.2) + rng.normal(0, 25, (40, 40, 3))
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.jpg")
-    for planted, source in FLIPPED.items():
-        name = os.path.basename(planted).replace("flipped_", "")
-        shutil.move(root / source / name, root / planted)
-    return str(root)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +39,7 @@ def checked(flipped_folder, tmp_path_factory) -> str:
 
 
 def _issues(folder: str) -> list[dict]:
-    with open(os.path.join(folder, label_issues.ISSUES_FILE), newline="") as file:
+    with open(os.path.join(folder, label_fixes.ISSUES_FILE), newline="") as file:
         return list(csv.DictReader(file))
 
 
@@ -84,7 +59,7 @@ def test_the_check_finds_the_flipped_labels_and_suggests_their_class(checked):
     assert [name for name in os.listdir(checked) if name.startswith("features-")]
     rows = _issues(checked)
     assert [row["path"] for row in rows] == [issue["path"] for issue in found["issues"]]
-    assert list(rows[0]) == list(label_issues.ISSUE_COLUMNS) and {row["action"] for row in rows} == {""}
+    assert list(rows[0]) == list(label_fixes.ISSUE_COLUMNS) and {row["action"] for row in rows} == {""}
 
 
 def test_fixes_fed_back_make_a_labels_csv_that_trains(checked, flipped_folder, tmp_path):
@@ -93,9 +68,9 @@ def test_fixes_fed_back_make_a_labels_csv_that_trains(checked, flipped_folder, t
         row["action"] = "relabel" if row["path"] in FLIPPED else "keep"
     rows[-1]["action"] = "drop" if rows[-1]["path"] not in FLIPPED else rows[-1]["action"]
     dropped = {row["path"] for row in rows if row["action"] == "drop"}
-    issues_csv = os.path.join(checked, label_issues.ISSUES_FILE)
+    issues_csv = os.path.join(checked, label_fixes.ISSUES_FILE)
     with open(issues_csv, "w", newline="") as file:
-        writer = csv.DictWriter(file, label_issues.ISSUE_COLUMNS)
+        writer = csv.DictWriter(file, label_fixes.ISSUE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     labels_csv = str(tmp_path / "fixed" / "labels.csv")
@@ -218,81 +193,6 @@ def test_without_cleanlab_one_line_and_exit_2_before_any_work(flipped_folder, tm
         "pip install 'tfresnet[cleanlab]'"
     ]
     assert not output.exists() and completed.stdout == ""
-
-
-@pytest.mark.parametrize(
-    "row, expected",
-    [
-        ("green/flipped_002.jpg,green,blue,0.01,rename", "has action 'rename'"),
-        ("green/flipped_002.jpg,green,wolf,0.01,relabel", "relabels to 'wolf', which is not a class"),
-        (
-            "green/elsewhere.jpg,green,blue,0.01,drop",
-            "names 'green/elsewhere.jpg', which is not in the dataset",
-        ),
-    ],
-    ids=["unknown-action", "unknown-class", "unknown-file"],
-)
-def test_a_badly_filled_file_exits_2_with_one_line(row, expected, flipped_folder, tmp_path, capsys):
-    issues_csv = tmp_path / label_issues.ISSUES_FILE
-    issues_csv.write_text(",".join(label_issues.ISSUE_COLUMNS) + "\n" + row + "\n")
-    output = tmp_path / "labels.csv"
-    code = check.main([flipped_folder, "--apply-fixes", str(issues_csv), "--output", str(output)])
-    stderr = capsys.readouterr().err
-    assert code == 2 and len(stderr.splitlines()) == 1 and expected in stderr
-    assert not output.exists()
-
-
-@pytest.mark.parametrize(
-    "argv, expected",
-    [
-        (
-            ["--apply-fixes", "{tmp}/missing.csv", "--output", "{tmp}/labels.csv"],
-            "Label issues file not found",
-        ),
-        (["--apply-fixes", "{tmp}/orphan.csv", "--output", "{tmp}/labels.csv"], "No check report beside"),
-        (["{data}", "--apply-fixes", "{tmp}/orphan.csv"], "pass its path as --output"),
-        (["{data}", "--label-issues", "--folds", "1"], "--folds"),
-    ],
-    ids=["missing-file", "no-report", "no-output", "one-fold"],
-)
-def test_bad_input_exits_2_with_one_line(argv, expected, flipped_folder, tmp_path, capsys):
-    (tmp_path / "orphan.csv").write_text(",".join(label_issues.ISSUE_COLUMNS) + "\n")
-    argv = [arg.format(tmp=tmp_path, data=flipped_folder) for arg in argv]
-    code = exit_code(check.main, argv)
-    stderr = capsys.readouterr().err
-    assert code == 2 and len(stderr.splitlines()) == 1 and expected in stderr
-
-
-def test_fixes_to_a_csv_keep_its_split_column(flipped_folder, tmp_path):
-    rows = [(os.path.join(flipped_folder, name, f"{i:03d}.jpg"), name) for name in COLOURS for i in range(2)]
-    source = tmp_path / "source.csv"
-    with open(source, "w", newline="") as file:
-        splits = ["validation"] + ["train"] * (len(rows) - 1)
-        csv.writer(file).writerows(
-            [("image", "class", "split")] + [row + (split,) for row, split in zip(rows, splits)]
-        )
-    issues_csv = tmp_path / label_issues.ISSUES_FILE
-    relative = os.path.relpath(rows[2][0], tmp_path)
-    issues_csv.write_text(f"path,given,suggested,probability,action\n{relative},green,red,0.1,relabel\n")
-    fixed = label_issues.apply_label_fixes(
-        issues_csv,
-        tmp_path / "out" / "labels.csv",
-        csv_path=source,
-        path_column="image",
-        label_column="class",
-    )
-    assert fixed == {"images": 6, "relabelled": 1, "dropped": 0}
-    with open(tmp_path / "out" / "labels.csv", newline="") as file:
-        written = list(csv.DictReader(file))
-    assert list(written[0]) == ["image", "class", "split"]
-    assert [row["split"] for row in written] == splits
-    assert [row["class"] for row in written] == ["blue", "blue", "red", "green", "red", "red"]
-    assert (
-        tfresnet.from_csv(
-            tmp_path / "out" / "labels.csv", path_column="image", label_column="class"
-        ).num_validation
-        == 1
-    )
 
 
 def test_a_search_on_the_same_data_starts_from_the_checks_features(checked, flipped_folder, monkeypatch):

@@ -37,7 +37,7 @@ _EXPORTS = {
     "ImageData": "tfresnet.data",
     "ImageNormalization": "tfresnet.models.layers",
     "LabelIssueOptions": "tfresnet.insight.label_issues",
-    "apply_label_fixes": "tfresnet.insight.label_issues",
+    "apply_label_fixes": "tfresnet.insight.label_fixes",
     "build_backbone": "tfresnet.models",
     "build_classifier": "tfresnet.models",
     "build_head": "tfresnet.models",

@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _label_issue_flags(group: argparse._ArgumentGroup) -> None:
     from tfresnet.data.pipeline import IMAGE_SIZE
-    from tfresnet.insight.label_issues import FOLDS, ISSUES_FILE
+    from tfresnet.insight.label_fixes import ISSUES_FILE
+    from tfresnet.insight.label_issues import FOLDS
 
     group.add_argument(
         "--label-issues",
@@ -176,7 +177,7 @@ def _writable(path: str, kind: str) -> str:
 
 def _write_issues(report: dict, output: str) -> str:
     """Writes the report's label issues as the CSV beside `output`; returns its absolute path."""
-    from tfresnet.insight.label_issues import ISSUES_FILE, write_issues_csv
+    from tfresnet.insight.label_fixes import ISSUES_FILE, write_issues_csv
 
     path = os.path.join(os.path.dirname(os.path.abspath(output)), ISSUES_FILE)
     write_issues_csv(path, report["label_issues"]["issues"])
@@ -185,7 +186,7 @@ def _write_issues(report: dict, output: str) -> str:
 
 def _apply_fixes(args: argparse.Namespace) -> dict:
     """`apply_label_fixes` on DATA_DIR or `--csv`, else on the dataset the check recorded."""
-    from tfresnet.insight.label_issues import apply_label_fixes, checked_dataset
+    from tfresnet.insight.label_fixes import apply_label_fixes, checked_dataset
 
     if args.output is None:
         raise ValueError(

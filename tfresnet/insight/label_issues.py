@@ -17,9 +17,8 @@ learning, and the fixes a person decides, fed back as a labels CSV.
 `suspected_label_errors` is what every fine-tuning report lists: the validation images the
 trained model contradicts with high confidence (its predictions there are out-of-sample already).
 
-`write_issues_csv` writes the findings as `label_issues.csv`, with an `action` column for a
-person to fill with `relabel`, `drop` or `keep`; `apply_label_fixes` turns the filled file and
-the dataset into a labels CSV that `tfresnet.from_csv` (`--csv`) trains on. No image is moved.
+`tfresnet.insight.label_fixes` writes the findings as `label_issues.csv` for a person to decide
+on, and turns the decisions into a labels CSV that `tfresnet.from_csv` (`--csv`) trains on.
 
 Example:
     data = from_folder("flowers/", image_size=224, augmentation="none", seed=0)
@@ -30,15 +29,11 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
 
 import numpy as np
-
-from tfresnet.files import write_text
 
 FOLDS = 5
 # Each head trains for at least this many steps of this batch size, in one epoch over its
@@ -48,10 +43,7 @@ HEAD_BATCH_SIZE = 64
 # A run's report suspects a label when the model predicts another class with at least this
 # probability (and at least that class's mean probability on the images labelled with it).
 CONFIDENT = 0.5
-ISSUES_FILE = "label_issues.csv"
 SUSPECTS_FILE = "label_errors.png"  # the report's picture of suspected label errors
-ISSUE_COLUMNS = ("path", "given", "suggested", "probability", "action")
-ACTIONS = ("relabel", "drop", "keep")
 INSTALL = "pip install 'tfresnet[cleanlab]'"
 
 
@@ -326,175 +318,3 @@ def plot_suspected(suspects: list[dict], images: dict[int, np.ndarray], path: st
     figure.tight_layout()
     save_figure(figure, path)
     return len(shown)
-
-
-# === The file a person fills in, and what it makes ===
-
-
-def write_issues_csv(path: str | os.PathLike, issues: list[dict]) -> None:
-    """Writes `issues` (`find_label_issues`'s, paths as they are given) as
-    `path,given,suggested,probability,action`, the action empty, atomically.
-
-    Example:
-        write_issues_csv("runs/check/label_issues.csv", report["label_issues"]["issues"])
-    """
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(ISSUE_COLUMNS)
-    for issue in issues:
-        writer.writerow(
-            [issue["path"], issue["given"], issue["suggested"], f"{issue['probability']:.4f}", ""]
-        )
-    write_text(os.fspath(path), text.getvalue())
-
-
-def read_fixes(path: str | os.PathLike, class_names: list[str]) -> dict[str, tuple[str, str]]:
-    """The filled `label_issues.csv`: `{relative path: (action, label)}` for the rows with an
-    action other than `keep` (`relabel` takes the `suggested` column, which may be edited to any
-    class). Raises a ValueError naming the line of a bad row.
-
-    Example:
-        read_fixes("runs/check/label_issues.csv", ["cat", "dog"])
-        # {'cat/7.jpg': ('relabel', 'dog'), 'dog/3.jpg': ('drop', 'dog')}
-    """
-    path = _existing(path)
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        rows = list(csv.DictReader(file))
-        header = list(rows[0]) if rows else []
-    missing = [column for column in ISSUE_COLUMNS if rows and column not in header]
-    if missing:
-        raise ValueError(
-            f"{path!r} has no column {missing[0]!r}: give it the header {','.join(ISSUE_COLUMNS)}."
-        )
-    fixes = {}
-    for line, row in enumerate(rows, start=2):
-        action = (row["action"] or "").strip().lower()
-        label = (row["suggested"] or "").strip()
-        if action not in ACTIONS + ("",):
-            raise ValueError(
-                f"Line {line} of {path!r} has action {row['action']!r}; write relabel, drop, keep or nothing."
-            )
-        if action == "relabel" and label not in class_names:
-            raise ValueError(
-                f"Line {line} of {path!r} relabels to {label!r}, which is not a class "
-                f"({', '.join(class_names)}). Put a class name in its 'suggested' column."
-            )
-        if action in ("relabel", "drop"):
-            fixes[os.path.normpath(row["path"].strip())] = (action, label)
-    return fixes
-
-
-def checked_dataset(issues_csv: str | os.PathLike) -> dict:
-    """The dataset the check that wrote `issues_csv` ran on, as `apply_label_fixes` takes it,
-    from the check's report beside it (the JSON file whose `label_issues.file` is `issues_csv`).
-
-    Example:
-        checked_dataset("runs/check/label_issues.csv")
-        # {'directory': '/data/flowers', 'csv_path': None, ...}
-    """
-    import json
-
-    issues_csv = os.path.abspath(_existing(issues_csv))
-    folder = os.path.dirname(issues_csv)
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if not name.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(folder, name), encoding="utf-8") as file:
-                report = json.load(file)
-        except (OSError, ValueError):
-            continue
-        if not isinstance(report, dict) or (report.get("label_issues") or {}).get("file") != issues_csv:
-            continue
-        if "csv" not in report:
-            return {"directory": report["directory"]}
-        return {
-            "csv_path": report["csv"],
-            "image_dir": report["directory"],
-            "path_column": report.get("path_column", "path"),
-            "label_column": report.get("label_column", "label"),
-        }
-    raise ValueError(
-        f"No check report beside {issues_csv!r} names it. Pass the DATA_DIR or --csv FILE the check ran on."
-    )
-
-
-def apply_label_fixes(
-    issues_csv: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    directory: str | os.PathLike | None = None,
-    csv_path: str | os.PathLike | None = None,
-    image_dir: str | os.PathLike | None = None,
-    path_column: str = "path",
-    label_column: str = "label",
-) -> dict:
-    """Writes a labels CSV of the dataset with the filled `label_issues.csv`'s fixes applied.
-
-    The dataset is a class-folder `directory` or the CSV `csv_path` (with `image_dir` and the
-    column names as `from_csv` takes them), the one the check ran on. Every image it lists is
-    written with its label (`relabel`: the row's `suggested` class), except those marked
-    `drop`; a CSV's `split` column is kept. Paths are written relative to `output`'s folder,
-    so `from_csv(output)` reads them. Nothing else is changed.
-
-    Returns:
-        `{"images": written, "relabelled": n, "dropped": n}`.
-
-    Example:
-        apply_label_fixes("runs/check/label_issues.csv", "labels.csv", directory="flowers/")
-        # {'images': 298, 'relabelled': 3, 'dropped': 2}
-    """
-    from tfresnet.data.csv_labels import SPLIT_COLUMN, list_csv
-    from tfresnet.data.folder import list_folder
-
-    if (directory is None) == (csv_path is None):
-        raise ValueError(
-            "Pass the dataset the check ran on: either a folder or a CSV file, not both or neither."
-        )
-    if csv_path is None:
-        class_names, paths, labels, _ = list_folder(directory, strict=False)
-        root, split = os.fspath(directory), None
-    else:
-        listing = list_csv(
-            csv_path, image_dir=image_dir, path_column=path_column, label_column=label_column, val_split=0
-        )
-        class_names, paths, labels, root = (
-            listing.class_names,
-            listing.paths,
-            listing.labels,
-            listing.image_dir,
-        )
-        split = listing.in_validation if listing.split_column else None
-    fixes = read_fixes(issues_csv, class_names)
-    relative = [os.path.normpath(os.path.relpath(path, root)) for path in paths]
-    unknown = sorted(set(fixes) - set(relative))
-    if unknown:
-        raise ValueError(
-            f"{os.fspath(issues_csv)!r} names {unknown[0]!r}, which is not in the dataset: pass the "
-            f"folder or CSV the check that wrote it ran on."
-        )
-    output = os.fspath(output)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow([path_column, label_column] + ([SPLIT_COLUMN] if split is not None else []))
-    written = 0
-    for i, (path, name) in enumerate(zip(relative, (class_names[label] for label in labels))):
-        action, label = fixes.get(path, ("keep", name))
-        if action == "drop":
-            continue
-        row = [os.path.relpath(paths[i], os.path.dirname(os.path.abspath(output))), label]
-        writer.writerow(row + (["validation" if split[i] else "train"] if split is not None else []))
-        written += 1
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    write_text(output, text.getvalue())
-    actions = [action for action, _ in fixes.values()]
-    return {"images": written, "relabelled": actions.count("relabel"), "dropped": actions.count("drop")}
-
-
-def _existing(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Label issues file not found: {path!r}. Pass the {ISSUES_FILE} the check wrote."
-        )
-    return path
