@@ -33,7 +33,8 @@ Method:
    CPU time of all threads), then the label part's steps timed alone, as `find_label_issues`
    runs them without a cache folder: loading the folder, the feature pass
    (`tfresnet.tuning.features.load_or_extract`, building the backbone included; with a cache
-   folder, a digest of every image for the cache key comes first), the K-fold heads (`out_of_fold_probabilities`) and cleanlab's ranking.
+   folder, a digest of every image for the cache key comes first), the K-fold heads
+   (`out_of_fold_probabilities`) and cleanlab's ranking.
    With `--timing-backbone resnet50` (the default without `--quick`), the feature pass of a
    randomly initialised ResNet50 (`weights=None`: its cost is that of the ImageNet weights)
    at `--timing-size` px (224) on the same images, and the heads on its 2048-wide features:

@@ -637,3 +637,109 @@ def flipped_folder(tmp_path_factory) -> str:
         name = os.path.basename(planted).replace("flipped_", "")
         shutil.move(root / source / name, root / planted)
     return str(root)
+
+
+# === Multi-label ===
+
+# Label j puts a bright patch of its own colour in its own corner; an image has any of them.
+MULTI_LABEL_NAMES = ["blue", "green", "red"]
+MULTI_LABEL_CORNERS = ((0, 0), (0, 16), (16, 0))
+MULTI_LABEL_IMAGES = 48
+
+
+def make_multi_label_arrays(seed: int = 0, count: int = MULTI_LABEL_IMAGES) -> tuple[np.ndarray, np.ndarray]:
+    """32 px noisy images and their multi-hot rows: about half the images have each label, a
+    few have none (the rows of `MULTI_LABEL_NAMES`)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.uniform(size=(count, len(MULTI_LABEL_NAMES))) < 0.45).astype(np.float32)
+    images = rng.uniform(0, 80, size=(count, 32, 32, 3)).astype(np.float32)
+    for i, row in enumerate(labels):
+        for j in np.flatnonzero(row):
+            top, left = MULTI_LABEL_CORNERS[j]
+            images[i, top : top + 16, left : left + 16, 2 - j] = 255
+    return images, labels
+
+
+def make_multi_label_data(seed: int = 0) -> ImageData:
+    images, labels = make_multi_label_arrays(seed)
+    return from_arrays(
+        images,
+        labels,
+        class_names=MULTI_LABEL_NAMES,
+        image_size=32,
+        batch_size=8,
+        val_split=0.25,
+        augmentation="none",
+        seed=0,
+        multi_label=True,
+    )
+
+
+@pytest.fixture
+def multi_label_data() -> ImageData:
+    return make_multi_label_data()
+
+
+def write_multi_label_csv(root, delimiter: str = " ", seed: int = 0) -> str:
+    """`root/images/<i>.png` and `root/labels.csv` (`path,label`, the labels of each image joined
+    by `delimiter`; an image without labels has an empty cell)."""
+    images, labels = make_multi_label_arrays(seed)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    rows = []
+    for i, (image, row) in enumerate(zip(images, labels)):
+        path = os.path.join("images", f"{i}.png")
+        Image.fromarray(image.astype(np.uint8)).save(os.path.join(root, path))
+        rows.append((path, delimiter.join(MULTI_LABEL_NAMES[j] for j in np.flatnonzero(row))))
+    return write_labels_csv(os.path.join(root, "labels.csv"), rows)
+
+
+@pytest.fixture(scope="session")
+def multi_label_csv(tmp_path_factory) -> str:
+    """A CSV of 48 PNGs with space-separated labels (see `write_multi_label_csv`)."""
+    return write_multi_label_csv(str(tmp_path_factory.mktemp("multi_label_csv")))
+
+
+@pytest.fixture(scope="session")
+def multi_label_model():
+    """`(model, data)`: a tiny multi-label classifier trained a few epochs on `make_multi_label_data()`."""
+    from tfresnet.models import build_classifier, compile_classifier
+
+    keras.utils.set_random_seed(0)
+    data = make_multi_label_data()
+    model = build_classifier(
+        len(data.class_names),
+        backbone="resnet-tiny",
+        weights=None,
+        image_size=32,
+        multi_label=True,
+        freeze_until=0,
+    )
+    compile_classifier(model, learning_rate=3e-3, label_smoothing=0.0, multi_label=True)
+    model.fit(data.train, validation_data=data.validation, epochs=8, verbose=0)
+    return model, data
+
+
+# A multi-label report's case, counted by hand: six images, three labels; at 0.5, red is missed
+# on images 0 and 1, blue on image 2, green added on 1 and 3.
+REPORT_CASE_NAMES = ["blue", "green", "red"]
+REPORT_CASE_PROBABILITIES = np.array(
+    [[0.9, 0.1, 0.2], [0.1, 0.7, 0.3], [0.4, 0.8, 0.1], [0.2, 0.6, 0.15], [0.1, 0.9, 0.8], [0.7, 0.2, 0.1]],
+    "float32",
+)
+REPORT_CASE_LABELS = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0], [0, 1, 1], [1, 0, 0]], "float32")
+REPORT_CASE_PATHS = [f"images/{i}.png" for i in range(len(REPORT_CASE_LABELS))]
+
+
+def report_case_model() -> keras.Model:
+    """Probabilities = the sigmoid of the images' channel means (images filled with logit(p) get p)."""
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(3, activation="sigmoid", name="predictions", kernel_initializer="identity")
+    return keras.Model(inputs, dense(pooled))
+
+
+def report_case_dataset() -> tf.data.Dataset:
+    """The case's images (each filled with the logits of its probabilities) and labels, in batches of 4."""
+    logits = np.log(REPORT_CASE_PROBABILITIES / (1 - REPORT_CASE_PROBABILITIES))
+    images = np.broadcast_to(logits[:, None, None, :], (len(REPORT_CASE_LABELS), 8, 8, 3)).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((images, REPORT_CASE_LABELS)).batch(4)

@@ -9,7 +9,6 @@ from tfresnet.data import from_arrays
 SIZE = 32
 
 
-
 def solid_images(layout: str, count: int = 6, side: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """`count` images of one colour each in `layout`, and the RGB colour each must become."""
     rgb = np.array([[10 + 30 * i, 200 - 25 * i, 7 * i] for i in range(count)], np.float64)
@@ -97,3 +96,37 @@ def test_argument_errors_say_what_was_received(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         from_arrays(arguments.pop("images"), arguments.pop("labels"), image_size=8, **arguments)
+
+
+# === Multi-label ===
+
+
+def test_multi_hot_rows_train_as_they_are_and_are_split_per_label():
+    from conftest import make_multi_label_arrays
+
+    images, labels = make_multi_label_arrays()
+    data = from_arrays(
+        images, labels, image_size=SIZE, batch_size=8, val_split=0.25, seed=0, multi_label=True
+    )
+    assert data.multi_label and data.class_names == ["0", "1", "2"]
+    train = take_all(data.train_evaluation)[1]
+    validation = take_all(data.validation)[1]
+    assert train.shape[1] == 3 and train.dtype == np.float32
+    np.testing.assert_array_equal(data.class_counts, train.sum(axis=0))
+    np.testing.assert_allclose(validation.sum(axis=0) / labels.sum(axis=0), 0.25, atol=0.1)
+
+
+@pytest.mark.parametrize(
+    ("labels", "options", "message"),
+    [
+        (np.array([[0, 2], [1, 0]]), {"multi_label": True}, "rows of 0 and 1"),
+        (np.zeros((2, 2)), {"multi_label": True}, "hold no label at all"),
+        (np.array([[0, 1], [1, 0]]), {}, "need multi_label=True"),
+        (np.array([[0, 1], [1, 1]]), {"multi_label": True, "class_names": ["a", "b", "c"]}, "3 class names"),
+    ],
+)
+def test_bad_multi_hot_labels_are_refused_in_one_line(labels, options, message):
+    images = np.full((2, SIZE, SIZE, 3), 200, np.float32)
+    with pytest.raises(ValueError, match=message) as error:
+        from_arrays(images, labels, image_size=SIZE, val_split=0, **options)
+    assert "\n" not in str(error.value)

@@ -87,3 +87,54 @@ def test_an_unbatched_dataset_is_batched_and_an_empty_one_refused(tmp_path, monk
         tfresnet.show_batch(_dataset(np.arange(3), count=0), CLASS_NAMES, path)
     with pytest.raises(ValueError, match="Received: max_images=0"):
         tfresnet.show_batch(_dataset(np.arange(3), count=3), CLASS_NAMES, path, max_images=0)
+
+
+# === Several labels per image ===
+
+
+def test_label_set_titles():
+    assert batch_grid.label_set_title(np.array([1.0, 0.0, 1.0]), CLASS_NAMES) == "cat, fox"
+    assert batch_grid.label_set_title(np.zeros(3, "float32"), CLASS_NAMES) == "no label"
+    # Mixed rows: the labels weighing at least 0.5, heaviest first; else the two heaviest.
+    assert batch_grid.label_set_title(np.array([0.7, 0.3, 0.6]), CLASS_NAMES) == "cat 0.70, fox 0.60"
+    assert batch_grid.label_set_title(np.array([0.2, 0.4, 0.0]), CLASS_NAMES) == "dog 0.40, cat 0.20"
+    names = [f"label{i}" for i in range(7)]
+    three_a_line = "label0, label1, label2,\nlabel3, label4, label5,\nlabel6"
+    assert batch_grid.label_set_title(np.ones(7), names) == three_a_line
+    with pytest.raises(ValueError, match=r"one weight per label \(3\). Received: label of shape \(\)"):
+        batch_grid.label_set_title(np.int64(2), CLASS_NAMES)
+
+
+def _set_titles(monkeypatch) -> list[str]:
+    """The titles the grid of multi-label rows is drawn with, recorded."""
+    titles, original = [], batch_grid.label_set_title
+
+    def recording(label, class_names):
+        titles.append(original(label, class_names))
+        return titles[-1]
+
+    monkeypatch.setattr(batch_grid, "label_set_title", recording)
+    return titles
+
+
+def test_multi_hot_labels_draw_titled_with_their_label_sets(tmp_path, monkeypatch):
+    titles = _set_titles(monkeypatch)
+    rows = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0], [1, 1, 1]], "float32")
+    path = str(tmp_path / "multi.png")
+    assert tfresnet.show_batch(_dataset(rows, count=4), CLASS_NAMES, path, multi_label=True) == path
+    assert titles == ["cat, fox", "no label", "dog", "cat, dog, fox"]
+    pixels = _pixels(path)
+    assert pixels.shape == (500, 440, 3)
+    for colour in COLOURS:
+        assert _count(pixels, colour) > 1000
+
+
+def test_the_batch_of_multi_label_data(multi_label_data, tmp_path, monkeypatch):
+    titles = _set_titles(monkeypatch)
+    path = str(tmp_path / "batch.png")
+    tfresnet.show_batch(multi_label_data.validation, multi_label_data.class_names, path, multi_label=True)
+    _, labels = next(iter(multi_label_data.validation))
+    names = multi_label_data.class_names
+    expected = [", ".join(names[j] for j in np.flatnonzero(row)) or "no label" for row in labels.numpy()]
+    assert titles == expected and len(titles) == 8
+    assert _pixels(path).shape == (750, 660, 3)  # 8 images: 3 x 3 cells

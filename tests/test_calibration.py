@@ -115,3 +115,16 @@ def test_apply_temperature_refuses_what_it_cannot_scale(classifier):
         calibration.apply_temperature(no_softmax, 2.0)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         calibration.apply_temperature(classifier, 0.0)
+
+
+def test_calibration_is_single_label_only():
+    probabilities = np.full((2, 3), 0.5)
+    with pytest.raises(ValueError, match=r"single-label only.*Received: multi-hot labels of shape \(2, 3\)"):
+        calibration.fit_temperature(probabilities, np.array([[1, 0, 1], [0, 1, 0]]))
+    model = tfresnet.build_classifier(
+        3, backbone="resnet-tiny", weights=None, image_size=32, multi_label=True
+    )
+    kernel = model.get_layer("predictions").kernel.numpy()
+    with pytest.raises(ValueError, match=r"^Calibration \(temperature scaling.*\) is single-label only"):
+        calibration.apply_temperature(model, 2.0)
+    np.testing.assert_array_equal(model.get_layer("predictions").kernel.numpy(), kernel)  # unchanged

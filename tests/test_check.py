@@ -8,7 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TRUNCATED, exit_code, folder_rows, write_clean_folder, write_labels_csv
+from conftest import (
+    TRUNCATED,
+    exit_code,
+    folder_rows,
+    write_clean_folder,
+    write_labels_csv,
+    write_multi_label_csv,
+)
 from PIL import Image
 
 from tfresnet import check
@@ -41,8 +48,9 @@ def test_the_command_writes_the_report_prints_a_table_and_strict_fails_on_leakag
         (["{tmp}/missing"], "Image folder not found"),
         (["{clean}", "--output", "{tmp}"], "is a folder"),
         (["{clean}", "--val-split", "1.5"], "--val-split"),
+        (["{clean}", "--multi-label"], "--multi-label reads each image's labels from a CSV's label column"),
     ],
-    ids=["missing-folder", "output-is-a-folder", "bad-flag"],
+    ids=["missing-folder", "output-is-a-folder", "bad-flag", "multi-label-folder"],
 )
 def test_bad_input_exits_2_with_one_line(argv, expected, clean_folder, tmp_path, capsys):
     argv = [arg.format(tmp=tmp_path, clean=clean_folder) for arg in argv]
@@ -125,3 +133,32 @@ def test_max_image_pixels_moves_the_cap_for_the_check_training_and_the_command(i
     with pytest.raises(SystemExit):
         check.main([image_folder, "--max-image-pixels", "0"])
     assert "--max-image-pixels" in capsys.readouterr().err
+
+
+def test_the_command_checks_a_multi_label_csv(multi_label_csv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert check.main(["--csv", multi_label_csv, "--multi-label", "--seed", "0"]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads((tmp_path / dataset_check.REPORT_FILE).read_text())
+    expected = dataset_check.check_csv(multi_label_csv, multi_label=True, seed=0)
+    assert written == json.loads(json.dumps(expected))
+    assert printed.startswith("images              48 with 3 labels")
+    assert "label pairs         " in printed
+    assert f"unlabelled          {written['unlabelled']['count']} images" in printed
+    semicolons = write_multi_label_csv(str(tmp_path / "semicolons"), delimiter=";")
+    flags = ["--csv", semicolons, "--multi-label", "--label-delimiter", ";", "--output", "semicolons.json"]
+    assert check.main([*flags, "--seed", "0", "--strict"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "semicolons.json").read_text())["label_counts"] == written["label_counts"]
+    for argv, expected in (
+        (
+            ["--csv", multi_label_csv, "--label-delimiter", ";"],
+            "--label-delimiter separates the labels of --multi-label",
+        ),
+        (["--csv", multi_label_csv, "--multi-label", "--label-issues"], "--label-issues is single-label"),
+        (["--csv", semicolons, "--multi-label"], "label_delimiter=';'"),
+        (["--apply-fixes", "issues.csv", "--output", "fixed.csv", "--multi-label"], "single-label only"),
+    ):
+        assert check.main(argv) == 2, argv
+        stderr = capsys.readouterr().err
+        assert len(stderr.splitlines()) == 1 and expected in stderr, stderr

@@ -250,3 +250,15 @@ def test_early_stopping_counts_the_epochs_logged_before_a_kill(tmp_path):
     history = model.fit(x, y, epochs=20, verbose=0, callbacks=callbacks)
     assert len(history.history["loss"]) == 1  # the third epoch without improvement stops it
     assert [row["epoch"] for row in log.rows] == [0, 1, 2, 3]
+
+
+def test_best_checkpoint_of_mean_average_precision_keeps_the_highest():
+    model = _model()
+    best = BestCheckpoint(None, "val_mean_average_precision")
+    best.set_model(model)
+    for epoch, score in enumerate([0.4, 0.8, 0.6]):
+        _set_kernel(model, score)
+        best.on_epoch_end(epoch, {"val_mean_average_precision": score})
+    assert best.best == 0.8 and best.best_epoch["epoch"] == 1
+    stop = checkpoints.ResumableEarlyStopping("val_mean_average_precision", patience=2)
+    assert stop.mode == "max"

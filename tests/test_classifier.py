@@ -301,3 +301,35 @@ def test_float32_copy_of_a_mixed_precision_model_computes_in_float32_with_its_we
     np.testing.assert_allclose(copy.predict(images, verbose=0), mixed.predict(images, verbose=0), atol=2e-2)
     plain = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
     assert float32_copy(plain) is plain
+
+
+# === Multi-label ===
+
+
+def test_a_multi_label_classifier_gives_an_independent_sigmoid_per_label(tmp_path):
+    model = tfresnet.build_classifier(
+        4, backbone="resnet-tiny", weights=None, image_size=32, multi_label=True
+    )
+    tfresnet.models.compile_classifier(
+        model,
+        learning_rate=1e-3,
+        multi_label=True,
+        label_weights={"positive": [2.0] * 4, "negative": [1.0] * 4},
+    )
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    probabilities = model.predict(images, verbose=0)
+    output = model.get_layer("predictions")
+    assert output.dtype_policy.compute_dtype == "float32"
+    features = keras.Model(model.inputs, output.input).predict(images, verbose=0)
+    logits = features @ output.kernel.numpy() + output.bias.numpy()
+    np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-logits)), rtol=1e-4, atol=1e-6)
+    labels = np.array([[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 0]], "float32")
+    scores = model.evaluate(images, labels, verbose=0, return_dict=True)
+    assert set(scores) == {"loss", "mean_average_precision"}
+    assert tfresnet.models.is_multi_label(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert tfresnet.models.is_multi_label(loaded)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), probabilities, rtol=1e-5)
+    single = tfresnet.build_classifier(4, backbone="resnet-tiny", weights=None, image_size=32)
+    assert not tfresnet.models.is_multi_label(single)

@@ -76,3 +76,67 @@ def test_the_crop_travels_with_a_file_to_the_predictor(trained, tmp_path):
     )
     os.remove(from_keras + ".json")
     assert load_predictor(from_keras).crop_fraction == 0.875
+
+
+# === Multi-label: the thresholds beside a file ===
+
+
+def test_a_multi_label_files_thresholds_are_written_beside_it_and_read_back(keras_exports, trained, tmp_path):
+    """The settings say whether a file is multi-label and hold its thresholds; a file written
+    before they were recorded reads as single-label."""
+    import json
+
+    from tfresnet.export import common
+
+    output_dir, _ = keras_exports
+    with open(os.path.join(output_dir, "model.tflite"), "rb") as file:
+        content = file.read()
+    model = trained[0]
+    path = str(tmp_path / "tags.tflite")
+    source = common.Source(model, ["x", "y", "z"], 32, thresholds=[0.2, 0.4, 0.65])
+    assert source.multi_label
+    common.write_model_and_labels(path, content, source)
+    with open(common.settings_path(path)) as file:
+        assert json.load(file) == {
+            "crop_fraction": 0.875,
+            "image_size": 32,
+            "multi_label": True,
+            "thresholds": [0.2, 0.4, 0.65],
+        }
+    runtime = load_runtime(path)
+    assert runtime.multi_label and runtime.thresholds == [0.2, 0.4, 0.65]
+
+    common.write_model_and_labels(path, content, common.Source(model, ["x", "y", "z"], 32))
+    assert common.read_settings(path)["multi_label"] is False and load_runtime(path).thresholds is None
+    with open(common.settings_path(path), "w") as file:
+        json.dump({"crop_fraction": 0.9}, file)  # an older file's settings
+    assert common.read_settings(path) == {"crop_fraction": 0.9, "multi_label": False, "thresholds": None}
+    with open(common.settings_path(path), "w") as file:
+        json.dump({"multi_label": True, "thresholds": [0.5, 1.5, 0.5]}, file)
+    with pytest.raises(ValueError, match=r"tags\.tflite' record bad thresholds: thresholds must be 3"):
+        load_runtime(path)
+
+
+def test_settings_thresholds_default_to_one_half_for_a_multi_label_model():
+    from tfresnet.export.common import settings_thresholds
+
+    assert settings_thresholds({"multi_label": True, "thresholds": None}, 3) == [0.5, 0.5, 0.5]
+    assert settings_thresholds({"multi_label": False, "thresholds": None}, 3) is None
+    assert settings_thresholds({"multi_label": True, "thresholds": [1, 0]}, 2) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="record bad thresholds"):
+        settings_thresholds({"multi_label": True, "thresholds": [0.5]}, 2)
+
+
+def test_a_conversion_of_sigmoids_is_checked_for_probabilities_not_their_sum():
+    import numpy as np
+
+    from tfresnet.export.common import check_conversion
+
+    sigmoids = np.array([[0.9, 0.8, 0.1], [0.2, 0.1, 0.05]], np.float32)
+    check_conversion(sigmoids, sigmoids + 1e-5, tolerance=1e-3, what="ONNX", multi_label=True)
+    with pytest.raises(RuntimeError, match="do not sum to 1"):
+        check_conversion(sigmoids, sigmoids, tolerance=1e-3, what="ONNX")
+    with pytest.raises(RuntimeError, match=r"not in \[0, 1\]; nothing was written"):
+        check_conversion(sigmoids, sigmoids * 2, tolerance=None, what="LiteRT int8", multi_label=True)
+    with pytest.raises(RuntimeError, match="differs from the model by 0.1"):
+        check_conversion(sigmoids, sigmoids + 0.1, tolerance=1e-3, what="ONNX", multi_label=True)

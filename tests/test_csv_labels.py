@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import take_all, write_bad_files, write_image_folder
+from conftest import take_all, write_bad_files, write_image_folder, write_labels_csv
 from PIL import Image
 
 from tfresnet.data import from_csv, from_folder
@@ -317,3 +317,69 @@ def test_the_skipped_warning_points_at_the_caller_of_either_loader(bad_image_fol
         with pytest.warns(UserWarning, match="Skipped 3 files") as caught:
             load()
         assert [warning.filename for warning in caught] == [__file__]
+
+
+# === Multi-label ===
+
+
+def _csv_rows(csv_path: str) -> dict[str, set[str]]:
+    with open(csv_path, newline="") as file:
+        return {row["path"]: set(row["label"].split()) for row in csv.DictReader(file)}
+
+
+def test_a_multi_label_csv_gives_each_image_its_label_set(multi_label_csv):
+    data = from_csv(multi_label_csv, multi_label=True, image_size=SIZE, batch_size=8, val_split=0.25, seed=0)
+    given = _csv_rows(multi_label_csv)
+    assert data.multi_label and data.class_names == sorted(set().union(*given.values()))
+    assert data.num_train + data.num_validation == len(given)
+    for part, dataset in (("train", data.train_evaluation), ("validation", data.validation)):
+        rows = take_all(dataset)[1]
+        for path, row in zip(data.files[part], rows):
+            name = os.path.relpath(path, os.path.dirname(multi_label_csv))
+            assert {data.class_names[j] for j in np.flatnonzero(row)} == given[name]
+    assert any(not labels for labels in given.values())  # images without labels are kept
+
+
+def test_the_multi_label_split_holds_out_part_of_every_label(multi_label_csv):
+    from tfresnet.data.csv_labels import list_csv
+
+    listing = list_csv(multi_label_csv, multi_label=True, val_split=0.25, seed=0)
+    held = listing.labels[listing.in_validation].sum(axis=0) / listing.labels.sum(axis=0)
+    np.testing.assert_allclose(held, 0.25, atol=0.06)
+    assert listing.multi_label and listing.labels.dtype == np.float32
+
+
+def test_a_multi_label_csv_with_another_delimiter_and_a_split_column(tmp_path):
+    for i in range(6):
+        solid(str(tmp_path / f"{i}.png"), 40 * i, 0)
+    rows = [
+        (f"{i}.png", ["cat|dog", "dog", "", "cat", "dog|cat", "cat"][i], ["train", "val"][i % 2])
+        for i in range(6)
+    ]
+    path = write_labels_csv(tmp_path / "tags.csv", rows, header=("path", "label", "split"))
+    data = from_csv(path, multi_label=True, label_delimiter="|", image_size=SIZE, batch_size=2)
+    assert data.class_names == ["cat", "dog"] and (data.num_train, data.num_validation) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("labels", "options", "message"),
+    [
+        (["", "", ""], {}, "is empty on every line"),
+        (["cat", "dog", "cat"], {}, "lists two labels separated by ' '"),
+        (["cat;dog", "dog", "cat"], {}, "pass label_delimiter=';'"),
+    ],
+)
+def test_bad_multi_label_csvs_say_what_to_do_in_one_line(tmp_path, labels, options, message):
+    for i in range(3):
+        solid(str(tmp_path / f"{i}.png"), 40 * i, 0)
+    path = write_labels_csv(tmp_path / "tags.csv", [(f"{i}.png", label) for i, label in enumerate(labels)])
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        from_csv(path, multi_label=True, image_size=SIZE, **options)
+    assert "\n" not in str(error.value)
+
+
+def test_an_empty_label_is_still_refused_without_multi_label(tmp_path):
+    solid(str(tmp_path / "0.png"), 40, 0)
+    path = write_labels_csv(tmp_path / "tags.csv", [("0.png", ""), ("0.png", "cat")])
+    with pytest.raises(ValueError, match="has an empty 'label'"):
+        from_csv(path, image_size=SIZE)

@@ -1,5 +1,8 @@
 """Tests of tfresnet.insight.dataset_check: planted problems found, a clean folder clean, a CSV's report."""
 
+import collections
+import csv
+import itertools
 import os
 import shutil
 
@@ -14,6 +17,7 @@ from conftest import (
     photo,
     write_clean_folder,
     write_labels_csv,
+    write_multi_label_csv,
 )
 
 from tfresnet.data import from_folder
@@ -146,3 +150,54 @@ def test_a_duplicate_across_the_csv_split_column_is_leakage(tmp_path):
         assert report["directory"] == root
     assert "cross-split leaks   2 groups\n" in dataset_check.summary_table(report)
     assert dataset_check.has_problems(report)
+
+
+# === Several labels per image ===
+
+
+def _label_sets(csv_path: str, delimiter: str = " ") -> list[tuple[str, list[str]]]:
+    """Each line's path and labels, read with the csv module."""
+    with open(csv_path, newline="") as file:
+        lines = list(csv.DictReader(file))
+    return [(line["path"], line["label"].split(delimiter) if line["label"] else []) for line in lines]
+
+
+def test_a_multi_label_csv_gets_its_label_counts_pairs_and_unlabelled_images(multi_label_csv):
+    report = dataset_check.check_csv(multi_label_csv, multi_label=True, seed=0)
+    rows = _label_sets(multi_label_csv)
+    counts = collections.Counter(label for _, labels in rows for label in labels)
+    assert report["label_counts"] == dict(sorted(counts.items())) and sum(counts.values()) > 48 / 2
+    pairs = collections.Counter(
+        pair for _, labels in rows for pair in itertools.combinations(sorted(labels), 2)
+    )
+    most_first = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))
+    assert report["label_pairs"] == [{"labels": list(pair), "count": count} for pair, count in most_first]
+    empty = [path for path, labels in rows if not labels]
+    assert report["unlabelled"] == {"count": len(empty), "examples": empty[:5]} and empty
+    assert report["multi_label"] is True and report["label_delimiter"] == " " and report["num_images"] == 48
+    assert "conflicting_labels" not in report and "class_counts" not in report
+    assert "single-label check" in report["not_checked"]["conflicting_labels"]
+    assert not dataset_check.has_problems(report)
+    table = dataset_check.summary_table(report)
+    assert table.startswith("images              48 with 3 labels (most / least frequent: ")
+    assert f"unlabelled          {len(empty)} images\n" in table
+    assert "conflicting labels  not checked (single-label only)\n" in table
+
+
+def test_a_duplicate_across_the_split_of_a_multi_label_csv_is_leakage(tmp_path):
+    root = str(tmp_path)
+    rows = _label_sets(write_multi_label_csv(root, delimiter=";"), ";")
+    shutil.copy(os.path.join(root, "images", "0.png"), os.path.join(root, "copy.png"))
+    lines = [(path, ";".join(labels), "train" if i % 4 else "val") for i, (path, labels) in enumerate(rows)]
+    lines.append(("copy.png", ";".join(rows[0][1]), "train"))  # image 0, a validation image, in training
+    path = write_labels_csv(os.path.join(root, "split.csv"), lines, ("path", "label", "split"))
+
+    report = dataset_check.check_csv(path, multi_label=True, label_delimiter=";")
+
+    assert report["cross_split"] == [{"kind": "exact", "train": ["copy.png"], "validation": ["images/0.png"]}]
+    assert report["exact_duplicates"] == [["images/0.png", "copy.png"]]  # in the CSV's order
+    assert report["split_column"] is True and dataset_check.has_problems(report)
+    counts = collections.Counter(label for _, labels in rows + [rows[0]] for label in labels)
+    assert report["label_counts"] == dict(sorted(counts.items())) and report["num_images"] == 49
+    with pytest.raises(ValueError, match=r"^The search for label issues .* is single-label only"):
+        dataset_check.check_csv(path, multi_label=True, label_delimiter=";", label_issues=True)

@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import assert_close_across_kernels
 
 import tfresnet
-from tfresnet.insight import evaluation
+from tfresnet.insight import evaluation, multi_label_metrics
 
 SIZE = 32
 NUM_CLASSES = 3
@@ -115,3 +115,80 @@ def test_an_empty_or_unlabelled_dataset_is_refused(model):
     unlabelled = tf.data.Dataset.from_tensor_slices(_images()).batch(4)
     with pytest.raises(ValueError, match=r"\(images, labels\) batches. Received: TensorSpec"):
         tfresnet.evaluate(model, unlabelled, tta=True)
+
+
+# === Multi-label ===
+
+# Four images, two labels (as in test_multi_label_metrics.py): at 0.5, label 0 is predicted on
+# images 0 and 1 (one right, one wrong, one missed), label 1 on images 1 and 2 (both right).
+PROBABILITIES = np.array([[0.9, 0.2], [0.7, 0.6], [0.4, 0.8], [0.1, 0.3]], "float32")
+MULTI_HOT = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], "float32")
+
+
+def _sigmoid_model() -> keras.Model:
+    """A multi-label model whose probabilities are the sigmoid of its images' channel means:
+    images filled with logit(p) get p, in every TTA view."""
+    inputs = keras.Input((SIZE, SIZE, 2))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(2, activation="sigmoid", name="predictions", kernel_initializer="identity")
+    return keras.Model(inputs, dense(pooled))
+
+
+def _filled(probabilities: np.ndarray) -> np.ndarray:
+    logits = np.log(probabilities / (1 - probabilities))
+    return np.broadcast_to(logits[:, None, None, :], (len(probabilities), SIZE, SIZE, 2)).astype("float32")
+
+
+def test_multi_label_evaluate_by_hand():
+    model = _sigmoid_model()
+    dataset = _dataset(_filled(PROBABILITIES), MULTI_HOT, batch_size=3)
+    assert tfresnet.evaluate(model, dataset) == {
+        "mean_average_precision": pytest.approx((5 / 6 + 1) / 2),
+        "f1_micro": pytest.approx(6 / 8),
+        "f1_macro": pytest.approx((0.5 + 1) / 2),
+        "num_images": 4,
+    }
+    # Label 0 from 0.35: also predicted on image 2, rightly; every view is the image itself.
+    found = tfresnet.evaluate(model, dataset, tta=True, thresholds=[0.35, 0.5])
+    assert found["f1_micro"] == pytest.approx(8 / 9) and found["f1_macro"] == pytest.approx(0.9)
+    for key in ("mean_average_precision", "f1_micro", "f1_macro"):
+        assert found[f"{key}_tta"] == pytest.approx(found[key])
+    assert found["tta_views"] == list(evaluation.TTA_VIEWS) and found["num_images"] == 4
+    probabilities, labels = evaluation.predict_probabilities(model, dataset)
+    np.testing.assert_allclose(probabilities, PROBABILITIES, atol=1e-5)
+    assert labels.dtype == np.float32 and labels.tolist() == MULTI_HOT.tolist()
+
+
+def test_multi_label_tta_averages_the_views_probabilities():
+    keras.utils.set_random_seed(0)
+    model = tfresnet.build_classifier(
+        3, backbone="resnet-tiny", weights=None, image_size=SIZE, multi_label=True
+    )
+    images = _images()
+    labels = (np.random.default_rng(1).uniform(size=(8, 3)) < 0.5).astype("float32")
+    by_view = [model.predict(view, batch_size=4, verbose=0) for view in _views_by_hand(images)]
+    probabilities, found = evaluation.predict_tta(model, _dataset(images, labels))
+    assert_close_across_kernels(probabilities, np.mean(by_view, axis=0))
+    np.testing.assert_array_equal(found, labels)
+    result = tfresnet.evaluate(model, _dataset(images, labels), tta=True)
+    averaged = multi_label_metrics.label_scores(probabilities, labels)
+    single = multi_label_metrics.label_scores(by_view[0], labels)
+    for key in ("mean_average_precision", "f1_micro", "f1_macro"):
+        assert result[f"{key}_tta"] == pytest.approx(averaged[key])
+        assert result[key] == pytest.approx(single[key])
+
+
+def test_labelled_batches_keep_multi_hot_rows_and_refuse_class_indices():
+    dataset = _dataset(_filled(PROBABILITIES), MULTI_HOT, batch_size=3)
+    rows = [labels for _, labels in evaluation.labelled_batches(dataset, multi_label=True)]
+    assert [batch.tolist() for batch in rows] == [MULTI_HOT[:3].tolist(), MULTI_HOT[3:].tolist()]
+    indices = [labels for _, labels in evaluation.labelled_batches(dataset)]
+    assert np.concatenate(indices).tolist() == [0, 1, 0, 0]  # the argmax, as for one-hot labels
+    indices_dataset = _dataset(_filled(PROBABILITIES), np.array([0, 1, 1, 0]), batch_size=3)
+    with pytest.raises(ValueError, match=r"multi-hot label rows .* Received: labels of shape \(3,\)"):
+        tfresnet.evaluate(_sigmoid_model(), indices_dataset)
+
+
+def test_thresholds_are_for_multi_label_models_only(model):
+    with pytest.raises(ValueError, match="thresholds apply to a multi-label model"):
+        tfresnet.evaluate(model, _dataset(_images(), np.zeros(8, "int64")), thresholds=[0.5, 0.5, 0.5])

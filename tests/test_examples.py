@@ -47,3 +47,36 @@ def test_the_command_writes_the_folder_and_says_so(tmp_path, capsys):
     assert exit_info.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("python -m tfresnet.examples: error: num_classes must be in [2, 6]")
+
+
+def test_the_multi_label_set_draws_each_images_labels_where_its_csv_says(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from tfresnet.data.examples import LABEL_FREQUENCIES, write_multi_label_set
+
+    sets = write_multi_label_set(str(tmp_path), num_labels=4, images=200, size=48, seed=1)
+    with open(tmp_path / "labels.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["label"].split() for row in rows] == sets
+    names = list(CLASS_COLORS)[:4]
+    frequency = np.array([[name in labels for name in names] for labels in sets]).mean(axis=0)
+    np.testing.assert_allclose(frequency, LABEL_FREQUENCIES[:4], atol=0.08)
+    assert any(not labels for labels in sets) and any(len(labels) >= 3 for labels in sets)
+    for row, labels in zip(rows[:20], sets):
+        pixels = np.asarray(Image.open(tmp_path / row["path"]).convert("RGB"), dtype=int)
+        for name in names:  # a label's colour is on its images only (JPEG keeps it within 60)
+            near = (np.abs(pixels - CLASS_COLORS[name]).max(axis=-1) < 60).sum()
+            assert (near > 20) == (name in labels), (row, name, near)
+
+
+def test_the_command_writes_a_multi_label_set(tmp_path, capsys):
+    assert (
+        examples.main(
+            [str(tmp_path), "--multi-label", "--classes", "3", "--images-per-class", "4", "--size", "32"]
+        )
+        == 0
+    )
+    assert "12 images with 3 labels" in capsys.readouterr().out
+    assert len(os.listdir(tmp_path / "images")) == 12

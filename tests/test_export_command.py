@@ -141,3 +141,83 @@ def test_a_model_the_converter_refuses_is_said_in_one_line(saved_model_dir, tmp_
     (line,) = capfd.readouterr().err.strip().splitlines()
     assert code == 1 and line.endswith(f"to litert: {reason}")
     assert os.listdir(tmp_path) == []
+
+
+# === Multi-label ===
+
+
+def test_a_multi_label_savedmodel_converts_and_is_measured_on_a_labels_csv(
+    multi_label_model, tmp_path, capfd
+):
+    """The file carries the SavedModel's thresholds; `--eval-data` takes a multi-label CSV (its
+    labels separated by `--label-delimiter`) and the figures are those of label sets."""
+    from conftest import write_multi_label_csv
+    from sklearn.metrics import f1_score
+
+    from tfresnet.data.label_sets import split_labels
+    from tfresnet.export import export_saved_model
+    from tfresnet.export.predictor import load_predictor
+
+    model, data = multi_label_model
+    saved = export_saved_model(
+        model, str(tmp_path / "saved" / "1"), class_names=data.class_names, thresholds=[0.7, 0.3, 0.4]
+    )
+    labels_csv = write_multi_label_csv(str(tmp_path / "eval"), delimiter=";")
+    path = str(tmp_path / "tags.onnx")
+    argv = [saved, "--format", "onnx", "--output", path, "--eval-data", labels_csv]
+    assert command.main(argv) == 2  # the cells are not separated by the default space
+    assert "pass label_delimiter=';'" in capfd.readouterr().err and not os.path.exists(path)
+
+    assert command.main([*argv, "--label-delimiter", ";"]) == 0
+    summary = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert summary["eval_images"] == 48
+    assert summary["agreement"] == 1.0 and summary["max_abs_difference"] <= 1e-4
+    assert "accuracy" not in summary and summary["f1_micro"] == summary["saved_model_f1_micro"]
+    with open(labels_csv) as file:
+        lines = [line.rstrip("\n").split(",") for line in file][1:]
+    rows = load_predictor(saved).predict([os.path.join(tmp_path, "eval", name) for name, _ in lines])
+    names = data.class_names
+    truth = [[name in split_labels(cell, ";") for name in names] for _, cell in lines]
+    predicted = [[name in row["labels"] for name in names] for row in rows]
+    assert summary["f1_micro"] == pytest.approx(f1_score(truth, predicted, average="micro"))
+    with open(f"{path}.json") as file:
+        assert json.load(file)["thresholds"] == [0.7, 0.3, 0.4]
+
+
+def test_eval_data_from_a_folder_or_a_csv_is_labelled_with_the_models_indices(tmp_path):
+    """A labels CSV reads as its folder does; a multi-label model gets multi-hot rows over its
+    own labels, from a CSV of label sets or from class sub-folders (one label an image)."""
+    from types import SimpleNamespace
+
+    from conftest import folder_rows, write_image_folder, write_labels_csv, write_multi_label_csv
+
+    folder = str(tmp_path / "folder")
+    assert write_image_folder(folder, num_classes=2, images_per_class=3, size=40) == ["green", "red"]
+    rows = [(os.path.join(folder, path), label) for path, label in folder_rows(folder)]
+    labels_csv = write_labels_csv(tmp_path / "labels.csv", rows)
+    model_names = ["purple", "red", "blue", "green"]  # the data's classes, in another order
+
+    def batches(path, multi_label, delimiter=" "):
+        reference = SimpleNamespace(
+            image_size=32, crop_fraction=0.875, class_names=model_names, multi_label=multi_label
+        )
+        pairs = list(command._evaluation_data(path, reference, delimiter).as_numpy_iterator())
+        return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+    images, indices = batches(folder, False)
+    expected = [model_names.index(label) for _, label in rows]
+    np.testing.assert_array_equal(indices, expected)
+    csv_images, csv_indices = batches(labels_csv, False)
+    np.testing.assert_array_equal(csv_images, images)
+    np.testing.assert_array_equal(csv_indices, expected)
+    _, one_hot = batches(folder, True)
+    np.testing.assert_array_equal(one_hot, np.eye(len(model_names))[expected])
+
+    tags_csv = write_multi_label_csv(str(tmp_path / "tags"), delimiter=";")
+    model_names = ["red", "sky", "blue", "green"]
+    _, multi_hot = batches(tags_csv, True, ";")
+    with open(tags_csv) as file:
+        cells = [line.rstrip("\n").split(",")[1] for line in file][1:]
+    wanted = [[float(name in cell.split(";")) for name in model_names] for cell in cells]
+    np.testing.assert_array_equal(multi_hot, wanted)
+    assert multi_hot[:, 1].sum() == 0 and multi_hot.sum(axis=1).max() >= 2

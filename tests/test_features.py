@@ -122,3 +122,30 @@ def test_the_feature_cache_keys_a_weights_file_by_its_bytes(tmp_path):
     second = features_module.features_key({"data": 1}, "resnet50", str(moved), 0)
     moved.write_bytes(b"B" * 64)
     assert features_module.features_key({"data": 1}, "resnet50", str(moved), 0) == second
+
+
+def test_the_feature_cache_holds_multi_hot_rows_keyed_apart(data, multi_label_data, tmp_path):
+    features = extract_features(multi_label_data, seed=3, cache_dir=tmp_path, **TINY)
+    _, train_labels = take_all(multi_label_data.train_evaluation)
+    _, validation_labels = take_all(multi_label_data.validation)
+    assert features.train_labels.dtype == np.float32 and features.train_labels.shape == (36, 3)
+    np.testing.assert_array_equal(features.train_labels, train_labels)
+    np.testing.assert_array_equal(features.validation_labels, validation_labels)
+    assert features.train_labels.sum(axis=0).tolist() == list(multi_label_data.class_counts)
+    (path,) = tmp_path.glob("features-*.npz")
+    with np.load(path) as stored:
+        np.testing.assert_array_equal(stored["train_labels"], train_labels)
+    cached = extract_features(multi_label_data, seed=3, cache_dir=tmp_path, **TINY)
+    np.testing.assert_array_equal(cached.validation_labels, validation_labels)
+    assert cached.validation_labels.dtype == np.float32
+
+    description = features_module.describe_data(multi_label_data)
+    assert description["multi_label"] is True
+    assert "multi_label" not in features_module.describe_data(data)  # as single-label data always was
+    single = {name: value for name, value in description.items() if name != "multi_label"}
+    key = features_module.features_key(description, "resnet-tiny", None, 3)
+    assert key != features_module.features_key(single, "resnet-tiny", None, 3)
+    assert path.name == f"features-{key}.npz"
+    single_label = extract_features(data, seed=3, cache_dir=tmp_path, **TINY)
+    assert single_label.train_labels.dtype == np.int32 and single_label.train_labels.ndim == 1
+    assert len(list(tmp_path.glob("features-*.npz"))) == 2

@@ -12,7 +12,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from conftest import write_image_folder
+from conftest import make_multi_label_data, write_image_folder
 
 import tfresnet
 from tfresnet import training
@@ -511,3 +511,59 @@ def test_pretrained_weights_evaluated_at_another_crop_are_warned_of(tmp_path):
                 epochs=0,
                 verbose=0,
             )
+
+
+# === Multi-label ===
+
+
+@pytest.fixture(scope="module")
+def multi_label_run(tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("multi_label_run"))
+    settings = dict(TINY, head_epochs=3, epochs=2, learning_rate=3e-3, label_smoothing=0.1, mixup=0.2, seed=0)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        calls = _recording_fit(monkeypatch)
+        result = training.fine_tune(_multi_label_data(), output_dir=output_dir, **settings)
+    return types.SimpleNamespace(result=result, output_dir=output_dir, fit_calls=calls, settings=settings)
+
+
+def test_a_multi_label_run_trains_a_sigmoid_per_label_on_weighted_binary_crossentropy(multi_label_run):
+    result, data = multi_label_run.result, _multi_label_data()
+    assert tfresnet.models.is_multi_label(result.model)
+    assert set(result.history) == {
+        "loss",
+        "mean_average_precision",
+        "val_loss",
+        "val_mean_average_precision",
+        "phase",
+    }
+    assert all(call["class_weight"] is None for call in multi_label_run.fit_calls)
+    loss = result.model.loss
+    assert type(loss).__name__ == "LabelWeightedCrossentropy" and loss.label_smoothing == pytest.approx(0.1)
+    counts = np.array(data.class_counts)
+    np.testing.assert_allclose(loss.positive_weights, data.num_train / (2 * counts))
+    probabilities = result.model.predict(next(iter(data.validation))[0], verbose=0)
+    assert probabilities.shape == (8, 3) and not np.allclose(probabilities.sum(axis=1), 1)
+
+
+def test_a_multi_label_run_keeps_its_best_validation_map_epoch_and_its_thresholds(multi_label_run):
+    result, output_dir = multi_label_run.result, multi_label_run.output_dir
+    best = read_json(os.path.join(output_dir, "best.json"))
+    scores = result.history["val_mean_average_precision"]
+    assert best["monitor"] == "val_mean_average_precision" and best["value"] == pytest.approx(max(scores))
+    config = read_json(os.path.join(output_dir, "config.json"))
+    assert config["multi_label"] is True and config["thresholds"] == result.thresholds
+    assert len(result.thresholds) == 3 and all(0 < t < 1 for t in result.thresholds)
+    assert result.thresholds == training.targets.run_thresholds(result.model, _multi_label_data())
+
+
+def test_a_finished_multi_label_run_resumes_to_the_same_model_and_thresholds(multi_label_run):
+    again = training.fine_tune(
+        _multi_label_data(), output_dir=multi_label_run.output_dir, resume=True, **multi_label_run.settings
+    )
+    assert again.thresholds == multi_label_run.result.thresholds
+    for expected, actual in zip(multi_label_run.result.model.weights, again.model.weights):
+        np.testing.assert_array_equal(expected.numpy(), actual.numpy())
+
+
+def _multi_label_data():
+    return make_multi_label_data()

@@ -8,7 +8,8 @@ import tensorflow as tf
 from conftest import FEATURE_SIZE, NUM_CLASSES, TINY, fixed_hp, take_all
 
 from tfresnet import tuning
-from tfresnet.models.classifier import build_classifier, compile_classifier
+from tfresnet.models.classifier import build_classifier, compile_classifier, is_multi_label
+from tfresnet.models.multi_label import LabelWeightedCrossentropy, label_weights
 from tfresnet.training.settings import class_weights
 from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel
 
@@ -184,3 +185,64 @@ def test_a_trial_optimises_the_loss_of_fine_tune(data):
     assert float(smoothed(one_hot, logits, sample_weight=sample_weight)) == pytest.approx(recipe, rel=1e-5)
     assert float(unsmoothed(one_hot, logits, sample_weight=sample_weight)) != pytest.approx(recipe, rel=1e-5)
     assert float(smoothed(one_hot, logits)) != pytest.approx(recipe, rel=1e-5)
+
+
+# === Multi-label ===
+
+
+@pytest.mark.parametrize("kind", ["head", "classifier"])
+def test_multi_label_hypermodels_compile_the_label_weighted_loss(kind):
+    weights = label_weights([4, 10, 16], 20, "balanced")
+    options = {"multi_label": True, "label_weights": weights, "label_smoothing": 0.05}
+    if kind == "head":
+        hypermodel = HeadHyperModel(3, feature_dim=FEATURE_SIZE, **options)
+    else:
+        hypermodel = ClassifierHyperModel(3, image_size=32, **TINY, **options)
+    model = hypermodel.build(fixed_hp(head_units=128, dropout=0.2, learning_rate=1e-3))
+    assert is_multi_label(model)
+    assert model.get_layer("predictions").activation is keras.activations.sigmoid
+    assert type(model.loss) is LabelWeightedCrossentropy
+    assert model.loss.positive_weights == pytest.approx(weights["positive"])
+    assert model.loss.negative_weights == pytest.approx(weights["negative"])
+    assert model.loss.label_smoothing == 0.05
+    x = np.zeros((2, FEATURE_SIZE) if kind == "head" else (2, 32, 32, 3), "float32")
+    logs = model.evaluate(x, np.array([[1, 0, 1], [0, 1, 0]], "float32"), verbose=0, return_dict=True)
+    assert set(logs) == {"loss", "mean_average_precision"}
+
+
+def test_a_multi_label_head_trains_on_the_multi_hot_rows_as_they_are():
+    """The logged loss of one full batch is the label-weighted loss of the rows themselves."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(24, 16)).astype("float32")
+    labels = (rng.uniform(size=(24, 3)) < 0.4).astype("float32")
+    weights = label_weights(labels.sum(axis=0), 24, "balanced")
+    hp = fixed_hp(head_units=0, dropout=0.0, learning_rate=1e-2)
+    hypermodel = HeadHyperModel(3, feature_dim=16, seed=5, multi_label=True, label_weights=weights)
+    head = hypermodel.build(hp)
+    probabilities = head.predict(features, verbose=0)
+    weighted = LabelWeightedCrossentropy(0.1, weights["positive"], weights["negative"])
+    expected = float(weighted(labels, probabilities))
+    assert float(LabelWeightedCrossentropy(0.1)(labels, probabilities)) != pytest.approx(expected, rel=1e-3)
+
+    arguments = {"batch_size": 24, "shuffle": False, "epochs": 3, "verbose": 0}
+    validation = (features, labels)
+    history = hypermodel.fit(hp, head, features, labels, validation_data=validation, **arguments).history
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-5)
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_mean_average_precision"][-1] > history["val_mean_average_precision"][0]
+
+
+def test_a_multi_label_classifier_trial_is_fed_the_multi_hot_rows(multi_label_data):
+    """The trial's validation numbers are those of the model on the multi-hot rows themselves."""
+    hp = fixed_hp(head_units=0, dropout=0.0, learning_rate=1e-2)
+    hypermodel = ClassifierHyperModel(3, image_size=32, seed=2, multi_label=True, **TINY)
+    model = hypermodel.build(hp)
+    data = multi_label_data
+    arguments = {"validation_data": data.validation, "epochs": 1, "shuffle": False, "verbose": 0}
+    history = hypermodel.fit(hp, model, data.train, **arguments).history
+    assert set(history) == {"loss", "mean_average_precision", "val_loss", "val_mean_average_precision"}
+    images, labels = take_all(data.validation)
+    assert labels.shape == (data.num_validation, 3) and labels.dtype == np.float32
+    logs = model.evaluate(images, labels, batch_size=len(labels), verbose=0, return_dict=True)
+    assert history["val_loss"][0] == pytest.approx(logs["loss"], rel=1e-4)
+    assert history["val_mean_average_precision"][0] == pytest.approx(logs["mean_average_precision"], rel=1e-4)

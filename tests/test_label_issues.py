@@ -204,3 +204,9 @@ def test_a_search_on_the_same_data_starts_from_the_checks_features(checked, flip
     found = features.extract_features(data, backbone="resnet-tiny", weights=None, seed=0, cache_dir=checked)
     assert [name for name in os.listdir(checked) if name.startswith("features-")] == cached
     assert len(found.train_labels) + len(found.validation_labels) == 42
+
+
+def test_multi_label_data_is_refused_in_one_line(multi_label_data):
+    with pytest.raises(ValueError, match=r"^The search for label issues is single-label only") as caught:
+        label_issues.find_label_issues(multi_label_data, backbone="resnet-tiny", weights=None)
+    assert "\n" not in str(caught.value)

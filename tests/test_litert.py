@@ -126,3 +126,42 @@ def test_real_backbones_convert_to_litert(backbone, hub_module_dir, tmp_path):
     runtime = LiteRTRuntime(path)
     np.testing.assert_allclose(runtime.probabilities(images), model.predict(images, verbose=0), atol=1e-4)
     assert not {op for op in runtime.op_names() if op.startswith("Flex") or op == "CUSTOM"}
+
+
+# === Multi-label ===
+
+
+def test_a_multi_label_litert_file_outputs_sigmoids_and_carries_its_thresholds(multi_label_model, tmp_path):
+    import json
+
+    from tfresnet.models.thresholds import apply_thresholds
+
+    model, data = multi_label_model
+    images = np.concatenate([batch for batch, _ in data.validation.as_numpy_iterator()])
+    path = litert.export_litert(
+        model, str(tmp_path / "tags.tflite"), class_names=data.class_names, thresholds=[0.3, 0.6, 0.9]
+    )
+    with open(f"{path}.json") as file:
+        settings = json.load(file)
+    assert settings["multi_label"] is True and settings["thresholds"] == [0.3, 0.6, 0.9]
+    with open(f"{path}.labels.txt") as file:
+        assert file.read().splitlines() == ["blue", "green", "red"]
+    runtime = load_runtime(path)
+    assert list(runtime._interpreter.get_signature_list().values()) == [
+        {"inputs": ["images"], "outputs": ["probabilities"]}
+    ]
+    expected = model.predict(images, verbose=0)
+    probabilities = runtime.probabilities(images)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    assert (np.abs(probabilities.sum(axis=1) - 1) > 0.1).any()  # sigmoids, not a softmax
+    assert runtime.multi_label and runtime.thresholds == [0.3, 0.6, 0.9]
+    np.testing.assert_array_equal(
+        apply_thresholds(probabilities, runtime.thresholds), apply_thresholds(expected, [0.3, 0.6, 0.9])
+    )
+
+
+def test_thresholds_for_a_single_label_model_are_refused(trained, tmp_path):
+    model, class_names, _, _ = trained
+    with pytest.raises(ValueError, match="thresholds apply to a multi-label classifier"):
+        litert.export_litert(model, str(tmp_path / "m.tflite"), class_names=class_names, thresholds=[0.5] * 3)
+    assert os.listdir(tmp_path) == []

@@ -97,3 +97,13 @@ def test_bad_sweeps_fail_before_training(kwargs, message):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match=message):
         find_lr(model, None, **kwargs)
+
+
+def test_a_multi_label_model_sweeps_on_its_multi_hot_rows(multi_label_data):
+    keras.utils.set_random_seed(0)
+    model = tfresnet.build_classifier(
+        3, backbone="resnet-tiny", weights=None, image_size=32, dropout=0.0, multi_label=True
+    )
+    tfresnet.freeze(model, until=None)
+    found = find_lr(model, multi_label_data.train, start_lr=START, end_lr=END, steps=STEPS)
+    assert min(found["losses"]) < found["losses"][0]

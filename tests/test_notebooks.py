@@ -73,7 +73,7 @@ QUICKSTART_CSV = "labels.csv"  # the quickstart's CSV of the image folder, with 
 QUICKSTART_GRID = "augmented_batch.png"  # its grid of augmented, mixed batches, in its run folder
 # PNG images each notebook displays (the augmented batch, report figures, predictions, the trials' plot).
 IMAGES_SHOWN = {
-    "01_quickstart.ipynb": 4,
+    "01_quickstart.ipynb": 5,
     "02_tfhub_backbone.ipynb": 2,
     "03_hyperparameter_search.ipynb": 1,
     "04_serving.ipynb": 0,
@@ -322,3 +322,18 @@ def test_search_notebook_trains_and_exports_the_best_values(run):
     assert {key: trained[key] for key in best} == best
     exported = read_json(folder / "models/best/1/tfresnet_config.json")
     assert {key: exported[key] for key in best} == best
+
+
+@pytest.mark.slow
+def test_quickstart_trains_a_multi_label_model_and_predicts_label_sets_with_its_thresholds(run):
+    notebook, folder = run("01_quickstart.ipynb")
+    (thresholds,) = printed(notebook, "thresholds")
+    thresholds = ast.literal_eval(thresholds)
+    assert len(thresholds) == 4 and all(0 < value < 1 for value in thresholds.values())
+    exported = read_json(next(folder.rglob("tags/1/tfresnet_config.json")))
+    assert exported["thresholds"] == pytest.approx(list(thresholds.values()), abs=1e-3)
+    predictions = re.findall(
+        r"^images/\d+\.jpg: given \[(.*)\], predicted (\[.*\])$", stdout(notebook), re.MULTILINE
+    )
+    assert len(predictions) == 4
+    assert all(set(ast.literal_eval(found)) <= set(thresholds) for _, found in predictions)

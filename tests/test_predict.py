@@ -189,3 +189,76 @@ def test_a_damaged_saved_model_is_one_line(exported, tmp_path, capfd, damage, me
         os.truncate(data, os.path.getsize(data) // 2)
     code, lines = _bad_run([model, images], capfd)
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+# === Multi-label: the labels over their thresholds, joined ===
+
+MULTI_LABEL_THRESHOLDS = [0.7, 0.3, 0.4]
+
+
+@pytest.fixture(scope="module")
+def multi_label_saved_model(multi_label_model, tmp_path_factory):
+    """`(SavedModel folder, folder of 16 PNGs)` of the multi-label classifier."""
+    import numpy as np
+    from PIL import Image
+
+    from tfresnet.export import export_saved_model
+
+    model, data = multi_label_model
+    root = tmp_path_factory.mktemp("multi_label_predict")
+    saved = export_saved_model(
+        model, str(root / "saved" / "1"), class_names=data.class_names, thresholds=MULTI_LABEL_THRESHOLDS
+    )
+    os.makedirs(root / "images")
+    images = np.concatenate([batch for batch, _ in data.train_evaluation.as_numpy_iterator()])[:16]
+    for index, image in enumerate(images):
+        Image.fromarray(image.astype(np.uint8)).save(root / "images" / f"{index:02d}.png")
+    return saved, str(root / "images")
+
+
+@pytest.mark.parametrize("delimiter", [None, ";"])
+def test_a_multi_label_model_writes_its_labels_and_scores_joined_by_the_delimiter(
+    multi_label_saved_model, tmp_path, delimiter
+):
+    model, images = multi_label_saved_model
+    output = tmp_path / "tags.csv"
+    flags = [] if delimiter is None else ["--label-delimiter", delimiter]
+    assert predict.main([model, images, "--top-k", "2", *flags, "--output", str(output)]) == 0
+
+    columns, rows = _read_csv(output)
+    assert columns == ["path", "labels", "scores", "error"]
+    expected = predictor_module.load_predictor(model).predict([images])
+    assert [row["path"] for row in rows] == [row["path"] for row in expected]
+    joiner = delimiter or " "
+    for row, wanted in zip(rows, expected):
+        assert row["labels"] == joiner.join(wanted["labels"]) and row["error"] == ""
+        scores = [float(score) for score in row["scores"].split(joiner)] if row["scores"] else []
+        assert scores == pytest.approx(wanted["scores"], abs=1e-6)
+    sizes = [len(row["labels"]) for row in expected]
+    assert max(sizes) >= 2 and min(sizes) == 0  # joined labels, and an image with none: empty cells
+    assert f"green{joiner}red" in [row["labels"] for row in rows]
+
+
+def test_a_multi_label_models_json_lines_hold_lists(multi_label_saved_model, tmp_path):
+    model, images = multi_label_saved_model
+    output = tmp_path / "tags.jsonl"
+    assert predict.main([model, images, "--label-delimiter", ";", "--output", str(output)]) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    expected = predictor_module.load_predictor(model).predict([images])
+    assert [list(row) for row in rows] == [["path", "labels", "scores", "error"]] * len(expected)
+    assert [row["labels"] for row in rows] == [row["labels"] for row in expected]
+    assert any(len(row["labels"]) >= 2 for row in rows)
+
+
+@pytest.mark.parametrize(
+    "delimiter, message",
+    [("", "--label-delimiter must not be empty"), ("e", "--label-delimiter 'e' occurs in the label 'blue'")],
+)
+def test_a_delimiter_that_cannot_separate_the_labels_exits_2(
+    multi_label_saved_model, tmp_path, capfd, delimiter, message
+):
+    model, images = multi_label_saved_model
+    output = tmp_path / "tags.csv"
+    code, lines = _bad_run([model, images, "--label-delimiter", delimiter, "--output", str(output)], capfd)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not output.exists()

@@ -9,6 +9,7 @@ from conftest import EXPORTED_CLASS_NAMES as CLASS_NAMES
 from conftest import EXPORTED_IMAGE_SIZE as IMAGE_SIZE
 from conftest import EXPORTED_KINDS as KINDS
 from conftest import assert_close_across_kernels
+from PIL import Image
 
 import tfresnet
 from tfresnet.export import predictor as predictor_module
@@ -60,3 +61,71 @@ def test_predictor_checks_top_k(exported):
 
 def test_load_predictor_is_public():
     assert tfresnet.load_predictor is predictor_module.load_predictor
+
+
+# === Multi-label: the labels over their thresholds ===
+
+THRESHOLDS = [0.7, 0.3, 0.4]  # the probabilities of 0.3 to 0.5 some images get count here
+
+
+@pytest.fixture(scope="module")
+def multi_label_exports(multi_label_model, tmp_path_factory):
+    """`(model, {kind: path}, PNG files + one broken file)`: the multi-label classifier as a
+    SavedModel (thresholds from its config), a LiteRT file converted from that SavedModel, and
+    an ONNX file from the Keras model (thresholds passed)."""
+    from tfresnet.export import export_litert, export_onnx, export_saved_model
+
+    model, data = multi_label_model
+    root = tmp_path_factory.mktemp("multi_label_predictor")
+    saved = export_saved_model(
+        model, str(root / "saved" / "1"), class_names=data.class_names, config={"thresholds": THRESHOLDS}
+    )
+    paths = {
+        "saved_model": saved,
+        "litert": export_litert(saved, str(root / "tags.tflite")),
+        "onnx": export_onnx(
+            model, str(root / "tags.onnx"), class_names=data.class_names, thresholds=THRESHOLDS
+        ),
+    }
+    images = np.concatenate([batch for batch, _ in data.train_evaluation.as_numpy_iterator()])[:16]
+    files = []
+    for index, image in enumerate(images):
+        files.append(str(root / "images" / f"{index:02d}.png"))
+        os.makedirs(os.path.dirname(files[-1]), exist_ok=True)
+        Image.fromarray(image.astype(np.uint8)).save(files[-1])
+    files.append(str(root / "images" / "broken.png"))
+    with open(files[-1], "wb") as file:
+        file.write(b"not an image")
+    return model, paths, files
+
+
+def test_every_format_gives_the_same_label_sets_over_the_thresholds(multi_label_exports):
+    model, paths, files = multi_label_exports
+    decoded = np.stack([tfresnet.decode_for_eval(tf.io.read_file(path), 32).numpy() for path in files[:-1]])
+    probabilities = model.predict(decoded, verbose=0)
+    expected = [[name for name, p, t in zip(CLASS_NAMES, row, THRESHOLDS) if p >= t] for row in probabilities]
+    assert max(map(len, expected)) >= 2 and min(map(len, expected)) <= 1
+    assert expected != [[name for name, p in zip(CLASS_NAMES, row) if p >= 0.5] for row in probabilities]
+    for kind, path in paths.items():
+        predictor = predictor_module.load_predictor(path)
+        assert predictor.multi_label and predictor.thresholds == THRESHOLDS, kind
+        assert predictor.columns(3) == ["path", "labels", "scores", "error"]
+        rows = predictor.predict(files, top_k=3)  # top_k does not cut a multi-label row
+        assert [list(row) for row in rows] == [["path", "labels", "scores", "error"]] * len(files)
+        assert [row["labels"] for row in rows[:-1]] == expected, kind
+        for row, row_probabilities in zip(rows, probabilities):
+            wanted = [row_probabilities[CLASS_NAMES.index(name)] for name in row["labels"]]
+            np.testing.assert_allclose(row["scores"], wanted, atol=1e-4)
+            assert row["error"] is None
+        assert rows[-1]["labels"] is None and rows[-1]["scores"] is None
+        assert rows[-1]["error"] == "not a JPEG, PNG, GIF or BMP image"
+
+
+def test_multi_label_rows_of_bytes_equal_those_of_files(multi_label_exports):
+    _, paths, files = multi_label_exports
+    predictor = predictor_module.load_predictor(paths["litert"], batch_size=5)
+    by_path = predictor.predict(files[:-1])
+    by_bytes = predictor.predict([open(path, "rb").read() for path in files[:-1]])
+    assert [row["labels"] for row in by_bytes] == [row["labels"] for row in by_path]
+    assert all(row["path"] is None for row in by_bytes)
+    assert predictor.predict(files[0], top_k=99)[0]["labels"] == by_path[0]["labels"]  # top_k ignored

@@ -21,7 +21,7 @@ from conftest import reshuffling_dataset as _reshuffling_dataset
 from PIL import Image
 
 import tfresnet
-from tfresnet.insight import calibration, evaluation, report
+from tfresnet.insight import calibration, evaluation, multi_label_report, report
 from tfresnet.insight.gradcam import grad_cam
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -290,3 +290,30 @@ def test_the_report_lists_and_shows_the_labels_the_model_contradicts(tmp_path):
     assert again["suspected_label_errors"] == []
     assert not (tmp_path / "label_errors.png").exists()
     assert "contradicts no label" in (tmp_path / "report.html").read_text()
+
+
+# === Multi-label models (their report: test_multi_label_report.py) ===
+
+
+def test_thresholds_are_refused_for_a_single_label_model(tmp_path):
+    output = str(tmp_path / "r")
+    with pytest.raises(ValueError, match="thresholds apply to a multi-label model"):
+        report.write_report(_model(), _reshuffling_dataset(), CLASS_NAMES, output, thresholds=[0.5] * 3)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_multi_label_model_gets_the_multi_label_report_and_curves(multi_label_model, tmp_path, monkeypatch):
+    model, data = multi_label_model
+    drawn, plot = [], report._plot_history
+
+    def recording(history, output_dir, score="accuracy"):
+        drawn.append(score)
+        plot(history, output_dir, score)
+
+    monkeypatch.setattr(multi_label_report, "_plot_history", recording)
+    history = {"loss": [0.5], "mean_average_precision": [0.7], "phase": [1]}
+    written = report.write_report(model, data.validation, data.class_names, str(tmp_path), history=history)
+    assert written["multi_label"] is True and "accuracy" not in written and "confusion_matrix" not in written
+    assert drawn == ["mean_average_precision"] and (tmp_path / "training_curves.png").is_file()
+    with pytest.raises(ValueError, match="single-label only"):
+        report.write_report(model, data.validation, data.class_names, str(tmp_path), temperature=1.5)

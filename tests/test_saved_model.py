@@ -287,3 +287,130 @@ def test_the_served_crop_is_the_runs_and_the_predictor_reads_it(tmp_path):
     assert rows[0]["score"] == pytest.approx(expected[rows[0]["label"]], rel=1e-4)
     overridden = tfresnet.load_predictor(path, crop_fraction=CROP_FRACTION).predict([encoded], top_k=3)[0]
     assert overridden["score"] == pytest.approx(float(model.predict(default, verbose=0).max()), rel=1e-4)
+
+
+# === Multi-label: the thresholds in the graph ===
+
+SERVE_MULTI_LABEL = """
+import json, sys
+import numpy as np, tensorflow as tf
+served = tf.saved_model.load(sys.argv[1])
+with open(sys.argv[2]) as file:
+    paths = json.load(file)
+encoded = [open(path, "rb").read() for path in paths]
+outputs = served.signatures["serving_default"](image_bytes=tf.constant(encoded))
+outputs = {name: value.numpy() for name, value in outputs.items()}
+outputs["labels"] = outputs["labels"].astype(str)
+np.savez(sys.argv[3], **outputs)
+"""
+MULTI_LABEL_THRESHOLDS = [0.3, 0.6, 0.9]
+
+
+@pytest.fixture(scope="module")
+def multi_label_export(multi_label_model, tmp_path_factory):
+    """`(model, export_dir, PNG files)`: the multi-label classifier exported with the thresholds
+    of its run's config, and its images as PNG files."""
+    model, data = multi_label_model
+    root = tmp_path_factory.mktemp("multi_label_export")
+    config = {"multi_label": True, "thresholds": MULTI_LABEL_THRESHOLDS, "seed": 0}
+    path = export.export_saved_model(
+        model, str(root / "serving" / "1"), class_names=data.class_names, top_k=2, config=config
+    )
+    images = np.concatenate([batch for batch, _ in data.train_evaluation.as_numpy_iterator()])
+    files = []
+    for index, image in enumerate(images[:16]):
+        files.append(str(root / f"{index}.png"))
+        Image.fromarray(image.astype(np.uint8)).save(files[-1])
+    return model, path, files
+
+
+def test_multi_label_served_predicted_in_a_fresh_process_are_the_probabilities_over_the_stored_thresholds(
+    multi_label_export, tmp_path
+):
+    model, path, files = multi_label_export
+    (tmp_path / "files.json").write_text(json.dumps(files))
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SERVE_MULTI_LABEL,
+            path,
+            str(tmp_path / "files.json"),
+            str(tmp_path / "out.npz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    served = np.load(tmp_path / "out.npz")
+    assert set(served.files) == {"probabilities", "predicted", "classes", "labels", "scores"}
+
+    with open(os.path.join(path, "tfresnet_config.json")) as file:
+        config = json.load(file)
+    assert config["multi_label"] is True and config["thresholds"] == MULTI_LABEL_THRESHOLDS
+    assert config["class_names"] == ["blue", "green", "red"] and config["seed"] == 0
+    probabilities, predicted = served["probabilities"], served["predicted"]
+    assert predicted.dtype == np.int32 and predicted.shape == (len(files), 3)
+    np.testing.assert_array_equal(
+        predicted, (probabilities >= np.float32(MULTI_LABEL_THRESHOLDS)).astype(int)
+    )
+    label_counts = predicted.sum(axis=1)
+    assert label_counts.max() >= 2 and label_counts.min() <= 1  # images with several labels, and fewer
+
+    decoded = np.stack([tfresnet.decode_for_eval(open(f, "rb").read(), 32).numpy() for f in files])
+    assert_close_across_kernels(probabilities, model.predict(decoded, verbose=0))
+    assert served["labels"].shape == (len(files), 2)  # the top-k, as a single-label export's
+    np.testing.assert_array_equal(served["labels"], np.array(config["class_names"])[served["classes"]])
+    np.testing.assert_allclose(served["scores"][:, 0], probabilities.max(axis=1))
+
+
+def test_multi_label_serve_images_takes_the_thresholds_argument_over_the_config(multi_label_model, tmp_path):
+    model, data = multi_label_model
+    images = next(data.validation.as_numpy_iterator())[0]
+    config = {"thresholds": MULTI_LABEL_THRESHOLDS}
+    path = export.export_saved_model(
+        model, str(tmp_path / "1"), class_names=data.class_names, config=config, thresholds=[0.0, 1.0, 0.5]
+    )
+    outputs = tf.saved_model.load(path).signatures["serve_images"](images=tf.constant(images))
+    probabilities, predicted = outputs["probabilities"].numpy(), outputs["predicted"].numpy()
+    assert (probabilities[:, 0] < 0.5).any()  # a threshold of 0 predicts the label all the same
+    np.testing.assert_array_equal(predicted[:, 0], 1)
+    np.testing.assert_array_equal(predicted[:, 1], (probabilities[:, 1] >= 1.0).astype(int))
+    np.testing.assert_array_equal(predicted[:, 2], (probabilities[:, 2] >= 0.5).astype(int))
+    with open(os.path.join(path, "tfresnet_config.json")) as file:
+        assert json.load(file)["thresholds"] == [0.0, 1.0, 0.5]
+
+    default = export.export_saved_model(model, str(tmp_path / "2"), class_names=data.class_names)
+    with open(os.path.join(default, "tfresnet_config.json")) as file:
+        assert json.load(file)["thresholds"] == [0.5, 0.5, 0.5]
+    outputs = tf.saved_model.load(default).signatures["serve_images"](images=tf.constant(images))
+    expected = (outputs["probabilities"].numpy() >= 0.5).astype(int)
+    np.testing.assert_array_equal(outputs["predicted"].numpy(), expected)
+
+
+def test_multi_label_thresholds_are_checked_before_anything_is_written(multi_label_model, tmp_path):
+    model, data = multi_label_model
+    with pytest.raises(ValueError, match=r"thresholds must be 3 numbers in \[0, 1\]"):
+        export.export_saved_model(
+            model, str(tmp_path / "1"), class_names=data.class_names, thresholds=[0.5, 2, 0.5]
+        )
+    with pytest.raises(ValueError, match=r"thresholds must be 3 numbers in \[0, 1\]"):
+        export.export_saved_model(
+            model, str(tmp_path / "1"), class_names=data.class_names, config={"thresholds": [0.5]}
+        )
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_single_label_export_says_so_and_refuses_thresholds(small_export, tmp_path):
+    _, path = small_export
+    with open(os.path.join(path, "tfresnet_config.json")) as file:
+        config = json.load(file)
+    assert config["multi_label"] is False and config["thresholds"] is None
+    served = tf.saved_model.load(path).signatures["serve_images"]
+    assert "predicted" not in served.structured_outputs
+    with pytest.raises(ValueError, match="thresholds apply to a multi-label classifier") as raised:
+        export.export_saved_model(
+            _small_model(0), str(tmp_path / "1"), class_names=["cat", "dog", "fox"], thresholds=[0.5] * 3
+        )
+    assert "\n" not in str(raised.value)
+    assert os.listdir(tmp_path) == []

@@ -14,11 +14,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY, RecordTraining, copy_search
+from conftest import TINY, RecordTraining, copy_search, take_all
 
 from tfresnet import tuning
 from tfresnet.data import ImageData
 from tfresnet.models.classifier import build_classifier
+from tfresnet.models.multi_label import LabelWeightedCrossentropy, label_weights
 from tfresnet.training.settings import class_weights
 from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, search
 
@@ -38,12 +39,13 @@ def check_in_space(best: dict) -> None:
 
 
 def record_fit_calls(monkeypatch, hypermodel_class) -> list[dict]:
-    """Records the keyword arguments of every `hypermodel_class.fit` a trial makes."""
+    """Records the keyword arguments of every `hypermodel_class.fit` a trial makes (and its
+    positional ones, as `"args"`)."""
     calls = []
     fit = hypermodel_class.fit
 
     def recording_fit(self, hp, model, *args, **kwargs):
-        calls.append(kwargs)
+        calls.append({**kwargs, "args": args})
         return fit(self, hp, model, *args, **kwargs)
 
     monkeypatch.setattr(hypermodel_class, "fit", recording_fit)
@@ -365,6 +367,137 @@ def test_multi_worker_strategy_and_data_without_validation_are_refused(data, tmp
     no_validation = ImageData(data.train, None, ["a", "b"], [1, 1], 2, 0, 32)
     with pytest.raises(ValueError, match="val_split > 0"):
         search(no_validation, directory=tmp_path, **TINY)
+
+
+# === Multi-label data ===
+
+
+class RecordRecipe(keras.callbacks.Callback):
+    """Records each trial's output activation, its loss, and its validation mean average
+    precision at every epoch."""
+
+    record = []
+
+    def on_train_begin(self, logs=None):
+        activation = self.model.get_layer("predictions").activation
+        self.record.append({"activation": activation, "loss": self.model.loss, "scores": []})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record[-1]["scores"].append(logs["val_mean_average_precision"])
+
+
+def trial_scores(directory) -> list[float]:
+    """The score of each trial as keras-tuner recorded it, in the order of the trials."""
+    paths = sorted(directory.glob("trial_*/trial.json"))
+    return [json.loads(path.read_text())["score"] for path in paths]
+
+
+def test_a_multi_label_search_ranks_trials_by_mean_average_precision(multi_label_data, tmp_path, monkeypatch):
+    fits = record_fit_calls(monkeypatch, HeadHyperModel)
+    RecordRecipe.record = []
+    directory = tmp_path / "search"
+    arguments = {"tuner": "random", "max_trials": 2, "tune_epochs": 2, "seed": 0, "directory": directory}
+    best = search(multi_label_data, callbacks=[RecordRecipe()], verbose=0, **arguments, **TINY)
+
+    check_in_space(best)
+    rows = read_trials(directory)
+    assert [row["status"] for row in rows] == ["COMPLETED"] * 2
+    scores = trial_scores(directory)
+    assert [float(row["val_mean_average_precision"]) for row in rows] == pytest.approx(scores)
+    for score, trial in zip(scores, RecordRecipe.record):  # a trial's best epoch: the highest
+        assert score == pytest.approx(max(trial["scores"]))
+    top = rows[int(np.argmax(scores))]
+    assert best["head_units"] == (int(top["head_units"]) or None)
+    assert best["learning_rate"] == pytest.approx(float(top["learning_rate"]))
+    with open(directory / "search.json") as file:
+        settings = json.load(file)
+    assert (settings["objective"], settings["multi_label"]) == ("val_mean_average_precision", True)
+
+    expected = label_weights(multi_label_data.class_counts, multi_label_data.num_train, "balanced")
+    assert len(set(expected["positive"])) > 1  # the labels are not equally frequent: weights differ
+    assert len(RecordRecipe.record) == 2
+    for trial in RecordRecipe.record:
+        assert trial["activation"] is keras.activations.sigmoid
+        assert type(trial["loss"]) is LabelWeightedCrossentropy
+        assert trial["loss"].positive_weights == pytest.approx(expected["positive"])
+        assert trial["loss"].negative_weights == pytest.approx(expected["negative"])
+        assert trial["loss"].label_smoothing == 0.1
+    assert [fit["class_weight"] for fit in fits] == [None, None]  # weighed per label, in the loss
+    _, labels = fits[0]["args"]
+    assert labels.dtype == np.float32 and labels.shape == (multi_label_data.num_train, 3)
+    np.testing.assert_array_equal(labels, take_all(multi_label_data.train_evaluation)[1])
+
+
+def test_a_multi_label_full_model_search_feeds_the_multi_hot_rows(multi_label_data, tmp_path, monkeypatch):
+    fits = record_fit_calls(monkeypatch, ClassifierHyperModel)
+    RecordRecipe.record = []
+    best = search(
+        multi_label_data,
+        tuner="random",
+        max_trials=1,
+        tune_epochs=1,
+        seed=0,
+        class_weight="none",
+        objective="val_loss",
+        freeze_until_choices=["conv5"],
+        directory=tmp_path / "search",
+        callbacks=[RecordRecipe()],
+        verbose=0,
+        **TINY,
+    )
+    assert best["freeze_until"] == "conv5"
+    (trial,) = RecordRecipe.record
+    assert trial["activation"] is keras.activations.sigmoid
+    assert type(trial["loss"]) is LabelWeightedCrossentropy
+    assert trial["loss"].positive_weights is None and trial["loss"].negative_weights is None
+    (fit,) = fits
+    assert fit["class_weight"] is None
+    (train,) = fit["args"]
+    assert train is multi_label_data.train  # fed as it is: no one-hot mapping
+    (row,) = read_trials(tmp_path / "search")
+    assert float(row["val_loss"]) == pytest.approx(trial_scores(tmp_path / "search")[0])
+
+
+@pytest.mark.parametrize(
+    "multi_label, objective, message",
+    [
+        (False, "val_mean_average_precision", r"one of \('val_accuracy', 'val_loss'\) for single-label data"),
+        (True, "val_accuracy", r"one of \('val_mean_average_precision', 'val_loss'\) for multi-label data"),
+    ],
+)
+def test_an_objective_of_the_other_kind_of_data_is_refused(
+    data, multi_label_data, tmp_path, multi_label, objective, message
+):
+    chosen = multi_label_data if multi_label else data
+    with pytest.raises(ValueError, match=message) as raised:
+        search(chosen, objective=objective, directory=tmp_path / "search", **TINY)
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "search").exists()
+
+
+def test_multi_label_data_refuses_an_unknown_class_weight(multi_label_data, tmp_path):
+    with pytest.raises(ValueError, match=r"^class_weight must be one of .*Received: class_weight='inverse'$"):
+        search(multi_label_data, class_weight="inverse", directory=tmp_path / "search", **TINY)
+    assert not (tmp_path / "search").exists()
+
+
+def test_a_single_label_search_refuses_multi_label_data(hyperband_search, data, multi_label_data, tmp_path):
+    directory = copy_search(hyperband_search[0], tmp_path)
+    arguments = {"tune_epochs": 3, "seed": 0, "directory": directory, "verbose": 0, **TINY}
+    before = (directory / "search.json").read_text()
+    with pytest.raises(ValueError, match=r"multi_label: false -> true.*overwrite=True") as raised:
+        search(multi_label_data, max_trials=4, **arguments)
+    assert "\n" not in str(raised.value)
+    assert (directory / "search.json").read_text() == before
+
+    # A settings file written before multi-label data existed is a single-label search's.
+    settings = json.loads(before)
+    del settings["multi_label"]
+    (directory / "search.json").write_text(json.dumps(settings))
+    assert search(data, max_trials=4, **arguments) == hyperband_search[1]
+    assert json.loads((directory / "search.json").read_text())["multi_label"] is False
+    with pytest.raises(ValueError, match=r"multi_label: false -> true"):
+        search(multi_label_data, max_trials=4, **arguments)
 
 
 # === Several processes ===

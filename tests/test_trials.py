@@ -1,5 +1,6 @@
 """Tests of tfresnet.tuning.trials: trials read in the order they were created, a summary written whole."""
 
+import csv
 import json
 import os
 
@@ -37,3 +38,22 @@ def test_trials_are_read_in_the_order_they_were_created(tmp_path):
 
     trials = trials_module.read_trials(str(tmp_path))
     assert [trial["trial_id"] for trial in trials] == ["08", "09", "010", "011"]
+
+
+def test_the_summary_shows_the_values_of_the_objective(tmp_path):
+    scores = {"0": 0.61, "1": 0.87, "2": None}
+    for trial_id, score in scores.items():
+        folder = tmp_path / f"trial_{trial_id}"
+        folder.mkdir()
+        values = {"head_units": 128, "dropout": 0.1, "learning_rate": 1e-3}
+        status = "COMPLETED" if score is not None else "FAILED"
+        trial = {"trial_id": trial_id, "status": status, "score": score}
+        (folder / "trial.json").write_text(json.dumps({**trial, "hyperparameters": {"values": values}}))
+
+    trials = trials_module.read_trials(str(tmp_path))
+    trials_module.write_summary(str(tmp_path), trials, "val_mean_average_precision")
+    with open(tmp_path / "trials.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["val_mean_average_precision"] for row in rows] == ["0.61", "0.87", ""]
+    assert [row["status"] for row in rows] == ["COMPLETED", "COMPLETED", "FAILED"]
+    assert (tmp_path / "trials.png").stat().st_size > 1000

@@ -43,3 +43,15 @@ def test_a_chief_listening_on_every_interface_is_warned(monkeypatch, address, wa
     assert [str(w.message).startswith("The chief's oracle listens on every interface") for w in caught] == (
         [True] if warned else []
     )
+
+
+def test_mean_average_precision_is_maximised_by_the_oracle_and_picks_the_best_epoch():
+    oracle = tuner_module.make_oracle(
+        "random", objective="val_mean_average_precision", max_trials=2, tune_epochs=3, seed=0
+    )
+    assert (oracle.objective.name, oracle.objective.direction) == ("val_mean_average_precision", "max")
+    history = {"val_mean_average_precision": [0.5, 0.8, 0.7], "val_loss": [0.9, 0.7, 0.6]}
+    assert tuner_module._best_epoch(history, oracle.objective) == {
+        "val_mean_average_precision": 0.8,
+        "val_loss": 0.7,
+    }

@@ -4,11 +4,14 @@
 With `--label-issues`, it also looks for images whose label looks wrong (see
 `tfresnet.insight.label_issues`) and writes them to `label_issues.csv` beside the report, with
 an `action` column to fill in; `--apply-fixes` then writes a labels CSV with those fixes that
-`python -m tfresnet.finetune --csv` trains on.
+`python -m tfresnet.finetune --csv` trains on. With `--multi-label`, the CSV's label column lists
+each image's labels (separated by `--label-delimiter`): the check then counts the images per
+label, the most frequent pairs and the images without labels.
 
 Example:
     python -m tfresnet.check flowers/ --val-split 0.2 --seed 0 --strict
     python -m tfresnet.check --csv labels.csv --image-dir photos/ --seed 0
+    python -m tfresnet.check --csv tags.csv --multi-label --label-delimiter ";"
     python -m tfresnet.check flowers/ --label-issues --output runs/check/dataset_report.json
     python -m tfresnet.check --apply-fixes runs/check/label_issues.csv --output labels.csv
 """
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--path-column", default="path", metavar="NAME", help="the CSV's column of image paths")
     data.add_argument("--label-column", default="label", metavar="NAME", help="the CSV's column of labels")
+    console.add_multi_label_flags(data)
     parser.add_argument(
         "--output",
         default=None,
@@ -192,6 +196,8 @@ def _apply_fixes(args: argparse.Namespace) -> dict:
         raise ValueError(
             "--apply-fixes writes a labels CSV: pass its path as --output, e.g. --output labels.csv."
         )
+    if args.multi_label:
+        raise ValueError("--apply-fixes is single-label only (as --label-issues): leave --multi-label out.")
     if args.data_dir is not None and args.csv is not None:
         raise ValueError("Pass either DATA_DIR or --csv FILE, not both.")
     if args.data_dir is None and args.csv is None:
@@ -211,6 +217,7 @@ def _chosen_check(args: argparse.Namespace) -> Callable[[], dict]:
     """`check_dataset` on DATA_DIR or `check_csv` on `--csv`, as the flags ask, to call."""
     if (args.data_dir is None) == (args.csv is None):
         raise ValueError("Pass either DATA_DIR or --csv FILE, not both or neither.")
+    _check_multi_label_flags(args)
     settings = {
         "val_split": args.val_split,
         "seed": args.seed,
@@ -223,6 +230,8 @@ def _chosen_check(args: argparse.Namespace) -> Callable[[], dict]:
         if args.image_dir is not None:
             raise ValueError("--image-dir goes with --csv FILE. Pass --csv, or leave --image-dir out.")
         return functools.partial(check_dataset, args.data_dir, **settings)
+    if args.multi_label:
+        settings.update(multi_label=True, label_delimiter=args.label_delimiter)
     return functools.partial(
         check_csv,
         args.csv,
@@ -231,6 +240,21 @@ def _chosen_check(args: argparse.Namespace) -> Callable[[], dict]:
         label_column=args.label_column,
         **settings,
     )
+
+
+def _check_multi_label_flags(args: argparse.Namespace) -> None:
+    """`--multi-label` goes with `--csv` (`preflight.check_multi_label`), not with `--label-issues`."""
+    from tfresnet.cli import preflight
+
+    source = "--csv" if args.csv is not None else "a folder of class folders"
+    preflight.check_multi_label(
+        multi_label=args.multi_label, label_delimiter=args.label_delimiter, source=source, calibrate=False
+    )
+    if args.multi_label and args.label_issues:
+        raise ValueError(
+            "--label-issues is single-label only: it ranks each image's one label. Leave it out "
+            "with --multi-label."
+        )
 
 
 def _label_issue_settings(args: argparse.Namespace) -> dict:

@@ -11,6 +11,13 @@ Output: CSV with a header, one row per image, `path,label,score` (with `--top-k 
 other columns empty; the other images are still classified). `--output x.jsonl` writes JSON
 lines with the same keys. Without `--output` the rows go to standard output.
 
+A multi-label model (trained with `--multi-label`; its export records each label's decision
+threshold) writes `path,labels,scores,error`: `labels` holds every label whose probability
+reaches its threshold, in class order, joined by `--label-delimiter` (default a space, as in a
+training CSV), and `scores` their probabilities joined the same way; both are empty for an
+image with no label. `--top-k` does not apply to it (ignored): a threshold, not a rank, decides
+each label. JSON lines hold lists (`"labels": ["sea", "sky"]`).
+
 Exit codes: 0 when any image was classified; 2 (one line on stderr, nothing written) for a
 missing model, an unknown format, no images at all, or bad flags; 2 also when no image could
 be read (the rows, each naming its error, are written first).
@@ -20,6 +27,7 @@ In Python, `tfresnet.load_predictor(MODEL).predict(paths_or_bytes, top_k=K)` ret
 
 Example:
     python -m tfresnet.predict models/flowers/model.tflite photos/ --top-k 3 --output preds.csv
+    python -m tfresnet.predict models/scenes/1 photos/ --label-delimiter ";" --output tags.csv
 """
 
 from __future__ import annotations
@@ -48,7 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "paths", metavar="PATH", nargs="+", help="image files or folders (searched recursively)"
     )
-    parser.add_argument("--top-k", type=console.positive_int, default=1, help="labels per image, best first")
+    parser.add_argument(
+        "--top-k",
+        type=console.positive_int,
+        default=1,
+        help="labels per image, best first (ignored for a multi-label model: each label over its threshold)",
+    )
+    console.add_label_delimiter(
+        parser, separates="a multi-label model's labels, and their scores, in a CSV cell"
+    )
     parser.add_argument(
         "--batch-size", type=console.positive_int, default=32, help="images per call of the model"
     )
@@ -76,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError, ImportError) as error:
             return _bad_input(error)
         rows = predictor.predict(items, top_k=args.top_k, progress=True)
-    text = _format(rows, predictor.columns(args.top_k), json_lines=_json_lines(args.output))
+    json_lines = _json_lines(args.output)
+    text = _format(rows, predictor.columns(args.top_k), json_lines=json_lines, delimiter=args.label_delimiter)
     if args.output:
         from tfresnet.files import write_text
 
@@ -112,22 +129,46 @@ def _prepare(args: argparse.Namespace):
             )
     predictor = load_predictor(args.model, batch_size=args.batch_size, max_image_pixels=args.max_image_pixels)
     predictor._check_top_k(args.top_k)
+    if predictor.multi_label:
+        _check_delimiter(args.label_delimiter, predictor.class_names)
     return predictor, items
+
+
+def _check_delimiter(delimiter: str, class_names: list[str]) -> None:
+    """The delimiter must tell a multi-label model's labels apart when they are joined."""
+    if not delimiter:
+        raise ValueError("--label-delimiter must not be empty: pass what separates the labels, e.g. ';'.")
+    joined = [name for name in class_names if delimiter in name]
+    if joined:
+        raise ValueError(
+            f"--label-delimiter {delimiter!r} occurs in the label {joined[0]!r}: pass another one, "
+            f"e.g. ';' or '|'."
+        )
 
 
 def _json_lines(output: str | None) -> bool:
     return bool(output) and output.lower().endswith(JSON_LINES_SUFFIXES)
 
 
-def _format(rows: list[dict], columns: list[str], *, json_lines: bool) -> str:
+def _format(rows: list[dict], columns: list[str], *, json_lines: bool, delimiter: str = " ") -> str:
+    """JSON lines, or CSV where a multi-label row's lists are joined by `delimiter`."""
     if json_lines:
         return "".join(json.dumps(row) + "\n" for row in rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+        writer.writerow({key: _cell(value, delimiter) for key, value in row.items()})
     return buffer.getvalue()
+
+
+def _cell(value, delimiter: str):
+    """A CSV cell: empty for None, a list's items (a multi-label row's) joined by `delimiter`."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return delimiter.join(str(item) for item in value)
+    return value
 
 
 def _bad_input(error: BaseException) -> int:

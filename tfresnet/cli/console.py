@@ -62,6 +62,30 @@ def add_max_image_pixels(parser, *, larger: str) -> None:
     )
 
 
+def add_label_delimiter(parser, *, separates: str) -> None:
+    """Adds `--label-delimiter TEXT` (default a space, as in a training CSV) to `parser`;
+    `separates` says what it separates."""
+    from tfresnet.data.label_sets import LABEL_DELIMITER
+
+    parser.add_argument(
+        "--label-delimiter",
+        default=LABEL_DELIMITER,
+        metavar="TEXT",
+        help=f"what separates {separates} (default: a space)",
+    )
+
+
+def add_multi_label_flags(parser) -> None:
+    """Adds `--multi-label` and its `--label-delimiter` (a CSV's label column listing each
+    image's labels) to `parser`."""
+    parser.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="several labels per image: the --csv label column lists them (an empty cell: no label)",
+    )
+    add_label_delimiter(parser, separates="an image's labels in the --csv label column, with --multi-label")
+
+
 def positive_int(text: str) -> int:
     value = int_type(text)
     if value < 1:

@@ -77,6 +77,7 @@ def _data_flags(data: argparse._ArgumentGroup) -> None:
     )
     data.add_argument("--path-column", default="path", help="--csv column of image paths")
     data.add_argument("--label-column", default="label", help="--csv column of labels")
+    console.add_multi_label_flags(data)
     data.add_argument("--tfds-split", default="train", help="TFDS split to train on")
     data.add_argument("--tfds-data-dir", default=None, help="TFDS data_dir (default: TFDS's own)")
     data.add_argument(
@@ -319,6 +320,19 @@ def _outputs_flags(outputs: argparse._ArgumentGroup) -> None:
 
 
 # === From flags to settings ===
+
+
+def csv_columns(args: argparse.Namespace) -> dict:
+    """The CSV readers' column arguments of the flags, with `--multi-label`'s when given.
+
+    Example:
+    >>> csv_columns(build_parser().parse_args(["--csv", "tags.csv", "--multi-label"]))
+    {'path_column': 'path', 'label_column': 'label', 'multi_label': True, 'label_delimiter': ' '}
+    """
+    columns = {"path_column": args.path_column, "label_column": args.label_column}
+    if args.multi_label:
+        columns.update(multi_label=True, label_delimiter=args.label_delimiter)
+    return columns
 
 
 def weights(args: argparse.Namespace) -> str | None:

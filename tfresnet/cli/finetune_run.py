@@ -26,7 +26,7 @@ import tempfile
 
 from tfresnet import files
 from tfresnet.cli import console, preflight
-from tfresnet.cli.finetune_flags import build_parser, run_settings, weights
+from tfresnet.cli.finetune_flags import build_parser, csv_columns, run_settings, weights
 
 # What bad input raises while it is checked (data, backbone, weights, folders, packages).
 BAD_INPUT_ERRORS = (ValueError, OSError, ImportError)
@@ -86,6 +86,12 @@ def _prepare(args: argparse.Namespace, held: contextlib.ExitStack):
         raise ValueError(
             "--image-dir, --path-column and --label-column go with --csv FILE. Pass --csv or drop them."
         )
+    preflight.check_multi_label(
+        multi_label=args.multi_label,
+        label_delimiter=args.label_delimiter,
+        source="--csv" if args.csv else "--data-dir" if args.data_dir else "--tfds",
+        calibrate=args.calibrate,
+    )
     if args.calibrate and not args.val_split and not args.find_lr:
         raise ValueError(
             "--calibrate fits a temperature on the validation set, and --val-split 0 holds out none. "
@@ -141,8 +147,7 @@ def _check_dataset(args: argparse.Namespace, *, chief: bool) -> dict | None:
     with console.native_stderr_captured(enabled=not args.verbose):
         split = {"val_split": args.val_split, "seed": args.seed, "max_image_pixels": args.max_image_pixels}
         if args.csv:
-            columns = {"path_column": args.path_column, "label_column": args.label_column}
-            found = dataset_check.check_csv(args.csv, image_dir=args.image_dir, **columns, **split)
+            found = dataset_check.check_csv(args.csv, image_dir=args.image_dir, **csv_columns(args), **split)
         else:
             found = dataset_check.check_dataset(args.data_dir, **split)
     print(dataset_check.summary_table(found))
@@ -199,9 +204,12 @@ def _load_data(args: argparse.Namespace, *, drop_remainder: bool):
     if args.data_dir:
         return data_module.from_folder(args.data_dir, **options, max_image_pixels=args.max_image_pixels)
     if args.csv:
-        columns = {"path_column": args.path_column, "label_column": args.label_column}
         return data_module.from_csv(
-            args.csv, image_dir=args.image_dir, **columns, **options, max_image_pixels=args.max_image_pixels
+            args.csv,
+            image_dir=args.image_dir,
+            **csv_columns(args),
+            **options,
+            max_image_pixels=args.max_image_pixels,
         )
     return data_module.from_tfds(args.tfds, split=args.tfds_split, data_dir=args.tfds_data_dir, **options)
 
@@ -277,8 +285,9 @@ def _report_and_export(
             top_k=args.top_k,
             config=config,
             max_image_pixels=args.max_image_pixels,
+            thresholds=result.thresholds,
         )
-        exports = _export_formats(args, data, result.model, evaluation, output_dir) if chief else {}
+        exports = _export_formats(args, data, result, evaluation, output_dir) if chief else {}
     written = report.write_report(
         result.model,
         evaluation,
@@ -292,6 +301,7 @@ def _report_and_export(
         temperature=temperature,
         tta=args.tta,
         paths=paths,
+        thresholds=result.thresholds,
     )
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -308,11 +318,18 @@ def _summary(args: argparse.Namespace, data, written: dict, exports: dict, *, ex
     from tfresnet.insight.report import HTML_FILE
 
     evaluated_on = written["evaluated_on"]
+    if data.multi_label:
+        names = [
+            "mean_average_precision",
+            "f1_micro",
+            "f1_macro",
+            *(["mean_average_precision_tta"] * args.tta),
+        ]
+    else:
+        names = ["accuracy", *(["accuracy_tta"] * args.tta), "expected_calibration_error"]
     summary = {
-        "accuracy": written["accuracy"],
-        **({"accuracy_tta": written["accuracy_tta"]} if args.tta else {}),
+        **{name: written[name] for name in names},
         "evaluated_on": evaluated_on,
-        "expected_calibration_error": written["expected_calibration_error"],
         "output_dir": os.path.abspath(args.output_dir),
         "export_dir": os.path.abspath(export_dir),
         "report_html": os.path.abspath(os.path.join(args.output_dir, HTML_FILE)),
@@ -328,8 +345,9 @@ def _summary(args: argparse.Namespace, data, written: dict, exports: dict, *, ex
     return summary
 
 
-def _export_formats(args, data, model, evaluation, output_dir: str) -> dict:
-    """`OUTPUT_DIR/model.tflite` / `model.onnx`, each measured against `model` on `evaluation`."""
+def _export_formats(args, data, result, evaluation, output_dir: str) -> dict:
+    """`OUTPUT_DIR/model.tflite` / `model.onnx`, each measured against the trained model on
+    `evaluation` (a multi-label run's thresholds carried beside each file)."""
     if not set(args.export_formats) - {"saved_model"}:
         return {}
     from tfresnet.cli.quiet import quiet_terminal
@@ -337,7 +355,7 @@ def _export_formats(args, data, model, evaluation, output_dir: str) -> dict:
 
     with quiet_terminal(verbose=args.verbose):  # the converters' own C++ lines
         exports = export_formats(
-            model,
+            result.model,
             output_dir,
             args.export_formats,
             quantize=args.quantize,
@@ -345,6 +363,7 @@ def _export_formats(args, data, model, evaluation, output_dir: str) -> dict:
             validation=evaluation,
             class_names=data.class_names,
             crop_fraction=data.crop_fraction,
+            thresholds=result.thresholds,
         )
     return exports
 
@@ -356,7 +375,9 @@ def _show_batch(args: argparse.Namespace, data) -> None:
 
     os.makedirs(args.output_dir, exist_ok=True)
     batches = training_batches(data, mixup=args.mixup, cutmix=args.cutmix, seed=args.seed)
-    show_batch(batches, data.class_names, os.path.join(args.output_dir, "batch.png"))
+    show_batch(
+        batches, data.class_names, os.path.join(args.output_dir, "batch.png"), multi_label=data.multi_label
+    )
 
 
 def _find_lr(args: argparse.Namespace, data) -> int:
@@ -370,6 +391,7 @@ def _find_lr(args: argparse.Namespace, data) -> int:
         image_size=args.image_size,
         head_units=args.head_units or None,
         dropout=args.dropout,
+        multi_label=data.multi_label,
     )
     os.makedirs(args.output_dir, exist_ok=True)
     plot = os.path.join(args.output_dir, "lr_find.png")
@@ -381,4 +403,3 @@ def _find_lr(args: argparse.Namespace, data) -> int:
         )
     )
     return 0
-

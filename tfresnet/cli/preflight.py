@@ -1,4 +1,5 @@
-"""Checks a run's inputs before any training: the backbone, its weights, the output folders.
+"""Checks a run's inputs before any training: the backbone, its weights, the output folders,
+and where multi-label data can come from.
 
 What the backbone's row of `tfresnet.models.backbones` answers is checked without building anything
 (the image size, where training starts, the package a weights file needs); the network is built
@@ -125,3 +126,31 @@ def check_writable(folders: list[tuple[str, str]]) -> None:
             with contextlib.suppress(OSError):
                 os.rmdir(path)
         raise
+
+
+def check_multi_label(*, multi_label: bool, label_delimiter: str, source: str, calibrate: bool) -> None:
+    """Raises a ValueError unless the multi-label flags fit together: `--multi-label` reads label
+    sets from a CSV (`source` is the data flag given), `--label-delimiter` goes with it, and
+    `--calibrate` (one softmax temperature) does not.
+
+    Example:
+    >>> check_multi_label(multi_label=True, label_delimiter=" ", source="--csv", calibrate=False)
+    """
+    from tfresnet.data.label_sets import LABEL_DELIMITER
+
+    if multi_label and source != "--csv":
+        given = "--data-dir (a folder of class folders)" if source == "--data-dir" else source
+        raise ValueError(
+            f"--multi-label reads each image's labels from a CSV's label column, and {given} gives "
+            f"one label per image. Pass --csv FILE whose label column lists the labels, e.g. "
+            f"'clear primary road'."
+        )
+    if label_delimiter != LABEL_DELIMITER and not multi_label:
+        raise ValueError(
+            "--label-delimiter separates the labels of --multi-label. Pass --multi-label or drop it."
+        )
+    if multi_label and calibrate:
+        raise ValueError(
+            "--calibrate fits one softmax temperature, and --multi-label models have a sigmoid per label "
+            "with thresholds chosen on the validation set. Drop --calibrate."
+        )

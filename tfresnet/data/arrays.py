@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.cache import cache_fingerprint, fingerprint_of
+from tfresnet.data.label_sets import iterative_split
 from tfresnet.data.pipeline import (
     AUGMENTATION,
     BATCH_SIZE,
@@ -43,8 +44,9 @@ def from_arrays(
     seed: int | None = None,
     cache: bool | str | os.PathLike = True,
     drop_remainder: bool = False,
+    multi_label: bool = False,
 ) -> ImageData:
-    """Loads images and integer labels held in memory.
+    """Loads images and integer labels (or multi-hot label rows) held in memory.
 
     Images go through the same transforms as files: the evaluation transform crops the
     central square (`crop_fraction`) even of images already at `image_size`, as serving will.
@@ -52,9 +54,10 @@ def from_arrays(
     Args:
         images: `(N, H, W, 3)` RGB, `(N, H, W, 4)` RGBA or `(N, H, W[, 1])` gray images,
             uint8 or float, raw pixel values in [0, 255].
-        labels: `(N,)` integer class indices.
+        labels: `(N,)` integer class indices; with `multi_label`, `(N, num_labels)` rows of
+            0 and 1 (an image may have no label).
         class_names: Names of the classes, indexed by label; `["0", "1", ...]` up to the
-            largest label when None.
+            largest label (or the rows' length) when None.
         validation: `(images, labels)` for validation; None holds out `val_split` instead.
         val_split: Fraction of each class held out for validation when `validation` is None
             (0: no validation set).
@@ -70,6 +73,9 @@ def from_arrays(
         seed: Seeds the split, the shuffle and the augmentation (see `from_folder`).
         cache: True (memory), a directory path or False (see `from_folder`).
         drop_remainder: Drop the training set's last partial batch; the evaluation sets keep every image.
+        multi_label: Several labels per image (multi-hot `labels`); the split holds out
+            `val_split` of every label as far as shared images allow (see
+            `tfresnet.data.label_sets.iterative_split`).
 
     Returns:
         An `ImageData`.
@@ -96,8 +102,12 @@ def from_arrays(
         cache=cache,
         drop_remainder=drop_remainder,
     )
-    images, labels = _check_arrays(images, labels, "images", "labels")
-    held = () if validation is None else _check_arrays(*validation, "validation[0]", "validation[1]")
+    images, labels = _check_arrays(images, labels, "images", "labels", multi_label)
+    held = (
+        ()
+        if validation is None
+        else _check_arrays(*validation, "validation[0]", "validation[1]", multi_label)
+    )
     class_names = _class_names(class_names, labels, held[1] if held else None)
     train, val = _parts(images, labels, held, val_split=val_split, seed=seed)
     return assemble(
@@ -114,6 +124,8 @@ def _class_names(
     class_names: Sequence[str] | None, labels: np.ndarray, val_labels: np.ndarray | None
 ) -> list[str]:
     """The class names as strings (`"0"` up to the largest label when None), checked against the labels."""
+    if class_names is None and labels.ndim == 2:
+        class_names = [str(label) for label in range(labels.shape[1])]
     if class_names is None:
         every = labels if val_labels is None else np.concatenate([labels, val_labels])
         largest = int(every.max())
@@ -137,7 +149,8 @@ def _parts(
         train = _array_part(tensor, everything, labels)
         val = _array_part(tf.constant(held[0]), np.arange(len(held[1])), held[1])
     elif val_split:
-        train_index, val_index = stratified_split(labels, val_split, seed)
+        split = iterative_split if labels.ndim == 2 else stratified_split
+        train_index, val_index = split(labels, val_split, seed)
         train = _array_part(tensor, train_index, labels[train_index])
         val = _array_part(tensor, val_index, labels[val_index])
     else:
@@ -151,6 +164,13 @@ def _array_part(images: tf.Tensor, index: np.ndarray, labels: np.ndarray) -> Par
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    if labels.ndim == 2:
+        if labels.shape[1] != num_classes:
+            raise ValueError(
+                f"{where} has rows of {labels.shape[1]} labels for {num_classes} class names. Pass "
+                f"class_names naming every column."
+            )
+        return
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
         raise ValueError(
@@ -160,7 +180,7 @@ def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
         )
 
 
-def _check_arrays(images, labels, images_name: str, labels_name: str):
+def _check_arrays(images, labels, images_name: str, labels_name: str, multi_label: bool = False):
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim == 3:
@@ -187,9 +207,25 @@ def _check_arrays(images, labels, images_name: str, labels_name: str):
                 f"Multiply them by 255."
             )
         images = images.astype(np.float32)
+    if multi_label:
+        return images, _check_multi_hot(labels, len(images), labels_name)
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
         raise ValueError(
-            f"{labels_name} must be {len(images)} integer class indices, one per image. "
-            f"Received: shape={labels.shape}, dtype={labels.dtype}"
+            f"{labels_name} must be {len(images)} integer class indices, one per image (rows of 0 "
+            f"and 1 need multi_label=True). Received: shape={labels.shape}, dtype={labels.dtype}"
         )
     return images, labels.astype(np.int32)
+
+
+def _check_multi_hot(labels: np.ndarray, count: int, name: str) -> np.ndarray:
+    """Multi-hot rows as float32, checked: one row per image, every value 0 or 1."""
+    if labels.ndim != 2 or len(labels) != count or not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"With multi_label=True, {name} must be {count} rows of 0 and 1, one per image and a "
+            f"column per label. Received: shape={labels.shape}, dtype={labels.dtype}"
+        )
+    if not labels.any():
+        raise ValueError(
+            f"With multi_label=True, {name} hold no label at all. Mark each image's labels with 1."
+        )
+    return labels.astype(np.float32)

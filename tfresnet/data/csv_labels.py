@@ -15,6 +15,7 @@ from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.cache import cache_fingerprint, fingerprint_of
 from tfresnet.data.folder import IMAGE_EXTENSIONS, check_files, file_part, file_rows, file_stat
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
+from tfresnet.data.label_sets import LABEL_DELIMITER, iterative_split, multi_hot, read_label_sets
 from tfresnet.data.pipeline import (
     AUGMENTATION,
     BATCH_SIZE,
@@ -41,11 +42,13 @@ class CsvListing:
     Attributes:
         class_names: The distinct labels, sorted; label `i` is `class_names[i]`.
         paths: The readable images' paths, in the CSV's order.
-        labels: Their labels (int32).
+        labels: Their labels (int32), or float32 multi-hot rows `(images, labels)` when
+            `multi_label`.
         in_validation: Whether each image is in the validation set.
         skipped: The files left out (path: reason).
         image_dir: The folder the CSV's relative paths are resolved in.
         split_column: Whether the CSV's split column decided `in_validation`.
+        multi_label: Whether each image has a set of labels (see `from_csv`).
     """
 
     class_names: list[str]
@@ -55,6 +58,7 @@ class CsvListing:
     skipped: dict[str, str]
     image_dir: str
     split_column: bool
+    multi_label: bool = False
 
 
 def from_csv(
@@ -76,6 +80,8 @@ def from_csv(
     cache: bool | str | os.PathLike = True,
     drop_remainder: bool = False,
     strict: bool = False,
+    multi_label: bool = False,
+    label_delimiter: str = LABEL_DELIMITER,
 ) -> ImageData:
     """Loads the images a CSV file lists, with their labels.
 
@@ -88,6 +94,12 @@ def from_csv(
     `val_split` is ignored. Files that are missing or not usable images are skipped, reported
     in one warning and listed in `ImageData.skipped` with the reason, as `from_folder` does;
     the images are then read, transformed, cached and batched by the same pipeline.
+
+    With `multi_label`, each label cell lists an image's labels separated by `label_delimiter`
+    (`"clear primary road"`); an empty cell is an image with no label (every label negative).
+    Class names are the distinct labels, sorted; labels are float32 multi-hot rows; the split
+    holds out `val_split` of every label's images as far as images shared between labels
+    allow (iterative stratification: `tfresnet.data.label_sets.iterative_split`).
 
     Args:
         csv_path: The CSV file.
@@ -113,6 +125,8 @@ def from_csv(
         cache: True caches in memory, a directory path on disk, False not at all.
         drop_remainder: Drop the training set's last partial batch.
         strict: Raise a ValueError naming the unusable files instead of skipping them.
+        multi_label: Several labels per image, in one cell (see above).
+        label_delimiter: What separates an image's labels in its cell with `multi_label`.
 
     Returns:
         An `ImageData`.
@@ -154,6 +168,8 @@ def from_csv(
         seed=seed,
         strict=strict,
         max_image_pixels=max_image_pixels,
+        multi_label=multi_label,
+        label_delimiter=label_delimiter,
     )
     paths, labels, held_out = listing.paths, listing.labels, listing.in_validation
     validation = file_part(paths[held_out], labels[held_out]) if held_out.any() else None
@@ -179,8 +195,11 @@ def list_csv(
     seed: int | None = None,
     strict: bool = False,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
+    multi_label: bool = False,
+    label_delimiter: str = LABEL_DELIMITER,
 ) -> CsvListing:
-    """The images a CSV lists, their files checked, and the split `from_csv` makes of them.
+    """The images a CSV lists, their files checked, and the split `from_csv` makes of them
+    (`multi_label` and `label_delimiter` as `from_csv`'s).
 
     Example:
         listing = list_csv("labels.csv", val_split=0.2, seed=0)
@@ -188,19 +207,31 @@ def list_csv(
         # (['cat', 'dog'], 20)
     """
     csv_path = os.fspath(csv_path)
-    rows = _read_rows(csv_path, path_column, label_column)
+    rows = _read_rows(csv_path, path_column, label_column, allow_empty_label=multi_label)
     folder = _image_folder(csv_path, image_dir)
     rows = [(os.path.join(folder, path), label, held_out) for path, label, held_out in rows]
-    class_names = sorted({label for _, label, _ in rows})
+    if multi_label:
+        label_sets = read_label_sets(
+            [label for _, label, _ in rows], label_delimiter, repr(csv_path), label_column
+        )
+        rows = [(path, sets, held_out) for (path, _, held_out), sets in zip(rows, label_sets)]
+    else:
+        rows = [(path, (label,), held_out) for path, label, held_out in rows]
+    class_names = sorted({label for _, labels, _ in rows for label in labels})
     check_class_count(class_names, repr(csv_path))
     kept, skipped = _readable_rows(rows, csv_path, folder, class_names, strict, max_image_pixels)
-    index = {name: label for label, name in enumerate(class_names)}
     paths = np.array([path for path, _, _ in kept], dtype=str)
-    labels = np.array([index[label] for _, label, _ in kept], dtype=np.int32)
+    if multi_label:
+        labels = multi_hot([sets for _, sets, _ in kept], class_names)
+        present = labels > 0
+    else:
+        index = {name: label for label, name in enumerate(class_names)}
+        labels = np.array([index[sets[0]] for _, sets, _ in kept], dtype=np.int32)
+        present = np.eye(len(class_names), dtype=bool)[labels]
     split_column = kept[0][2] is not None  # every row has a split, or none has
     if split_column:
         in_validation = np.array([held_out for _, _, held_out in kept], dtype=bool)
-        untrained = np.setdiff1d(np.arange(len(class_names)), labels[~in_validation])
+        untrained = np.flatnonzero(~present[~in_validation].any(axis=0))
         if len(untrained):
             raise ValueError(
                 f"Class {class_names[untrained[0]]!r} has no readable training image in "
@@ -210,17 +241,20 @@ def list_csv(
     else:
         in_validation = np.zeros(len(labels), dtype=bool)
         if val_split:
-            in_validation[stratified_split(labels, val_split, seed)[1]] = True
-    return CsvListing(class_names, paths, labels, in_validation, skipped, folder, split_column)
+            split = iterative_split if multi_label else stratified_split
+            in_validation[split(labels, val_split, seed)[1]] = True
+    return CsvListing(class_names, paths, labels, in_validation, skipped, folder, split_column, multi_label)
 
 
-# A row: its path, label, and whether the split column puts it in validation (None without a
-# split column).
+# A row: its path, label (a label set, once split), and whether the split column puts it in
+# validation (None without a split column).
 _Row = tuple[str, str, bool | None]
 
 
-def _read_rows(csv_path: str, path_column: str, label_column: str) -> list[_Row]:
-    """The CSV's rows, checked: the columns are there, no path or label is empty."""
+def _read_rows(
+    csv_path: str, path_column: str, label_column: str, *, allow_empty_label: bool = False
+) -> list[_Row]:
+    """The CSV's rows, checked: the columns are there, no path (or, unless allowed, label) is empty."""
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(
             f"CSV file not found: {csv_path!r}. Pass a CSV file with a header line and a line "
@@ -251,11 +285,19 @@ def _read_rows(csv_path: str, path_column: str, label_column: str) -> list[_Row]
             )
     if len(lines) == 1:
         raise ValueError(f"The CSV {csv_path!r} has a header but no image lines. Add a line per image.")
-    return [_parse_row(line, cells, header, csv_path, path_column, label_column) for line, cells in lines[1:]]
+    columns = (path_column, label_column)
+    return [
+        _parse_row(line, cells, header, csv_path, columns, allow_empty_label) for line, cells in lines[1:]
+    ]
 
 
 def _parse_row(
-    line: int, cells: list[str], header: list[str], csv_path: str, path_column: str, label_column: str
+    line: int,
+    cells: list[str],
+    header: list[str],
+    csv_path: str,
+    columns: tuple[str, str],
+    allow_empty_label: bool,
 ) -> _Row:
     if len(cells) != len(header):
         raise ValueError(
@@ -263,7 +305,7 @@ def _parse_row(
             f"Give every line one value per column (quote values that hold a comma)."
         )
     values = dict(zip(header, (cell.strip() for cell in cells)))
-    for column in (path_column, label_column):
+    for column in columns[:1] if allow_empty_label else columns:
         if not values[column]:
             raise ValueError(
                 f"Line {line} of {csv_path!r} has an empty {column!r}. Give every line a path "
@@ -276,7 +318,7 @@ def _parse_row(
             f"{', '.join(SPLIT_VALUES)} (any case)."
         )
     held_out = None if split is None else SPLIT_VALUES[split.lower()]
-    return values[path_column], values[label_column], held_out
+    return values[columns[0]], values[columns[1]], held_out
 
 
 def _image_folder(csv_path: str, image_dir: str | os.PathLike | None) -> str:
@@ -305,11 +347,11 @@ def _readable_rows(
             f"{reason}). Relative paths start from {folder or '.'!r}: pass image_dir=... "
             f"(--image-dir) if they start elsewhere."
         )
-    empty = sorted(set(class_names) - {label for _, label, _ in kept})
+    empty = sorted(set(class_names) - {label for _, labels, _ in kept for label in labels})
     if empty:
         raise ValueError(
             f"Class {empty[0]!r} has no readable image in {csv_path!r} (its "
-            f"{sum(label == empty[0] for _, label, _ in rows)} files are skipped). Replace "
+            f"{sum(empty[0] in labels for _, labels, _ in rows)} files are skipped). Replace "
             f"its files or remove its lines."
         )
     return kept, skipped

@@ -1,6 +1,7 @@
-"""A small example image folder that any machine can make, with no download: one sub-folder
-per class, each class a colour and a shape on a noisy background (the command:
-`python -m tfresnet.examples DIR`).
+"""Small example images that any machine can make, with no download: a folder with one
+sub-folder per class, each class a colour and a shape on a noisy background, or a multi-label
+set whose images hold several shapes, listed in a CSV (the command:
+`python -m tfresnet.examples DIR [--multi-label]`).
 
 Example:
 >>> write_shapes_folder("shapes/", num_classes=3, images_per_class=30)
@@ -48,11 +49,16 @@ def draw_shape(shape: str, color: tuple, size: int, rng: np.random.Generator):
 
     background = rng.integers(30, 90, (size, size, 3), dtype=np.uint8)
     image = Image.fromarray(background)
-    draw = ImageDraw.Draw(image)
     half = size * rng.uniform(0.25, 0.4)
     cx, cy = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
+    _draw(ImageDraw.Draw(image), shape, color, (cx, cy, half), max(size // 8, 2))
+    return image
+
+
+def _draw(draw, shape: str, color: tuple, where: tuple[float, float, float], width: int) -> None:
+    """Draws `shape` centred at `(cx, cy)` with half-side `half` (`where`)."""
+    cx, cy, half = where
     box = (cx - half, cy - half, cx + half, cy + half)
-    width = max(size // 8, 2)
     if shape == "ellipse":
         draw.ellipse(box, fill=color)
     elif shape == "rectangle":
@@ -66,7 +72,6 @@ def draw_shape(shape: str, color: tuple, size: int, rng: np.random.Generator):
         draw.ellipse(box, outline=color, width=width)
     else:
         draw.polygon([(cx, cy - half), (cx + half, cy), (cx, cy + half), (cx - half, cy)], fill=color)
-    return image
 
 
 def write_shapes_folder(
@@ -112,3 +117,51 @@ def write_shapes_folder(
                 image = image.convert(mode)
             image.save(os.path.join(directory, name, f"{index:03d}{extension}"), file_format)
     return sorted(names)
+
+
+# How often each label of `write_multi_label_set` is on an image: common and rare ones.
+LABEL_FREQUENCIES = (0.5, 0.35, 0.25, 0.15, 0.1, 0.06)
+MULTI_LABEL_CSV = "labels.csv"
+
+
+def write_multi_label_set(
+    directory: str, *, num_labels: int = 4, images: int = 120, size: int = 64, seed: int = 0
+) -> list[list[str]]:
+    """Writes `images` JPEGs under `directory/images/` holding several shapes each, and
+    `directory/labels.csv` (`path,label`, an image's labels separated by spaces).
+
+    Label `i` is the i-th colour drawn as the i-th shape in a quarter of the image, on an image
+    with probability `LABEL_FREQUENCIES[i]` (so some labels are rare, and some images have none).
+
+    Returns:
+        Each image's label set, in the CSV's order.
+
+    Example:
+    >>> sets = write_multi_label_set("tags", num_labels=3, images=20)
+    >>> len(sets), sorted({label for labels in sets for label in labels})
+    (20, ['blue', 'green', 'red'])
+    """
+    import csv
+
+    from PIL import Image, ImageDraw
+
+    if not 2 <= num_labels <= len(CLASS_COLORS):
+        raise ValueError(f"num_labels must be in [2, {len(CLASS_COLORS)}]. Received: num_labels={num_labels}")
+    rng = np.random.default_rng(seed)
+    names = list(CLASS_COLORS)[:num_labels]
+    os.makedirs(os.path.join(directory, "images"), exist_ok=True)
+    label_sets, rows = [], []
+    for index in range(images):
+        image = Image.fromarray(rng.integers(30, 90, (size, size, 3), dtype=np.uint8))
+        draw = ImageDraw.Draw(image)
+        present = [j for j in range(num_labels) if rng.uniform() < LABEL_FREQUENCIES[j]]
+        for j, quarter in zip(present, rng.permutation(4)):
+            cx, cy = (np.array([quarter % 2, quarter // 2]) + 0.5 + rng.uniform(-0.1, 0.1, 2)) * size / 2
+            _draw(draw, CLASS_SHAPES[j], CLASS_COLORS[names[j]], (cx, cy, size * 0.18), max(size // 16, 2))
+        path = os.path.join("images", f"{index:04d}.jpg")
+        image.save(os.path.join(directory, path), "JPEG", quality=92)
+        label_sets.append([names[j] for j in present])
+        rows.append((path, " ".join(label_sets[-1])))
+    with open(os.path.join(directory, MULTI_LABEL_CSV), "w", newline="") as file:
+        csv.writer(file).writerows([("path", "label"), *rows])
+    return label_sets

@@ -219,16 +219,23 @@ def file_rows(
 ) -> list[tuple[str, int, int, bool]]:
     """`(path relative to folder, size, label, in validation)` per file: what the data is, for
     its fingerprint (a folder moved elsewhere keeps it; a renamed, resized or relabelled file
-    does not).
+    does not). A multi-hot row stands as the tuple of its labels.
 
     Example:
         file_rows("flowers/", np.array(["flowers/roses/1.jpg"]), np.array([1]), np.array([False]))
         # [('roses/1.jpg', 48213, 1, False)]
     """
     return [
-        (os.path.relpath(path, folder), os.path.getsize(path), int(label), bool(held_out))
+        (os.path.relpath(path, folder), os.path.getsize(path), _label_key(label), bool(held_out))
         for path, label, held_out in zip(paths, labels, in_validation)
     ]
+
+
+def _label_key(label: np.ndarray) -> int | tuple[int, ...]:
+    """A class index as an int, a multi-hot row as the tuple of its labels' indices."""
+    if np.ndim(label) == 0:
+        return int(label)
+    return tuple(int(j) for j in np.flatnonzero(label))
 
 
 def file_stat(path: str) -> tuple[str, int, int]:

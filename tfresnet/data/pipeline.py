@@ -62,6 +62,9 @@ class ImageData:
         files: The image files of each set (`"train"`, `"validation"`), in the order its
             evaluation batches come (`train_evaluation`, `validation`): what the report and the
             label check name images by. Empty for arrays and TFDS.
+        multi_label: Several labels per image: labels are float32 multi-hot rows
+            `(batch, len(class_names))` (an image may have none), and `class_counts` counts
+            the training images that have each label.
 
     Example:
         data = from_folder("flowers/", image_size=224, seed=0)
@@ -82,6 +85,7 @@ class ImageData:
     train_evaluation: tf.data.Dataset | None = None
     fingerprint: str = ""
     files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    multi_label: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +108,9 @@ class Settings:
 @dataclasses.dataclass(frozen=True)
 class Part:
     """One set before its transforms: `items` yields cheap `(item, label)` pairs to shuffle,
-    `load` turns an item into encoded bytes or decoded pixels; `paths` names the image files
-    of a part read from files (None otherwise)."""
+    `load` turns an item into encoded bytes or decoded pixels; `labels` are class indices, or
+    multi-hot rows for multi-label data; `paths` names the image files of a part read from
+    files (None otherwise)."""
 
     items: tf.data.Dataset
     load: Callable[[tf.Tensor], tf.Tensor]
@@ -211,7 +216,11 @@ def assemble(
         cache_name=f"train-evaluation-{fingerprint}{crop}",
         shuffle_buffer=None,
     )
-    counts = np.bincount(train.labels, minlength=len(class_names))
+    multi_label = train.labels.ndim == 2
+    if multi_label:
+        counts = (train.labels > 0).sum(axis=0)
+    else:
+        counts = np.bincount(train.labels, minlength=len(class_names))
     return ImageData(
         train=datasets["train"],
         validation=datasets.get("validation"),
@@ -228,6 +237,7 @@ def assemble(
         files={
             name: part.paths for name, part in parts.items() if part is not None and part.paths is not None
         },
+        multi_label=multi_label,
     )
 
 

@@ -4,6 +4,8 @@
 take encoded image bytes or raw pixels, with `labels.txt` and `tfresnet_config.json` beside it.
 `export_litert(model, "model.tflite", quantization=...)` and `export_onnx(model, "model.onnx")`
 convert a Keras classifier or such a SavedModel, with the class names in `<file>.labels.txt`.
+A multi-label classifier's exports keep its decision threshold of each label: the SavedModel
+applies them (its `predicted` output), the files record them in `<file>.json`.
 
 Names are imported on first use (PEP 562), so `python -m tfresnet.export` can keep
 TensorFlow's log lines off the terminal before TensorFlow loads.

@@ -2,12 +2,16 @@
 
 Converts a SavedModel written by `export_saved_model` (no retraining) to a LiteRT `.tflite` file
 (`--quantize none|float16|dynamic|int8`; int8 is calibrated on `--calibration-data`, a folder of
-training images) or an ONNX file, with its class names in `<file>.labels.txt`. With `--eval-data`, a folder of
-class sub-folders, it also measures the file against the SavedModel on those images.
+training images) or an ONNX file, with its class names in `<file>.labels.txt` (and a multi-label
+model's thresholds in `<file>.json`). With `--eval-data`, a folder of class sub-folders or a labels
+CSV (`path,label`; a multi-label model's labels separated by `--label-delimiter`), it also
+measures the file against the SavedModel on those images.
 
 Prints one JSON line: `output`, `format`, `quantization`, `size_bytes`, and with `--eval-data`
 `agreement` (share of images whose top-1 label equals the SavedModel's), `max_abs_difference`
-(of probabilities), `accuracy`, `saved_model_accuracy` and `eval_images`.
+(of probabilities), `accuracy`, `saved_model_accuracy` and `eval_images`. For a multi-label
+model `agreement` is the share of images given the same labels (those over their thresholds),
+and `f1_micro` and `saved_model_f1_micro` take the accuracies' place.
 
 Exit codes: 0 done; 2 bad input (one line on stderr, nothing written): a bad flag, a missing or
 foreign SavedModel, int8 without calibration data, data folders without images; 1 when the
@@ -26,6 +30,7 @@ import os
 import sys
 
 from tfresnet.cli import console
+from tfresnet.data.label_sets import LABEL_DELIMITER
 from tfresnet.export.kinds import FILE_FORMATS, QUANTIZATIONS
 
 PROG = "python -m tfresnet.export"
@@ -53,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="training images for int8 (searched recursively)",
     )
     parser.add_argument(
-        "--eval-data", metavar="DIR", default=None, help="class sub-folders of images to measure the file on"
+        "--eval-data",
+        metavar="DIR|CSV",
+        default=None,
+        help="class sub-folders of images, or a labels CSV (path,label), to measure the file on",
     )
+    console.add_label_delimiter(parser, separates="a multi-label model's labels in the --eval-data CSV")
     parser.add_argument("--output", required=True, metavar="FILE", help="the .tflite or .onnx file to write")
     parser.add_argument("--verbose", action="store_true", help="also show the converters' own log lines")
     return parser
@@ -127,7 +136,7 @@ def _prepare(args: argparse.Namespace):
         calibration = _calibration_images(args.calibration_data, reference)
     evaluation = None
     if args.eval_data:
-        evaluation = _evaluation_data(args.eval_data, reference)
+        evaluation = _evaluation_data(args.eval_data, reference, args.label_delimiter)
     check_output_path(args.output, suffix)
     return reference, calibration, evaluation
 
@@ -158,29 +167,39 @@ def _calibration_images(folder: str, reference):
     return np.stack(images[:CALIBRATION_IMAGES])
 
 
-def _evaluation_data(folder: str, reference):
-    """The folder's images under the evaluation transform, labelled with the model's indices."""
+def _evaluation_data(path: str, reference, delimiter: str = LABEL_DELIMITER):
+    """The images of a folder or labels CSV under the evaluation transform, labelled with the
+    model's indices (a multi-label model's: multi-hot rows over its labels)."""
     import tensorflow as tf
 
-    from tfresnet.data import from_folder
+    from tfresnet.data import from_csv, from_folder
 
-    data = from_folder(
-        folder,
-        image_size=reference.image_size,
-        crop_fraction=reference.crop_fraction,
-        batch_size=EVAL_BATCH,
-        val_split=0,
-        augmentation="none",
-        cache=False,
-    )
+    options = {
+        "image_size": reference.image_size,
+        "crop_fraction": reference.crop_fraction,
+        "batch_size": EVAL_BATCH,
+        "val_split": 0,
+        "augmentation": "none",
+        "cache": False,
+    }
+    if os.path.isfile(path) and path.lower().endswith(".csv"):
+        multi_label = {"multi_label": True, "label_delimiter": delimiter} if reference.multi_label else {}
+        data = from_csv(path, **options, **multi_label)
+    else:
+        data = from_folder(path, **options)
     unknown = sorted(set(data.class_names) - set(reference.class_names))
     if unknown:
         raise ValueError(
-            f"--eval-data {folder!r} has classes the model does not know: {unknown}. Its sub-folders "
-            f"must be named after the model's labels: {reference.class_names}"
+            f"--eval-data {path!r} has classes the model does not know: {unknown}. Its sub-folders "
+            f"(or CSV labels) must be named after the model's labels: {reference.class_names}"
         )
     indices = tf.constant([reference.class_names.index(name) for name in data.class_names])
-    return data.train_evaluation.map(lambda images, labels: (images, tf.gather(indices, labels)))
+    if not reference.multi_label:
+        return data.train_evaluation.map(lambda images, labels: (images, tf.gather(indices, labels)))
+    columns = tf.one_hot(indices, len(reference.class_names))  # the data's label j -> the model's
+    if data.multi_label:
+        return data.train_evaluation.map(lambda images, labels: (images, tf.matmul(labels, columns)))
+    return data.train_evaluation.map(lambda images, labels: (images, tf.gather(columns, labels)))
 
 
 def _convert(args: argparse.Namespace, calibration) -> None:
@@ -203,10 +222,15 @@ def _measure(reference, output: str, evaluation) -> dict:
 
     converted = load_runtime(output)
     outputs = predict_all(
-        evaluation, {"saved_model": reference.probabilities, "converted": converted.probabilities}
+        evaluation,
+        {"saved_model": reference.probabilities, "converted": converted.probabilities},
+        multi_label=reference.multi_label,
     )
-    figures = compare(outputs["saved_model"], outputs["converted"], outputs["labels"])
-    figures["saved_model_accuracy"] = figures.pop("reference_accuracy")
+    figures = compare(
+        outputs["saved_model"], outputs["converted"], outputs["labels"], thresholds=reference.thresholds
+    )
+    measure = "f1_micro" if reference.multi_label else "accuracy"
+    figures[f"saved_model_{measure}"] = figures.pop(f"reference_{measure}")
     return {**figures, "eval_images": len(outputs["labels"])}
 
 

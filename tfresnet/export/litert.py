@@ -44,15 +44,17 @@ def export_litert(
     representative_data=None,
     class_names: list[str] | None = None,
     crop_fraction: float | None = None,
+    thresholds: list[float] | None = None,
 ) -> str:
     """Writes a classifier as a LiteRT `.tflite` file, then beside it its settings (`<path>.json`:
-    the central crop its images are evaluated at) and its class names, one a line in
-    `<path>.labels.txt`.
+    the central crop its images are evaluated at, and a multi-label classifier's thresholds)
+    and its class names, one a line in `<path>.labels.txt`.
 
     The file takes what the SavedModel's `serve_images` takes: `images`, float32 raw RGB pixels
     in [0, 255], `(batch, image_size, image_size, 3)`, any batch size; the normalisation is in
-    the file. It returns `probabilities`, float32 `(batch, classes)`. With `"int8"` the weights
-    and activations are int8 inside, and the interface stays float32.
+    the file. It returns `probabilities`, float32 `(batch, classes)` (a multi-label classifier's
+    sigmoids too). With `"int8"` the weights and activations are int8 inside, and the interface
+    stays float32.
 
     Args:
         model: A Keras classifier, or a SavedModel folder written by `export_saved_model`.
@@ -67,6 +69,10 @@ def export_litert(
             has its own).
         crop_fraction: The evaluation transform's central crop, recorded for the predictor
             (default: a SavedModel's own, else 0.875; a run passes its data's).
+        thresholds: A multi-label classifier's decision threshold of each label, recorded
+            beside the file with `"multi_label": true` (default: a SavedModel's own, else the
+            `thresholds` a run chose, passed here, else 0.5 each). The file itself outputs
+            the probabilities; the predictor applies the thresholds.
 
     Returns:
         `path`.
@@ -84,7 +90,7 @@ def export_litert(
             f"quantization must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
         )
     path = check_output_path(path, ".tflite")
-    source = classifier_source(model, class_names, crop_fraction)
+    source = classifier_source(model, class_names, crop_fraction, thresholds)
     calibration = None
     if quantization == "int8":
         calibration = calibration_images(representative_data, source.image_size)
@@ -93,7 +99,13 @@ def export_litert(
     probe = calibration[:PROBE_IMAGES] if calibration is not None else probe_images(source.image_size)
     converted = LiteRTRuntime(content=content, class_names=source.class_names).probabilities(probe)
     expected = source.model.predict_on_batch(probe)
-    check_conversion(expected, converted, tolerance=TOLERANCES[quantization], what=f"LiteRT {quantization}")
+    check_conversion(
+        expected,
+        converted,
+        tolerance=TOLERANCES[quantization],
+        what=f"LiteRT {quantization}",
+        multi_label=source.multi_label,
+    )
     write_model_and_labels(path, content, source)
     return path
 

@@ -37,10 +37,11 @@ def export_onnx(
     *,
     class_names: list[str] | None = None,
     crop_fraction: float | None = None,
+    thresholds: list[float] | None = None,
 ) -> str:
     """Writes a classifier as an ONNX file (float32), then beside it its settings (`<path>.json`:
-    the central crop its images are evaluated at) and its class names, one a line in
-    `<path>.labels.txt`.
+    the central crop its images are evaluated at, and a multi-label classifier's thresholds)
+    and its class names, one a line in `<path>.labels.txt`.
 
     Input `images`: float32 raw RGB pixels in [0, 255], `(batch, image_size, image_size, 3)`,
     any batch size (the normalisation is in the file); output `probabilities`, float32
@@ -53,6 +54,10 @@ def export_onnx(
             has its own).
         crop_fraction: The evaluation transform's central crop, recorded for the predictor
             (default: a SavedModel's own, else 0.875; a run passes its data's).
+        thresholds: A multi-label classifier's decision threshold of each label, recorded
+            beside the file with `"multi_label": true` (default: a SavedModel's own, else the
+            `thresholds` a run chose, passed here, else 0.5 each). The file itself outputs
+            the probabilities; the predictor applies the thresholds.
 
     Returns:
         `path`.
@@ -68,11 +73,12 @@ def export_onnx(
     path = check_output_path(path, ".onnx")
     require_converter()
     import_runtime("onnx")
-    source = classifier_source(model, class_names, crop_fraction)
+    source = classifier_source(model, class_names, crop_fraction, thresholds)
     content = convert(source)
     probe = probe_images(source.image_size)
     converted = OnnxRuntime(content=content, class_names=source.class_names).probabilities(probe)
-    check_conversion(source.model.predict_on_batch(probe), converted, tolerance=TOLERANCE, what="ONNX")
+    expected = source.model.predict_on_batch(probe)
+    check_conversion(expected, converted, tolerance=TOLERANCE, what="ONNX", multi_label=source.multi_label)
     write_model_and_labels(path, content, source)
     return path
 

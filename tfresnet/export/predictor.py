@@ -6,10 +6,16 @@ Every image is decoded, centre-cropped and resized by `tfresnet.decode_for_eval`
 evaluation pipeline's own transform, so each format sees exactly what the model was evaluated
 on. An image that cannot be read gets a row with its reason; the others are still classified.
 
+A multi-label classifier's rows (the export records it and its thresholds: `tfresnet_config.json`
+in the folder, `<file>.json` beside a file) hold the labels whose probability reaches their
+threshold, in class order, with those probabilities, instead of the top-k labels.
+
 Example:
     predictor = load_predictor("models/flowers/1")
     predictor.predict(["rose.jpg"], top_k=2)[0]["label"]
     # 'roses'
+    load_predictor("models/scenes/1").predict(["beach.jpg"])[0]["labels"]
+    # ['sea', 'sky']
 """
 
 from __future__ import annotations
@@ -117,6 +123,8 @@ class Predictor:
         batch_size: Images per call of the model.
         max_image_pixels: The largest image decoded, in pixels, read from its header first.
         crop_fraction: The evaluation transform's central crop, as a fraction of the shorter side.
+        multi_label: Whether the model gives a sigmoid probability per label.
+        thresholds: A multi-label model's decision threshold of each label (None: single-label).
     """
 
     def __init__(
@@ -132,25 +140,33 @@ class Predictor:
         self.batch_size = batch_size
         self.max_image_pixels = max_image_pixels
         self.crop_fraction = runtime.crop_fraction if crop_fraction is None else crop_fraction
+        self.multi_label = runtime.multi_label
+        self.thresholds = runtime.thresholds
         self._decoder = ImageDecoder(runtime.image_size, max_image_pixels, self.crop_fraction)
 
     def predict(self, paths_or_bytes, top_k: int = 1, *, progress: bool = False) -> list[dict]:
-        """One row per image: `path`, `label`, `score`, `label_2`, `score_2`, ... and `error`.
+        """One row per image: `path`, `label`, `score`, `label_2`, `score_2`, ... and `error`;
+        for a multi-label model `path`, `labels`, `scores` and `error`.
 
         Args:
             paths_or_bytes: Image file paths, folders (searched as `list_images` does), or
                 encoded images (`bytes`); one of them alone, or a list.
-            top_k: Labels per image, best first, at most the number of classes.
+            top_k: Labels per image, best first, at most the number of classes. Ignored for a
+                multi-label model: its rows hold every label that reaches its threshold.
             progress: Show a progress bar on stderr (on a terminal, beyond one batch).
 
         Returns:
             Rows in input order. `path` is None for bytes; for an image that could not be read,
-            `error` says why and the labels and scores are None; else `error` is None.
+            `error` says why and the labels and scores are None; else `error` is None. A
+            multi-label row's `labels` lists the names whose probability reaches their
+            threshold, in class order (maybe none), and `scores` their probabilities.
 
         Example:
             load_predictor("models/flowers/model.tflite").predict(["rose.jpg"], top_k=2)
             # [{'path': 'rose.jpg', 'label': 'roses', 'score': 0.93, 'label_2': 'tulips',
             # 'score_2': 0.05, 'error': None}]
+            load_predictor("models/scenes/model.onnx").predict(["beach.jpg"])
+            # [{'path': 'beach.jpg', 'labels': ['sea', 'sky'], 'scores': [0.81, 0.97], 'error': None}]
         """
         items = self._items(paths_or_bytes)
         self._check_top_k(top_k)
@@ -168,7 +184,9 @@ class Predictor:
         return self.runtime.probabilities(images)
 
     def columns(self, top_k: int) -> list[str]:
-        """The keys of a row, in order."""
+        """The keys of a row, in order (`top_k` is ignored for a multi-label model)."""
+        if self.multi_label:
+            return ["path", "labels", "scores", "error"]
         ranked = [key for rank in range(2, top_k + 1) for key in (f"label_{rank}", f"score_{rank}")]
         return ["path", "label", "score", *ranked, "error"]
 
@@ -184,6 +202,8 @@ class Predictor:
         return items
 
     def _check_top_k(self, top_k: int) -> None:
+        if self.multi_label:
+            return  # its rows hold the labels over their thresholds, however many
         classes = len(self.class_names)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= classes:
             raise ValueError(
@@ -203,15 +223,31 @@ class Predictor:
             row = dict.fromkeys(self.columns(top_k))
             row["path"] = item if isinstance(item, str) else None
             if index in ranked:
-                best = np.argsort(-ranked[index], kind="stable")[:top_k]
-                for rank, label in enumerate(best, start=1):
-                    suffix = "" if rank == 1 else f"_{rank}"
-                    row[f"label{suffix}"] = self.class_names[label]
-                    row[f"score{suffix}"] = float(ranked[index][label])
+                row.update(self._labels(ranked[index], top_k))
             else:
                 row["error"] = decoded[index]
             rows.append(row)
         return rows
+
+    def _labels(self, probabilities, top_k: int) -> dict:
+        """The label and score columns of one image's probabilities."""
+        import numpy as np
+
+        if self.multi_label:
+            from tfresnet.models.thresholds import apply_thresholds
+
+            (chosen,) = np.nonzero(apply_thresholds(probabilities[None], self.thresholds)[0])
+            return {
+                "labels": [self.class_names[label] for label in chosen],
+                "scores": [float(probabilities[label]) for label in chosen],
+            }
+        columns = {}
+        best = np.argsort(-probabilities, kind="stable")[:top_k]
+        for rank, label in enumerate(best, start=1):
+            suffix = "" if rank == 1 else f"_{rank}"
+            columns[f"label{suffix}"] = self.class_names[label]
+            columns[f"score{suffix}"] = float(probabilities[label])
+        return columns
 
 
 def load_predictor(
@@ -230,8 +266,11 @@ def load_predictor(
         max_image_pixels: The largest image decoded, in pixels, read from its header before
             decoding (default PIL's cap, about 89 megapixels); a larger one gets an error row.
         crop_fraction: The central crop of the evaluation transform, as a fraction of the
-            shorter side. None: a SavedModel's own (its `tfresnet_config.json`), 0.875 for a
-            LiteRT or ONNX file (pass the SavedModel's where it differs).
+            shorter side. None: the export's own (a SavedModel's `tfresnet_config.json`,
+            `<file>.json` beside a LiteRT or ONNX file), else 0.875.
+
+    A multi-label model (the export records it, with each label's threshold) gives rows of the
+    labels that reach their thresholds (see `Predictor.predict`).
 
     Raises:
         FileNotFoundError: No model, or no class names.

@@ -3,7 +3,9 @@
 Each runtime takes a batch of raw RGB pixels in [0, 255], float32 `(batch, size, size, 3)`,
 and returns the probabilities: SavedModels through their `serve_images` signature, LiteRT
 files with `ai-edge-litert`, ONNX files with `onnxruntime`. Class names come from `labels.txt`
-inside the SavedModel folder, and from `<file>.labels.txt` beside a `.tflite` or `.onnx` file.
+inside the SavedModel folder, and from `<file>.labels.txt` beside a `.tflite` or `.onnx` file;
+the crop and a multi-label classifier's thresholds from its `tfresnet_config.json`, and from
+`<file>.json` beside a file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tfresnet.export.common import (
     labels_path,
     read_labels,
     read_settings,
+    settings_thresholds,
 )
 from tfresnet.export.kinds import FILE_FORMATS
 from tfresnet.export.saved_model import CONFIG_FILE, LABELS_FILE
@@ -75,11 +78,13 @@ def import_runtime(format: str):
 
 
 class Runtime:
-    """An exported classifier: `probabilities(images)`, its `class_names`, `image_size` and the
-    central crop its images are evaluated at (`crop_fraction`)."""
+    """An exported classifier: `probabilities(images)`, its `class_names`, `image_size`, the
+    central crop its images are evaluated at (`crop_fraction`), and for a multi-label
+    classifier (`multi_label`) the decision threshold of each label (`thresholds`, else None)."""
 
     format = ""
     crop_fraction = CROP_FRACTION
+    thresholds: list[float] | None = None
 
     def __init__(self, path: str | None, class_names: list[str], image_size: int, num_classes: int):
         if len(class_names) != num_classes:
@@ -90,6 +95,17 @@ class Runtime:
         self.path = path
         self.class_names = class_names
         self.image_size = image_size
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the classifier gives a sigmoid probability per label (it has thresholds)."""
+        return self.thresholds is not None
+
+    def _use_settings(self, settings: dict) -> None:
+        """The crop and the thresholds that the export recorded (`tfresnet_config.json` or
+        `<file>.json`); an export from before they were recorded: 0.875, single-label."""
+        self.crop_fraction = settings.get("crop_fraction", CROP_FRACTION)
+        self.thresholds = settings_thresholds(settings, len(self.class_names), self.path)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Probabilities `(batch, classes)` of raw pixels `(batch, size, size, 3)` in [0, 255]."""
@@ -137,9 +153,7 @@ class SavedModelRuntime(Runtime):
         spec = self._serve.structured_input_signature[1][INPUT_NAME]
         num_classes = self._serve.structured_outputs[OUTPUT_NAME].shape[-1]
         super().__init__(path, read_labels(os.path.join(path, LABELS_FILE)), int(spec.shape[1]), num_classes)
-        # Exports from before the crop was recorded were all served at the default one.
-        config = read_json(os.path.join(path, CONFIG_FILE)) or {}
-        self.crop_fraction = config.get("crop_fraction", CROP_FRACTION)
+        self._use_settings(read_json(os.path.join(path, CONFIG_FILE)) or {})
 
     def _run(self, images):
         return self._serve(images=images)[OUTPUT_NAME].numpy()
@@ -165,7 +179,7 @@ class LiteRTRuntime(Runtime):
         self._batch = None
         names = read_labels(labels_path(path)) if class_names is None else class_names
         super().__init__(path, names, int(details["shape"][1]), int(output["shape"][-1]))
-        self.crop_fraction = read_settings(path)["crop_fraction"]
+        self._use_settings(read_settings(path))
 
     def _run(self, images):
         if self._batch != len(images):
@@ -200,7 +214,7 @@ class OnnxRuntime(Runtime):
         output = self._session.get_outputs()[0]
         names = read_labels(labels_path(path)) if class_names is None else class_names
         super().__init__(path, names, int(image_input.shape[1]), int(output.shape[-1]))
-        self.crop_fraction = read_settings(path)["crop_fraction"]
+        self._use_settings(read_settings(path))
 
     def _run(self, images):
         return self._session.run(None, {self._input: images})[0]

@@ -2,7 +2,8 @@
 
 The exported model takes what clients have, encoded JPEG or PNG bytes, and decodes, resizes,
 crops and normalises them inside the graph with the very function the evaluation pipeline uses
-(`tfresnet.data.decode_for_eval`), so served predictions equal evaluated ones.
+(`tfresnet.data.decode_for_eval`), so served predictions equal evaluated ones. A multi-label
+classifier's export also applies its per-label decision thresholds in the graph (`predicted`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import tensorflow as tf
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.transforms import CROP_FRACTION, check_crop_fraction, decode_for_eval
 from tfresnet.files import current_umask, write_text
-from tfresnet.models.classifier import float32_copy
+from tfresnet.models.classifier import float32_copy, is_multi_label
+from tfresnet.models.thresholds import THRESHOLD, check_thresholds
 
 LABELS_FILE = "labels.txt"
 CONFIG_FILE = "tfresnet_config.json"
@@ -46,6 +48,7 @@ def export_saved_model(
     config: dict | None = None,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     crop_fraction: float | None = None,
+    thresholds: list[float] | None = None,
 ) -> str:
     """Writes `model` as a SavedModel that TensorFlow Serving loads as it is.
 
@@ -55,7 +58,9 @@ def export_saved_model(
       central crop and normalisation run in the graph.
     - `serve_images`: `images`, float32 `(batch, size, size, 3)` raw RGB pixels in [0, 255].
     Both return `probabilities` (batch, classes), and the `top_k` best `classes` (int32
-    indices), their `labels` (strings) and `scores`.
+    indices), their `labels` (strings) and `scores`. A multi-label classifier's (a sigmoid per
+    label, `tfresnet.models.is_multi_label`) also return `predicted`, int32 0/1
+    `(batch, labels)`: 1 where a label's probability reaches its threshold.
 
     `labels.txt` (one class name per line) and `tfresnet_config.json` are written beside
     `saved_model.pb`. The directory is written under a temporary name and renamed into place,
@@ -74,9 +79,16 @@ def export_saved_model(
         crop_fraction: The central crop `serving_default` takes, as a fraction of the shorter
             side; by default the `crop_fraction` of `config` (`fine_tune` records the data's),
             else 0.875. Kept in `tfresnet_config.json`, which `load_predictor` reads.
+        thresholds: A multi-label classifier's decision threshold of each label, in [0, 1]; by
+            default the `thresholds` of `config` (`fine_tune` records those it chose on the
+            validation set), else 0.5 each. Kept in `tfresnet_config.json` with
+            `"multi_label": true` (false for a single-label classifier, which takes none).
 
     Returns:
         `export_dir`.
+
+    Raises:
+        ValueError: Class names or thresholds that do not fit the model.
 
     Example:
         export_saved_model(model, "models/flowers/1", class_names=["daisy", "rose"])
@@ -89,13 +101,15 @@ def export_saved_model(
             f"class_names has {len(class_names)} names but the model predicts {num_classes} classes."
         )
     k = min(top_k, num_classes)
+    thresholds = decision_thresholds(model, thresholds, config)
     if crop_fraction is None:
         crop_fraction = (config or {}).get("crop_fraction", CROP_FRACTION)
     crop_fraction = check_crop_fraction(crop_fraction)
     model = float32_copy(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, function in _signatures(model, class_names, k, max_image_pixels, crop_fraction).items():
+    signatures = _signatures(model, class_names, k, max_image_pixels, crop_fraction, thresholds)
+    for name, function in signatures.items():
         archive.add_endpoint(name, function)
     settings = {
         "class_names": list(class_names),
@@ -103,7 +117,12 @@ def export_saved_model(
         "top_k": k,
         "max_image_pixels": max_image_pixels,
     }
-    config = {**(config or {}), "crop_fraction": crop_fraction}
+    config = {
+        **(config or {}),
+        "crop_fraction": crop_fraction,
+        "multi_label": thresholds is not None,
+        "thresholds": thresholds,
+    }
 
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
@@ -122,22 +141,57 @@ def export_saved_model(
     return export_dir
 
 
+def decision_thresholds(
+    model: keras.Model, thresholds: list[float] | None = None, config: dict | None = None
+) -> list[float] | None:
+    """A multi-label classifier's threshold of each label: `thresholds`, else those of
+    `config`, else `THRESHOLD` (0.5) each; None for a single-label classifier.
+
+    Raises:
+        ValueError: Thresholds for a single-label classifier, or not one in [0, 1] per label.
+
+    Example:
+        decision_thresholds(build_classifier(2, weights=None, image_size=32, multi_label=True))
+        # [0.5, 0.5]
+    """
+    if thresholds is None:
+        thresholds = (config or {}).get("thresholds")
+    num_labels = model.output_shape[-1]
+    if not is_multi_label(model):
+        if thresholds is not None:
+            raise ValueError(
+                "thresholds apply to a multi-label classifier (a sigmoid per label), and this one "
+                "is single-label (softmax): drop thresholds, or export the multi-label model."
+            )
+        return None
+    return check_thresholds([THRESHOLD] * num_labels if thresholds is None else thresholds, num_labels)
+
+
 def _signatures(
-    model: keras.Model, class_names: list[str], k: int, max_image_pixels: int, crop_fraction: float
+    model: keras.Model,
+    class_names: list[str],
+    k: int,
+    max_image_pixels: int,
+    crop_fraction: float,
+    thresholds: list[float] | None = None,
 ) -> dict:
     """`serving_default` (encoded image bytes) and `serve_images` (raw pixels) of `model`."""
     image_size = model.input_shape[1]
     labels = tf.constant(list(class_names))
+    cuts = None if thresholds is None else tf.constant(thresholds, tf.float32)
 
     def outputs(images):
         probabilities = tf.cast(model(images, training=False), tf.float32)
         scores, classes = tf.math.top_k(probabilities, k=k)
-        return {
+        served = {
             "probabilities": probabilities,
             "classes": classes,
             "labels": tf.gather(labels, classes),
             "scores": scores,
         }
+        if cuts is not None:
+            served["predicted"] = tf.cast(probabilities >= cuts, tf.int32)
+        return served
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):

@@ -6,7 +6,10 @@ bins of the top probability); `reliability_bins` gives the points of a reliabili
 `softmax(log(p) / T)` on held-out images (Guo et al., 2017), and `apply_temperature` bakes it
 into a classifier: the kernel and bias of its final softmax layer are divided by T, so the model
 (and every export of it) outputs the calibrated probabilities, with the same predicted labels and
-no extra layer to register.
+no extra layer to register. `plot_reliability` draws the reliability diagram of the report.
+
+Temperature scaling is single-label only: a multi-label model's sigmoid outputs have no softmax
+to scale, and its labels are multi-hot rows, which these functions refuse.
 """
 
 from __future__ import annotations
@@ -16,15 +19,24 @@ import contextlib
 import keras
 import numpy as np
 
+from tfresnet.files import new_figure, save_figure
+
 CALIBRATION_BINS = 15
 # The temperature is searched in this range (a perfectly separated set pushes it to the bottom).
 TEMPERATURE_RANGE = (0.05, 20.0)
 _TINY = 1e-30
+SINGLE_LABEL_ONLY = (
+    "Calibration (temperature scaling, --calibrate) is single-label only: a multi-label model's "
+    "sigmoid outputs have no softmax to scale. Leave calibration out for a multi-label model."
+)
 
 
 def _check(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     probabilities = np.asarray(probabilities, np.float64)
-    labels = np.asarray(labels).astype(int)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        raise ValueError(f"{SINGLE_LABEL_ONLY} Received: multi-hot labels of shape {labels.shape}")
+    labels = labels.astype(int)
     if probabilities.ndim != 2 or len(probabilities) != len(labels) or not len(labels):
         raise ValueError(
             f"Expected probabilities of shape (images, classes) and one label per image. Received "
@@ -170,6 +182,8 @@ def apply_temperature(model: keras.Model, temperature: float) -> keras.Model:
         raise ValueError(f"temperature must be > 0. Received: temperature={temperature!r}")
     layer = model.layers[-1]
     activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    if activation == "sigmoid":
+        raise ValueError(SINGLE_LABEL_ONLY)
     if not isinstance(layer, keras.layers.Dense) or activation != "softmax" or not layer.use_bias:
         raise ValueError(
             f"apply_temperature needs a model ending in a Dense softmax layer with a bias (as "
@@ -179,3 +193,41 @@ def apply_temperature(model: keras.Model, temperature: float) -> keras.Model:
     layer.kernel.assign(layer.kernel / temperature)
     layer.bias.assign(layer.bias / temperature)
     return model
+
+
+def plot_reliability(
+    probabilities: np.ndarray, labels: np.ndarray, calibrated: np.ndarray | None, path: str
+) -> None:
+    """Draws the reliability diagram into the PNG `path`: accuracy against confidence per bin,
+    and how many images each holds (with `calibrated` probabilities beside, when given).
+
+    Example:
+        plot_reliability(probabilities, labels, None, "runs/flowers/calibration.png")
+    """
+    figure = new_figure(6, 6.5, needed_by="The report's plots (report.json is written already)")
+    top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    curves = [("model", probabilities)] + ([("calibrated", calibrated)] if calibrated is not None else [])
+    width = 1 / CALIBRATION_BINS
+    for offset, (name, values) in enumerate(curves):
+        bins = reliability_bins(values, labels)
+        centers = np.array(bins["edges"][:-1]) + width / 2
+        error = expected_calibration_error(values, labels)
+        shift = (offset - (len(curves) - 1) / 2) * width / len(curves)
+        top.bar(
+            centers + shift,
+            np.nan_to_num(bins["accuracy"]),
+            width / len(curves),
+            alpha=0.7,
+            label=f"{name} (ECE {error:.3f})",
+        )
+        bottom.bar(centers + shift, bins["count"], width / len(curves), alpha=0.7)
+    top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.set_title("reliability diagram (15 bins of the top probability)")
+    top.legend(loc="upper left")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
+    figure.tight_layout()
+    save_figure(figure, path)

@@ -8,7 +8,8 @@ PIL, at reduced size (JPEGs are scaled down by libjpeg while they decode), and r
 class counts and their imbalance, exact and near duplicates, duplicates filed under different
 classes, duplicates on both sides of the split (validation images the model has seen in
 training), the image sizes and colour modes. How images are read and duplicates found:
-`tfresnet.insight.check_images`.
+`tfresnet.insight.check_images`. A CSV of several labels per image (`multi_label`) gets its
+label counts, pairs and unlabelled images instead: `tfresnet.insight.multi_label_check`.
 
 Example:
     report = check_dataset("flowers/", val_split=0.2, seed=0)
@@ -25,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
+from tfresnet.data.label_sets import LABEL_DELIMITER
 from tfresnet.insight.check_images import (
     HAMMING_THRESHOLD,
     HASH_SIDE,
@@ -34,6 +36,7 @@ from tfresnet.insight.check_images import (
     size_summary,
 )
 from tfresnet.insight.label_issues import LabelIssueOptions
+from tfresnet.insight.multi_label_check import label_set_findings, summary_rows
 
 REPORT_FILE = "dataset_report.json"
 
@@ -120,6 +123,8 @@ def check_csv(
     hamming_threshold: int = HAMMING_THRESHOLD,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     label_issues: bool | LabelIssueOptions = False,
+    multi_label: bool = False,
+    label_delimiter: str = LABEL_DELIMITER,
 ) -> dict:
     """Checks the images a CSV file lists, as `check_dataset` checks a folder.
 
@@ -135,12 +140,16 @@ def check_csv(
         seed: The seed training uses: with `val_split`, it decides the split checked for leakage.
         hamming_threshold: Most bits (of 64) two near-duplicates' perceptual hashes differ in.
         max_image_pixels: The largest image checked, in pixels (see `tfresnet.from_folder`).
-        label_issues: Also look for images whose label looks wrong, as `check_dataset` does.
+        label_issues: Also look for images whose label looks wrong, as `check_dataset` does
+            (single-label only).
+        multi_label: Each label cell lists an image's labels (see `tfresnet.from_csv`).
+        label_delimiter: What separates an image's labels with `multi_label`.
 
     Returns:
         `check_dataset`'s dict, its paths relative to `directory` (the folder the CSV's
         paths start from), plus `csv` (the CSV's path) and `split_column` (whether the CSV's
-        split column decided the split).
+        split column decided the split). With `multi_label`, `label_delimiter` too, and the keys
+        of `multi_label_check.label_set_findings` in place of `class_counts` and `conflicting_labels`.
 
     Raises:
         FileNotFoundError: `csv_path` or `image_dir` does not exist.
@@ -154,6 +163,11 @@ def check_csv(
     """
     from tfresnet.data.csv_labels import from_csv, list_csv
 
+    if multi_label and label_issues:
+        raise ValueError(
+            "The search for label issues (--label-issues) is single-label only: it ranks each "
+            "image's one label. Leave it out for a multi-label CSV."
+        )
     _check_arguments(val_split, hamming_threshold, label_issues)
     with warnings.catch_warnings():  # the bad files are reported below, not warned about
         warnings.simplefilter("ignore")
@@ -165,6 +179,8 @@ def check_csv(
             val_split=val_split,
             seed=seed,
             max_image_pixels=max_image_pixels,
+            multi_label=multi_label,
+            label_delimiter=label_delimiter,
         )
     findings = _findings(
         listing.image_dir,
@@ -180,6 +196,7 @@ def check_csv(
         "csv": os.path.abspath(csv_path),
         "path_column": path_column,
         "label_column": label_column,
+        **({"label_delimiter": label_delimiter} if multi_label else {}),
         **findings,
         "val_split": val_split,
         "split_column": listing.split_column,
@@ -265,10 +282,12 @@ def _findings(
     def relative(path: str) -> str:
         return os.path.relpath(path, directory or ".")
 
-    def member(j: int) -> tuple[str, str, bool]:
-        """The relative path, class and side of the split of the `j`-th readable image."""
+    multi_label = labels.ndim == 2
+
+    def member(j: int) -> tuple[str, str | None, bool]:
+        """The relative path, class (None: multi-label) and split side of readable image `j`."""
         i = kept[j]
-        return relative(paths[i]), class_names[labels[i]], bool(in_validation[i])
+        return relative(paths[i]), None if multi_label else class_names[labels[i]], bool(in_validation[i])
 
     # (kind, members) of each duplicate group; the groups of a kind sorted by their paths.
     groups = [
@@ -276,14 +295,33 @@ def _findings(
         for kind, found in (("exact", exact), ("near", near))
         for members in sorted([member(j) for j in group] for group in found)
     ]
-    counts = np.bincount(labels[kept], minlength=len(class_names))
+    if multi_label:
+        labelled = label_set_findings(class_names, labels[kept], [relative(paths[i]) for i in kept])
+    else:
+        counts = np.bincount(labels[kept], minlength=len(class_names))
+        labelled = {
+            "class_counts": {name: int(count) for name, count in zip(class_names, counts)},
+            "imbalance_ratio": float(counts.max() / counts.min()) if counts.min() else None,
+        }
     return {
         "num_images": len(kept),
-        "class_counts": {name: int(count) for name, count in zip(class_names, counts)},
-        "imbalance_ratio": float(counts.max() / counts.min()) if counts.min() else None,
+        **labelled,
+        **_duplicate_findings(groups, conflicts=not multi_label),
+        "unreadable": {relative(path): reason for path, reason in sorted(unreadable.items())},
+        "image_sizes": size_summary(described),
+        "modes": mode_counts(described),
+    }
+
+
+def _duplicate_findings(groups: list[tuple[str, list[tuple]]], conflicts: bool) -> dict:
+    """The duplicate groups of each kind, those spanning several classes (with `conflicts`) and
+    those spanning both sides of the split; `groups` holds `(kind, [(path, class, held out)])`."""
+    found = {
         "exact_duplicates": [[path for path, _, _ in group] for kind, group in groups if kind == "exact"],
         "near_duplicates": [[path for path, _, _ in group] for kind, group in groups if kind == "near"],
-        "conflicting_labels": [
+    }
+    if conflicts:
+        found["conflicting_labels"] = [
             {
                 "kind": kind,
                 "paths": [path for path, _, _ in group],
@@ -291,20 +329,17 @@ def _findings(
             }
             for kind, group in groups
             if len({name for _, name, _ in group}) > 1
-        ],
-        "cross_split": [
-            {
-                "kind": kind,
-                "train": [path for path, _, held_out in group if not held_out],
-                "validation": [path for path, _, held_out in group if held_out],
-            }
-            for kind, group in groups
-            if len({held_out for _, _, held_out in group}) > 1
-        ],
-        "unreadable": {relative(path): reason for path, reason in sorted(unreadable.items())},
-        "image_sizes": size_summary(described),
-        "modes": mode_counts(described),
-    }
+        ]
+    found["cross_split"] = [
+        {
+            "kind": kind,
+            "train": [path for path, _, held_out in group if not held_out],
+            "validation": [path for path, _, held_out in group if held_out],
+        }
+        for kind, group in groups
+        if len({held_out for _, _, held_out in group}) > 1
+    ]
+    return found
 
 
 # === Summaries ===
@@ -318,8 +353,6 @@ def summary_table(report: dict) -> str:
         # images              300 in 3 classes (largest / smallest: 1.2)
 
     """
-    counts = report["class_counts"]
-    ratio = report["imbalance_ratio"]
     sizes = report["image_sizes"]
     modes = ", ".join(f"{name} {count}" for name, count in report["modes"].items() if count) or "none"
     split = report.get("split_column") or report["val_split"]
@@ -329,15 +362,18 @@ def summary_table(report: dict) -> str:
         files = f" ({sum(map(len, found))} files)" if key.endswith("duplicates") and found else ""
         return f"{len(found)} groups{files}"
 
+    if report.get("multi_label"):
+        head, conflicts = summary_rows(report), "not checked (single-label only)"
+    else:
+        ratio = report["imbalance_ratio"]
+        spread = f"{ratio:.1f})" if ratio is not None else "n/a)"
+        counts = f"{report['num_images']} in {len(report['class_counts'])} classes (largest / smallest: "
+        head, conflicts = [("images", counts + spread)], groups("conflicting_labels")
     rows = [
-        (
-            "images",
-            f"{report['num_images']} in {len(counts)} classes (largest / smallest: "
-            + (f"{ratio:.1f})" if ratio is not None else "n/a)"),
-        ),
+        *head,
         ("exact duplicates", groups("exact_duplicates")),
         ("near duplicates", groups("near_duplicates")),
-        ("conflicting labels", groups("conflicting_labels")),
+        ("conflicting labels", conflicts),
         ("cross-split leaks", groups("cross_split") + ("" if split else " (no split)")),
         ("unreadable", f"{len(report['unreadable'])} files"),
         (
@@ -361,4 +397,4 @@ def summary_table(report: dict) -> str:
 
 def has_problems(report: dict) -> bool:
     """Whether the check found leakage across the split or a label conflict (`--strict`)."""
-    return bool(report["cross_split"] or report["conflicting_labels"])
+    return bool(report["cross_split"] or report.get("conflicting_labels"))

@@ -9,6 +9,10 @@ images costs one call on `len(TTA_VIEWS) * n` images.
 TTA is an evaluation choice: it costs one forward pass per view. The exported model stays
 single-pass: the SavedModel (and the LiteRT and ONNX files) classify each image once, so their
 accuracy is `accuracy`, not `accuracy_tta`.
+
+A multi-label classifier (sigmoid outputs, `tfresnet.models.is_multi_label`) is measured by its
+mean average precision and F1 at its decision thresholds (`tfresnet.insight.multi_label_metrics`),
+its labels kept as multi-hot rows; TTA averages its probabilities in the same views.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import Iterator
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tfresnet.insight import multi_label_metrics
+from tfresnet.models.classifier import is_multi_label
 
 # The corner crops keep this fraction of each side before being resized back.
 TTA_CROP_FRACTION = 0.875
@@ -116,15 +123,33 @@ def class_indices(labels) -> np.ndarray:
     return labels.astype("int64")
 
 
+def label_rows(labels) -> np.ndarray:
+    """The multi-hot rows of a batch of multi-label labels, as float32.
+
+    Example:
+    >>> label_rows([[1, 0, 1], [0, 0, 0]]).tolist()
+    [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(
+            f"A multi-label model is evaluated on multi-hot label rows (batch, labels). "
+            f"Received: labels of shape {labels.shape}"
+        )
+    return labels.astype("float32")
+
+
 def predict_tta(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """TTA probabilities (averaged over `TTA_VIEWS`) and class indices over a dataset.
 
     Args:
-        model: A classifier with softmax outputs.
-        dataset: Batches of `(images, labels)`; labels int indices or one-hot.
+        model: A classifier with softmax outputs, or a multi-label one (sigmoid outputs).
+        dataset: Batches of `(images, labels)`; labels int indices or one-hot, multi-hot rows
+            for a multi-label model.
 
     Returns:
-        `(probabilities, labels)`: float32 `(images, classes)` and int64 `(images,)`.
+        `(probabilities, labels)`: float32 `(images, classes)` and int64 `(images,)`; for a
+        multi-label model, the labels are float32 multi-hot rows `(images, labels)`.
 
     Example:
         probabilities, labels = predict_tta(model, data.validation)
@@ -135,28 +160,55 @@ def predict_tta(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarra
     return averaged, labels
 
 
-def evaluate(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False) -> dict:
-    """Accuracy of a classifier on a dataset, also with test-time augmentation when asked.
+def evaluate(
+    model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False, thresholds: list[float] | None = None
+) -> dict:
+    """Accuracy of a classifier on a dataset (mean average precision and F1 for a multi-label
+    one), also with test-time augmentation when asked.
 
     Args:
         model: A classifier of raw [0, 255] images with softmax outputs, e.g. from
-            `build_classifier`.
+            `build_classifier`, or with sigmoid outputs (`multi_label=True`).
         dataset: Batches of `(images, labels)`, e.g. `ImageData.validation`; labels int class
-            indices or one-hot.
+            indices or one-hot, multi-hot rows for a multi-label model.
         tta: Also classify each image in every view of `TTA_VIEWS` and average the
             probabilities (one forward pass per view; the export stays single-pass).
+        thresholds: A multi-label model's decision threshold per label, for the F1 scores
+            (default: 0.5 each; `FineTuneResult.thresholds`).
 
     Returns:
-        `{"accuracy", "num_images"}`, plus `"accuracy_tta"` and `"tta_views"` with `tta`.
+        `{"accuracy", "num_images"}`, plus `"accuracy_tta"` and `"tta_views"` with `tta`. For a
+        multi-label model: `{"mean_average_precision", "f1_micro", "f1_macro", "num_images"}`,
+        plus the first three with a `_tta` suffix and `"tta_views"` with `tta`.
 
     Example:
         evaluate(model, data.validation, tta=True)
         # {'accuracy': 0.91, 'num_images': 60, 'accuracy_tta': 0.93, 'tta_views': [...]}
     """
+    multi_label = is_multi_label(model)
+    if thresholds is not None and not multi_label:
+        raise ValueError(
+            "thresholds apply to a multi-label model (sigmoid outputs); this one is single-label. "
+            "Leave thresholds out."
+        )
     single, averaged, labels = _predict(model, dataset, tta=tta)
+    if multi_label:
+        return _multi_label_result(single, averaged, labels, thresholds)
     result = {"accuracy": accuracy(single, labels), "num_images": int(len(labels))}
     if tta:
         result["accuracy_tta"] = accuracy(averaged, labels)
+        result["tta_views"] = list(TTA_VIEWS)
+    return result
+
+
+def _multi_label_result(single, averaged, labels, thresholds) -> dict:
+    """`evaluate`'s dict for a multi-label model (`averaged`: None without TTA)."""
+    keys = ("mean_average_precision", "f1_micro", "f1_macro")
+    found = multi_label_metrics.label_scores(single, labels, thresholds)
+    result = {**{key: found[key] for key in keys}, "num_images": int(len(labels))}
+    if averaged is not None:
+        found = multi_label_metrics.label_scores(averaged, labels, thresholds)
+        result.update({f"{key}_tta": found[key] for key in keys})
         result["tta_views"] = list(TTA_VIEWS)
     return result
 
@@ -171,9 +223,13 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float((probabilities.argmax(axis=1) == labels).mean())
 
 
-def labelled_batches(dataset: tf.data.Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def labelled_batches(
+    dataset: tf.data.Dataset, *, multi_label: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`(images, class indices)` of each `(images, labels)` batch, as NumPy arrays: the one loop
     over an evaluation set that evaluation, the report and the exports' measures share.
+
+    With `multi_label`, the labels stay multi-hot rows `(batch, labels)` (float32, `label_rows`).
 
     Raises:
         ValueError: The dataset yields something else, or no batch at all.
@@ -188,13 +244,14 @@ def labelled_batches(dataset: tf.data.Dataset) -> Iterator[tuple[np.ndarray, np.
             spec = getattr(dataset, "element_spec", type(batch).__name__)
             raise ValueError(f"The dataset must yield (images, labels) batches. Received: {spec}")
         empty = False
-        yield np.asarray(batch[0]), class_indices(batch[1])
+        yield np.asarray(batch[0]), label_rows(batch[1]) if multi_label else class_indices(batch[1])
     if empty:
         raise ValueError("The evaluation set is empty: no batch could be read from it.")
 
 
 def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (one view per image) and class indices over a dataset.
+    """Probabilities (one view per image) and class indices over a dataset (multi-hot rows for a
+    multi-label model, as `predict_tta`).
 
     Example:
         probabilities, labels = predict_probabilities(model, data.validation)
@@ -204,9 +261,10 @@ def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset) -> tuple
 
 
 def _predict(model: keras.Model, dataset: tf.data.Dataset, tta: bool):
-    """One pass: single-view probabilities, view-averaged ones (None without `tta`), class indices."""
+    """One pass: single-view probabilities, view-averaged ones (None without `tta`), class indices
+    (multi-hot rows for a multi-label model)."""
     single, averaged, labels = [], [], []
-    for images, batch_labels in labelled_batches(dataset):
+    for images, batch_labels in labelled_batches(dataset, multi_label=is_multi_label(model)):
         views = predict_views(model, images, tta=tta)
         single.append(views[0])
         if tta:

@@ -114,7 +114,8 @@ def find_label_issues(
 
     Raises:
         ImportError: cleanlab is not installed.
-        ValueError: `data` is not read from files, or `folds` is not an integer >= 2.
+        ValueError: `data` is not read from files, is multi-label (the search is single-label
+            only), or `folds` is not an integer >= 2.
 
     Example:
         found = find_label_issues(data, backbone="resnet-tiny", weights=None)
@@ -123,6 +124,11 @@ def find_label_issues(
     """
     from tfresnet.tuning.features import load_or_extract
 
+    if getattr(data, "multi_label", False):
+        raise ValueError(
+            "The search for label issues is single-label only: it ranks each image's one label, and "
+            "this data has several labels per image (multi_label). Leave it out for multi-label data."
+        )
     cleanlab_filter = require_cleanlab()
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"folds must be an integer >= 2. Received: folds={folds!r}")

@@ -10,7 +10,7 @@ so each one is shown with its own prediction even when the dataset reshuffles or
 every pass; with `tta`, that pass also classifies each image in the views of
 `tfresnet.insight.evaluation.TTA_VIEWS`, for `accuracy_tta`. matplotlib is imported only when a plot
 is drawn: without it the module imports, and `write_report` writes `report.json` before it
-fails at the first plot, saying what to install.
+fails at the first plot, saying what to install. A multi-label model's: `multi_label_report`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tfresnet.files import new_figure, save_figure, write_json
 from tfresnet.insight import calibration, evaluation, label_issues, report_html
+from tfresnet.models.classifier import is_multi_label
 
 REPORT_FILE = "report.json"
 HTML_FILE = report_html.HTML_FILE
@@ -120,8 +121,13 @@ def write_report(
     temperature: float | None = None,
     tta: bool = False,
     paths: list[str] | None = None,
+    thresholds: list[float] | None = None,
 ) -> dict:
     """Evaluates `model` on `dataset` in one pass and writes the report into `output_dir`.
+
+    For a multi-label model (sigmoid outputs), the report is that of
+    `tfresnet.insight.multi_label_report.write_multi_label_report` (mean average precision, F1
+    and per-label measures at `thresholds`, precision-recall curves); `calibrate` is then refused.
 
     Files: `report.json` (see `classification_report`, plus `evaluated_on`,
     `expected_calibration_error` over 15 equal-width bins, `grad_cam` (whether heatmaps could
@@ -154,6 +160,8 @@ def write_report(
             `accuracy`; everything else stays single-pass, as the exported model is.
         paths: The image file of each element of `dataset`, in order (`ImageData.files`): the
             suspected label errors are then named by their files, not only by position.
+        thresholds: A multi-label model's decision threshold per label
+            (`FineTuneResult.thresholds`; default 0.5 each); None for a single-label model.
 
     Returns:
         The report's dict.
@@ -163,6 +171,25 @@ def write_report(
         report["expected_calibration_error"]
         # 0.042
     """
+    if is_multi_label(model):
+        from tfresnet.insight.multi_label_report import write_multi_label_report
+
+        return write_multi_label_report(
+            model,
+            dataset,
+            class_names,
+            output_dir,
+            history=history,
+            evaluated_on=evaluated_on,
+            dataset_check=dataset_check,
+            config=config,
+            calibrate=calibrate or temperature is not None,
+            tta=tta,
+            paths=paths,
+            thresholds=thresholds,
+        )
+    if thresholds is not None:
+        raise ValueError("thresholds apply to a multi-label model (sigmoid outputs): leave them out here.")
     os.makedirs(output_dir, exist_ok=True)
     probabilities, labels, kept, samples, tta_probabilities = _evaluate(
         model, dataset, keep=TOP_LOSSES + SUSPECTS_SHOWN, per_class=GRADCAM_PER_CLASS, tta=tta
@@ -192,7 +219,8 @@ def write_report(
     if history:
         _plot_history(history, output_dir)
     _plot_top_losses(top, probabilities, labels, class_names, output_dir, heatmaps)
-    _plot_calibration(probabilities, labels, calibrated, output_dir)
+    reliability_png = os.path.join(output_dir, "calibration.png")
+    calibration.plot_reliability(probabilities, labels, calibrated, reliability_png)
     if heatmaps:
         _plot_gradcam(samples, probabilities, labels, class_names, output_dir, heatmaps)
     suspects_png = os.path.join(output_dir, label_issues.SUSPECTS_FILE)
@@ -284,10 +312,10 @@ def _plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], output_di
     save_figure(figure, os.path.join(output_dir, "confusion_matrix.png"))
 
 
-def _plot_history(history: dict[str, list[float]], output_dir: str) -> None:
+def _plot_history(history: dict[str, list[float]], output_dir: str, score: str = "accuracy") -> None:
     figure = _figure(10, 4)
     panels = figure.subplots(1, 2)
-    for panel, metric in zip(panels, ("loss", "accuracy")):
+    for panel, metric in zip(panels, ("loss", score)):
         for key in (metric, f"val_{metric}"):
             if history.get(key):
                 panel.plot(range(1, len(history[key]) + 1), history[key], label=key)
@@ -334,39 +362,6 @@ def _show(axis, image: np.ndarray, heatmap: np.ndarray | None) -> None:
     axis.imshow(np.clip(image, 0, 255).astype("uint8"))
     if heatmap is not None:
         axis.imshow(heatmap, cmap="jet", alpha=0.4, vmin=0, vmax=1)
-
-
-def _plot_calibration(
-    probabilities: np.ndarray, labels: np.ndarray, calibrated: np.ndarray | None, output_dir: str
-) -> None:
-    """The reliability diagram: accuracy against confidence per bin, and how many images each holds."""
-    figure = _figure(6, 6.5)
-    top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
-    curves = [("model", probabilities)] + ([("calibrated", calibrated)] if calibrated is not None else [])
-    width = 1 / calibration.CALIBRATION_BINS
-    for offset, (name, values) in enumerate(curves):
-        bins = calibration.reliability_bins(values, labels)
-        centers = np.array(bins["edges"][:-1]) + width / 2
-        error = calibration.expected_calibration_error(values, labels)
-        shift = (offset - (len(curves) - 1) / 2) * width / len(curves)
-        top.bar(
-            centers + shift,
-            np.nan_to_num(bins["accuracy"]),
-            width / len(curves),
-            alpha=0.7,
-            label=f"{name} (ECE {error:.3f})",
-        )
-        bottom.bar(centers + shift, bins["count"], width / len(curves), alpha=0.7)
-    top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
-    top.set_ylabel("accuracy")
-    top.set_ylim(0, 1)
-    top.set_title("reliability diagram (15 bins of the top probability)")
-    top.legend(loc="upper left")
-    bottom.set_xlabel("confidence")
-    bottom.set_ylabel("images")
-    bottom.set_xlim(0, 1)
-    figure.tight_layout()
-    save_figure(figure, os.path.join(output_dir, "calibration.png"))
 
 
 def _plot_gradcam(

@@ -3,7 +3,8 @@
 Every picture is inlined as a `data:` URI (the report's PNG files, and small JPEG thumbnails of
 the duplicate images the dataset check found), the style sheet sits in the page, and nothing
 else is referenced: the file opens from disk, offline, and can be mailed as it is. The markup
-is well-formed XML (void elements closed, text escaped), so any parser reads it.
+is well-formed XML (void elements closed, text escaped), so any parser reads it. A multi-label
+report's sections are `tfresnet.insight.multi_label_html`'s.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def write_html(report: dict, output_dir: str, *, config: dict | None = None) -> 
         write_html(report, "runs/flowers", config=result.config)
         # 'runs/flowers/report.html'
     """
+    if report.get("multi_label"):
+        from tfresnet.insight.multi_label_html import multi_label_sections
+
+        return write_page(multi_label_sections(report, output_dir, config=config), output_dir)
     body = {
         "summary": _summary(report),
         "config": _key_values(config) if config else _note("No configuration was given."),
@@ -76,15 +81,25 @@ def write_html(report: dict, output_dir: str, *, config: dict | None = None) -> 
         "gradcam": _gradcam(report, output_dir),
         "calibration": _calibration(report, output_dir),
     }
-    navigation = "".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS)
-    sections = "".join(
-        f'<section id="{key}"><h2>{title}</h2>{body[key]}</section>\n' for key, title in SECTIONS
+    return write_page([(key, title, body[key]) for key, title in SECTIONS], output_dir)
+
+
+def write_page(sections: list[tuple[str, str, str]], output_dir: str) -> str:
+    """Writes `report.html` of `(anchor, title, HTML body)` sections into `output_dir`; returns its path.
+
+    Example:
+        write_page([("summary", "Summary", "<p>...</p>")], "runs/flowers")
+        # 'runs/flowers/report.html'
+    """
+    navigation = "".join(f'<a href="#{key}">{title}</a>' for key, title, _ in sections)
+    content = "".join(
+        f'<section id="{key}"><h2>{title}</h2>{body}</section>\n' for key, title, body in sections
     )
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8" />'
         '<meta name="viewport" content="width=device-width, initial-scale=1" />'
         f"<title>tfresnet report</title><style>{STYLE}</style></head>\n<body>"
-        f"<h1>Evaluation report</h1><nav>{navigation}</nav>\n{sections}</body></html>\n"
+        f"<h1>Evaluation report</h1><nav>{navigation}</nav>\n{content}</body></html>\n"
     )
     path = os.path.join(output_dir, HTML_FILE)
 
@@ -258,11 +273,12 @@ def _calibration(report: dict, output_dir: str) -> str:
 def _dataset(check: dict | None) -> str:
     if not check:
         return _note("The dataset check did not run (TFDS data, or --no-check).")
-    counts = check["class_counts"]
+    multi_label = bool(check.get("multi_label"))
+    spread = "most / least frequent label" if multi_label else "largest / smallest class"
     rows = [
         ["folder", check["directory"]],
         ["readable images", check["num_images"]],
-        ["imbalance (largest / smallest class)", _number(check["imbalance_ratio"], 2)],
+        [f"imbalance ({spread})", _number(check["imbalance_ratio"], 2)],
         [
             "image width min / median / max",
             "{min} / {median:g} / {max}".format(**check["image_sizes"]["width"]),
@@ -277,19 +293,22 @@ def _dataset(check: dict | None) -> str:
         ],
         ["split checked", f"val_split {check['val_split']}, seed {check['seed']}"],
     ]
-    parts = [
-        _table(None, rows),
-        _table(["class", "images"], [list(item) for item in counts.items()], {1}),
-    ]
+    if multi_label:
+        parts = [_table(None, rows), *_label_sets(check)]
+    else:
+        counts = [list(item) for item in check["class_counts"].items()]
+        parts = [_table(None, rows), _table(["class", "images"], counts, {1})]
     directory = check["directory"]
     leaks = [group["train"] + group["validation"] for group in check["cross_split"]]
-    conflicts = [group["paths"] for group in check["conflicting_labels"]]
+    conflicts = None if multi_label else [group["paths"] for group in check["conflicting_labels"]]
     for title, groups, kind in (
         ("Leakage: duplicates on both sides of the train/validation split", leaks, "warn"),
         ("Duplicates filed under different classes", conflicts, "warn"),
         ("Exact duplicates (identical pixels)", check["exact_duplicates"], "note"),
         ("Near duplicates (re-encoded, resized or slightly cropped)", check["near_duplicates"], "note"),
     ):
+        if groups is None:  # not checked: see _label_sets
+            continue
         parts.append(f"<h3>{_text(title)}: {len(groups)}</h3>")
         if groups and kind == "warn":
             parts.append(_note("Fix these before trusting the validation score.", "warn"))
@@ -301,6 +320,19 @@ def _dataset(check: dict | None) -> str:
     if unreadable:
         parts.append(_table(["file", "reason"], [list(item) for item in unreadable[:SHOWN_UNREADABLE]]))
     return "".join(parts)
+
+
+def _label_sets(check: dict) -> list[str]:
+    """A multi-label check's tables: images per label, the most frequent pairs, unlabelled images."""
+    unlabelled = check["unlabelled"]
+    examples = f" (e.g. {', '.join(unlabelled['examples'])})" if unlabelled["examples"] else ""
+    pairs = [[" + ".join(pair["labels"]), pair["count"]] for pair in check["label_pairs"]]
+    return [
+        _table(["label", "images"], [list(item) for item in check["label_counts"].items()], {1}),
+        _table(["labels together", "images"], pairs, {1}) if pairs else _note("No image has two labels."),
+        _note(f"Images without any label: {unlabelled['count']}{examples}."),
+        _note(check["not_checked"]["conflicting_labels"]),
+    ]
 
 
 def _group(directory: str, paths: list[str]) -> str:

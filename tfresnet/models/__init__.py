@@ -24,31 +24,40 @@ from tfresnet.models.classifier import (
     check_label_smoothing,
     compile_classifier,
     float32_copy,
+    is_multi_label,
     one_hot_labels,
 )
 from tfresnet.models.freezing import freeze
 from tfresnet.models.hub import HubLayer
 from tfresnet.models.layers import NORMALIZATIONS, HeadDropout, ImageNormalization
+from tfresnet.models.multi_label import LabelWeightedCrossentropy, label_weights
+from tfresnet.models.thresholds import THRESHOLD, apply_thresholds, choose_thresholds
 
 __all__ = [
     "BACKBONES",
     "HEAD_LAYERS",
     "MIN_IMAGE_SIZE",
     "NORMALIZATIONS",
+    "THRESHOLD",
     "Backbone",
     "HeadDropout",
     "HubLayer",
     "ImageNormalization",
+    "LabelWeightedCrossentropy",
     "WarmedUpAdam",
+    "apply_thresholds",
     "build_backbone",
     "build_classifier",
     "build_head",
     "check_ema_momentum",
     "check_label_smoothing",
+    "choose_thresholds",
     "compile_classifier",
     "eval_crop_fraction",
     "float32_copy",
     "freeze",
     "get_backbone",
+    "is_multi_label",
+    "label_weights",
     "one_hot_labels",
 ]

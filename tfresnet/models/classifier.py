@@ -18,6 +18,7 @@ from tfresnet.models.backbones import get_backbone
 from tfresnet.models.freezing import freeze
 from tfresnet.models.hub import HubLayer
 from tfresnet.models.layers import HeadDropout, ImageNormalization
+from tfresnet.models.multi_label import LabelWeightedCrossentropy
 from tfresnet.models.weights import load_weights, resolve_weights
 
 MIN_IMAGE_SIZE = 32
@@ -26,6 +27,9 @@ HEAD_LAYERS = ("head_dense", "output_dropout", "predictions")
 # The recipe's defaults, which `fine_tune`, the command and the search share.
 HEAD_DROPOUT = 0.2
 LABEL_SMOOTHING = 0.1
+# The metric that picks the best epoch and trial, and stops early, by kind of labels.
+ACCURACY = "accuracy"
+MEAN_AVERAGE_PRECISION = "mean_average_precision"
 
 
 # === Builder ===
@@ -80,13 +84,15 @@ def build_classifier(
     head_units: int | None = None,
     dropout: float = HEAD_DROPOUT,
     freeze_until: int | str | None = None,
+    multi_label: bool = False,
 ) -> keras.Model:
     """Builds a ResNet50 image classifier that takes raw RGB pixels in [0, 255].
 
     Layers, by name: `"preprocessing"` (the backbone's normalisation), `"backbone"`,
     `"pooler"` (global average pooling; absent for Hub modules, which pool themselves),
     `"head_dense"` (when `head_units`), `"output_dropout"` (when `dropout > 0`) and
-    `"predictions"` (softmax probabilities, float32 also under mixed precision). Its
+    `"predictions"` (softmax probabilities, float32 also under mixed precision; with
+    `multi_label`, one sigmoid probability per label). Its
     BatchNormalization layers are frozen by `tfresnet.freeze`, which runs them in inference
     mode with their statistics kept: unfreeze through `tfresnet.freeze` (setting
     `model.get_layer("backbone").trainable = True` by hand makes them trainable again, and a
@@ -104,6 +110,7 @@ def build_classifier(
         dropout: Dropout rate before the predictions (0 for none).
         freeze_until: Index or name of the first trainable backbone layer (see
             `tfresnet.freeze`); None freezes the whole backbone, 0 trains all of it.
+        multi_label: Several labels per image: independent sigmoid outputs, one per label.
 
     Returns:
         An uncompiled `keras.Model`.
@@ -134,7 +141,7 @@ def build_classifier(
     else:
         x = network(x, training=False)
         x = keras.layers.GlobalAveragePooling2D(name="pooler")(x)
-    outputs = build_head(x, num_classes, head_units=head_units, dropout=dropout)
+    outputs = build_head(x, num_classes, head_units=head_units, dropout=dropout, multi_label=multi_label)
     model = keras.Model(inputs, outputs, name=f"{get_backbone(backbone)[0].name}_classifier")
     freeze(model, until=freeze_until)
     return model
@@ -146,17 +153,20 @@ def build_head(
     *,
     head_units: int | None = None,
     dropout: float = HEAD_DROPOUT,
+    multi_label: bool = False,
 ) -> keras.KerasTensor:
     """Puts the classification head on pooled features: the layers of every tfresnet model.
 
     `"head_dense"` (a ReLU layer of `head_units`, when given), `"output_dropout"` (when
-    `dropout > 0`) and `"predictions"` (softmax, float32 also under mixed precision).
+    `dropout > 0`) and `"predictions"` (softmax, or a sigmoid per label with `multi_label`;
+    float32 also under mixed precision).
 
     Args:
         features: A symbolic `(batch, feature_size)` tensor.
         num_classes: Number of classes.
         head_units: Units of an optional hidden ReLU layer (None or 0: none).
         dropout: Dropout rate before the predictions (0: none).
+        multi_label: Independent sigmoid probabilities, one per label, instead of a softmax.
 
     Returns:
         The symbolic `(batch, num_classes)` probabilities.
@@ -171,7 +181,22 @@ def build_head(
         x = keras.layers.Dense(head_units, activation="relu", name=HEAD_LAYERS[0])(x)
     if dropout:
         x = HeadDropout(dropout, name=HEAD_LAYERS[1])(x)
-    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[2])(x)
+    activation = "sigmoid" if multi_label else "softmax"
+    return keras.layers.Dense(num_classes, activation=activation, dtype="float32", name=HEAD_LAYERS[2])(x)
+
+
+def is_multi_label(model: keras.Model) -> bool:
+    """Whether `model` gives one sigmoid probability per label (built with `multi_label=True`).
+
+    Example:
+        is_multi_label(build_classifier(3, weights=None, image_size=32, multi_label=True))
+        # True
+    """
+    try:
+        layer = model.get_layer(HEAD_LAYERS[2])
+    except ValueError:
+        return False
+    return getattr(layer, "activation", None) is keras.activations.sigmoid
 
 
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -223,11 +248,16 @@ def compile_classifier(
     jit_compile: bool | str = "auto",
     ema_momentum: float | None = None,
     steps_per_execution: int = 1,
+    multi_label: bool = False,
+    label_weights: dict | None = None,
 ) -> None:
     """Compiles `model` with the recipe: Adam, smoothed cross-entropy, accuracy.
 
     The loss is categorical cross-entropy on one-hot labels (feed `one_hot_labels`'s
-    output), with `label_smoothing`; the metric is `"accuracy"`. The optimizer is built at
+    output), with `label_smoothing`; the metric is `"accuracy"`. With `multi_label`, the loss is
+    binary cross-entropy on multi-hot labels, each label weighted by `label_weights` (see
+    `tfresnet.models.multi_label`), and the metric `"mean_average_precision"` (the mean over
+    labels of the area under each label's precision-recall curve). The optimizer is built at
     once, so the first training step is traced once. `fine_tune`, `find_lr` and every trial of
     the search compile through here, so they all optimise the same objective.
 
@@ -243,6 +273,9 @@ def compile_classifier(
         steps_per_execution: Training steps run per call of the traced step (as
             `Model.compile`): more cuts Keras's per-step cost where steps are tiny (heads on
             features); the numbers stay those of one step at a time.
+        multi_label: Several labels per image (a model built with `multi_label=True`).
+        label_weights: With `multi_label`, `{"positive": [...], "negative": [...]}` weights per
+            label (`tfresnet.models.multi_label.label_weights`); None weighs all alike.
 
     Example:
         model = build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
@@ -257,10 +290,21 @@ def compile_classifier(
         optimizer = keras.optimizers.Adam(learning_rate)
     else:
         optimizer = WarmedUpAdam(learning_rate, use_ema=True, ema_momentum=ema_momentum)
+    if multi_label:
+        weights = label_weights or {}
+        loss = LabelWeightedCrossentropy(
+            label_smoothing,
+            positive_weights=weights.get("positive"),
+            negative_weights=weights.get("negative"),
+        )
+        metric = keras.metrics.AUC(curve="PR", multi_label=True, name=MEAN_AVERAGE_PRECISION)
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        metric = keras.metrics.CategoricalAccuracy(name=ACCURACY)
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        loss=loss,
+        metrics=[metric],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
@@ -295,8 +339,10 @@ def check_label_smoothing(label_smoothing: float) -> float:
     >>> check_label_smoothing(0.1)
     0.1
     """
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
-        0 <= label_smoothing < 1
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, (int, float))
+        or not (0 <= label_smoothing < 1)
     ):
         raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
     return float(label_smoothing)

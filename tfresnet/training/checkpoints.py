@@ -123,7 +123,8 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
 class BestCheckpoint(keras.callbacks.Callback):
     """Keeps the weights of the best epoch, and its score in `best.json` beside them.
 
-    Accuracies are best highest, losses lowest; ties keep the earlier epoch. With `path`
+    Accuracies and mean average precision are best highest, losses lowest (`monitor_mode`);
+    ties keep the earlier epoch. With `path`
     None the weights are kept in memory. The score is read back with `resume=True`, so a
     resumed run keeps the best epoch of the whole run, not of the epochs after the kill. One
     instance spans both phases of a run: set `phase` before each, and `backup` to the phase's
@@ -152,7 +153,7 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     @property
     def _maximise(self) -> bool:
-        return "acc" in self.monitor
+        return monitor_mode(self.monitor) == "max"
 
     def _better(self, value: float) -> bool:
         return value > self.best if self._maximise else value < self.best
@@ -192,6 +193,16 @@ class BestCheckpoint(keras.callbacks.Callback):
             model.load_weights(self.path)  # a corrupt file raises
             return True
         return False
+
+
+def monitor_mode(monitor: str) -> str:
+    """`"min"` for a loss, `"max"` for a score (accuracy, mean average precision).
+
+    Example:
+    >>> monitor_mode("val_mean_average_precision"), monitor_mode("loss")
+    ('max', 'min')
+    """
+    return "min" if monitor.endswith("loss") else "max"
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -257,7 +268,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """
 
     def __init__(self, monitor: str, *, patience: int, log: EpochLog | None = None):
-        super().__init__(monitor, patience=patience, mode="max" if "acc" in monitor else "min")
+        super().__init__(monitor, patience=patience, mode=monitor_mode(monitor))
         self.log = log
 
     def on_train_begin(self, logs=None):

@@ -25,11 +25,7 @@ from tfresnet.data import ImageData
 from tfresnet.data.augment import mix_batches
 from tfresnet.files import copy_atomically, write_json
 from tfresnet.models.backbones import eval_crop_fraction
-from tfresnet.models.classifier import (
-    build_classifier,
-    compile_classifier,
-    one_hot_labels,
-)
+from tfresnet.models.classifier import build_classifier, compile_classifier
 from tfresnet.models.freezing import freeze
 from tfresnet.training.checkpoints import BestCheckpoint, read_log
 from tfresnet.training.distribute import (
@@ -58,7 +54,8 @@ from tfresnet.training.run_files import (
     run_folder,
 )
 from tfresnet.training.run_identity import run_identity
-from tfresnet.training.settings import PHASES, RunSettings, class_weights, fine_tune_schedule, steps_per_epoch
+from tfresnet.training.settings import PHASES, RunSettings, fine_tune_schedule, steps_per_epoch
+from tfresnet.training.targets import loss_labels, monitor, run_thresholds, weights_facts
 
 
 @dataclasses.dataclass
@@ -71,12 +68,15 @@ class FineTuneResult:
             with a validation set `val_loss`, `val_accuracy`), and `phase` (1 or 2) per epoch.
         class_names: Label `i` is `class_names[i]`.
         config: The resolved settings of the run (what was asked and what "auto" became).
+        thresholds: A multi-label run's decision threshold per label, chosen on the validation
+            set (`tfresnet.models.choose_thresholds`; 0.5 without one); None for single-label.
     """
 
     model: keras.Model
     history: dict[str, list[float]]
     class_names: list[str]
     config: dict
+    thresholds: list[float] | None = None
 
 
 # === The recipe ===
@@ -124,8 +124,15 @@ def fine_tune(
     trains a new head from random weights, which an average over its few hundred steps would
     hold near where it started; so it is not averaged.
 
-    The best epoch is the one with the best validation accuracy (the lowest training loss
-    without a validation set); the returned model holds its weights. With `output_dir`, the
+    Multi-label data (`ImageData.multi_label`, e.g. `from_csv(..., multi_label=True)`) trains a
+    sigmoid per label on binary cross-entropy (label smoothing towards 0.5, `class_weight`
+    balancing each label's positives and negatives), watches validation mean average precision,
+    and then chooses each label's threshold on the validation set (`FineTuneResult.thresholds`,
+    recorded in `config.json`, carried into the exports).
+
+    The best epoch is the one with the best validation accuracy (mean average precision for
+    multi-label data; the lowest training loss without a validation set); the returned model
+    holds its weights. With `output_dir`, the
     run keeps there the files listed in this module's documentation, TensorBoard logs in
     `logs/` and `config.json`; `resume=True` continues a killed run where it stopped, and a
     finished one without training. Without `resume`, a previous run's state is discarded.
@@ -144,7 +151,8 @@ def fine_tune(
         freeze_until: Index or name of the first backbone layer trained in phase 2.
         warmup_epochs: Length of phase 2's warm-up, in epochs.
         label_smoothing: Label smoothing of the cross-entropy loss.
-        class_weight: `"balanced"` weighs classes by inverse frequency; `"none"`.
+        class_weight: `"balanced"` weighs classes by inverse frequency (multi-label: each
+            label's positives and negatives); `"none"`.
         mixup: MixUp's alpha on training batches (0: off).
         cutmix: CutMix's alpha on training batches (0: off; with both, one per batch).
         ema: Keep and use an exponential moving average of the weights (see above).
@@ -224,7 +232,9 @@ def _run(
             facts = _run_facts(data, strategy, settings)
         elif run_dir and is_chief(strategy):  # what a resume reads back
             write_json(os.path.join(run_dir, CONFIG_FILE), {**settings.to_json(), **facts})
-        model = build_classifier(len(data.class_names), image_size=data.image_size, **settings.model)
+        model = build_classifier(
+            len(data.class_names), image_size=data.image_size, multi_label=data.multi_label, **settings.model
+        )
         freeze(model, until=settings.freeze_until)  # checks the index or name before any training
         if finished:
             history, best_epoch = finished_run(model, run_dir, settings)
@@ -239,15 +249,19 @@ def _run(
                 strategy=strategy,
                 verbose=verbose,
             )
+        thresholds = run_thresholds(model, data)
         config = {
             **settings.to_json(),
             **facts,
             "jit_compile": bool(model.jit_compile),
             "best_epoch": best_epoch,
+            "thresholds": thresholds,
         }
         if run_dir and is_chief(strategy):
             write_json(os.path.join(run_dir, CONFIG_FILE), config)
-    return FineTuneResult(model=model, history=history, class_names=list(data.class_names), config=config)
+    return FineTuneResult(
+        model=model, history=history, class_names=list(data.class_names), config=config, thresholds=thresholds
+    )
 
 
 def _run_facts(data: ImageData, strategy: tf.distribute.Strategy, settings: RunSettings) -> dict:
@@ -257,9 +271,10 @@ def _run_facts(data: ImageData, strategy: tf.distribute.Strategy, settings: RunS
         "image_size": data.image_size,
         "crop_fraction": data.crop_fraction,
         "class_names": data.class_names,
+        "multi_label": data.multi_label,
         "num_train": data.num_train,
         "num_validation": data.num_validation,
-        "class_weights": class_weights(data.class_counts, settings.class_weight),
+        **weights_facts(data, settings.class_weight),
         "steps_per_epoch": steps_per_epoch(data),
         "fine_tune_rate": settings.fine_tune_rate,
         "averaged_phase": settings.averaged_phase,
@@ -286,13 +301,13 @@ def _warn_if_crop_differs(data: ImageData, backbone: str, weights: str | None) -
 def training_batches(
     data: ImageData, *, mixup: float = 0.0, cutmix: float = 0.0, seed: int | None = None
 ) -> tf.data.Dataset:
-    """The batches `fine_tune` trains on: `data.train` with one-hot labels, mixed as asked.
+    """The batches `fine_tune` trains on: `data.train` with one-hot labels (multi-hot rows for
+    multi-label data), mixed as asked.
 
     Example:
         tfresnet.show_batch(training_batches(data, mixup=0.2), data.class_names, "batch.png")
     """
-    train = data.train.map(one_hot_labels(len(data.class_names)))
-    return mix_batches(train, mixup=mixup, cutmix=cutmix, seed=seed)
+    return mix_batches(loss_labels(data.train, data), mixup=mixup, cutmix=cutmix, seed=seed)
 
 
 def _train(
@@ -310,8 +325,8 @@ def _train(
     weights in `model`."""
     train = training_batches(data, mixup=settings.mixup, cutmix=settings.cutmix, seed=settings.seed)
     validation = _validation_batches(data, strategy)
-    monitor = "val_accuracy" if validation is not None else "loss"
-    best = BestCheckpoint(run_dir and os.path.join(run_dir, BEST_WEIGHTS), monitor, resume=resume)
+    watched = monitor(data)
+    best = BestCheckpoint(run_dir and os.path.join(run_dir, BEST_WEIGHTS), watched, resume=resume)
     history: dict[str, list[float]] = {}
 
     def run_phase(phase: str, phase_epochs: int, learning_rate) -> None:
@@ -322,11 +337,13 @@ def _train(
             label_smoothing=settings.label_smoothing,
             jit_compile=settings.jit_compile,
             ema_momentum=settings.ema_momentum if averaged else None,
+            multi_label=data.multi_label,
+            label_weights=facts["label_weights"],
         )
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             work_around_multi_worker_fit(model)
         best.phase = phase
-        callbacks, log = phase_callbacks(phase, run_dir, best, monitor, settings.patience, resume, averaged)
+        callbacks, log = phase_callbacks(phase, run_dir, best, watched, settings.patience, resume, averaged)
         fitted = model.fit(
             train,
             validation_data=validation,
@@ -361,16 +378,16 @@ def _train(
         run_phase("fine_tune", settings.epochs, schedule)
     best.restore(model)
     if run_dir:  # finished: a resume goes straight to the report and the export
-        write_json(os.path.join(run_dir, DONE_FILE), {"best_epoch": best.best_epoch, "monitor": monitor})
+        write_json(os.path.join(run_dir, DONE_FILE), {"best_epoch": best.best_epoch, "monitor": watched})
         remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS)
     return history, best.best_epoch
 
 
 def _validation_batches(data: ImageData, strategy: tf.distribute.Strategy) -> tf.data.Dataset | None:
-    """The validation batches with one-hot labels (None without a validation set)."""
+    """The validation batches with the loss's labels (None without a validation set)."""
     if data.validation is None:
         return None
-    validation = data.validation.map(one_hot_labels(len(data.class_names)))
+    validation = loss_labels(data.validation, data)
     if data.batch_size and strategy.num_replicas_in_sync > 1:
         # Every replica needs a batch at every step: the fit drops the last partial one (the
         # report still evaluates every image).

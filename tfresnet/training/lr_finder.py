@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfresnet.files import new_figure, save_figure
-from tfresnet.models.classifier import LABEL_SMOOTHING, compile_classifier, one_hot_labels
+from tfresnet.models.classifier import LABEL_SMOOTHING, compile_classifier, is_multi_label, one_hot_labels
 
 
 def find_lr(
@@ -32,7 +32,8 @@ def find_lr(
 
     Args:
         model: A model from `build_classifier`; freeze it as the phase to tune will be.
-        dataset: Batches of `(images, int labels)`, e.g. `ImageData.train` (repeated as needed).
+        dataset: Batches of `(images, int labels)` (multi-hot rows for a multi-label model), e.g.
+            `ImageData.train` (repeated as needed).
         start_lr: The first rate.
         end_lr: The last rate.
         steps: The number of rates tried (one training step each).
@@ -54,10 +55,13 @@ def find_lr(
         raise ValueError(f"steps must be at least 5. Received: steps={steps}")
     saved_weights = model.get_weights()
     compile_config = model.get_compile_config() if getattr(model, "compiled", False) else None
-    compile_classifier(model, learning_rate=start_lr, label_smoothing=label_smoothing)
+    multi_label = is_multi_label(model)
+    compile_classifier(
+        model, learning_rate=start_lr, label_smoothing=label_smoothing, multi_label=multi_label
+    )
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     rates, losses = [], []
-    batches = dataset.map(one_hot_labels(model.output_shape[-1])).repeat()
+    batches = (dataset if multi_label else dataset.map(one_hot_labels(model.output_shape[-1]))).repeat()
     try:
         for step, (images, labels) in zip(range(steps), batches):
             rate = start_lr * factor**step

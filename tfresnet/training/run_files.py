@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from tfresnet.files import read_json, write_json
-from tfresnet.models.classifier import compile_classifier
+from tfresnet.models.classifier import compile_classifier, is_multi_label
 from tfresnet.training.checkpoints import (
     BACKUP_STATE,
     BEST_STATE,
@@ -263,6 +263,7 @@ def finished_run(
         learning_rate=settings.fine_tune_rate if settings.epochs else settings.learning_rate,
         label_smoothing=settings.label_smoothing,
         jit_compile=settings.jit_compile,
+        multi_label=is_multi_label(model),
     )
     model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
     best_epoch = (read_json(os.path.join(run_dir, DONE_FILE)) or {}).get("best_epoch")

@@ -15,6 +15,15 @@ One recipe. Trials optimise what `fine_tune` optimises: every model is compiled 
 (`training.class_weights` of the training set's class counts). Both default as in
 `fine_tune` (0.1 and `"balanced"`).
 
+Multi-label data (`data.multi_label`: multi-hot label rows, an image may have several labels or
+none) gets multi-label trials: a sigmoid per label (`build_head(..., multi_label=True)`), the
+labels fed as they are, and `compile_classifier(..., multi_label=True)`'s loss, binary
+cross-entropy with each label's positives and negatives weighed by `class_weight`
+(`models.label_weights`, as `fine_tune` weighs them; no Keras `class_weight`). The objective
+that ranks trials is by default the data's metric (`label_kinds`): `"val_accuracy"` for
+single-label data, `"val_mean_average_precision"` for multi-label data (the mean over labels
+of the area under each label's precision-recall curve); `"val_loss"` serves both.
+
 Tuners: `"hyperband"` (default), `"random"` and `"bayesian"` (needs scikit-learn and scipy).
 Every tuner stops after `max_trials` trials; Hyperband's brackets span `tune_epochs` epochs.
 
@@ -30,11 +39,13 @@ trains the full model in every trial (on `data` as given, augmentation included)
 
 Directory. `directory` holds everything: keras-tuner's `oracle.json` and `trial_*/`, the
 feature cache (`features-*.npz`, 4 bytes per feature, the backbone's `feature_size` features
-per image: 2048 for ResNet50), `search.json` (the settings: space, tuner, objective, epochs,
-seed, backbone, weights, label smoothing, class weighting, and the data's class names, counts
-and a digest of its validation images), `best_hyperparameters.json`, `trials.csv` and
-`trials.png`. Running the same search again continues it: a finished search runs no new
-trial, and a larger `max_trials` adds trials. Different settings are refused with a ValueError
+per image: 2048 for ResNet50, beside each image's labels: a class index, or a multi-hot row,
+keyed apart), `search.json` (the settings: space, tuner, objective, epochs, seed, backbone,
+weights, label smoothing, class weighting, multi-label or not, and the data's class names,
+counts and a digest of its validation images), `best_hyperparameters.json`, `trials.csv` (a
+column of the objective's values) and `trials.png`. Running the same search again continues
+it: a finished search runs no new trial, and a larger `max_trials` adds trials. Different
+settings (multi-label data in a search of single-label data too) are refused with a ValueError
 (keras-tuner would silently mix the old trials into the new search); pass `overwrite=True`
 (`--overwrite` on the command line) to start afresh.
 
@@ -96,9 +107,10 @@ finished when they stop. The chief's gRPC server has no TLS and no authenticatio
 only on the interface named by `KERASTUNER_ORACLE_IP`; name a private interface (127.0.0.1 on
 one machine), never 0.0.0.0 on a network that others reach.
 
-Layout. `hypermodels` (the space and the two hypermodels), `features` (the feature cache),
-`tuner` (oracles, the tuner that runs trials, devices and processes) and `trials` (the
-summary) sit below `search`, which puts them together. The names below are re-exported here.
+Layout. `label_kinds` (what single- or multi-label data decides: the objective, the labels),
+`hypermodels` (the space and the two hypermodels), `features` (the feature cache), `tuner`
+(oracles, the tuner that runs trials, devices and processes) and `trials` (the summary) sit
+below `search`, which puts them together. The names below are re-exported here.
 Note that `tfresnet.tuning.search` is the function; the module is
 `importlib.import_module("tfresnet.tuning.search")`.
 """

@@ -34,9 +34,10 @@ class Features:
 
     Attributes:
         train_features: `(num_train, feature_dim)` float32.
-        train_labels: `(num_train,)` int32 class indices.
+        train_labels: `(num_train,)` int32 class indices, or `(num_train, num_labels)` float32
+            multi-hot rows for multi-label data.
         validation_features: `(num_validation, feature_dim)` float32.
-        validation_labels: `(num_validation,)` int32.
+        validation_labels: `(num_validation,)` int32, or `(num_validation, num_labels)` float32.
         batch_size: The batch size of the data they were computed from.
 
     Example:
@@ -81,8 +82,8 @@ def extract_features(
         weights: `"imagenet"`, None (random, drawn from `seed`) or a weights file path.
         seed: Seeds a random backbone (`weights=None`), as `ClassifierHyperModel` does.
         cache_dir: A folder to keep the features in (`features-<key>.npz`, the key naming the
-            data, backbone, weights (a file by the SHA-256 of its bytes), seed and dtype
-            policy); a later call finds them there.
+            data (multi-label or not), backbone, weights (a file by the SHA-256 of its bytes),
+            seed and dtype policy); a later call finds them there.
             None keeps them in memory only.
         distribution_strategy: Computes the features under this strategy (default: the
             active one).
@@ -200,10 +201,11 @@ def _extract(
     results = []
     for dataset in distributed:
         batches = [tuple(keras.ops.convert_to_numpy(x) for x in step(*batch)) for batch in dataset]
+        every_label = np.concatenate([labels for _, labels in batches])
         results.append(
             (
                 np.concatenate([features for features, _ in batches]).astype(np.float32),
-                np.concatenate([labels for _, labels in batches]).astype(np.int32),
+                every_label.astype(np.int32 if every_label.ndim == 1 else np.float32),  # multi-hot: float
                 max(len(labels) for _, labels in batches),
             )
         )
@@ -232,10 +234,13 @@ def check_data(data) -> None:
 
 
 def describe_data(data: ImageData) -> dict:
-    """Class names and counts, sizes and digests of the training and validation images.
+    """Class names and counts, sizes and digests of the training and validation images, and
+    `"multi_label": True` for multi-label data (single-label data is described as it always
+    was, so that its searches and cached features stay valid).
 
     The training images are digested as `data.train_evaluation` yields them (the same on
-    every pass), so a changed training image, not only a changed count, changes the cache key.
+    every pass), so a changed training image, not only a changed count, changes the cache key,
+    and single- and multi-label data never share one.
 
     Example:
         describe_data(data)["class_counts"]
@@ -257,6 +262,7 @@ def describe_data(data: ImageData) -> dict:
         "num_validation": int(data.num_validation),
         "image_size": int(data.image_size),
         **digests,
+        **({"multi_label": True} if data.multi_label else {}),
     }
 
 

@@ -2,8 +2,8 @@
 
 `ClassifierHyperModel` builds the full classifier of `build_classifier`; `HeadHyperModel` builds
 its head alone (`build_head`) on pooled backbone features. Both compile with
-`compile_classifier`, the recipe of `fine_tune`: Adam, categorical cross-entropy on one-hot
-labels with label smoothing, accuracy. Their `fit` turns integer labels into one-hot labels.
+`compile_classifier`, the recipe of `fine_tune`, for single-label data (one-hot labels: `fit`
+maps integer labels to them) or multi-label data (`multi_label`: multi-hot labels as they are).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tfresnet.models.classifier import (
     compile_classifier,
     one_hot_labels,
 )
+from tfresnet.tuning.label_kinds import has_int_labels
 
 HEAD_UNITS = (0, 128, 256, 512)
 DROPOUT_RANGE = (0.0, 0.5)
@@ -155,13 +156,8 @@ def _seed_shuffles(seed: int) -> None:
         tf.random.set_seed(seed)
 
 
-def _has_int_labels(dataset) -> bool:
-    """Whether `dataset` yields `(inputs, labels)` with integer class indices (not one-hot)."""
-    spec = getattr(dataset, "element_spec", None)
-    if not isinstance(spec, tuple) or len(spec) < 2:
-        return False
-    labels = spec[1]
-    return isinstance(labels, tf.TensorSpec) and labels.dtype.is_integer and labels.shape.rank == 1
+def _loss_options(hypermodel) -> dict:  # compile_classifier's arguments of the loss
+    return {name: getattr(hypermodel, name) for name in ("label_smoothing", "multi_label", "label_weights")}
 
 
 # === Hypermodels ===
@@ -173,9 +169,7 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
     Every build seeds Keras with `seed` first (`keras.utils.set_random_seed`), so a randomly
     initialised backbone (`weights=None`) is the same in every trial and in `extract_features`,
     and the head starts from weights drawn from `seed` alone. Models come compiled with
-    `compile_classifier` (fine_tune's recipe): Adam at `learning_rate`, categorical
-    cross-entropy with `label_smoothing` on one-hot labels, accuracy. `fit` maps datasets of
-    integer labels to one-hot labels.
+    `compile_classifier`, fine_tune's recipe for the kind of labels, at `learning_rate`.
 
     Args:
         num_classes: Number of classes, at least 2.
@@ -187,6 +181,8 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
             for the whole backbone frozen. None or empty: always frozen, not tuned.
         seed: Seeds the backbone's random initialisation, the head's and the dropout masks.
         label_smoothing: Label smoothing of the loss, in [0, 1).
+        multi_label: Several labels per image: a sigmoid per label, multi-hot labels.
+        label_weights: With `multi_label`, each label's weights in the loss (`compile_classifier`).
         **kwargs: Passed to `keras_tuner.HyperModel` (`name`, `tunable`).
 
     Example:
@@ -206,6 +202,8 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         freeze_until_choices: Sequence[int | str | None] | None = None,
         seed: int = 0,
         label_smoothing: float = LABEL_SMOOTHING,
+        multi_label: bool = False,
+        label_weights: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -216,6 +214,7 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
         self.freeze_until_choices = encode_freeze_choices(freeze_until_choices)
         self.seed = seed
         self.label_smoothing = check_label_smoothing(label_smoothing)
+        self.multi_label, self.label_weights = multi_label, label_weights
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         declare_space(hp, self.freeze_until_choices)
@@ -231,24 +230,24 @@ class ClassifierHyperModel(keras_tuner.HyperModel):
             head_units=values["head_units"] or None,
             dropout=values["dropout"],
             freeze_until=decode_freeze(values.get("freeze_until", FROZEN)),
+            multi_label=self.multi_label,
         )
         _initialize_head(model, self.seed)
-        compile_classifier(model, learning_rate=values["learning_rate"], label_smoothing=self.label_smoothing)
+        compile_classifier(model, learning_rate=values["learning_rate"], **_loss_options(self))
         return model
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs):
         """Trains `model` as `model.fit(*args, **kwargs)`; returns the `History`.
 
         A `tf.data.Dataset` of `(images, integer labels)`, as `x` or as `validation_data`, is
-        mapped to one-hot labels (`one_hot_labels`), the labels of the loss.
+        mapped to one-hot labels (`one_hot_labels`); multi-hot labels go to the loss as they are.
         """
         convert = one_hot_labels(self.num_classes)
-        if args and _has_int_labels(args[0]):
+        if args and has_int_labels(args[0]):
             args = (args[0].map(convert), *args[1:])
-        if _has_int_labels(kwargs.get("x")):
-            kwargs["x"] = kwargs["x"].map(convert)
-        if _has_int_labels(kwargs.get("validation_data")):
-            kwargs["validation_data"] = kwargs["validation_data"].map(convert)
+        for name in ("x", "validation_data"):
+            if has_int_labels(kwargs.get(name)):
+                kwargs[name] = kwargs[name].map(convert)
         return model.fit(*args, **kwargs)
 
 
@@ -258,23 +257,23 @@ class HeadHyperModel(keras_tuner.HyperModel):
     The model maps `(batch, feature_dim)` features (input `"features"`) through `build_head`'s
     layers (`"head_dense"` when `head_units > 0`, `"output_dropout"` when `dropout > 0`,
     `"predictions"`), initialised from `seed` exactly as `ClassifierHyperModel` initialises its
-    head, and compiled the same way (`compile_classifier`, with `label_smoothing`; without XLA:
+    head, and compiled the same way (`compile_classifier`, for the kind of labels; without XLA:
     compiling a head's few steps would cost more than it saves). `build` sets TensorFlow's
     global seed to `seed` when it holds another value: `fit` shuffles from it.
 
-    With `reuse_models`, `build` returns the model it built before for the same `head_units`
-    (one with dropout also serves a trial without: at rate 0 it changes nothing),
-    re-initialised (weights and dropout masks from `seed`, Adam's variables zeroed, the new
-    learning rate and dropout rate), so the trial reuses the train and test functions Keras
-    traced for it (most of a head's trial) and trains exactly as a new model would.
-    `clear_models()` forgets them (the search does at every `keras.backend.clear_session()`).
+    With `reuse_models`, `build` returns the model it built before for the same `head_units` (one
+    with dropout also serves a trial without: at rate 0 it changes nothing), re-initialised
+    (weights and dropout masks from `seed`, Adam's variables zeroed, the new rates), so the trial
+    reuses the train and test functions Keras traced for it (most of a head's trial) and trains
+    exactly as a new model would. `clear_models()` forgets them (as the search's `clear_session()`).
 
     Args:
         num_classes: Number of classes, at least 2.
-        feature_dim: Length of a feature vector (the backbone's `feature_size`: 2048 for
-            ResNet50).
+        feature_dim: Length of a feature vector (the backbone's `feature_size`: 2048 for ResNet50).
         seed: Seeds the head's initialisation and the dropout masks.
         label_smoothing: Label smoothing of the loss, in [0, 1).
+        multi_label: Several labels per image: a sigmoid per label, multi-hot labels.
+        label_weights: With `multi_label`, each label's weights in the loss (`compile_classifier`).
         reuse_models: Reuse a model built before for the same architecture (see above).
         steps_per_execution: Training steps per call of the traced step (`compile_classifier`).
         **kwargs: Passed to `keras_tuner.HyperModel` (`name`, `tunable`).
@@ -295,6 +294,8 @@ class HeadHyperModel(keras_tuner.HyperModel):
         feature_dim: int = 2048,
         seed: int = 0,
         label_smoothing: float = LABEL_SMOOTHING,
+        multi_label: bool = False,
+        label_weights: dict | None = None,
         reuse_models: bool = False,
         steps_per_execution: int = 1,
         **kwargs,
@@ -308,6 +309,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         self.feature_dim = feature_dim
         self.seed = seed
         self.label_smoothing = check_label_smoothing(label_smoothing)
+        self.multi_label, self.label_weights = multi_label, label_weights
         self.reuse_models = reuse_models
         self.steps_per_execution = steps_per_execution
         self._models = {}  # (head_units, dropout > 0) -> compiled model, with reuse_models
@@ -323,16 +325,15 @@ class HeadHyperModel(keras_tuner.HyperModel):
         model = self._models.get(architecture) or self._models.get((values["head_units"], True))
         if model is None:
             inputs = keras.Input((self.feature_dim,), name="features")
-            outputs = build_head(
-                inputs, self.num_classes, head_units=values["head_units"] or None, dropout=values["dropout"]
-            )
+            head = {"head_units": values["head_units"] or None, "dropout": values["dropout"]}
+            outputs = build_head(inputs, self.num_classes, **head, multi_label=self.multi_label)
             model = keras.Model(inputs, outputs, name="head")
             compile_classifier(
                 model,
                 learning_rate=values["learning_rate"],
-                label_smoothing=self.label_smoothing,
                 jit_compile=False,
                 steps_per_execution=self.steps_per_execution,
+                **_loss_options(self),
             )
             if self.reuse_models:
                 self._models[architecture] = model
@@ -369,16 +370,16 @@ class HeadHyperModel(keras_tuner.HyperModel):
         repeats: int = 1,
         **kwargs,
     ):
-        """Trains `model` on features `x` and integer labels `y`; returns the `History`.
+        """Trains `model` on features `x` and labels `y`; returns the `History`.
 
-        The arrays are fed as `tf.data` batches with one-hot labels, shuffled from `seed` afresh
-        in every trial, so a trial traces one training graph (not one per batch shape) and its
-        batches do not depend on the trials before it. Validation features go in one batch (up
-        to `VALIDATION_BATCH`). `class_weight` (`{class index: weight}`) weighs each training
-        example by its class, as `model.fit(class_weight=...)` would, from weights computed
-        once rather than in every batch. `repeats` makes an epoch that many passes over the
-        examples, each in a new order (tiny sets: one epoch of many steps costs less than many
-        epochs). Other keyword arguments (`epochs`, `callbacks`, ...) go to `model.fit`.
+        `y` holds integer class indices, fed one-hot, or multi-hot rows (`multi_label`), fed as
+        they are, in `tf.data` batches shuffled from `seed` afresh in every trial: a trial
+        traces one training graph (not one per batch shape), its batches independent of the
+        trials before it. Validation features go in one batch (up to `VALIDATION_BATCH`).
+        `class_weight` (`{class index: weight}`, single-label) weighs each training example by
+        its class, as `model.fit(class_weight=...)` would, from weights computed once. `repeats`
+        makes an epoch that many passes over the examples, each in a new order (tiny sets: one
+        epoch of many steps costs less than many). Other keyword arguments go to `model.fit`.
         """
         train = self._dataset(x, y, class_weight=class_weight)
         if shuffle:
@@ -394,8 +395,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
     ) -> tf.data.Dataset:
         labels = np.asarray(labels)
         classes = labels if labels.ndim == 1 else labels.argmax(axis=-1)
-        if labels.ndim == 1:
-            labels = np.eye(self.num_classes, dtype=np.float32)[labels]
+        labels = np.eye(self.num_classes, dtype=np.float32)[labels] if labels.ndim == 1 else labels
         if class_weight is None:
             return tf.data.Dataset.from_tensor_slices((features, labels))
         weights = np.array([class_weight.get(i, 1.0) for i in range(self.num_classes)], np.float32)

@@ -21,7 +21,8 @@ from tfresnet.files import read_json, write_json
 from tfresnet.models.backbones import get_backbone
 from tfresnet.models.classifier import LABEL_SMOOTHING, build_classifier, check_label_smoothing
 from tfresnet.models.freezing import first_trainable_from_table, freeze
-from tfresnet.training.settings import RunSettings, class_weights
+from tfresnet.training.settings import RunSettings
+from tfresnet.training.targets import weights_facts
 from tfresnet.tuning.features import (
     CACHE_FILE,
     check_data,
@@ -37,6 +38,7 @@ from tfresnet.tuning.hypermodels import (
     decode_freeze,
     encode_freeze_choices,
 )
+from tfresnet.tuning.label_kinds import resolve_objective
 from tfresnet.tuning.trials import TRIALS_PLOT, TRIALS_TABLE, read_trials, write_summary
 from tfresnet.tuning.tuner import (
     OBJECTIVES,
@@ -53,8 +55,7 @@ from tfresnet.tuning.tuner import (
 
 SETTINGS_FILE = "search.json"
 BEST_FILE = "best_hyperparameters.json"
-# Head trials run in one Keras session this many at a time (`SearchTuner`'s
-# `trials_per_session`); full-model trials one at a time.
+# Head trials share a Keras session this many at a time (`SearchTuner`'s `trials_per_session`).
 HEAD_TRIALS_PER_SESSION = 25
 
 
@@ -82,7 +83,7 @@ def search(
     seed: int | None = None,
     fast: bool = True,
     freeze_until_choices: Sequence[int | str | None] | None = None,
-    objective: str = "val_accuracy",
+    objective: str | None = None,
     label_smoothing: float = LABEL_SMOOTHING,
     class_weight: str = RunSettings.class_weight,
     distribution_strategy: tf.distribute.Strategy | None = None,
@@ -91,8 +92,8 @@ def search(
 ) -> dict:
     """Searches the head size, dropout, learning rate (and where to freeze) for a classifier.
 
-    Trials train under `fine_tune`'s recipe (`compile_classifier`, the class weights of
-    `class_weight`) and are scored on `data.validation`; with `fast` and no
+    Trials train under `fine_tune`'s recipe (`compile_classifier` for the data's kind of labels,
+    the weights of `class_weight`) and are scored on `data.validation`; with `fast` and no
     `freeze_until_choices`, on features computed once. The package documentation tells the
     rest: resuming, shared searches, where Keras's session and the global seeds are reset.
 
@@ -111,9 +112,10 @@ def search(
         fast: Train heads on features computed once while the backbone is frozen.
         freeze_until_choices: Also search where the backbone starts to train, e.g.
             `[None, "conv5", "conv4"]` (None: frozen). Trials then train the full model.
-        objective: `"val_accuracy"` (maximised) or `"val_loss"` (minimised).
+        objective: `"val_accuracy"` (maximised; single-label data), `"val_mean_average_precision"`
+            (maximised; multi-label data) or `"val_loss"` (minimised); None: the data's metric.
         label_smoothing: Label smoothing of the loss, in [0, 1) (`fine_tune`'s default).
-        class_weight: `"balanced"` (classes weighed by inverse frequency) or `"none"`.
+        class_weight: `"balanced"` (weights by inverse frequency: of classes, or per label) or `"none"`.
         distribution_strategy: Strategy to run trials under (default: the active one).
         callbacks: Keras callbacks for every trial's `fit` (copied per trial).
         verbose: 0 silent, 1 keras-tuner's reports and progress bars, 2 a line per epoch.
@@ -131,9 +133,11 @@ def search(
         best = search(data, tuner="hyperband", max_trials=20, directory="runs/tuning")
         model = build_classifier(3, head_units=best["head_units"], dropout=best["dropout"])
     """
-    _check_arguments(tuner, objective, max_trials, tune_epochs, seed, label_smoothing)
+    _check_arguments(tuner, max_trials, tune_epochs, seed, label_smoothing)
     choices = _check_data_and_choices(data, backbone, freeze_until_choices)
-    weights_by_class = class_weights(data.class_counts, class_weight)
+    multi_label = data.multi_label
+    objective = resolve_objective(objective, multi_label=multi_label)
+    weighting = weights_facts(data, class_weight)  # fine_tune's: by class, or per label
     strategy = check_strategy(distribution_strategy)
     process = role()
     if process == "chief":
@@ -143,19 +147,20 @@ def search(
     description = describe_data(data)
     use_fast = fast and not choices
     settings = dict(tuner=tuner, objective=objective, tune_epochs=int(tune_epochs), fast=use_fast)
-    settings.update(_recipe_settings(backbone, weights, seed, label_smoothing, class_weight))
+    settings.update(_recipe_settings(backbone, weights, seed, label_smoothing, class_weight, multi_label))
     settings.update(space=_space(choices), data=description)
     _start_directory(project_dir, settings, overwrite=overwrite, role=process)
 
     init_seed = 0 if seed is None else int(seed)
-    setup = {"backbone": backbone, "weights": weights, "seed": init_seed, "label_smoothing": label_smoothing}
+    recipe = dict(seed=init_seed, label_smoothing=label_smoothing, label_weights=weighting["label_weights"])
+    setup = {"backbone": backbone, "weights": weights, "recipe": {**recipe, "multi_label": multi_label}}
     if use_fast:
         key = features_key(description, backbone, weights, init_seed)
         trials = _head_trials(data, key=key, role=process, cache_dir=project_dir, strategy=strategy, **setup)
     else:
         trials = _full_model_trials(data, choices=choices, **setup)
     trials.kwargs.update(epochs=tune_epochs, callbacks=list(callbacks), verbose=verbose)
-    trials.kwargs["class_weight"] = weights_by_class
+    trials.kwargs["class_weight"] = weighting["class_weights"]
     oracle = make_oracle(
         tuner, objective=objective, max_trials=max_trials, tune_epochs=tune_epochs, seed=seed
     )
@@ -166,11 +171,9 @@ def search(
 # === Arguments ===
 
 
-def _check_arguments(tuner, objective, max_trials, tune_epochs, seed, label_smoothing) -> None:
+def _check_arguments(tuner, max_trials, tune_epochs, seed, label_smoothing) -> None:
     if tuner not in TUNERS:
         raise ValueError(f"tuner must be one of {TUNERS}. Received: tuner={tuner!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}. Received: objective={objective!r}")
     for name, value in (("max_trials", max_trials), ("tune_epochs", tune_epochs)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
@@ -220,7 +223,7 @@ def _check_freeze_choices(choices: Sequence[str], *, backbone: str, image_size: 
 # === Settings ===
 
 
-def _recipe_settings(backbone, weights, seed, label_smoothing, class_weight) -> dict:
+def _recipe_settings(backbone, weights, seed, label_smoothing, class_weight, multi_label) -> dict:
     """What trials train from and with, as `search.json` stores it."""
     return {
         "seed": seed if seed is None else int(seed),
@@ -228,6 +231,7 @@ def _recipe_settings(backbone, weights, seed, label_smoothing, class_weight) -> 
         "weights": describe_weights(weights),
         "label_smoothing": float(label_smoothing),
         "class_weight": class_weight,
+        "multi_label": bool(multi_label),
     }
 
 
@@ -254,7 +258,7 @@ def _check_settings(project_dir: str, settings: dict, *, overwrite: bool, role: 
         _remove_search(project_dir)
         return
     if os.path.exists(path):
-        stored = read_json(path)
+        stored = {"multi_label": False, **read_json(path)}  # a file from before multi-label data
         if stored == settings:
             return
         changed = "; ".join(
@@ -304,7 +308,7 @@ def _short(value) -> str:
 # === Trials ===
 
 
-def _full_model_trials(data: ImageData, *, backbone, weights, choices, seed, label_smoothing) -> _Trials:
+def _full_model_trials(data: ImageData, *, backbone, weights, choices, recipe) -> _Trials:
     """Trials that train the full classifier on `data` as given (augmentation included)."""
     hypermodel = ClassifierHyperModel(
         len(data.class_names),
@@ -312,22 +316,19 @@ def _full_model_trials(data: ImageData, *, backbone, weights, choices, seed, lab
         weights=weights,
         image_size=data.image_size,
         freeze_until_choices=[decode_freeze(choice) for choice in choices],
-        seed=seed,
-        label_smoothing=label_smoothing,
+        **recipe,
     )
-    # The hypermodel's fit maps the integer labels to one-hot ones; data.train is shuffled by its loader.
+    # The hypermodel's fit maps integer labels to one-hot ones; data.train is shuffled by its loader.
     return _Trials(hypermodel, (data.train,), {"validation_data": data.validation, "shuffle": False})
 
 
-def _head_trials(
-    data: ImageData, *, key, backbone, weights, cache_dir, strategy, seed, label_smoothing, role: str
-) -> _Trials:
+def _head_trials(data: ImageData, *, key, backbone, weights, cache_dir, strategy, recipe, role) -> _Trials:
     """Trials that train the head alone on features computed once (or read from the cache).
 
     The chief only hands out trials: it builds no model, so it needs the table's feature size,
     not the features.
     """
-    recipe = {"seed": seed, "label_smoothing": label_smoothing, "reuse_models": True}
+    seed, recipe = recipe["seed"], {**recipe, "reuse_models": True}
     if role == "chief":
         feature_dim = get_backbone(backbone)[0].feature_size
         return _Trials(HeadHyperModel(len(data.class_names), feature_dim=feature_dim, **recipe))

@@ -24,9 +24,11 @@ import tensorflow as tf
 from tfresnet import internals
 from tfresnet.files import save_arrays, write_json
 from tfresnet.tuning.hypermodels import HeadHyperModel
+from tfresnet.tuning.label_kinds import VAL_ACCURACY, VAL_LOSS, VAL_MEAN_AVERAGE_PRECISION
 
 TUNERS = ("hyperband", "random", "bayesian")
-OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
+# What trials may be ranked by, and which way (`label_kinds`: which fit which data).
+OBJECTIVES = {VAL_ACCURACY: "max", VAL_LOSS: "min", VAL_MEAN_AVERAGE_PRECISION: "max"}
 HYPERBAND_FACTOR = 3
 # The oracle's seed for `seed=0`, which keras-tuner would take for "no seed".
 ZERO_SEED = 2**31 - 1
