@@ -1,5 +1,5 @@
 """Tests of tfresnet.data.augment: RandAugment in the training pipeline, MixUp and CutMix on
-one-hot batches."""
+one-hot and multi-hot batches."""
 
 import numpy as np
 import pytest
@@ -143,3 +143,21 @@ def test_randaugment_table_covers_every_operation():
 def test_bad_randaugment_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         randaugment(seed=0, **kwargs)
+
+
+@pytest.mark.parametrize("option", ["mixup", "cutmix"])
+def test_multi_hot_rows_mix_label_by_label(option):
+    """Black images have labels {0}, white ones {1, 2}: a mixed row weighs each image's labels by
+    its share, so labels 1 and 2 get the white share and label 0 the black one."""
+    white = np.arange(48) % 2
+    images = np.repeat(white.astype("float32") * 255.0, SIZE * SIZE * 3).reshape(-1, SIZE, SIZE, 3)
+    labels = np.stack([1 - white, white, white], axis=1).astype("float32")
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+
+    mixed_images, mixed = take_all(mix_batches(batches, **{option: 1.0}, seed=0))
+
+    assert ((mixed > 0.01) & (mixed < 0.99)).any()
+    np.testing.assert_allclose(mixed[:, 1], mixed[:, 2], atol=1e-6)
+    np.testing.assert_allclose(mixed[:, 0], 1 - mixed[:, 1], atol=1e-5)
+    tolerance = 0.02 if option == "mixup" else 0.1
+    np.testing.assert_allclose(mixed_images.mean(axis=(1, 2, 3)) / 255.0, mixed[:, 1], atol=tolerance)

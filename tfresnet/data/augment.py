@@ -168,16 +168,17 @@ def check_mixing(mixup: float, cutmix: float) -> None:
 def mix_batches(
     dataset: tf.data.Dataset, *, mixup: float = 0.0, cutmix: float = 0.0, seed: int | None = None
 ) -> tf.data.Dataset:
-    """MixUp and/or CutMix on batches of `(images, one-hot labels)`; unchanged when both are 0.
+    """MixUp and/or CutMix on batches of `(images, one-hot labels)`, or of multi-hot rows (each
+    label weighed by the shares of the images mixed); unchanged when both are 0.
 
     Args:
-        dataset: Training batches with one-hot (float) labels.
+        dataset: Training batches with one-hot (float) labels or multi-hot rows.
         mixup: MixUp's alpha (0: off).
         cutmix: CutMix's alpha (0: off).
         seed: Seeds the layers' draws and, with both on, the choice per batch.
 
     Returns:
-        The dataset, its labels now soft (each row still sums to 1).
+        The dataset, its labels now soft (a one-hot row still sums to 1).
 
     Example:
         train = data.train.map(one_hot_labels(3))
