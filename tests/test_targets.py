@@ -1,5 +1,7 @@
 """What a run optimises and watches, by kind of labels."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import make_data
@@ -31,7 +33,7 @@ def test_multi_label_data_trains_on_its_rows_and_watches_mean_average_precision(
 
 
 def test_without_validation_the_training_loss_is_watched():
-    assert monitor(make_data().__class__(**{**make_data().__dict__, "validation": None})) == "loss"
+    assert monitor(dataclasses.replace(make_data(), validation=None)) == "loss"
 
 
 def test_run_thresholds_are_the_validation_sets_f1_best(multi_label_model):
@@ -39,6 +41,6 @@ def test_run_thresholds_are_the_validation_sets_f1_best(multi_label_model):
     probabilities = np.concatenate([model.predict_on_batch(images) for images, _ in data.validation])
     labels = np.concatenate([labels for _, labels in data.validation.as_numpy_iterator()])
     assert run_thresholds(model, data) == choose_thresholds(probabilities, labels)
-    without = data.__class__(**{**data.__dict__, "validation": None})
+    without = dataclasses.replace(data, validation=None)
     assert run_thresholds(model, without) == [THRESHOLD] * 3
     assert run_thresholds(model, make_data()) is None

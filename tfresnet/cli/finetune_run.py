@@ -319,12 +319,9 @@ def _summary(args: argparse.Namespace, data, written: dict, exports: dict, *, ex
 
     evaluated_on = written["evaluated_on"]
     if data.multi_label:
-        names = [
-            "mean_average_precision",
-            "f1_micro",
-            "f1_macro",
-            *(["mean_average_precision_tta"] * args.tta),
-        ]
+        from tfresnet.insight.multi_label_metrics import SUMMARY_KEYS
+
+        names = [*SUMMARY_KEYS, *(["mean_average_precision_tta"] * args.tta)]
     else:
         names = ["accuracy", *(["accuracy_tta"] * args.tta), "expected_calibration_error"]
     summary = {

@@ -203,7 +203,7 @@ def evaluate(
 
 def _multi_label_result(single, averaged, labels, thresholds) -> dict:
     """`evaluate`'s dict for a multi-label model (`averaged`: None without TTA)."""
-    keys = ("mean_average_precision", "f1_micro", "f1_macro")
+    keys = multi_label_metrics.SUMMARY_KEYS
     found = multi_label_metrics.label_scores(single, labels, thresholds)
     result = {**{key: found[key] for key in keys}, "num_images": int(len(labels))}
     if averaged is not None:

@@ -21,35 +21,11 @@ from typing import Sequence
 
 import numpy as np
 
-from tfresnet.models.thresholds import THRESHOLD, apply_thresholds, check_thresholds
+from tfresnet.models.thresholds import THRESHOLD, apply_thresholds, check_thresholds, precision_recall_points
 
-
-def precision_recall_points(
-    scores: np.ndarray, positives: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A label's precision-recall curve: one point per distinct score, highest first.
-
-    Args:
-        scores: `(images,)` probabilities of the label.
-        positives: `(images,)` whether each image has the label.
-
-    Returns:
-        `(precision, recall, thresholds)`: the precision and recall of predicting the label on
-        the images scoring at least `thresholds[k]`, recall rising.
-
-    Example:
-    >>> precision, recall, _ = precision_recall_points(np.array([0.9, 0.8, 0.3]), np.array([1, 0, 1]))
-    >>> precision.round(3).tolist(), recall.tolist()
-    ([1.0, 0.5, 0.667], [0.5, 0.5, 1.0])
-    """
-    scores = np.asarray(scores, np.float64)
-    positives = np.asarray(positives) > 0
-    order = np.argsort(-scores, kind="stable")
-    scores, positives = scores[order], positives[order]
-    last = np.append(np.flatnonzero(scores[1:] < scores[:-1]), len(scores) - 1)  # of each tie
-    true_positives = np.cumsum(positives)[last]
-    recall = true_positives / max(int(positives.sum()), 1)
-    return true_positives / (last + 1), recall, scores[last]
+# The measures of a whole set, which the report, `evaluate` and the command's summary give (and
+# with TTA, each again with a `_tta` suffix).
+SUMMARY_KEYS = ("mean_average_precision", "f1_micro", "f1_macro")
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None:

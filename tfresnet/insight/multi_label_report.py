@@ -31,8 +31,6 @@ PR_CURVES_FILE = "pr_curves.png"
 PR_CURVE_LABELS = 12
 # most_missed and most_added list this many labels at most.
 MOST_ERRORS = 5
-# The measures of the whole set, beside which the report puts their TTA values.
-SUMMARY_KEYS = ("mean_average_precision", "f1_micro", "f1_macro")
 
 
 def multi_label_report(
@@ -76,7 +74,7 @@ def multi_label_report(
     predicted = apply_thresholds(probabilities, thresholds)
     return {
         "multi_label": True,
-        **{key: found[key] for key in SUMMARY_KEYS},
+        **{key: found[key] for key in multi_label_metrics.SUMMARY_KEYS},
         "num_images": int(len(probabilities)),
         "per_label": dict(zip(class_names, found["per_label"])),
         "class_names": list(class_names),
@@ -125,7 +123,7 @@ def write_multi_label_report(
     report = multi_label_report(labels, probabilities, class_names, thresholds)
     if tta:
         scores = multi_label_metrics.label_scores(tta_probabilities, labels, report["thresholds"])
-        report.update({f"{key}_tta": scores[key] for key in SUMMARY_KEYS})
+        report.update({f"{key}_tta": scores[key] for key in multi_label_metrics.SUMMARY_KEYS})
         report["tta_views"] = list(evaluation.TTA_VIEWS)
     report["evaluated_on"] = evaluated_on
     report["top_losses"] = _top_losses(probabilities, labels, report, sorted(kept), paths)

@@ -2,7 +2,9 @@
 images to maximise that label's F1, and applied to sigmoid probabilities.
 
 A label is predicted where its probability reaches its threshold. Without validation images
-(or for a label with no positive image among them) the threshold is `THRESHOLD`, 0.5.
+(or for a label with no positive image among them) the threshold is `THRESHOLD`, 0.5. The
+precision-recall curve the choice reads (`precision_recall_points`) is the one the report's
+average precision and `pr_curves.png` read too (`tfresnet.insight.multi_label_metrics`).
 """
 
 from __future__ import annotations
@@ -42,16 +44,39 @@ def choose_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> list[flo
 def _best_threshold(scores: np.ndarray, positives: np.ndarray) -> float:
     if not positives.any():
         return THRESHOLD
+    precision, recall, cuts = precision_recall_points(scores, positives)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    best = int(np.argmax(f1))  # the first of equal F1s: the highest threshold
+    below = cuts[best + 1] if best + 1 < len(cuts) else 0.0
+    return round(float((cuts[best] + below) / 2), 6)
+
+
+def precision_recall_points(
+    scores: np.ndarray, positives: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A label's precision-recall curve: one point per distinct score, highest first.
+
+    Args:
+        scores: `(images,)` probabilities of the label.
+        positives: `(images,)` whether each image has the label.
+
+    Returns:
+        `(precision, recall, thresholds)`: the precision and recall of predicting the label on
+        the images scoring at least `thresholds[k]`, recall rising.
+
+    Example:
+    >>> precision, recall, _ = precision_recall_points(np.array([0.9, 0.8, 0.3]), np.array([1, 0, 1]))
+    >>> precision.round(3).tolist(), recall.tolist()
+    ([1.0, 0.5, 0.667], [0.5, 0.5, 1.0])
+    """
+    scores = np.asarray(scores, np.float64)
+    positives = np.asarray(positives) > 0
     order = np.argsort(-scores, kind="stable")
     scores, positives = scores[order], positives[order]
-    true_positives = np.cumsum(positives)
-    predicted = np.arange(1, len(scores) + 1)
-    f1 = 2 * true_positives / (predicted + positives.sum())
-    # Only the last of equal scores is a cut the threshold can make.
-    cuts = np.append(scores[1:] < scores[:-1], True)
-    best = int(np.flatnonzero(cuts)[np.argmax(f1[cuts])])
-    below = scores[best + 1] if best + 1 < len(scores) else 0.0
-    return round(float((scores[best] + below) / 2), 6)
+    last = np.append(np.flatnonzero(scores[1:] < scores[:-1]), len(scores) - 1)  # of each tie
+    true_positives = np.cumsum(positives)[last]
+    recall = true_positives / max(int(positives.sum()), 1)
+    return true_positives / (last + 1), recall, scores[last]
 
 
 def apply_thresholds(probabilities: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
