@@ -743,3 +743,85 @@ def report_case_dataset() -> tf.data.Dataset:
     logits = np.log(REPORT_CASE_PROBABILITIES / (1 - REPORT_CASE_PROBABILITIES))
     images = np.broadcast_to(logits[:, None, None, :], (len(REPORT_CASE_LABELS), 8, 8, 3)).astype("float32")
     return tf.data.Dataset.from_tensor_slices((images, REPORT_CASE_LABELS)).batch(4)
+
+
+# === Folders on TensorFlow's in-memory file system (ram://), read through tf.io.gfile ===
+
+import uuid  # noqa: E402
+
+from tfresnet import paths  # noqa: E402
+
+
+@pytest.fixture
+def ram_dir() -> str:
+    """A fresh folder on `ram://`, TensorFlow's in-memory file system, removed after the test."""
+    root = f"ram://{uuid.uuid4().hex}"
+    paths.makedirs(root)
+    yield root
+    paths.rmtree(root)
+
+
+def copy_to_ram(local_folder: str, ram_folder: str) -> str:
+    """Copies a local folder (images, a CSV) to `ram_folder`; returns `ram_folder`."""
+    paths.copy_tree(local_folder, ram_folder)
+    return ram_folder
+
+
+def ram_files(folder: str) -> list[str]:
+    """Every file under a `ram://` folder, relative to it, sorted."""
+    return sorted(
+        os.path.relpath(paths.join(root, name), folder)
+        for root, _, names in paths.walk(folder)
+        for name in names
+    )
+
+
+# === Kept check results: in a folder of the test session, never in the user's cache ===
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _check_cache_folder(tmp_path_factory):
+    """Points `TFRESNET_CACHE_DIR` (where the file check and the dataset check keep their
+    results) at a folder of this session, for every test and every command a test starts."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TFRESNET_CACHE_DIR", str(tmp_path_factory.mktemp("tfresnet-cache")))
+        yield
+
+
+# === A run stopped right after an epoch's backup, as a kill there would stop it ===
+
+
+class EpochBackups:
+    """Controls the epoch backups of the runs a test starts (`EpochBackup.on_epoch_end`)."""
+
+    def __init__(self, monkeypatch):
+        from tfresnet.training.checkpoints import EpochBackup
+
+        self._monkeypatch, self._class, self._backup = monkeypatch, EpochBackup, EpochBackup.on_epoch_end
+        self.ended: list[tuple[str, int]] = []
+
+    def kill_after_the_first_fine_tuning_epoch(self) -> None:
+        """The next run stops (KeyboardInterrupt) once its first fine-tuning epoch is backed up."""
+        backup = self._backup
+
+        def killed(callback, epoch, logs=None):
+            backup(callback, epoch, logs)
+            if callback.directory.endswith("fine_tune"):
+                raise KeyboardInterrupt("killed")
+
+        self._monkeypatch.setattr(self._class, "on_epoch_end", killed)
+
+    def record(self) -> None:
+        """Later runs back up as usual, and `ended` lists each epoch they end: `(phase, epoch)`."""
+        backup, ended = self._backup, self.ended
+
+        def recorded(callback, epoch, logs=None):
+            ended.append((os.path.basename(callback.directory), epoch))
+            backup(callback, epoch, logs)
+
+        self._monkeypatch.setattr(self._class, "on_epoch_end", recorded)
+
+
+@pytest.fixture
+def epoch_backups(monkeypatch) -> EpochBackups:
+    return EpochBackups(monkeypatch)

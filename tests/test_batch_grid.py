@@ -1,5 +1,7 @@
 """tfresnet.insight.batch_grid: `show_batch`'s PNG grid of the first batch, titled with its labels."""
 
+import io
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,7 @@ from PIL import Image
 import tfresnet
 from tfresnet.insight import batch_grid
 from tfresnet.insight.batch_grid import label_title
+from tfresnet.paths import join, read_bytes
 
 CLASS_NAMES = ["cat", "dog", "fox"]
 # Each image one pure colour, its label's: cat red, dog green, fox blue.
@@ -66,6 +69,14 @@ def test_int_labels_draw_the_first_batch_titled_with_class_names(tmp_path, monke
     assert pixels.shape == (500, 440, 3)  # 2 x 2 cells of 2.2 x 2.5 inches at 100 dpi
     for colour in COLOURS:  # each image is drawn, not blank
         assert _count(pixels, colour) > 1000
+
+
+def test_the_grid_goes_to_a_store_as_it_goes_to_a_folder(tmp_path, ram_dir):
+    """A path on TensorFlow's in-memory file system (through tf.io.gfile), its folder made."""
+    path = join(ram_dir, "grid", "batch.png")
+    assert tfresnet.show_batch(_dataset(np.arange(6) % 3), CLASS_NAMES, path) == path
+    local = tfresnet.show_batch(_dataset(np.arange(6) % 3), CLASS_NAMES, str(tmp_path / "batch.png"))
+    np.testing.assert_array_equal(_pixels(io.BytesIO(read_bytes(path))), _pixels(local))
 
 
 def test_soft_and_one_hot_labels_and_max_images(tmp_path, monkeypatch):

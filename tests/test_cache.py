@@ -86,3 +86,30 @@ def test_stale_cache_is_cleared_only_once_no_live_run_holds_it(tmp_path):
 
     assert not any(os.path.exists(path) for path in left)
     assert list(tf.data.Dataset.range(3).cache(prefix).as_numpy_iterator()) == [0, 1, 2]
+
+
+def test_a_file_cache_on_a_store_serves_the_same_images_to_a_new_loader(image_folder, ram_dir):
+    from tfresnet import paths
+
+    cache = paths.join(ram_dir, "cache")
+    data = from_folder(image_folder, image_size=SIZE, cache=cache, seed=0)
+    first = take_all(data.validation)
+    names = paths.listdir(cache)
+    again = take_all(from_folder(image_folder, image_size=SIZE, cache=cache, seed=0).validation)
+
+    assert any(name.startswith("validation-") and name.endswith(".index") for name in names)
+    assert paths.listdir(cache) == names  # served, not written again
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_what_a_killed_run_left_of_a_cache_on_a_store_is_cleared(ram_dir):
+    from tfresnet import paths
+
+    prefix = paths.join(ram_dir, "validation-0123")
+    for name in ("validation-0123_0.lockfile", "validation-0123_0.data-00000-of-00001", "other_0.lockfile"):
+        with paths.open_file(paths.join(ram_dir, name), "wb") as file:
+            file.write(b"left")
+    clear_stale_cache(prefix)
+    assert paths.listdir(ram_dir) == ["other_0.lockfile"]
+    assert list(tf.data.Dataset.range(3).cache(prefix).as_numpy_iterator()) == [0, 1, 2]

@@ -10,6 +10,7 @@ import sys
 import pytest
 from conftest import (
     TRUNCATED,
+    copy_to_ram,
     exit_code,
     folder_rows,
     write_clean_folder,
@@ -18,7 +19,7 @@ from conftest import (
 )
 from PIL import Image
 
-from tfresnet import check
+from tfresnet import check, paths
 from tfresnet.data import from_folder
 from tfresnet.insight import dataset_check
 
@@ -162,3 +163,54 @@ def test_the_command_checks_a_multi_label_csv(multi_label_csv, tmp_path, monkeyp
         assert check.main(argv) == 2, argv
         stderr = capsys.readouterr().err
         assert len(stderr.splitlines()) == 1 and expected in stderr, stderr
+
+
+# === Data and reports on a store (ram://, TensorFlow's in-memory file system: in-process) ===
+
+
+@pytest.fixture
+def planted_report_local(planted) -> dict:
+    root, seed = planted
+    return json.loads(json.dumps(dataset_check.check_dataset(root, val_split=0.25, seed=seed)))
+
+
+def test_the_command_checks_a_folder_on_a_store_and_writes_its_report_there(
+    planted, planted_report_local, ram_dir, capsys
+):
+    root, seed = planted
+    ram = copy_to_ram(root, paths.join(ram_dir, "images"))
+    output = paths.join(ram_dir, "reports", "checked.json")
+
+    assert check.main([ram, "--val-split", "0.25", "--seed", str(seed), "--output", output]) == 0
+    written = json.loads(paths.read_bytes(output))
+    assert written.pop("directory") == ram
+    assert written == {key: value for key, value in planted_report_local.items() if key != "directory"}
+    printed = capsys.readouterr().out
+    assert f"report              {output}" in printed
+    assert printed.splitlines()[0].startswith("images              27 in 3 classes")
+
+
+def test_a_missing_folder_or_csv_on_a_store_is_the_one_line_of_a_local_one(tmp_path, ram_dir, capsys):
+    lines = []
+    for root in (str(tmp_path), ram_dir):
+        for argv in ([paths.join(root, "missing")], ["--csv", paths.join(root, "missing.csv")]):
+            assert check.main(argv) == 2
+            lines.append(capsys.readouterr().err.replace(root, "ROOT"))
+    assert lines[:2] == lines[2:]
+    assert all(len(line.splitlines()) == 1 for line in lines)
+
+
+def test_label_issues_on_a_store_keep_their_features_and_csv_there(flipped_folder, ram_dir, capsys):
+    ram = copy_to_ram(flipped_folder, paths.join(ram_dir, "images"))
+    output, features = paths.join(ram_dir, "check", "report.json"), paths.join(ram_dir, "features")
+    tiny = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--folds", "2"]
+
+    assert (
+        check.main([ram, "--label-issues", *tiny, "--seed", "0", "--output", output, "--cache-dir", features])
+        == 0
+    )
+    assert sorted(paths.listdir(paths.join(ram_dir, "check"))) == ["label_issues.csv", "report.json"]
+    assert [name for name in paths.listdir(features) if name.startswith("features-")]
+    report = json.loads(paths.read_bytes(output))
+    assert report["label_issues"]["num_images"] == 42
+    assert report["label_issues"]["file"] == paths.join(ram_dir, "check", "label_issues.csv")

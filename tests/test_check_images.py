@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -91,3 +92,52 @@ def test_check_and_training_list_an_image_bomb_as_unreadable_with_one_reason(ima
         data = from_folder(image_folder, image_size=32, val_split=0, augmentation="standard", seed=0)
     assert data.skipped == {bomb: reason}
     assert data.num_train == report["num_images"] == 21
+
+
+# === Images on a store (ram://, through tf.io.gfile) ===
+
+
+def test_images_on_a_store_are_described_as_on_disk(planted, ram_dir):
+    from conftest import copy_to_ram, folder_rows
+
+    from tfresnet import paths
+
+    root, _ = planted
+    ram = copy_to_ram(root, paths.join(ram_dir, "images"))
+    names = [path for path, _ in folder_rows(root)]
+    local = check_images.describe_images([os.path.join(root, name) for name in names])
+    remote = check_images.describe_images([paths.join(ram, name) for name in names])
+    assert [isinstance(found, str) for found in remote] == [isinstance(found, str) for found in local]
+    assert sum(isinstance(found, str) for found in remote) == 1  # the truncated file
+    for mine, theirs in zip(local, remote):
+        if not isinstance(mine, str):
+            assert (mine.width, mine.height, mine.mode, mine.hash) == (
+                theirs.width,
+                theirs.height,
+                theirs.mode,
+                theirs.hash,
+            )
+            np.testing.assert_array_equal(mine.colors, theirs.colors)
+
+
+# === What is read of each image, kept between runs ===
+
+
+def test_an_unchanged_image_is_read_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFRESNET_CACHE_DIR", str(tmp_path / "cache"))
+    hour_ago = (time.time_ns() - 3600 * 10**9,) * 2
+    paths = [str(tmp_path / f"{seed}.bmp") for seed in (1, 2)]
+    for seed, path in zip((1, 2), paths):
+        photo(seed).save(path)
+        os.utime(path, ns=hour_ago)
+    first = check_images.describe_images(paths, source=str(tmp_path))
+    photo(3).save(paths[0])  # other pixels, the same size: a BMP of the same width and height
+    os.utime(paths[0], ns=hour_ago)
+
+    again = check_images.describe_images(paths, source=str(tmp_path))
+    assert [facts.hash for facts in again] == [facts.hash for facts in first]  # not read again
+    np.testing.assert_array_equal(again[0].colors, first[0].colors)
+    os.utime(paths[0], ns=(hour_ago[0], hour_ago[1] + 1))
+    changed = check_images.describe_images(paths, source=str(tmp_path))
+    assert changed[0].hash == check_images.describe_images(paths[:1])[0].hash != first[0].hash
+    assert changed[1].hash == first[1].hash

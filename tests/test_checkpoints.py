@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from tfresnet import paths
 from tfresnet.files import read_json, write_json
 from tfresnet.training import checkpoints
 from tfresnet.training.checkpoints import (
@@ -165,28 +166,36 @@ def _callbacks(run_dir, *, resume: bool, kill: int | None = None, patience: int 
     return found, log, best
 
 
-def test_a_killed_fit_resumes_after_its_last_committed_epoch(tmp_path):
+@pytest.fixture(params=["local", "ram"])
+def run_dir(request, tmp_path, ram_dir) -> str:
+    """A run folder, local or on ram:// (TensorFlow's in-memory file system, through tf.io.gfile)."""
+    return str(tmp_path) if request.param == "local" else ram_dir
+
+
+def test_a_killed_fit_resumes_after_its_last_committed_epoch(run_dir):
     x, y = _data()
     model = _model()
-    callbacks, _, _ = _callbacks(str(tmp_path), resume=False, kill=2)
+    callbacks, _, _ = _callbacks(run_dir, resume=False, kill=2)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=callbacks)
     # Killed after the backup committed epoch 2, before the log and the best recorded it.
-    assert [row["epoch"] for row in read_log(str(tmp_path / "log.csv"))] == [0, 1]
+    assert [row["epoch"] for row in read_log(paths.join(run_dir, "log.csv"))] == [0, 1]
     at_kill = model.get_weights()
 
     resumed = _model()
-    callbacks, log, best = _callbacks(str(tmp_path), resume=True)
+    callbacks, log, best = _callbacks(run_dir, resume=True)
     start = _Snapshot()
     history = resumed.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[*callbacks, start])
 
     assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
     for expected, actual in zip(at_kill, start.weights):
         np.testing.assert_array_equal(expected, actual)  # epoch 2's weights, not fresh ones
-    assert [row["epoch"] for row in read_log(str(tmp_path / "log.csv"))] == [0, 1, 2, 3, 4]
+    assert [row["epoch"] for row in read_log(paths.join(run_dir, "log.csv"))] == [0, 1, 2, 3, 4]
     losses = [row["loss"] for row in log.rows]
     assert best.best == min(losses)
     assert best.best_epoch["epoch"] == int(np.argmin(losses))
+    assert paths.listdir(paths.join(run_dir, "backup")) == ["epoch-4.weights.h5", checkpoints.BACKUP_STATE]
+    assert best.restore(_model())
 
 
 class _EpochEnds(keras.callbacks.Callback):

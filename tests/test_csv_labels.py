@@ -7,9 +7,10 @@ import re
 
 import numpy as np
 import pytest
-from conftest import take_all, write_bad_files, write_image_folder, write_labels_csv
+from conftest import copy_to_ram, take_all, write_bad_files, write_image_folder, write_labels_csv
 from PIL import Image
 
+from tfresnet import paths
 from tfresnet.data import from_csv, from_folder
 
 SIZE = 32
@@ -383,3 +384,50 @@ def test_an_empty_label_is_still_refused_without_multi_label(tmp_path):
     path = write_labels_csv(tmp_path / "tags.csv", [("0.png", ""), ("0.png", "cat")])
     with pytest.raises(ValueError, match="has an empty 'label'"):
         from_csv(path, image_size=SIZE)
+
+
+# === A CSV on a store (ram://, TensorFlow's in-memory file system, through tf.io.gfile) ===
+
+
+def test_a_csv_on_a_store_loads_as_its_local_copy(tmp_path, labelled, ram_dir):
+    folder = os.path.dirname(labelled)
+    bad = write_bad_files(folder)
+    rows = [(name, label) for name, label in zip(sorted(os.listdir(folder)), LABELS) if name.endswith(".png")]
+    rows += [(os.path.basename(path), "cat") for path in bad] + [("gone.png", "dog")]
+    local_csv = write_csv(os.path.join(folder, "with_bad.csv"), rows)
+    ram = copy_to_ram(folder, paths.join(ram_dir, "photos"))
+    elsewhere = write_csv(tmp_path / "lists" / "labels.csv", rows)  # beside no image: --image-dir
+    ram_csv = copy_to_ram(os.path.dirname(elsewhere), paths.join(ram_dir, "lists"))
+    loaded = {}
+    for name, csv_path, image_dir in (
+        ("local", local_csv, None),
+        ("beside", paths.join(ram, "with_bad.csv"), None),
+        ("image-dir", paths.join(ram_csv, "labels.csv"), ram),
+    ):
+        with pytest.warns(UserWarning, match="Skipped 4 files"):
+            loaded[name] = from_csv(
+                csv_path, image_dir=image_dir, image_size=SIZE, val_split=0.3, augmentation="none", seed=0
+            )
+
+    local = loaded.pop("local")
+    first = next(iter(local.train))[0]
+    for remote in loaded.values():
+        np.testing.assert_array_equal(next(iter(remote.train))[0], first)
+        assert remote.class_names == local.class_names and remote.class_counts == local.class_counts
+        assert (remote.num_train, remote.num_validation) == (local.num_train, local.num_validation)
+        assert {os.path.relpath(path, ram): why for path, why in remote.skipped.items()} == {
+            os.path.relpath(path, folder): why for path, why in local.skipped.items()
+        }
+        assert read_files(remote.train) == read_files(local.train)
+        assert read_files(remote.validation) == read_files(local.validation)
+
+
+def test_a_missing_csv_or_image_dir_on_a_store_is_named_as_a_local_one(tmp_path, labelled, ram_dir):
+    errors = []
+    for root in (str(tmp_path), ram_dir):
+        with pytest.raises(FileNotFoundError) as missing_csv:
+            from_csv(paths.join(root, "nothing.csv"))
+        with pytest.raises(FileNotFoundError) as missing_folder:
+            from_csv(labelled, image_dir=paths.join(root, "nowhere"))
+        errors.append([str(error.value).replace(root, "ROOT") for error in (missing_csv, missing_folder)])
+    assert errors[0] == errors[1]

@@ -13,6 +13,7 @@ from conftest import (
     ORIGINAL,
     RESIZED,
     TRUNCATED,
+    copy_to_ram,
     folder_rows,
     photo,
     write_clean_folder,
@@ -20,6 +21,7 @@ from conftest import (
     write_multi_label_csv,
 )
 
+from tfresnet import paths
 from tfresnet.data import from_folder
 from tfresnet.data.folder import _folder_parts
 from tfresnet.insight import dataset_check
@@ -201,3 +203,33 @@ def test_a_duplicate_across_the_split_of_a_multi_label_csv_is_leakage(tmp_path):
     assert report["label_counts"] == dict(sorted(counts.items())) and report["num_images"] == 49
     with pytest.raises(ValueError, match=r"^The search for label issues .* is single-label only"):
         dataset_check.check_csv(path, multi_label=True, label_delimiter=";", label_issues=True)
+
+
+# === Data on a store (ram://, TensorFlow's in-memory file system, through tf.io.gfile) ===
+
+
+def test_a_folder_and_a_csv_on_a_store_get_the_report_of_their_local_copies(
+    planted, planted_report, ram_dir, tmp_path
+):
+    root, seed = planted
+    ram = copy_to_ram(root, paths.join(ram_dir, "images"))
+    remote = dataset_check.check_dataset(ram, val_split=0.25, seed=seed)
+    assert remote.pop("directory") == ram
+    assert remote == {key: value for key, value in planted_report.items() if key != "directory"}
+    assert [EXACT[0], EXACT[1]] in remote["exact_duplicates"] and remote["cross_split"]
+
+    rows = [(path, label) for path, label in folder_rows(root) if path != TRUNCATED]
+    with paths.open_file(paths.join(ram, "labels.csv"), "w") as file:
+        csv.writer(file).writerows([("path", "label"), *rows])
+    from_csv = dataset_check.check_csv(paths.join(ram, "labels.csv"), val_split=0.25, seed=seed)
+    local = dataset_check.check_csv(
+        write_labels_csv(tmp_path / "labels.csv", rows),
+        image_dir=root,
+        val_split=0.25,
+        seed=seed,
+    )
+    assert from_csv["csv"] == paths.join(ram, "labels.csv") and from_csv["directory"] == ram
+    ignored = ("csv", "directory")
+    assert {k: v for k, v in from_csv.items() if k not in ignored} == {
+        k: v for k, v in local.items() if k not in ignored
+    }

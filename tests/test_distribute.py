@@ -3,6 +3,7 @@ training one model over loopback."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -155,7 +156,10 @@ def two_workers(tmp_path_factory):
     workers = _start_workers(root, command, cluster, temporary, "worker")
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, (root / f"worker{index}.log").read_text()[-3000:]
-    return types.SimpleNamespace(output_dir=output_dir, temporary=temporary, pids=[w.pid for w in workers])
+    logs = [(root / f"worker{index}.log").read_text() for index in range(2)]
+    return types.SimpleNamespace(
+        output_dir=output_dir, temporary=temporary, pids=[w.pid for w in workers], logs=logs
+    )
 
 
 @pytest.mark.slow
@@ -173,6 +177,25 @@ def test_two_workers_train_the_same_model_and_only_the_chief_writes(two_workers)
     assert os.listdir(two_workers.temporary) == []  # the worker's private folder went away
     assert read_json(os.path.join(output_dir, "report.json"))["evaluated_on"] == "validation"
     assert read_json(os.path.join(output_dir, "config.json"))["strategy"] == "MultiWorkerMirroredStrategy"
+
+
+def _epoch_steps(log: str) -> list[str]:
+    """The `step/steps` of the last progress line of each epoch in a worker's log (Keras's bar)."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", log).replace("\r", "\n").splitlines()
+    return [line.split()[0] for line in lines if re.match(r"\d+/\d+ .*val_loss", line)]
+
+
+@pytest.mark.slow
+def test_two_workers_each_read_half_the_images_in_the_steps_of_one_machine(two_workers):
+    """21 training images in batches of 8: on one machine 3 steps an epoch, or 2 with the last
+    partial batch dropped; two workers run as many, each on 11 images (its 10 or 11 files) in
+    batches of 4."""
+    config = read_json(os.path.join(two_workers.output_dir, "config.json"))
+    steps = config["steps_per_epoch"]
+    assert steps in (21 // 8, -(-21 // 8)) and config["num_train"] == 21
+    assert config["images_per_worker"] == 11 and config["num_replicas"] == 2
+    for log in two_workers.logs:
+        assert _epoch_steps(log) == [f"{steps}/{steps}"] * 3  # 2 head epochs, 1 fine-tuning epoch
 
 
 @pytest.mark.slow

@@ -80,3 +80,22 @@ def test_the_command_writes_a_multi_label_set(tmp_path, capsys):
     )
     assert "12 images with 3 labels" in capsys.readouterr().out
     assert len(os.listdir(tmp_path / "images")) == 12
+
+
+def test_the_command_writes_both_sets_on_a_store_where_the_loaders_read_them(ram_dir, capsys):
+    from tfresnet import paths
+    from tfresnet.data import from_csv, from_folder
+
+    folder, tags = paths.join(ram_dir, "shapes"), paths.join(ram_dir, "tags")
+    assert examples.main([folder, "--classes", "2", "--images-per-class", "4", "--size", "32"]) == 0
+    assert (
+        examples.main([tags, "--multi-label", "--classes", "3", "--images-per-class", "4", "--size", "32"])
+        == 0
+    )
+
+    assert capsys.readouterr().out.startswith(f"wrote 2 classes (green, red) to {folder}\n")
+    assert paths.listdir(paths.join(folder, "red")) == ["000.jpg", "001.jpg", "002.jpg", "003.jpg"]
+    data = from_folder(folder, image_size=32, val_split=0, seed=0)
+    assert (data.class_names, data.num_train, data.skipped) == (["green", "red"], 8, {})
+    labelled = from_csv(paths.join(tags, "labels.csv"), multi_label=True, image_size=32, val_split=0)
+    assert labelled.num_train == 12 and labelled.skipped == {}

@@ -9,12 +9,14 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import copy_to_ram
 
 from tfresnet.export import __main__ as command
 from tfresnet.export import litert
 from tfresnet.export.formats import compare
 from tfresnet.export.kinds import FILE_FORMATS
 from tfresnet.export.runtime import load_runtime
+from tfresnet.paths import join, listdir, read_bytes
 
 # === From the SavedModel folder, with the command ===
 
@@ -82,6 +84,24 @@ def test_onnx_from_the_savedmodel_by_the_command_as_users_run_it(
     assert summary["accuracy"] == summary["saved_model_accuracy"]
     images, _, expected = held_out_images
     np.testing.assert_allclose(load_runtime(path).probabilities(images), expected, atol=1e-4)
+
+
+def test_a_savedmodel_on_a_store_converts_to_a_file_on_the_store_measured_on_images_there(
+    saved_model_dir, trained, held_out_images, ram_dir, capfd
+):
+    """Every path on TensorFlow's in-memory file system, read and written through tf.io.gfile."""
+    source = copy_to_ram(saved_model_dir, join(ram_dir, "saved", "1"))
+    evaluation = copy_to_ram(trained[2]["held_out"], join(ram_dir, "held_out"))
+    output = join(ram_dir, "files", "model.onnx")
+    argv = [source, "--format", "onnx", "--output", output, "--eval-data", evaluation]
+    assert command.main(argv) == 0
+    summary = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"] == output and summary["size_bytes"] == len(read_bytes(output))
+    images, labels, expected = held_out_images
+    assert summary["eval_images"] == len(labels) and summary["agreement"] == 1.0
+    assert summary["accuracy"] == summary["saved_model_accuracy"]
+    assert listdir(join(ram_dir, "files")) == ["model.onnx", "model.onnx.json", "model.onnx.labels.txt"]
+    np.testing.assert_allclose(load_runtime(output).probabilities(images), expected, atol=1e-4)
 
 
 # === Bad input ===

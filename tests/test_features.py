@@ -14,6 +14,7 @@ from conftest import (
     take_all,
 )
 
+from tfresnet import paths
 from tfresnet.data import ImageData
 from tfresnet.models.classifier import build_classifier
 from tfresnet.training.settings import class_weights
@@ -149,3 +150,30 @@ def test_the_feature_cache_holds_multi_hot_rows_keyed_apart(data, multi_label_da
     single_label = extract_features(data, seed=3, cache_dir=tmp_path, **TINY)
     assert single_label.train_labels.dtype == np.int32 and single_label.train_labels.ndim == 1
     assert len(list(tmp_path.glob("features-*.npz"))) == 2
+
+
+def test_the_feature_cache_on_a_store_is_written_there_and_read_back(data, ram_dir, monkeypatch):
+    cache = paths.join(ram_dir, "tuning")  # created by the first call
+    features = extract_features(data, seed=3, cache_dir=cache, **TINY)
+    (name,) = paths.listdir(cache)
+    assert name.startswith("features-") and name.endswith(".npz")
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the features were computed again")
+
+    monkeypatch.setattr(features_module, "_feature_extractor", not_again)
+    cached = extract_features(data, seed=3, cache_dir=cache, **TINY)
+    for field in ("train_features", "train_labels", "validation_features", "validation_labels"):
+        np.testing.assert_array_equal(getattr(cached, field), getattr(features, field))
+    assert cached.batch_size == features.batch_size == 8
+
+
+def test_a_weights_file_on_a_store_is_described_by_its_url_and_bytes(tmp_path, ram_dir):
+    local = tmp_path / "backbone.weights.h5"
+    local.write_bytes(b"A" * 64)
+    path = paths.join(ram_dir, "backbone.weights.h5")
+    paths.copy_file(str(local), path)
+    described = features_module.describe_weights(path)
+    assert described == {"path": path, "sha256": features_module.describe_weights(str(local))["sha256"]}
+    key = features_module.features_key({"data": 1}, "resnet50", path, 0)
+    assert key == features_module.features_key({"data": 1}, "resnet50", str(local), 0)

@@ -12,10 +12,10 @@ import types
 import keras
 import numpy as np
 import pytest
-from conftest import make_multi_label_data, write_image_folder
+from conftest import make_multi_label_data, ram_files, write_image_folder
 
 import tfresnet
-from tfresnet import training
+from tfresnet import paths, training
 from tfresnet.files import read_json
 from tfresnet.training.checkpoints import EpochLog, read_log
 
@@ -227,6 +227,37 @@ def test_resuming_a_finished_run_trains_nothing(resumed_run, monkeypatch):
         assert open(os.path.join(resumed_run.output_dir, name)).read() == text
     assert again.config["best_epoch"] == resumed_run.result.config["best_epoch"] is not None
     assert again.model.loss.label_smoothing == pytest.approx(0.1)  # compiled as after training
+
+
+# === A run folder on a store (ram://, through tf.io.gfile) ===
+
+
+def test_a_run_on_a_store_resumes_after_its_head_phase_and_finishes_there(ram_dir, monkeypatch):
+    data, settings = _data((6, 6), val_split=0.25), dict(TINY, head_epochs=1, epochs=1, seed=0)
+    log_epoch = EpochLog.on_epoch_end
+
+    def killed_in_phase_2(self, epoch, logs=None):
+        if "fine_tune" in self.path:
+            raise KeyboardInterrupt("killed")
+        log_epoch(self, epoch, logs)
+
+    monkeypatch.setattr(EpochLog, "on_epoch_end", killed_in_phase_2)
+    with pytest.raises(KeyboardInterrupt):
+        training.fine_tune(data, output_dir=ram_dir, **settings)
+    assert "head_phase.weights.h5" in ram_files(ram_dir)
+    monkeypatch.setattr(EpochLog, "on_epoch_end", log_epoch)
+    calls = _recording_fit(monkeypatch)
+    result = training.fine_tune(data, output_dir=ram_dir, resume=True, **settings)
+
+    assert [call["epochs"] for call in calls] == [1]  # the head phase was not trained again
+    assert result.history["phase"] == [1, 2]
+    assert {"config.json", "best.weights.h5", "training_done.json", "log_fine_tune.csv"} <= set(
+        ram_files(ram_dir)
+    )
+    config = read_json(paths.join(ram_dir, "config.json"))
+    assert config["images_per_worker"] == config["num_train"] == data.num_train
+    finished = training.fine_tune(data, output_dir=ram_dir, resume=True, **settings)
+    assert finished.history == result.history and len(calls) == 1
 
 
 # === Recipe pieces ===

@@ -14,10 +14,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_close_across_kernels, write_image_folder
+from conftest import assert_close_across_kernels, copy_to_ram, ram_files, write_image_folder
 
 import tfresnet
-from tfresnet import export, training, tuning
+from tfresnet import export, paths, training, tuning
+from tfresnet.files import read_json
 from tfresnet.finetune import build_parser, main
 from tfresnet.insight import calibration, dataset_check
 
@@ -95,7 +96,7 @@ def _main(argv):
 
 
 def _rows(path):
-    with open(path, newline="") as file:
+    with paths.open_file(path, newline="") as file:
         return list(csv.DictReader(file))
 
 
@@ -159,6 +160,55 @@ def test_cli_learns_a_learnable_folder_and_writes_every_promised_file(trained_ru
     assert len(_rows(output / "log_fine_tune.csv")) == 4
     assert json.loads((output / "config.json").read_text())["class_names"] == ["blue", "green", "red"]
     assert (output / "saved_model" / "1" / "labels.txt").read_text().split() == ["blue", "green", "red"]
+
+
+# === A run folder on a store (ram://, TensorFlow's in-memory file system, through tf.io.gfile) ===
+
+STORE_RUN = [*QUICK, "--augmentation", "none", "--head-epochs", "1", "--epochs", "2", "--no-check"]
+STORE_RUN += ["--tune", "--tuner", "random", "--max-trials", "1", "--tune-epochs", "1"]
+
+
+def _served_classes(export_dir: str) -> list[str]:
+    """The class names the SavedModel in `export_dir` serves, and a check that it serves."""
+    served = tf.saved_model.load(export_dir).signatures["serve_images"]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    probabilities = served(images=tf.constant(pixels))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    with paths.open_file(paths.join(export_dir, "labels.txt")) as file:
+        return file.read().split()
+
+
+def test_a_run_on_a_store_killed_in_its_fine_tuning_resumes_with_the_command(
+    small_folder, ram_dir, epoch_backups, capsys
+):
+    output = paths.join(ram_dir, "run")
+    argv = ["--data-dir", small_folder, *STORE_RUN, "--output-dir", output]
+    epoch_backups.kill_after_the_first_fine_tuning_epoch()
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    at_kill = set(ram_files(output))
+    assert {"run.json", "config.json", "batch.png", "log_head.csv", "backup/fine_tune/epoch.json"} <= at_kill
+    assert {"tuning/search.json", "tuning/best_hyperparameters.json", "tuning/trial_0/trial.json"} <= at_kill
+    assert "training_done.json" not in at_kill and "run.lock" not in at_kill  # a store has no lock
+
+    epoch_backups.record()
+    code, stdout = _main([*argv, "--resume"])
+    assert code == 0
+    assert epoch_backups.ended == [("fine_tune", 1)]  # neither the search nor the epochs before the kill
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["output_dir"] == output  # a URL as it is, not made a local path
+    assert summary["export_dir"] == paths.join(output, "saved_model", "1")
+    assert summary["report_html"] == paths.join(output, "report.html")
+    written = ram_files(output)
+    assert [name for name in PROMISED_FILES if name not in written] == []
+    assert read_json(paths.join(output, "report.json"))["accuracy"] == summary["accuracy"]
+    assert [row["epoch"] for row in _rows(paths.join(output, "log_fine_tune.csv"))] == ["0", "1"]
+    assert _served_classes(summary["export_dir"]) == ["blue", "green", "red"]
+
+    capsys.readouterr()
+    assert _main([*argv, "--resume", "--ema"])[0] == 2  # found after the search chose the head
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert f"--resume: the run in {output!r} was started with ema off, now on" in line
 
 
 @pytest.mark.slow
@@ -722,3 +772,22 @@ def test_the_export_is_written_before_the_report_so_a_failing_report_keeps_it(
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     probabilities = served(images=tf.constant(pixels))["probabilities"].numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+# === Last: the data on a store too ===
+
+
+def test_a_folder_on_a_store_trains_checks_reports_and_exports_there(small_folder, ram_dir):
+    data_dir = copy_to_ram(small_folder, paths.join(ram_dir, "images"))
+    output = paths.join(ram_dir, "run")
+    run = [*QUICK, "--augmentation", "none", "--head-epochs", "1", "--epochs", "1"]
+    code, stdout = _main(["--data-dir", data_dir, *run, "--output-dir", output])
+    assert code == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["output_dir"] == output and summary["skipped_files"] == 0
+    written = ram_files(output)
+    assert [name for name in PROMISED_FILES if name not in written] == []
+    report = read_json(paths.join(output, "report.json"))
+    assert report["dataset"]["num_images"] == 18
+    assert report["num_images"] == sum(map(sum, report["confusion_matrix"])) > 0
+    assert _served_classes(summary["export_dir"]) == ["blue", "green", "red"]

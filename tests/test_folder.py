@@ -4,17 +4,18 @@ skipped, reported and counted out, never in a dataset."""
 import io
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import file_index, take_all
+from conftest import copy_to_ram, file_index, take_all
 from PIL import Image
 
+from tfresnet import paths
 from tfresnet.data import decode_for_eval, from_folder
 
 SIZE = 32
-
 
 
 def decoded_files(folder: str) -> tuple[np.ndarray, list[int]]:
@@ -27,7 +28,6 @@ def decoded_files(folder: str) -> tuple[np.ndarray, list[int]]:
     ]
     images = np.stack([decode_for_eval(tf.io.read_file(path), SIZE).numpy() for path, _ in files])
     return images, [label for _, label in files]
-
 
 
 def encoded_noise(file_format: str, seed: int = 0) -> bytes:
@@ -203,3 +203,53 @@ def test_folder_errors_name_the_path(tmp_path, layout, error, match):
 
     with pytest.raises(error, match=match):
         from_folder(str(root))
+
+
+# === A folder on a store (ram://, TensorFlow's in-memory file system, through tf.io.gfile) ===
+
+
+def test_a_folder_on_a_store_loads_as_its_local_copy(bad_image_folder, ram_dir):
+    root, _ = bad_image_folder
+    ram = copy_to_ram(root, paths.join(ram_dir, "photos"))
+    loaded = []
+    for folder in (root, ram):
+        with pytest.warns(UserWarning, match="Skipped 3 files"):
+            loaded.append(from_folder(folder, image_size=SIZE, seed=0))
+    local, remote = loaded
+
+    assert remote.class_names == local.class_names
+    assert (remote.num_train, remote.num_validation) == (local.num_train, local.num_validation)
+    assert remote.class_counts == local.class_counts
+    assert {os.path.relpath(path, ram): why for path, why in remote.skipped.items()} == {
+        os.path.relpath(path, root): why for path, why in local.skipped.items()
+    }
+    assert all(path.startswith(ram + "/") for path in remote.files["train"])
+    assert remote.fingerprint == local.fingerprint  # the same files, sizes, labels and split
+    for mine, theirs in ((local.train, remote.train), (local.validation, remote.validation)):
+        (images, labels), (same_images, same_labels) = next(iter(mine)), next(iter(theirs))
+        np.testing.assert_array_equal(images, same_images)
+        np.testing.assert_array_equal(labels, same_labels)
+
+
+@pytest.mark.parametrize(
+    "layout", [None, [], ["cats", "dogs"], ["only"]], ids=["missing", "empty", "no-images", "one"]
+)
+def test_a_folder_on_a_store_fails_with_the_error_of_a_local_one(layout, tmp_path, ram_dir):
+    errors = []
+    for root in (str(tmp_path / "images"), paths.join(ram_dir, "images")):
+        if layout is not None:
+            paths.makedirs(root)
+        for name in layout or []:
+            paths.makedirs(paths.join(root, name))
+            with paths.open_file(paths.join(root, name, "notes.txt"), "w") as file:
+                file.write("not an image")
+        if layout:
+            with paths.open_file(paths.join(root, layout[0], "0.png"), "wb") as file:
+                Image.new("RGB", (8, 8)).save(file, "PNG")
+        with pytest.raises((FileNotFoundError, ValueError)) as caught, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from_folder(root)
+        errors.append((type(caught.value), str(caught.value).replace(root, "ROOT")))
+
+    assert errors[0] == errors[1]
+    assert len(errors[0][1].splitlines()) == 1

@@ -16,6 +16,7 @@ import tensorflow as tf
 from conftest import assert_close_across_kernels, save_hub_module
 
 import tfresnet
+from tfresnet import paths
 from tfresnet.models.backbones import BACKBONES
 from tfresnet.models.hub import resolve_handle
 
@@ -375,6 +376,20 @@ def test_downloads_go_to_a_cache_of_the_users_own(monkeypatch, tmp_path):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "mine"))
     resolve_handle("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5")
     assert used[1] == str(tmp_path / "mine")
+
+
+def test_a_module_on_a_store_loads_from_there(module_dir, ram_dir, images):
+    handle = paths.join(ram_dir, "small")
+    paths.copy_tree(module_dir, handle)
+    assert resolve_handle(handle) == handle
+    on_store = tfresnet.build_classifier(3, backbone=f"hub:{handle}", image_size=32)
+    assert on_store.get_layer("backbone").handle == handle
+    local = tfresnet.build_classifier(3, backbone=f"hub:{module_dir}", image_size=32)
+    np.testing.assert_array_equal(
+        on_store.get_layer("backbone")(images).numpy(), local.get_layer("backbone")(images).numpy()
+    )
+    with pytest.raises(FileNotFoundError, match="Hub module not found"):
+        resolve_handle(paths.join(ram_dir, "missing"))
 
 
 def test_local_path_resolves_to_itself(module_dir):

@@ -8,7 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tfresnet.data import decode_for_eval
-from tfresnet.data.folder import check_file
+from tfresnet.data.file_check import check_file
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS, check_pixel_count, gif_pixels, image_pixels, size_error
 
 BOMB_PIXELS = 20000 * 20000
@@ -46,9 +46,7 @@ def test_top_down_bmp_counts_its_negative_height(tmp_path):
 
 def test_bomb_is_measured_from_its_header(png_bomb):
     assert image_pixels(png_bomb) == BOMB_PIXELS
-    assert size_error(BOMB_PIXELS) == (
-        "image of 400000000 pixels is over the limit of 89478485 pixels"
-    )
+    assert size_error(BOMB_PIXELS) == ("image of 400000000 pixels is over the limit of 89478485 pixels")
     assert size_error(BOMB_PIXELS, max_pixels=BOMB_PIXELS) is None
 
 
@@ -121,3 +119,16 @@ def test_a_gif_of_many_frames_is_a_bomb_though_its_first_frame_is_not(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"image over the limit.*{11 * 3000 * 3000}"):
         decode(tf.constant(encoded))
 
+
+def test_a_header_on_a_store_or_in_bytes_is_read_as_on_disk(png_bomb, ram_dir):
+    from tfresnet import paths
+
+    encoded = _encoded("JPEG")
+    with open(png_bomb, "rb") as file:
+        bomb = file.read()
+    for name, contents in (("image.jpg", encoded), ("bomb.png", bomb)):
+        with paths.open_file(paths.join(ram_dir, name), "wb") as file:
+            file.write(contents)
+    assert image_pixels(paths.join(ram_dir, "image.jpg")) == image_pixels(encoded) == 40 * 30
+    assert image_pixels(paths.join(ram_dir, "bomb.png")) == image_pixels(bomb) == BOMB_PIXELS
+    assert image_pixels(paths.join(ram_dir, "missing.png")) is None

@@ -1,6 +1,7 @@
 """Pins of the private APIs tfresnet uses (`tfresnet.internals`): each test fails when the
 library changes what tfresnet relies on."""
 
+import json
 
 import keras
 import keras_tuner
@@ -212,8 +213,6 @@ def test_keras_tuner_calls_the_private_hook_that_search_tuner_overrides(tmp_path
     assert [p.name for p in tuner.oracle.get_space().space] == ["head_units", "dropout", "learning_rate"]
 
 
-
-
 def test_warmed_up_adam_averages_with_a_momentum_that_grows_with_the_step():
     """Pins `StepMomentumAverage`: if Keras stops calling `_update_model_variables_moving_average`
     after each step, or keeps the averages elsewhere, the average stops following."""
@@ -229,3 +228,32 @@ def test_warmed_up_adam_averages_with_a_momentum_that_grows_with_the_step():
         momentum = 0.0 if step == 0 else min(0.9, (1 + step) / (10 + step))
         expected = values[-1] if expected is None else momentum * expected + (1 - momentum) * values[-1]
         np.testing.assert_allclose(optimizer._model_variables_moving_average[0].numpy(), expected, rtol=1e-5)
+
+
+def test_keras_tuner_writes_its_state_where_the_whole_file_writers_write_it(tmp_path):
+    """Pins `WholeOracleFiles` and `WholeTunerFile`: keras-tuner writes `oracle.json` and each
+    `trial.json` through the oracle's `save` and `_save_trial` (and `tuner0.json` through the
+    tuner's `save`), at the names `_get_oracle_fname`, `_get_trial_dir` and `_get_tuner_fname`
+    give; the overrides write the same JSON there, and no file else."""
+    assert {"save", "_save_trial", "_get_oracle_fname", "_get_trial_dir"} <= set(
+        vars(keras_tuner.engine.oracle.Oracle)
+    )
+    assert {"save", "_get_tuner_fname", "_is_worker"} <= set(vars(keras_tuner.engine.base_tuner.BaseTuner))
+
+    class WholeRandomSearchOracle(internals.WholeOracleFiles, keras_tuner.oracles.RandomSearchOracle):
+        pass
+
+    written = {}
+    for name, kind in (("plain", keras_tuner.oracles.RandomSearchOracle), ("whole", WholeRandomSearchOracle)):
+        oracle = kind(objective="val_loss", max_trials=2, seed=1)
+        oracle.get_space().Float("learning_rate", 0.1, 1.0)
+        oracle._set_project_dir(str(tmp_path), name)
+        oracle.create_trial("tuner0")  # writes the trial's trial.json
+        oracle.save()
+        root = tmp_path / name
+        written[name] = {
+            str(path.relative_to(root)): json.loads(path.read_text()) for path in root.rglob("*.json")
+        }
+    assert sorted(written["whole"]) == sorted(written["plain"]) == ["oracle.json", "trial_0/trial.json"]
+    assert written["whole"]["trial_0/trial.json"] == written["plain"]["trial_0/trial.json"]
+    assert written["whole"]["oracle.json"].keys() == written["plain"]["oracle.json"].keys()

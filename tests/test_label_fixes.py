@@ -6,11 +6,13 @@ import csv
 import os
 
 import pytest
-from conftest import COLOURS, exit_code
+from conftest import COLOURS, copy_to_ram, exit_code
 
 import tfresnet
 from tfresnet import check
+from tfresnet.files import write_json, write_text
 from tfresnet.insight import label_fixes
+from tfresnet.paths import join, open_file
 
 
 @pytest.mark.parametrize(
@@ -86,3 +88,26 @@ def test_fixes_to_a_csv_keep_its_split_column(flipped_folder, tmp_path):
         ).num_validation
         == 1
     )
+
+
+def test_fixes_on_a_store_read_there_and_write_a_labels_csv_there(flipped_folder, ram_dir):
+    """The check's files, the dataset and the labels CSV on TensorFlow's in-memory file system."""
+    images = copy_to_ram(flipped_folder, join(ram_dir, "images"))
+    issues_csv = join(ram_dir, "check", label_fixes.ISSUES_FILE)
+    fixes = "green/flipped_002.jpg,green,blue,0.01,relabel\nred/flipped_005.jpg,red,green,0.02,drop\n"
+    write_text(issues_csv, ",".join(label_fixes.ISSUE_COLUMNS) + "\n" + fixes)
+    write_json(
+        join(ram_dir, "check", "check.json"), {"directory": images, "label_issues": {"file": issues_csv}}
+    )
+    assert label_fixes.checked_dataset(issues_csv) == {"directory": images}
+
+    inside, outside = join(images, "labels.csv"), join(ram_dir, "fixed", "labels.csv")
+    for output in (inside, outside):
+        fixed = label_fixes.apply_label_fixes(issues_csv, output, directory=images)
+        assert fixed == {"images": 41, "relabelled": 1, "dropped": 1}
+    with open_file(inside, newline="") as file:
+        rows = dict(list(csv.reader(file))[1:])
+    assert len(rows) == 41 and "red/flipped_005.jpg" not in rows
+    assert rows["green/flipped_002.jpg"] == "blue" and rows["blue/000.jpg"] == "blue"
+    with open_file(outside, newline="") as file:  # outside the images' folder: their whole URLs
+        assert dict(list(csv.reader(file))[1:]) == {join(images, path): label for path, label in rows.items()}

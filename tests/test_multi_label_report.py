@@ -2,7 +2,9 @@
 on a constructed case counted by hand and on a trained model recomputed (its page:
 test_multi_label_html.py)."""
 
+import base64
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,13 +13,16 @@ from conftest import (
     REPORT_CASE_NAMES,
     REPORT_CASE_PATHS,
     REPORT_CASE_PROBABILITIES,
+    ram_files,
     report_case_dataset,
     report_case_model,
 )
 from sklearn.metrics import average_precision_score
 
+from tfresnet.files import read_json
 from tfresnet.insight import evaluation, multi_label_metrics, multi_label_report, report
 from tfresnet.insight.dataset_check import check_csv
+from tfresnet.paths import join, read_bytes
 
 NAMES = REPORT_CASE_NAMES
 PROBABILITIES, LABELS, PATHS = REPORT_CASE_PROBABILITIES, REPORT_CASE_LABELS, REPORT_CASE_PATHS
@@ -59,6 +64,26 @@ def test_a_constructed_case_counted_by_hand(tmp_path):
     # No history: no curves; the single-label pictures are not drawn.
     for name in ("training_curves.png", "confusion_matrix.png", "calibration.png"):
         assert not (tmp_path / name).exists(), name
+
+
+def test_a_report_on_a_store_holds_the_files_of_a_local_one(tmp_path, ram_dir):
+    """The report's folder on a store (TensorFlow's in-memory file system, through tf.io.gfile)."""
+    model, history = _sigmoid_model(), {"loss": [0.7, 0.5], "mean_average_precision": [0.5, 0.7]}
+    output_dir = join(ram_dir, "runs", "tags")  # the folder: made by the report
+    stored = report.write_report(model, _dataset(), NAMES, output_dir, paths=PATHS, history=history)
+    local = report.write_report(model, _dataset(), NAMES, str(tmp_path), paths=PATHS, history=history)
+    assert json.loads(json.dumps(stored)) == json.loads(json.dumps(local))
+    assert read_json(join(output_dir, report.REPORT_FILE)) == json.loads(json.dumps(local))
+    pictures = ["pr_curves.png", "top_losses.png", "training_curves.png"]
+    assert (
+        ram_files(output_dir)
+        == sorted(os.listdir(tmp_path))
+        == sorted([*pictures, "report.html", "report.json"])
+    )
+    page = read_bytes(join(output_dir, report.HTML_FILE)).decode("utf-8")
+    for name in pictures:
+        picture = read_bytes(join(output_dir, name))
+        assert picture[:8] == PNG and base64.b64encode(picture).decode() in page, name
 
 
 def test_a_trained_models_report_is_its_recomputed_measures(multi_label_model, multi_label_csv, tmp_path):

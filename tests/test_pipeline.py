@@ -1,6 +1,6 @@
 """Tests of tfresnet.data.pipeline, through the loaders: determinism, the batch contract, the
-training set's safety net and the training images under the evaluation transform (file caches:
-test_cache.py)."""
+training set's safety net, the training images under the evaluation transform and the workers'
+shares of the training files (file caches: test_cache.py)."""
 
 import os
 
@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import file_index, take_all
 
 from tfresnet.data import AUGMENTATIONS, decode_for_eval, from_arrays, from_folder
-from tfresnet.data.pipeline import make_settings, stratified_split
+from tfresnet.data.pipeline import Part, make_settings, shard_part, stratified_split
 
 SIZE = 32
 
@@ -141,6 +141,66 @@ def test_file_failing_after_listing_is_replaced_in_training_but_never_in_evaluat
     for dataset in (data.validation, data.train_evaluation):  # no image twice: it raises instead
         with pytest.raises(tf.errors.InvalidArgumentError):
             take_all(dataset)
+
+
+# === A worker's share of the training files ===
+
+
+@pytest.mark.parametrize("drop_remainder, steps", [(False, 3), (True, 2)])
+def test_shares_split_the_training_files_into_the_steps_of_one_machine(image_folder, drop_remainder, steps):
+    """21 training files in batches of 8; two shares in batches of 4: 11 images each (share 1's
+    10 files and its first again), every second file, as many batches as one machine's."""
+    data = from_folder(
+        image_folder,
+        image_size=SIZE,
+        batch_size=8,
+        val_split=0,
+        augmentation="none",
+        seed=0,
+        drop_remainder=drop_remainder,
+    )
+    files = listed_files(image_folder)
+    expected = np.stack([decode_for_eval(tf.io.read_file(path), SIZE).numpy() for path, _ in files])
+    shares = [data.train_shard(index, 2, 4) for index in range(2)]
+
+    assert len(list(data.train)) == steps
+    assert [len(list(share)) for share in shares] == [steps, steps]
+    if not drop_remainder:
+        for index, share in enumerate(shares):
+            images, labels = take_all(share)
+            found = file_index(images, expected)
+            assert len(found) == 11 and sorted(set(found)) == list(range(index, 21, 2))
+            assert labels.tolist() == [files[i][1] for i in found]
+
+
+def test_a_share_reads_only_its_own_files(make_image_folder):
+    folder = make_image_folder(images_per_class=4, size=SIZE)
+    data = from_folder(folder, image_size=SIZE, batch_size=4, val_split=0, seed=0, strict=True)
+    for path in data.files["train"][1::2]:  # share 1 of 2
+        os.remove(path)
+
+    images, _ = take_all(data.train_shard(0, 2, 2))  # random crops: decoded from the files each pass
+
+    assert len(images) == 6
+    for needs_the_files in (data.train_shard(1, 2, 2), data.train):
+        with pytest.raises(tf.errors.NotFoundError):
+            take_all(needs_the_files)
+
+
+def test_the_one_share_of_one_is_the_training_set(image_folder):
+    data = from_folder(image_folder, image_size=SIZE, batch_size=4, seed=3)
+
+    for ours, one_share in zip(take_all(data.train), take_all(data.train_shard(0, 1, 4))):
+        np.testing.assert_array_equal(ours, one_share)
+
+
+def test_data_without_files_has_no_shares_and_a_share_names_what_exists():
+    data = from_arrays(np.zeros((6, 8, 8, 3), np.uint8), np.arange(6) % 2, image_size=8, val_split=0)
+    assert data.train_shard is None
+    part = Part(tf.data.Dataset.range(3), tf.identity, np.arange(3))
+    assert shard_part(part, 1, 2).labels.tolist() == [1, 1]  # padded to as many as share 0's
+    with pytest.raises(ValueError, match=r"0 <= index < count <= 3. Received: index=2, count=2"):
+        shard_part(part, 2, 2)
 
 
 # === Settings and split ===

@@ -11,10 +11,12 @@ import sys
 
 import pytest
 from conftest import EXPORTED_KINDS as KINDS
+from conftest import copy_to_ram
 
 import tfresnet
 from tfresnet import predict
 from tfresnet.export import predictor as predictor_module
+from tfresnet.paths import copy_file, join, open_file
 
 
 def _read_csv(path):
@@ -80,6 +82,38 @@ def test_csv_goes_to_stdout_without_output(exported, capfd):
     lines = capfd.readouterr().out.splitlines()
     assert lines[0] == "path,label,score,error"
     assert len(lines) == 1 + 4 and all(line.split(",")[1] == "blue" for line in lines[1:])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_model_and_images_on_a_store_give_the_local_rows_in_a_csv_on_the_store(
+    exported, kind, tmp_path, ram_dir
+):
+    """The model, the image folder and the CSV on TensorFlow's in-memory file system."""
+    paths, _, images, _ = exported
+    if kind == "saved_model":
+        model = copy_to_ram(paths[kind], join(ram_dir, "saved", "1"))
+    else:  # the file, then its labels and settings beside it (in that order: ram:// takes a
+        # file whose name starts another file's, model.onnx beside model.onnx.json, for a folder)
+        model = join(ram_dir, os.path.basename(paths[kind]))
+        for suffix in ("", ".labels.txt", ".json"):
+            copy_file(paths[kind] + suffix, model + suffix)
+    stored_images, output = copy_to_ram(images, join(ram_dir, "images")), join(ram_dir, "predictions.csv")
+    assert predict.main([model, stored_images, "--top-k", "2", "--output", output]) == 0
+    assert predict.main([paths[kind], images, "--top-k", "2", "--output", str(tmp_path / "local.csv")]) == 0
+
+    with open_file(output, newline="") as file:
+        rows = list(csv.DictReader(file))
+    _, expected = _read_csv(tmp_path / "local.csv")
+    assert len(rows) == 12 + 3 and sum(bool(row["error"]) for row in rows) == 3
+    assert [row["path"] for row in rows] == [
+        join(stored_images, os.path.relpath(row["path"], images)) for row in expected
+    ]
+    for row, wanted in zip(rows, expected):
+        assert [row[key] for key in ("label", "label_2", "error")] == [
+            wanted[key] for key in ("label", "label_2", "error")
+        ]
+        if wanted["score"]:
+            assert float(row["score"]) == pytest.approx(float(wanted["score"]), abs=1e-6)
 
 
 # === Bad input ===

@@ -12,7 +12,10 @@ from conftest import assert_close_across_kernels
 from PIL import Image
 
 import tfresnet
+from tfresnet.export import export_saved_model
 from tfresnet.export import predictor as predictor_module
+from tfresnet.export.formats import export_formats
+from tfresnet.paths import copy_file, join, makedirs, read_bytes
 
 # === The three formats and the evaluation transform ===
 
@@ -61,6 +64,49 @@ def test_predictor_checks_top_k(exported):
 
 def test_load_predictor_is_public():
     assert tfresnet.load_predictor is predictor_module.load_predictor
+
+
+# === Exports and images on a store (TensorFlow's in-memory file system) ===
+
+
+def test_exports_written_to_a_store_give_the_rows_of_the_local_ones(exported, ram_dir):
+    """Each format written to TensorFlow's in-memory file system and loaded from there."""
+    local, model, images, _ = exported
+    stored = {"saved_model": export_saved_model(model, join(ram_dir, "1"), class_names=CLASS_NAMES)}
+    figures = export_formats(model, ram_dir, ["saved_model", "litert", "onnx"], class_names=CLASS_NAMES)
+    stored.update({kind: entry["path"] for kind, entry in figures.items()})
+    assert stored["litert"] == join(ram_dir, "model.tflite")
+    assert figures["onnx"]["size_bytes"] == len(read_bytes(stored["onnx"]))
+
+    files = predictor_module.list_images([images])
+    makedirs(join(ram_dir, "images"))
+    stored_files = [join(ram_dir, "images", f"{index}.jpg") for index in range(3)]
+    for path, stored_file in zip(files, stored_files):
+        copy_file(path, stored_file)
+    missing = join(ram_dir, "images", "missing.jpg")
+    for kind in KINDS:
+        predictor = predictor_module.load_predictor(stored[kind])
+        assert predictor.class_names == CLASS_NAMES, kind
+        rows = predictor.predict(files, top_k=3)
+        expected = predictor_module.load_predictor(local[kind]).predict(files, top_k=3)
+        assert [(row["label"], row["error"]) for row in rows] == [
+            (row["label"], row["error"]) for row in expected
+        ], kind
+        good = [index for index, row in enumerate(expected) if row["error"] is None]
+        assert len(good) == 12
+        scores = _scores([rows[i] for i in good])
+        np.testing.assert_allclose(scores, _scores([expected[i] for i in good]), atol=1e-6, err_msg=kind)
+        from_store = predictor.predict([*stored_files, missing], top_k=3)
+        assert [row["path"] for row in from_store] == [*stored_files, missing]
+        assert [row["label"] for row in from_store[:3]] == [row["label"] for row in rows[:3]]
+        np.testing.assert_allclose(_scores(from_store[:3]), scores[:3], atol=1e-6, err_msg=kind)
+        assert from_store[3]["label"] is None and from_store[3]["error"].startswith("unreadable: ")
+    with pytest.raises(FileNotFoundError, match="Model not found"):
+        predictor_module.load_predictor(join(ram_dir, "absent.onnx"))
+
+
+def _scores(rows: list[dict]) -> list[list[float]]:
+    return [[row["score"], row["score_2"], row["score_3"]] for row in rows]
 
 
 # === Multi-label: the labels over their thresholds ===

@@ -41,3 +41,11 @@ def test_an_unwritable_folder_is_named_and_the_folders_made_for_the_run_are_remo
     assert os.listdir(tmp_path) == ["a_file"]
     preflight.check_writable([("--output-dir", str(output))])
     assert os.listdir(output) == []  # written to, and left empty
+
+
+def test_a_folder_on_a_store_is_created_and_left_empty(ram_dir):
+    from tfresnet import paths
+
+    output = paths.join(ram_dir, "runs", "flowers")
+    preflight.check_writable([("--output-dir", output)])
+    assert paths.isdir(output) and paths.listdir(output) == []

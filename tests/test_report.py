@@ -1,6 +1,7 @@
 """The evaluation report: counts, the top-loss images paired with their own predictions, plots,
 calibration, Grad-CAM, and its files written whole (its page: test_report_html.py)."""
 
+import base64
 import json
 import os
 import subprocess
@@ -14,15 +15,17 @@ from conftest import REPORT_CLASS_NAMES as CLASS_NAMES
 from conftest import REPORT_LABELS as LABELS
 from conftest import REPORT_SIZE as SIZE
 from conftest import REPORT_WRONG as WRONG
-from conftest import assert_close_across_kernels
+from conftest import assert_close_across_kernels, ram_files
 from conftest import report_images as _images
 from conftest import report_model as _model
 from conftest import reshuffling_dataset as _reshuffling_dataset
 from PIL import Image
 
 import tfresnet
+from tfresnet.files import read_json
 from tfresnet.insight import calibration, evaluation, multi_label_report, report
 from tfresnet.insight.gradcam import grad_cam
+from tfresnet.paths import join, read_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -290,6 +293,39 @@ def test_the_report_lists_and_shows_the_labels_the_model_contradicts(tmp_path):
     assert again["suspected_label_errors"] == []
     assert not (tmp_path / "label_errors.png").exists()
     assert "contradicts no label" in (tmp_path / "report.html").read_text()
+
+
+def test_a_report_on_a_store_holds_the_files_of_a_local_one_and_drops_an_older_picture(tmp_path, ram_dir):
+    """The report's folder on a store (TensorFlow's in-memory file system, through tf.io.gfile)."""
+    history = {"loss": [1.0, 0.5], "accuracy": [0.3, 0.6], "phase": [1, 2]}
+    dataset = tf.data.Dataset.from_tensor_slices((_images(), LABELS)).batch(5)
+    model, output_dir = _model(), join(ram_dir, "runs", "flowers")  # the folder: made by the report
+    stored = report.write_report(model, dataset, CLASS_NAMES, output_dir, history=history)
+    local = report.write_report(model, dataset, CLASS_NAMES, str(tmp_path), history=history)
+    assert json.loads(json.dumps(stored)) == json.loads(json.dumps(local))
+    assert read_json(join(output_dir, report.REPORT_FILE)) == json.loads(
+        (tmp_path / report.REPORT_FILE).read_text()
+    )
+    pictures = [
+        "calibration.png",
+        "confusion_matrix.png",
+        "label_errors.png",
+        "top_losses.png",
+        "training_curves.png",
+    ]
+    assert (
+        ram_files(output_dir)
+        == sorted(os.listdir(tmp_path))
+        == sorted([*pictures, "report.json", "report.html"])
+    )
+    page = read_bytes(join(output_dir, report.HTML_FILE)).decode("utf-8")
+    for name in pictures:
+        picture = read_bytes(join(output_dir, name))
+        assert picture[:8] == b"\x89PNG\r\n\x1a\n" and base64.b64encode(picture).decode() in page, name
+
+    right = tf.data.Dataset.from_tensor_slices((_images()[[0, 2, 4]], LABELS[[0, 2, 4]])).batch(5)
+    assert report.write_report(model, right, CLASS_NAMES, output_dir)["suspected_label_errors"] == []
+    assert "label_errors.png" not in ram_files(output_dir)  # the older run's picture went
 
 
 # === Multi-label models (their report: test_multi_label_report.py) ===

@@ -6,12 +6,14 @@ import re
 import xml.etree.ElementTree as ElementTree
 
 from conftest import REPORT_CLASS_NAMES as CLASS_NAMES
+from conftest import copy_to_ram
 from conftest import report_model as _model
 from conftest import reshuffling_dataset as _reshuffling_dataset
 from PIL import Image
 
 import tfresnet
 from tfresnet.insight import report, report_html
+from tfresnet.paths import join, read_bytes
 
 
 def _page_images(page: str) -> list[str]:
@@ -80,3 +82,23 @@ def test_the_page_says_when_the_dataset_check_did_not_run(tmp_path):
     page = (tmp_path / report.HTML_FILE).read_text()
     assert "The dataset check did not run" in page
     assert len(_page_images(page)) == 4  # confusion matrix, top losses, label errors, calibration
+
+
+def test_a_page_on_a_store_shows_the_duplicates_of_a_folder_there(folder_with_a_conflict, ram_dir):
+    """The images and the report on TensorFlow's in-memory file system: their thumbnails inlined."""
+    folder = copy_to_ram(folder_with_a_conflict, join(ram_dir, "images"))
+    check = tfresnet.check_dataset(folder, val_split=0.3, seed=0)
+    output_dir = join(ram_dir, "report")
+    report.write_report(_model(), _reshuffling_dataset(), CLASS_NAMES, output_dir, dataset_check=check)
+    page = read_bytes(join(output_dir, report.HTML_FILE)).decode("utf-8")
+    thumbnails = [source for source in _page_images(page) if source.startswith("data:image/jpeg")]
+    groups = [group["paths"] for group in check["conflicting_labels"]] + check["exact_duplicates"]
+    assert (
+        len(thumbnails) >= sum(map(len, groups)) >= 4
+    )  # the copy is an exact duplicate and a label conflict
+    with Image.open(io.BytesIO(read_bytes(join(folder, "blue", "000.jpg")))) as original:
+        size = original.size
+    for source in thumbnails:
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as picture:
+            assert picture.format == "JPEG" and max(picture.size) <= report_html.THUMBNAIL_SIZE
+            assert picture.size == size  # 40 px: smaller than a thumbnail, kept whole

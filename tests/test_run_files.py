@@ -8,10 +8,10 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import write_image_folder
+from conftest import ram_files, write_image_folder
 
 import tfresnet
-from tfresnet import training
+from tfresnet import paths, training
 from tfresnet.training import run_files
 from tfresnet.training.checkpoints import read_log
 
@@ -135,3 +135,62 @@ def test_a_best_epoch_that_cannot_be_restored_raises(tmp_path, monkeypatch, dama
             verbose=0,
         )
     assert not os.path.exists(tmp_path / "training_done.json")
+
+
+# === A run folder on a store (ram://, TensorFlow's in-memory file system, through tf.io.gfile) ===
+
+STORE_RUN = dict(backbone="resnet-tiny", weights=None, head_epochs=1, epochs=2, seed=0, verbose=0)
+
+
+def _store_run_data():
+    rng = np.random.default_rng(0)
+    colours = np.array([[220, 30, 30], [30, 220, 30]], "float32")
+    labels = np.repeat([0, 1], 8)
+    images = colours[labels][:, None, None, :] + rng.normal(0, 20, (16, 32, 32, 3))
+    return tfresnet.from_arrays(
+        np.clip(images, 0, 255).astype("uint8"),
+        labels,
+        image_size=32,
+        batch_size=4,
+        val_split=0.25,
+        augmentation="none",
+        seed=0,
+    )
+
+
+def test_a_run_on_a_store_killed_in_its_fine_tuning_resumes_there(
+    ram_dir, tmp_path, epoch_backups, monkeypatch
+):
+    output_dir, data = paths.join(ram_dir, "run"), _store_run_data()
+    epoch_backups.kill_after_the_first_fine_tuning_epoch()
+    with pytest.raises(KeyboardInterrupt):
+        training.fine_tune(data, output_dir=output_dir, **STORE_RUN)
+    at_kill = ram_files(output_dir)
+    assert {"run.json", "config.json", "log_head.csv", "best.weights.h5", "best.json"} <= set(at_kill)
+    assert {"head_phase.weights.h5", "backup/fine_tune/epoch.json", "logs/head/train"} <= {
+        *at_kill,
+        *(os.path.dirname(name) for name in at_kill),
+    }
+    assert "training_done.json" not in at_kill and "run.lock" not in at_kill  # no lock on a store
+    assert run_files.resume_point(output_dir) == [0, 1, 0, 0]
+    run_files.copy_state(output_dir, str(tmp_path))  # what another worker resumes from
+    assert os.path.isfile(tmp_path / "backup" / "fine_tune" / "epoch-0.weights.h5")
+    assert run_files.resume_point(str(tmp_path)) == [0, 1, 0, 0]
+
+    epoch_backups.record()
+    result = training.fine_tune(data, output_dir=output_dir, resume=True, **STORE_RUN)
+    assert epoch_backups.ended == [("fine_tune", 1)]  # the epoch after the kill, nothing before it
+    assert result.history["phase"] == [1, 2, 2]
+    assert [row["epoch"] for row in read_log(paths.join(output_dir, "log_fine_tune.csv"))] == [0, 1]
+    files = ram_files(output_dir)
+    assert "training_done.json" in files and "head_phase.weights.h5" not in files
+    assert not any(name.startswith("backup/") for name in files)
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", trained)
+    again = training.fine_tune(data, output_dir=output_dir, resume=True, **STORE_RUN)
+    assert again.history == result.history
+    for expected, actual in zip(result.model.weights, again.model.weights):
+        np.testing.assert_array_equal(expected.numpy(), actual.numpy())

@@ -1,5 +1,6 @@
 """A resume proves it continues the same run: what `run.json` records, what a change says."""
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -8,7 +9,9 @@ import sys
 import pytest
 from conftest import write_image_folder
 
-from tfresnet.files import read_json
+from tfresnet import paths
+from tfresnet.files import read_json, write_text
+from tfresnet.training.run_identity import weights_identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
@@ -80,3 +83,14 @@ def test_a_resume_with_another_setting_is_bad_input_naming_it(finished, tmp_path
     assert len(lines) == 1 and "Traceback" not in completed.stderr
     assert named in lines[0] and "--resume" in lines[0] and "--output-dir" in lines[0]
     assert sorted(os.listdir(output_dir)) == before
+
+
+def test_a_weights_file_on_a_store_is_known_by_its_bytes(tmp_path, ram_dir):
+    local = tmp_path / "mine.weights.h5"
+    local.write_bytes(b"first")
+    path = paths.join(ram_dir, "mine.weights.h5")
+    paths.copy_file(str(local), path)
+    assert weights_identity(path) == {"file": path, "sha256": weights_identity(str(local))["sha256"]}
+    write_text(path, "other")  # the same size; ram:// keeps no modification time
+    assert weights_identity(path)["sha256"] == hashlib.sha256(b"other").hexdigest()
+    assert weights_identity("imagenet") == "imagenet"

@@ -11,13 +11,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_close_across_kernels, write_image_folder
+from conftest import assert_close_across_kernels, ram_files, write_image_folder
 from PIL import Image
 
 import tfresnet
-from tfresnet import export
+from tfresnet import export, paths
 from tfresnet.data.transforms import CROP_FRACTION
-from tfresnet.export import saved_model
+from tfresnet.files import read_json
 
 IMAGE_SIZE = 32
 SERVE = """
@@ -177,7 +177,7 @@ def test_an_export_interrupted_between_its_two_renames_keeps_the_previous_one(
                 raise KeyboardInterrupt
         rename(source, destination)
 
-    monkeypatch.setattr(saved_model.os, "rename", interrupted_rename)
+    monkeypatch.setattr(os, "rename", interrupted_rename)  # the renames of paths.replace_folder
     with pytest.raises(KeyboardInterrupt):
         export.export_saved_model(_small_model(1), target, class_names=["x", "y", "z"])
     monkeypatch.undo()
@@ -228,6 +228,35 @@ def test_export_replaces_an_existing_one(previous, tmp_path):
     served = _served_pixels(target, pixels)
     assert_close_across_kernels(served, replacement.predict(pixels, verbose=0))
     assert np.abs(served - before).max() > 0.01  # the replacement serves, not the previous model
+
+
+# === On a store (TensorFlow's in-memory file system, through tf.io.gfile) ===
+
+
+def test_an_export_on_a_store_serves_what_the_local_one_serves_and_the_next_replaces_it(
+    trained, small_export, ram_dir, encoded_images
+):
+    model, local, _, class_names = trained
+    target = paths.join(ram_dir, "serving", "1")
+    assert export.export_saved_model(model, target, class_names=class_names, top_k=2) == target
+    assert ram_files(target) == ram_files(local)
+    assert read_json(paths.join(target, "tfresnet_config.json")) == read_json(
+        os.path.join(local, "tfresnet_config.json")
+    )
+    request = {"image_bytes": tf.constant(encoded_images)}
+    served = tf.saved_model.load(target).signatures["serving_default"](**request)
+    expected = tf.saved_model.load(local).signatures["serving_default"](**request)
+    np.testing.assert_allclose(served["probabilities"], expected["probabilities"], atol=1e-6)
+    assert (served["labels"].numpy() == expected["labels"].numpy()).all()
+
+    replacement, replacement_dir = small_export
+    assert export.export_saved_model(replacement, target, class_names=["cat", "dog", "fox"]) == target
+    assert paths.listdir(paths.join(ram_dir, "serving")) == ["1"]  # no staging folder left beside it
+    assert ram_files(target) == ram_files(replacement_dir)  # none of the previous export's files
+    with paths.open_file(paths.join(target, "labels.txt")) as file:
+        assert file.read().split() == ["cat", "dog", "fox"]
+    pixels = np.random.default_rng(3).uniform(0, 255, (4, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    assert_close_across_kernels(_served_pixels(target, pixels), replacement.predict(pixels, verbose=0))
 
 
 def test_class_names_must_match_the_model(tmp_path):

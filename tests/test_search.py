@@ -14,10 +14,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY, RecordTraining, copy_search, take_all
+from conftest import TINY, RecordTraining, copy_search, ram_files, take_all
 
-from tfresnet import tuning
+from tfresnet import paths, tuning
 from tfresnet.data import ImageData
+from tfresnet.files import read_json
 from tfresnet.models.classifier import build_classifier
 from tfresnet.models.multi_label import LabelWeightedCrossentropy, label_weights
 from tfresnet.training.settings import class_weights
@@ -25,10 +26,11 @@ from tfresnet.tuning import ClassifierHyperModel, HeadHyperModel, search
 
 # `tfresnet.tuning.search` is the function; the module holds what the tests patch.
 search_module = importlib.import_module("tfresnet.tuning.search")
+features_module = importlib.import_module("tfresnet.tuning.features")
 
 
 def read_trials(directory) -> list[dict]:
-    with open(os.path.join(directory, "trials.csv"), newline="") as file:
+    with paths.open_file(paths.join(directory, "trials.csv"), newline="") as file:
         return list(csv.DictReader(file))
 
 
@@ -137,6 +139,36 @@ def test_resuming_a_finished_search_runs_no_new_trial(hyperband_search, data, tm
     check_in_space(search(data, max_trials=5, callbacks=[RecordTraining()], **arguments))
     assert len(RecordTraining.record) == 2  # one more trial: its begin and end
     assert len(read_trials(directory)) == 5
+
+
+def test_a_search_on_a_store_resumes_with_its_trials_and_its_feature_cache(data, ram_dir, monkeypatch):
+    directory = paths.join(ram_dir, "search")
+    arguments = {"tuner": "random", "tune_epochs": 1, "seed": 0, "directory": directory, "verbose": 0, **TINY}
+    RecordTraining.record = []
+    best = search(data, max_trials=2, callbacks=[RecordTraining()], **arguments)
+    check_in_space(best)
+    written = ram_files(directory)
+    assert {"search.json", "oracle.json", "trials.csv", "trials.png", "trial_0/trial.json"} <= set(written)
+    assert {"trial_1/trial.json", "trial_1/worker.json"} <= set(written)
+    assert len([name for name in written if name.startswith("features-")]) == 1
+    assert read_json(paths.join(directory, "best_hyperparameters.json")) == best
+    assert len(RecordTraining.record) == 4  # two trials: their begins and ends
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the features were computed again")
+
+    with monkeypatch.context() as patch:  # resumed: the trials and the cached features are reused
+        patch.setattr(features_module, "_feature_extractor", not_again)
+        RecordTraining.record = []
+        assert search(data, max_trials=2, callbacks=[RecordTraining()], **arguments) == best
+        assert RecordTraining.record == []
+        check_in_space(search(data, max_trials=3, callbacks=[RecordTraining()], **arguments))
+        assert len(RecordTraining.record) == 2
+    assert [row["trial_id"] for row in read_trials(directory)] == ["0", "1", "2"]
+
+    search(data, max_trials=1, overwrite=True, **arguments)  # the search's own files, afresh
+    assert [row["trial_id"] for row in read_trials(directory)] == ["0"]
+    assert not paths.exists(paths.join(directory, "trial_2", "trial.json"))
 
 
 @pytest.mark.parametrize(

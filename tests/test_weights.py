@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import tfresnet
+from tfresnet import paths
 from tfresnet.models import backbones, tiny_resnet, torchvision_resnet
 from tfresnet.models.backbones import BACKBONES
 from tfresnet.models.torchvision_resnet import resnet_v1_5
@@ -251,6 +252,41 @@ def test_missing_file(tmp_path, loadable_tiny, tiny_torchvision, backbone, state
     with pytest.raises(FileNotFoundError, match="Weights file not found") as error:
         tfresnet.build_backbone(backbone, weights=str(tmp_path / "nope.h5"), image_size=32)
     assert ("or a .pth/.safetensors state dict" in str(error.value)) == state_dicts
+
+
+# === Files on a store (ram://, TensorFlow's in-memory file system, read through tf.io.gfile) ===
+
+
+@pytest.mark.parametrize("file_name", ["backbone.h5", "backbone.weights.h5"])
+def test_weights_from_a_file_on_a_store(tmp_path, ram_dir, loadable_tiny, file_name):
+    source = tiny_resnet.tiny_resnet(input_shape=(32, 32, 3))
+    path = paths.join(ram_dir, "models", file_name)
+    paths.makedirs(paths.join(ram_dir, "models"))
+    paths.copy_file(_save(source, str(tmp_path / file_name)), path)
+    model = tfresnet.build_classifier(2, backbone="resnet-tiny", weights=path, image_size=32)
+    _assert_same_weights(source, model.get_layer("backbone"))
+
+
+def test_a_missing_or_foreign_file_on_a_store_is_named(ram_dir, loadable_tiny):
+    with pytest.raises(FileNotFoundError, match=f"Weights file not found: '{ram_dir}/nope.h5'"):
+        tfresnet.build_backbone("resnet-tiny", weights=paths.join(ram_dir, "nope.h5"), image_size=32)
+    with paths.open_file(paths.join(ram_dir, "text.h5"), "w") as file:
+        file.write("not weights")
+    with pytest.raises(ValueError, match=f"'{ram_dir}/text.h5' is not a weights file"):
+        tfresnet.build_backbone("resnet-tiny", weights=paths.join(ram_dir, "text.h5"), image_size=32)
+
+
+def test_a_safetensors_file_on_a_store_loads(tmp_path, ram_dir, tiny_torchvision):
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    state_dict = _random_state_dict(_tiny_v1_5())
+    save_file(state_dict, str(tmp_path / "finetuned.safetensors"))
+    path = paths.join(ram_dir, "finetuned.safetensors")
+    paths.copy_file(str(tmp_path / "finetuned.safetensors"), path)
+    network, _ = tfresnet.build_backbone("resnet50-torchvision", weights=path, image_size=32)
+    np.testing.assert_array_equal(
+        network.get_layer("layer4_0_conv3").kernel.numpy(),
+        state_dict["layer4.0.conv3.weight"].transpose(2, 3, 1, 0),
+    )
 
 
 @pytest.mark.parametrize("weights", [3, 1.5, ["imagenet"]])

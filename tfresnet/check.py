@@ -24,6 +24,7 @@ import os
 import sys
 from typing import Callable
 
+from tfresnet import paths
 from tfresnet.cli import console, finetune_flags
 from tfresnet.insight.dataset_check import (
     HAMMING_THRESHOLD,
@@ -153,16 +154,16 @@ def main(argv: list[str] | None = None) -> int:
                 if "label_issues" in report:
                     report["label_issues"]["file"] = _write_issues(report, output)
                 write_json(output, report)
-        except (ValueError, OSError, ImportError) as error:
+        except _bad_input_errors() as error:
             return console.print_bad_input(parser.prog, error)
     if args.apply_fixes is not None:
         print(
-            f"{'labels':<20}{os.path.abspath(args.output)} ({fixed['images']} images: "
+            f"{'labels':<20}{paths.absolute(args.output)} ({fixed['images']} images: "
             f"{fixed['relabelled']} relabelled, {fixed['dropped']} dropped)"
         )
         return 0
     print(summary_table(report))
-    print(f"{'report':<20}{os.path.abspath(output)}")
+    print(f"{'report':<20}{paths.absolute(output)}")
     if "label_issues" in report:
         print(
             f"{'label issues':<20}{report['label_issues']['file']} "
@@ -171,11 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if args.strict and has_problems(report) else 0
 
 
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    """What the command reports in one line: bad flags or data, and a store's own errors."""
+    import tensorflow as tf
+
+    return ValueError, OSError, ImportError, tf.errors.OpError
+
+
 def _writable(path: str, kind: str) -> str:
-    """`path`, its folder created; a ValueError if it is a folder."""
-    if os.path.isdir(path):
+    """`path` (local or on a store, `gs://...`), its folder created; a ValueError if it is a folder."""
+    if paths.isdir(path):
         raise ValueError(f"--output {path!r} is a folder. Pass the path of {kind}.")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    paths.makedirs(os.path.dirname(paths.absolute(path)))
     return path
 
 
@@ -183,7 +191,7 @@ def _write_issues(report: dict, output: str) -> str:
     """Writes the report's label issues as the CSV beside `output`; returns its absolute path."""
     from tfresnet.insight.label_fixes import ISSUES_FILE, write_issues_csv
 
-    path = os.path.join(os.path.dirname(os.path.abspath(output)), ISSUES_FILE)
+    path = paths.join(os.path.dirname(paths.absolute(output)), ISSUES_FILE)
     write_issues_csv(path, report["label_issues"]["issues"])
     return path
 
@@ -272,7 +280,7 @@ def _label_issue_settings(args: argparse.Namespace) -> dict:
     preflight.check_weights(**model, build=preflight.check_backbone(**model))
     model.pop("freeze_until")
     output = args.output or REPORT_FILE
-    cache_dir = args.cache_dir or os.path.dirname(os.path.abspath(output))
+    cache_dir = args.cache_dir or os.path.dirname(paths.absolute(output))
     return {"label_issues": LabelIssueOptions(**model, folds=args.folds, cache_dir=cache_dir)}
 
 

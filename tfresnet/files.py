@@ -3,15 +3,19 @@
 Every file here is written beside its target and renamed over it, so a process killed at any
 moment leaves either the previous file or the new one, never half of one. The standard
 library only (the model and the figure are passed in), so every layer of tfresnet can use it.
+A path may name any file system TensorFlow has (`gs://bucket/runs`): see `tfresnet.paths`,
+which says what holds on stores without atomic renames.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
+import uuid
 from typing import TYPE_CHECKING, Any, Callable
+
+from tfresnet.paths import copy_file, current_umask, exists, is_local, join, open_file
 
 if TYPE_CHECKING:
     import keras
@@ -24,9 +28,16 @@ def write_atomically(path: str, write: Callable[[str], Any]) -> None:
     The file gets the permissions of a file `open()` creates (0644 under umask 022), not the
     owner-only ones of `tempfile.mkstemp`.
 
+    On a store named by a scheme (`gs://...`), `write` writes a local temporary file, which
+    is copied beside `path` and renamed over it through `tf.io.gfile` (see the module's note).
+
     Example:
     >>> write_atomically("notes.txt", lambda temporary: open(temporary, "w").write("done"))
     """
+    path = os.fspath(path)
+    if not is_local(path):
+        _write_remote(path, write)
+        return
     handle, temporary = tempfile.mkstemp(
         dir=os.path.dirname(path) or ".", prefix=".", suffix=os.path.basename(path)
     )
@@ -40,18 +51,22 @@ def write_atomically(path: str, write: Callable[[str], Any]) -> None:
             os.remove(temporary)
 
 
-def current_umask() -> int:
-    """The process's umask (Python can only read it by setting it, so it is set back at once).
+def _write_remote(path: str, write: Callable[[str], Any]) -> None:
+    """`write_atomically` for a path on a store named by a scheme."""
+    import tensorflow as tf
 
-    Example:
-    >>> umask = os.umask(0o022)
-    >>> oct(0o777 & ~current_umask())  # the mode of a new folder
-    '0o755'
-    >>> _ = os.umask(umask)
-    """
-    umask = os.umask(0o077)
-    os.umask(umask)
-    return umask
+    gfile = tf.io.gfile
+    handle, local = tempfile.mkstemp(suffix=os.path.basename(path))
+    os.close(handle)
+    beside = join(os.path.dirname(path), f".{uuid.uuid4().hex}.{os.path.basename(path)}")
+    try:
+        write(local)
+        gfile.copy(local, beside, overwrite=True)
+        gfile.rename(beside, path, overwrite=True)
+    finally:
+        os.remove(local)
+        if gfile.exists(beside):
+            gfile.remove(beside)
 
 
 def save_weights_atomically(model: keras.Model, path: str) -> None:
@@ -69,7 +84,7 @@ def copy_atomically(source: str, path: str) -> None:
     Example:
         copy_atomically("runs/flowers/backup/head/latest.weights.h5", "runs/flowers/best.weights.h5")
     """
-    write_atomically(path, lambda temporary: shutil.copyfile(source, temporary))
+    write_atomically(path, lambda temporary: copy_file(source, temporary))
 
 
 def write_text(path: str, text: str) -> None:
@@ -157,9 +172,9 @@ def read_json(path: str) -> Any:
         read_json("runs/flowers/best.json")["value"]
         # 0.93
     """
-    if not os.path.exists(path):
+    if not exists(path):
         return None
-    with open(path, "rb") as file:
+    with open_file(path, "rb") as file:
         try:
             return json.load(file)
         except ValueError as error:  # JSONDecodeError, UnicodeDecodeError

@@ -143,6 +143,51 @@ class DeclaredSpace:
         self.oracle.update_space(hp)
 
 
+# === keras-tuner: its state files written whole ===
+
+
+def write_state(path: str, stateful) -> None:
+    """What keras-tuner's `Stateful.save` writes (`json.dumps(get_state())`), written whole."""
+    import json
+
+    from tfresnet.files import write_text
+
+    write_text(path, json.dumps(stateful.get_state()))
+
+
+class WholeOracleFiles:
+    """For a keras-tuner oracle: `oracle.json` and each `trial_*/trial.json` are written whole
+    (a temporary file renamed over them, on any file system `tfresnet.paths` reaches).
+
+    Why private: keras-tuner's `Oracle` writes them in place in `save` and `_save_trial`, its
+    only writers, and takes no writer to use instead: a search killed during a write leaves a
+    file its resume cannot read (and `ram://` appends a file written again to the old one).
+    The names come from `_get_oracle_fname` and `_get_trial_dir`.
+    """
+
+    def save(self):
+        write_state(self._get_oracle_fname(), self)
+
+    def _save_trial(self, trial):
+        import os
+
+        write_state(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial)
+
+
+class WholeTunerFile:
+    """For a keras-tuner tuner: its `tuner0.json` is written whole, as `WholeOracleFiles` writes
+    the oracle's.
+
+    Why private: `BaseTuner.save` writes it in place; its name comes from `_get_tuner_fname`,
+    and only the chief saves the oracle (`_is_worker`).
+    """
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        write_state(self._get_tuner_fname(), self)
+
+
 # === LiteRT ===
 
 

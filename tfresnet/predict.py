@@ -2,9 +2,10 @@
 
 MODEL is a SavedModel folder, a LiteRT `.tflite` or an `.onnx` file, with its class names in
 `labels.txt` inside the folder, in `<file>.labels.txt` beside a file. PATH are image files or
-folders, searched recursively for `.bmp`, `.gif`, `.jpeg`, `.jpg` and `.png` files. Every image is decoded,
-centre-cropped and resized by `tfresnet.decode_for_eval`, the evaluation pipeline's own
-transform, so each format sees exactly what the model was evaluated on.
+folders, searched recursively for `.bmp`, `.gif`, `.jpeg`, `.jpg` and `.png` files. MODEL, PATH
+and `--output` may be local or on a store TensorFlow reads (`gs://bucket/photos`). Every image
+is decoded, centre-cropped and resized by `tfresnet.decode_for_eval`, the evaluation pipeline's
+own transform, so each format sees exactly what the model was evaluated on.
 
 Output: CSV with a header, one row per image, `path,label,score` (with `--top-k K` also
 `label_2,score_2 ... label_K,score_K`) and `error`, the reason an image could not be read (its
@@ -38,6 +39,8 @@ import io
 import json
 import os
 import sys
+
+from tfresnet import paths
 
 PROG = "python -m tfresnet.predict"
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
@@ -122,8 +125,9 @@ def _prepare(args: argparse.Namespace):
             f".jpg, .jpeg, .png, .bmp or .gif files."
         )
     if args.output:
-        folder = os.path.dirname(os.path.abspath(args.output))
-        if os.path.isdir(args.output) or not os.path.isdir(folder):
+        folder = os.path.dirname(paths.absolute(args.output))
+        # An object store (gs://) has no folders to make: its objects are named by their path.
+        if paths.isdir(args.output) or (paths.is_local(folder) and not paths.isdir(folder)):
             raise ValueError(
                 f"--output {args.output!r} cannot be written: pass a file in an existing folder."
             )

@@ -6,7 +6,9 @@ and the packages that file needs, where the backbone starts to train, that the o
 can be written); bad input returns exit code 2 with one line on stderr. What fails later,
 while training, keeps its traceback, and the run's files stay where they are (`--resume`
 continues it). Several machines: with `--tune` and keras-tuner's variables, every process
-takes part in one search, then only its chief trains, reports and exports.
+takes part in one search, then only its chief trains, reports and exports. Every folder and
+file a flag names may be on any file system TensorFlow has (`gs://bucket/runs/flowers`; see
+`tfresnet.paths`).
 
 Example:
     with contextlib.ExitStack() as held:
@@ -21,10 +23,9 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 
-from tfresnet import files
+from tfresnet import files, paths
 from tfresnet.cli import console, preflight
 from tfresnet.cli.finetune_flags import build_parser, csv_columns, run_settings, weights
 
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         result = training.fine_tune(
             data, output_dir=args.output_dir, resume=args.resume, strategy=strategy, **settings.to_json()
         )
+    except RunMismatch as error:  # with --tune, told once the search has chosen the head
+        return console.print_bad_input(build_parser().prog, error.for_command())
     except ResumeError as error:  # the workers of a multi-worker run see different runs
         return console.print_bad_input(build_parser().prog, error)
     return _report_and_export(
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 
 def _prepare(args: argparse.Namespace, held: contextlib.ExitStack):
     """Checks the flags, the data, the model and the folders; takes the output folder's lock
-    (into `held`) and checks that a resume continues the same run; returns `(strategy, data)`."""
+    (into `held`) and checks that a resume continues the same run (with `--tune`, `fine_tune`
+    checks it once the search has chosen the head); returns `(strategy, data)`."""
     from tfresnet.training import distribute, run_files
     from tfresnet.training.run_identity import run_identity
 
@@ -123,7 +127,8 @@ def _prepare(args: argparse.Namespace, held: contextlib.ExitStack):
     search_worker = args.tune and not args.find_lr and _search_worker_id() is not None
     if distribute.is_chief(strategy) and not search_worker:  # the other workers share the folder
         held.enter_context(run_files.run_lock(args.output_dir))
-    if args.resume and not args.find_lr:
+    # With --tune the head is the search's choice, known after the search: `fine_tune` checks it.
+    if args.resume and not args.find_lr and not args.tune:
         identity = run_identity(
             data,
             backbone=args.backbone,
@@ -176,8 +181,8 @@ def _written_folders(args: argparse.Namespace, *, chief: bool) -> list[tuple[str
     folders.append(("--output-dir", args.output_dir))
     if args.find_lr:
         return folders
-    export_dir = os.path.abspath(_export_dir(args))
-    if os.path.isfile(export_dir):
+    export_dir = paths.absolute(_export_dir(args))
+    if paths.isfile(export_dir):
         raise ValueError(f"--export-dir {export_dir!r} is a file: the export is a folder. Pass another path.")
     return [*folders, ("--export-dir", os.path.dirname(export_dir))]
 
@@ -235,11 +240,11 @@ def _search(args: argparse.Namespace, data, strategy) -> dict:
 
 
 def _tune_dir(args: argparse.Namespace) -> str:
-    return args.tune_dir or os.path.join(args.output_dir, "tuning")
+    return args.tune_dir or paths.join(args.output_dir, "tuning")
 
 
 def _export_dir(args: argparse.Namespace) -> str:
-    return args.export_dir or os.path.join(args.output_dir, "saved_model", "1")
+    return args.export_dir or paths.join(args.output_dir, "saved_model", "1")
 
 
 def _search_worker_id() -> str | None:
@@ -265,18 +270,18 @@ def _report_and_export(
     from tfresnet.insight.evaluation import predict_probabilities
 
     # Every worker of a multi-worker run evaluates and exports, so that none leaves the others
-    # early; only the chief's files are kept.
+    # early; only the chief's files are kept (another worker's go to a local folder of its own).
     output_dir = args.output_dir if chief else tempfile.mkdtemp(prefix="tfresnet-worker-")
     if data.validation is not None:
-        evaluation, evaluated_on, paths = data.validation, "validation", data.files.get("validation")
+        evaluation, evaluated_on, image_paths = data.validation, "validation", data.files.get("validation")
     else:
         evaluation, evaluated_on = data.train_evaluation, "training (evaluation transform)"
-        paths = data.files.get("train")
+        image_paths = data.files.get("train")
     temperature, config = None, result.config
     if args.calibrate:
         temperature = calibration.fit_temperature(*predict_probabilities(result.model, evaluation))
         config = {**config, "temperature": temperature}
-    export_dir = _export_dir(args) if chief else os.path.join(output_dir, "saved_model")
+    export_dir = _export_dir(args) if chief else paths.join(output_dir, "saved_model")
     with calibration.temperature_applied(result.model, temperature):
         export.export_saved_model(
             result.model,
@@ -300,14 +305,14 @@ def _report_and_export(
         calibrate=args.calibrate,
         temperature=temperature,
         tta=args.tta,
-        paths=paths,
+        paths=image_paths,
         thresholds=result.thresholds,
     )
     if not chief:
-        shutil.rmtree(output_dir, ignore_errors=True)
+        paths.rmtree(output_dir)
         return 0
     if exports:  # their agreement figures join the report
-        path = os.path.join(output_dir, report.REPORT_FILE)
+        path = paths.join(output_dir, report.REPORT_FILE)
         files.write_json(path, {**(files.read_json(path) or {}), "exports": exports})
     print(json.dumps(_summary(args, data, written, exports, export_dir=export_dir)))
     return 0
@@ -327,9 +332,9 @@ def _summary(args: argparse.Namespace, data, written: dict, exports: dict, *, ex
     summary = {
         **{name: written[name] for name in names},
         "evaluated_on": evaluated_on,
-        "output_dir": os.path.abspath(args.output_dir),
-        "export_dir": os.path.abspath(export_dir),
-        "report_html": os.path.abspath(os.path.join(args.output_dir, HTML_FILE)),
+        "output_dir": paths.absolute(args.output_dir),
+        "export_dir": paths.absolute(export_dir),
+        "report_html": paths.absolute(paths.join(args.output_dir, HTML_FILE)),
         "skipped_files": len(data.skipped),
     }
     if args.calibrate:
@@ -370,10 +375,10 @@ def _show_batch(args: argparse.Namespace, data) -> None:
     from tfresnet.insight.batch_grid import show_batch
     from tfresnet.training.fine_tuning import training_batches
 
-    os.makedirs(args.output_dir, exist_ok=True)
+    paths.makedirs(args.output_dir)
     batches = training_batches(data, mixup=args.mixup, cutmix=args.cutmix, seed=args.seed)
     show_batch(
-        batches, data.class_names, os.path.join(args.output_dir, "batch.png"), multi_label=data.multi_label
+        batches, data.class_names, paths.join(args.output_dir, "batch.png"), multi_label=data.multi_label
     )
 
 
@@ -390,13 +395,13 @@ def _find_lr(args: argparse.Namespace, data) -> int:
         dropout=args.dropout,
         multi_label=data.multi_label,
     )
-    os.makedirs(args.output_dir, exist_ok=True)
-    plot = os.path.join(args.output_dir, "lr_find.png")
+    paths.makedirs(args.output_dir)
+    plot = paths.join(args.output_dir, "lr_find.png")
     sweep = lr_finder.find_lr(model, data.train, label_smoothing=args.label_smoothing, output_path=plot)
-    files.write_json(os.path.join(args.output_dir, "lr_find.json"), sweep)
+    files.write_json(paths.join(args.output_dir, "lr_find.json"), sweep)
     print(
         json.dumps(
-            {"suggested_learning_rate": sweep["suggested_learning_rate"], "plot": os.path.abspath(plot)}
+            {"suggested_learning_rate": sweep["suggested_learning_rate"], "plot": paths.absolute(plot)}
         )
     )
     return 0

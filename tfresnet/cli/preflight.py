@@ -13,6 +13,9 @@ import contextlib
 import importlib.util
 import os
 import tempfile
+import uuid
+
+from tfresnet import paths
 
 # The optional packages that reading a weights file needs, by its suffix.
 WEIGHTS_PACKAGES = {
@@ -97,6 +100,9 @@ def _check_weights_packages(row, path: str) -> None:
 def check_writable(folders: list[tuple[str, str]]) -> None:
     """Creates each folder and writes a file in it; on failure removes the folders it created.
 
+    A folder may be on a store (`gs://bucket/runs`): it is created, a file written in it and
+    removed (a store's folders are names, none is removed on failure).
+
     Args:
         folders: `(flag, folder)` pairs; the flag names the folder in the error.
 
@@ -106,6 +112,9 @@ def check_writable(folders: list[tuple[str, str]]) -> None:
     created: list[str] = []
     try:
         for flag, folder in folders:
+            if not paths.is_local(folder):
+                _check_store_folder(flag, folder)
+                continue
             missing = []
             path = os.path.abspath(folder)
             while not os.path.exists(path):
@@ -117,15 +126,30 @@ def check_writable(folders: list[tuple[str, str]]) -> None:
                 with tempfile.TemporaryFile(dir=folder):
                     pass
             except OSError as error:
-                raise OSError(
-                    f"{flag} {folder!r} cannot be written ({error.strerror or error}). "
-                    f"Pass a folder you can write to."
-                ) from None
+                raise _not_writable(flag, folder, error.strerror or error) from None
     except OSError:
         for path in reversed(created):
             with contextlib.suppress(OSError):
                 os.rmdir(path)
         raise
+
+
+def _check_store_folder(flag: str, folder: str) -> None:
+    """Creates `folder` on its store and writes (then removes) a file in it."""
+    import tensorflow as tf
+
+    probe = paths.join(folder, f".tfresnet-write-check-{uuid.uuid4().hex}")
+    try:
+        paths.makedirs(folder)
+        with paths.open_file(probe, "wb") as file:
+            file.write(b"")
+        paths.remove(probe)
+    except tf.errors.OpError as error:
+        raise _not_writable(flag, folder, error.message or type(error).__name__) from None
+
+
+def _not_writable(flag: str, folder: str, why: object) -> OSError:
+    return OSError(f"{flag} {folder!r} cannot be written ({why}). Pass a folder you can write to.")
 
 
 def check_multi_label(*, multi_label: bool, label_delimiter: str, source: str, calibrate: bool) -> None:

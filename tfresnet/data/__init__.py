@@ -6,7 +6,9 @@ float32 RGB of shape `(batch, image_size, image_size, 3)` holding raw pixel valu
 [0, 255] (each model normalises them in its own first layer), labels int32 class indices.
 The loaders live in `folder`, `csv_labels`, `tfds` and `arrays`, what they share in
 `pipeline`, the transforms, `decode_for_eval` included, in `transforms`, the check of an
-image's size before it is decoded in `image_size`, and the example folder in `examples`.
+image's size before it is decoded in `image_size`, the listing of a folder (local or on a
+store) in `listing`, the check that each file is a usable image in `file_check`, the results of
+both checks kept between runs in `check_cache`, and the example folder in `examples`.
 
 Names are imported on first use (PEP 562): the parts that need no TensorFlow (`image_size`,
 `examples`) load without it, so a command can keep TensorFlow's log lines off the terminal.

@@ -17,6 +17,8 @@ from typing import IO
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import paths
+
 # The file caches this process may fill, each claimed by an exclusive lock held until it ends.
 _CLAIMED_CACHES: dict[str, IO] = {}
 
@@ -49,13 +51,14 @@ def cache_fingerprint(cache: bool | str | os.PathLike, *parts) -> str:
 
 def cached(dataset: tf.data.Dataset, cache: bool | str | os.PathLike, name: str) -> tf.data.Dataset:
     """`dataset` cached as asked: in memory (True), not at all (False), or in files named `name`
-    in the folder `cache`, after clearing what a killed run left there."""
+    in the folder `cache` (local or on a store, `gs://...`), after clearing what a killed run
+    left there."""
     if cache is True:
         return dataset.cache()
     if cache is False:
         return dataset
-    os.makedirs(cache, exist_ok=True)
-    prefix = os.path.join(os.fspath(cache), name)
+    paths.makedirs(cache)
+    prefix = paths.join(os.fspath(cache), name)
     clear_stale_cache(prefix)
     return dataset.cache(prefix)
 
@@ -69,12 +72,21 @@ def clear_stale_cache(prefix: str) -> None:
     iterator running"). A complete cache (`<prefix>.index`) is left alone. Leftovers are
     removed only by the process holding an exclusive lock on `<prefix>.lock`, which it keeps
     until it ends (the system releases it however the process ends): a cache that another
-    live run is filling is never touched, and fails as tf.data says instead.
+    live run is filling is never touched, and fails as tf.data says instead. On a store
+    (`gs://...`) there is no lock: a cache folder there serves one run at a time.
 
     Example:
         clear_stale_cache("/tmp/cache/validation-3f2a9c1d0b7e4a55")
     """
-    if os.path.exists(prefix + ".index") or not _claim_cache(prefix):
+    if paths.exists(prefix + ".index"):
+        return
+    if not paths.is_local(prefix):
+        folder, name = os.path.dirname(prefix), os.path.basename(prefix)
+        for left in paths.listdir(folder):
+            if left.startswith(name + "_"):
+                paths.remove(paths.join(folder, left))
+        return
+    if not _claim_cache(prefix):
         return
     for path in glob.glob(glob.escape(prefix) + "_*"):
         try:

@@ -11,9 +11,12 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import paths as fs
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.cache import cache_fingerprint, fingerprint_of
-from tfresnet.data.folder import IMAGE_EXTENSIONS, check_files, file_part, file_rows, file_stat
+from tfresnet.data.check_cache import file_stats
+from tfresnet.data.file_check import IMAGE_EXTENSIONS, check_files
+from tfresnet.data.folder import file_part, file_rows
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.label_sets import LABEL_DELIMITER, iterative_split, multi_hot, read_label_sets
 from tfresnet.data.pipeline import (
@@ -49,6 +52,8 @@ class CsvListing:
         image_dir: The folder the CSV's relative paths are resolved in.
         split_column: Whether the CSV's split column decided `in_validation`.
         multi_label: Whether each image has a set of labels (see `from_csv`).
+        stats: Each readable image's `(size, modification time in ns)`, as measured when
+            listed (int64, shape `(images, 2)`).
     """
 
     class_names: list[str]
@@ -59,6 +64,7 @@ class CsvListing:
     image_dir: str
     split_column: bool
     multi_label: bool = False
+    stats: np.ndarray | None = None
 
 
 def from_csv(
@@ -88,12 +94,13 @@ def from_csv(
     The CSV (UTF-8, a byte-order mark is fine) starts with a header line naming its columns;
     each further line is one image. Values are stripped of surrounding spaces; blank lines
     are ignored. Paths are relative to `image_dir`, or to the CSV's folder without it;
-    absolute paths stay as they are. Class names are the distinct labels, sorted as strings,
-    and labels are their indices, as with `from_folder`. A `split` column, when there is one,
-    decides the split (`train`, or `validation` / `valid` / `val`, in any case) and
-    `val_split` is ignored. Files that are missing or not usable images are skipped, reported
-    in one warning and listed in `ImageData.skipped` with the reason, as `from_folder` does;
-    the images are then read, transformed, cached and batched by the same pipeline.
+    absolute paths and URLs (`gs://bucket/cats/1.jpg`) stay as they are. Class names are the
+    distinct labels, sorted as strings, and labels are their indices, as with `from_folder`.
+    A `split` column, when there is one, decides the split (`train`, or `validation` / `valid`
+    / `val`, in any case) and `val_split` is ignored. Files that are missing or not usable
+    images are skipped, reported in one warning and listed in `ImageData.skipped` with the
+    reason, as `from_folder` does (the check's results kept between runs likewise); the images
+    are then read, transformed, cached and batched by the same pipeline.
 
     With `multi_label`, each label cell lists an image's labels separated by `label_delimiter`
     (`"clear primary road"`); an empty cell is an image with no label (every label negative).
@@ -102,7 +109,8 @@ def from_csv(
     allow (iterative stratification: `tfresnet.data.label_sets.iterative_split`).
 
     Args:
-        csv_path: The CSV file.
+        csv_path: The CSV file: local, or on any file system TensorFlow reads (`gs://...`),
+            as may be its image paths and `image_dir`.
         image_dir: The folder the CSV's relative paths start from (default: the CSV's folder).
         path_column: The column holding the image paths.
         label_column: The column holding the labels.
@@ -173,14 +181,15 @@ def from_csv(
     )
     paths, labels, held_out = listing.paths, listing.labels, listing.in_validation
     validation = file_part(paths[held_out], labels[held_out]) if held_out.any() else None
-    stats = None if isinstance(cache, bool) else [file_stat(path) for path in paths]
+    stats = [(path, int(size), int(mtime)) for path, (size, mtime) in zip(paths, listing.stats)]
+    rows = file_rows(listing.image_dir, paths, labels, held_out, sizes=listing.stats[:, 0])
     return assemble(
         file_part(paths[~held_out], labels[~held_out]),
         validation,
         class_names=listing.class_names,
         settings=settings,
         fingerprint=cache_fingerprint(cache, stats, labels, held_out, image_size),
-        data_fingerprint=fingerprint_of(sorted(file_rows(listing.image_dir, paths, labels, held_out))),
+        data_fingerprint=fingerprint_of(sorted(rows)),
         skipped=listing.skipped,
     )
 
@@ -209,7 +218,7 @@ def list_csv(
     csv_path = os.fspath(csv_path)
     rows = _read_rows(csv_path, path_column, label_column, allow_empty_label=multi_label)
     folder = _image_folder(csv_path, image_dir)
-    rows = [(os.path.join(folder, path), label, held_out) for path, label, held_out in rows]
+    rows = [(_image_path(folder, path), label, held_out) for path, label, held_out in rows]
     if multi_label:
         label_sets = read_label_sets(
             [label for _, label, _ in rows], label_delimiter, repr(csv_path), label_column
@@ -219,7 +228,7 @@ def list_csv(
         rows = [(path, (label,), held_out) for path, label, held_out in rows]
     class_names = sorted({label for _, labels, _ in rows for label in labels})
     check_class_count(class_names, repr(csv_path))
-    kept, skipped = _readable_rows(rows, csv_path, folder, class_names, strict, max_image_pixels)
+    kept, skipped, stats = _readable_rows(rows, csv_path, folder, class_names, strict, max_image_pixels)
     paths = np.array([path for path, _, _ in kept], dtype=str)
     if multi_label:
         labels = multi_hot([sets for _, sets, _ in kept], class_names)
@@ -243,7 +252,9 @@ def list_csv(
         if val_split:
             split = iterative_split if multi_label else stratified_split
             in_validation[split(labels, val_split, seed)[1]] = True
-    return CsvListing(class_names, paths, labels, in_validation, skipped, folder, split_column, multi_label)
+    return CsvListing(
+        class_names, paths, labels, in_validation, skipped, folder, split_column, multi_label, stats
+    )
 
 
 # A row: its path, label (a label set, once split), and whether the split column puts it in
@@ -255,13 +266,13 @@ def _read_rows(
     csv_path: str, path_column: str, label_column: str, *, allow_empty_label: bool = False
 ) -> list[_Row]:
     """The CSV's rows, checked: the columns are there, no path (or, unless allowed, label) is empty."""
-    if not os.path.isfile(csv_path):
+    if not fs.isfile(csv_path):
         raise FileNotFoundError(
             f"CSV file not found: {csv_path!r}. Pass a CSV file with a header line and a line "
             f"per image, e.g. '{path_column},{label_column}' then 'cats/1.jpg,cat'."
         )
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as file:
+        with fs.open_file(csv_path, newline="", encoding="utf-8-sig") as file:
             reader = csv.reader(file)
             lines = [(reader.line_num, cells) for cells in reader if any(cell.strip() for cell in cells)]
     except UnicodeDecodeError as error:
@@ -324,9 +335,10 @@ def _parse_row(
 def _image_folder(csv_path: str, image_dir: str | os.PathLike | None) -> str:
     """The folder the CSV's relative paths start from."""
     if image_dir is None:
-        return os.path.dirname(csv_path)
+        folder = os.path.dirname(csv_path)
+        return folder + "//" if folder.endswith(":") and not fs.is_local(csv_path) else folder
     image_dir = os.fspath(image_dir)
-    if not os.path.isdir(image_dir):
+    if not fs.isdir(image_dir):
         raise FileNotFoundError(
             f"Image folder not found: {image_dir!r}. Pass the folder the CSV's paths are "
             f"relative to as image_dir (--image-dir), or none for the CSV's own folder."
@@ -334,12 +346,21 @@ def _image_folder(csv_path: str, image_dir: str | os.PathLike | None) -> str:
     return image_dir
 
 
+def _image_path(folder: str, path: str) -> str:
+    """A CSV's image path, relative to `folder` unless absolute or on a store (`gs://...`)."""
+    return path if not fs.is_local(path) else os.path.join(folder, path)
+
+
 def _readable_rows(
     rows: list[_Row], csv_path: str, folder: str, class_names: list[str], strict: bool, max_pixels: int
-) -> tuple[list[_Row], dict[str, str]]:
-    """The rows whose file is a usable image, and the files skipped (path: reason)."""
-    skipped = check_files([path for path, _, _ in rows], where=csv_path, strict=strict, max_pixels=max_pixels)
-    kept = [row for row in rows if row[0] not in skipped]
+) -> tuple[list[_Row], dict[str, str], np.ndarray]:
+    """The rows whose file is a usable image, the files skipped (path: reason), and the kept
+    files' sizes and modification times."""
+    listed = [path for path, _, _ in rows]
+    stats = file_stats(listed)
+    skipped = check_files(listed, where=csv_path, strict=strict, max_pixels=max_pixels, stats=stats)
+    usable = np.array([path not in skipped for path in listed], dtype=bool)
+    kept = [row for row, ok in zip(rows, usable) if ok]
     if not kept:
         path, reason = next(iter(skipped.items()))
         raise ValueError(
@@ -354,4 +375,4 @@ def _readable_rows(
             f"{sum(empty[0] in labels for _, labels, _ in rows)} files are skipped). Replace "
             f"its files or remove its lines."
         )
-    return kept, skipped
+    return kept, skipped, stats[usable]

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from tfresnet import paths
+
 # Class i is drawn in the i-th colour as the i-th shape; the names sort in another order.
 CLASS_COLORS = {
     "red": (220, 40, 40),
@@ -83,7 +85,8 @@ def write_shapes_folder(
     seed: int = 0,
     mixed_formats: bool = False,
 ) -> list[str]:
-    """Writes `images_per_class` images for each of `num_classes` classes under `directory`.
+    """Writes `images_per_class` images for each of `num_classes` classes under `directory`
+    (local or on a store, `gs://...`).
 
     Files are named `000.jpg`, `001.jpg`, ... With `mixed_formats`, the first seven of each
     class are JPEG, PNG, palette PNG, RGBA PNG, grayscale JPEG, BMP and GIF, and the rest
@@ -103,7 +106,7 @@ def write_shapes_folder(
     rng = np.random.default_rng(seed)
     names = list(CLASS_COLORS)[:num_classes]
     for name, shape in zip(names, CLASS_SHAPES):
-        os.makedirs(os.path.join(directory, name), exist_ok=True)
+        paths.makedirs(os.path.join(directory, name))
         for index in range(images_per_class):
             mode, file_format, extension = FILE_VARIANTS[0]
             if mixed_formats:
@@ -115,8 +118,17 @@ def write_shapes_folder(
                 image.putalpha(200)
             elif mode != "RGB":
                 image = image.convert(mode)
-            image.save(os.path.join(directory, name, f"{index:03d}{extension}"), file_format)
+            _save(image, os.path.join(directory, name, f"{index:03d}{extension}"), file_format)
     return sorted(names)
+
+
+def _save(image, path: str, file_format: str, **options) -> None:
+    """Writes a PIL image to `path`, local or on a store (`gs://...`)."""
+    if paths.is_local(path):
+        image.save(path, file_format, **options)
+        return
+    with paths.open_file(path, "wb") as file:
+        image.save(file, file_format, **options)
 
 
 # How often each label of `write_multi_label_set` is on an image: common and rare ones.
@@ -149,7 +161,7 @@ def write_multi_label_set(
         raise ValueError(f"num_labels must be in [2, {len(CLASS_COLORS)}]. Received: num_labels={num_labels}")
     rng = np.random.default_rng(seed)
     names = list(CLASS_COLORS)[:num_labels]
-    os.makedirs(os.path.join(directory, "images"), exist_ok=True)
+    paths.makedirs(os.path.join(directory, "images"))
     label_sets, rows = [], []
     for index in range(images):
         image = Image.fromarray(rng.integers(30, 90, (size, size, 3), dtype=np.uint8))
@@ -159,9 +171,9 @@ def write_multi_label_set(
             cx, cy = (np.array([quarter % 2, quarter // 2]) + 0.5 + rng.uniform(-0.1, 0.1, 2)) * size / 2
             _draw(draw, CLASS_SHAPES[j], CLASS_COLORS[names[j]], (cx, cy, size * 0.18), max(size // 16, 2))
         path = os.path.join("images", f"{index:04d}.jpg")
-        image.save(os.path.join(directory, path), "JPEG", quality=92)
+        _save(image, os.path.join(directory, path), "JPEG", quality=92)
         label_sets.append([names[j] for j in present])
         rows.append((path, " ".join(label_sets[-1])))
-    with open(os.path.join(directory, MULTI_LABEL_CSV), "w", newline="") as file:
+    with paths.open_file(os.path.join(directory, MULTI_LABEL_CSV), "w", newline="") as file:
         csv.writer(file).writerows([("path", "label"), *rows])
     return label_sets

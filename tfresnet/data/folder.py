@@ -1,21 +1,23 @@
-"""Image folders: `from_folder` lists one sub-folder of images per class, checks that every file
-decodes (signature, bit depth, then a decode as the pipeline's, in threads), skips and reports
-the bad ones, and splits the rest."""
+"""Image folders: `from_folder` lists one sub-folder of images per class (locally or on a store,
+`gs://bucket/photos`), checks that every file decodes (`tfresnet.data.file_check`: signature,
+bit depth, then a decode as the pipeline's, the results kept between runs), skips
+and reports the bad ones, and splits the rest."""
 
 from __future__ import annotations
 
-import concurrent.futures
+import dataclasses
 import os
-import re
-import warnings
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import paths as fs
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.cache import cache_fingerprint, fingerprint_of
-from tfresnet.data.image_size import MAX_IMAGE_PIXELS, image_pixels, size_error
+from tfresnet.data.file_check import IMAGE_EXTENSIONS, check_files
+from tfresnet.data.image_size import MAX_IMAGE_PIXELS
+from tfresnet.data.listing import class_folders, list_files
 from tfresnet.data.pipeline import (
     AUGMENTATION,
     BATCH_SIZE,
@@ -28,25 +30,7 @@ from tfresnet.data.pipeline import (
     make_settings,
     stratified_split,
 )
-from tfresnet.data.transforms import BMP_BITS, CROP_FRACTION
-
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-# Leading bytes of each format, and bytes found in the last 16 of a complete file (which
-# tells a truncated file from a corrupt one).
-FILE_SIGNATURES = {
-    "JPEG": ((b"\xff\xd8\xff",), b"\xff\xd9"),
-    "PNG": ((b"\x89PNG\r\n\x1a\n",), b"IEND"),
-    "GIF": ((b"GIF87a", b"GIF89a"), b";"),
-    "BMP": ((b"BM",), None),
-}
-# Files are checked in this many threads: reading is I/O bound (network disks), and
-# TensorFlow's decoders release the GIL.
-CHECK_THREADS = 16
-# The check decodes JPEGs at this fraction of their size: libjpeg still reads all their
-# data, so it fails where a full decode fails, for a fraction of the work.
-CHECK_JPEG_RATIO = 8
-# A warning or error lists this many bad files; `ImageData.skipped` holds them all.
-REPORTED_FILES = 20
+from tfresnet.data.transforms import CROP_FRACTION
 
 
 def from_folder(
@@ -75,9 +59,11 @@ def from_folder(
     RGBA and palette images become RGB.
 
     Bad files are found when listing: each file is read once and decoded with
-    TensorFlow's decoders, as the pipeline decodes it, in threads (JPEGs at an eighth of
+    TensorFlow's decoders, as the pipeline decodes it (JPEGs at an eighth of
     their size, which reads all their data for a third of the work; the check costs at
-    most one epoch's decoding, once). Empty, truncated or corrupt files, files of
+    most one epoch's decoding, once; its result for each file is kept between runs, so a
+    later run or a `--resume` checks only the files added or changed since: see
+    `tfresnet.data.check_cache`). Empty, truncated or corrupt files, files of
     another format and BMPs other than 24- and 32-bit are skipped, reported in one warning
     and listed in `ImageData.skipped` with the reason (with `strict=True`, a ValueError
     names them instead), so `num_train` and `num_validation` count exactly the images the
@@ -87,7 +73,8 @@ def from_folder(
     such a file raises.
 
     Args:
-        directory: The folder of class sub-folders.
+        directory: The folder of class sub-folders: local, or on any file system TensorFlow
+            reads (`gs://bucket/photos`).
         image_size: Side of the square images, in pixels.
         crop_fraction: The evaluation transform's central crop, as a fraction of the shorter
             side: 0.875 (224 of 256 px) by default; the backbone's weights may want another
@@ -157,13 +144,12 @@ def from_folder(
         strict=strict,
         max_image_pixels=max_image_pixels,
     )
-    stats = None if isinstance(cache, bool) else [file_stat(path) for path in listed]
     return assemble(
         train,
         validation,
         class_names=class_names,
         settings=settings,
-        fingerprint=cache_fingerprint(cache, stats, validation_directory, val_split, seed, image_size),
+        fingerprint=cache_fingerprint(cache, listed, validation_directory, val_split, seed, image_size),
         data_fingerprint=fingerprint_of(sorted(rows)),
         skipped=skipped,
     )
@@ -177,57 +163,73 @@ def _folder_parts(
     seed: int | None,
     strict: bool,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
-) -> tuple[list[str], Part, Part | None, dict[str, str], list[str], list[tuple]]:
-    """Class names, training and validation parts, skipped files, every file listed and its
-    `file_rows`.
+) -> tuple[list[str], Part, Part | None, dict[str, str], list[tuple[str, int, int]], list[tuple]]:
+    """Class names, training and validation parts, skipped files, every file listed with its
+    size and modification time (`file_stat`), and their `file_rows`.
 
     The validation part is `validation_directory`'s files when given, else a stratified
     `val_split` of `directory`'s (None when `val_split` is 0).
     """
-    class_names, paths, labels, skipped = list_folder(
-        directory, strict=strict, max_image_pixels=max_image_pixels
-    )
+    listing = read_folder(directory, strict=strict, max_image_pixels=max_image_pixels)
+    paths, labels = listing.paths, listing.labels
     if validation_directory is None:
         in_validation = np.zeros(len(paths), dtype=bool)
         if not val_split:
-            rows = file_rows(directory, paths, labels, in_validation)
-            return class_names, file_part(paths, labels), None, skipped, list(paths), rows
+            rows = file_rows(directory, paths, labels, in_validation, sizes=listing.stats[:, 0])
+            return listing.class_names, file_part(paths, labels), None, listing.skipped, _stats(listing), rows
         train_index, val_index = stratified_split(labels, val_split, seed)
         in_validation[val_index] = True
         train = file_part(paths[train_index], labels[train_index])
         validation = file_part(paths[val_index], labels[val_index])
-        rows = file_rows(directory, paths, labels, in_validation)
-        return class_names, train, validation, skipped, list(paths), rows
-    val_names, val_paths, val_labels, val_skipped = list_folder(
-        validation_directory, strict=strict, max_image_pixels=max_image_pixels
-    )
-    if val_names != class_names:
+        rows = file_rows(directory, paths, labels, in_validation, sizes=listing.stats[:, 0])
+        return listing.class_names, train, validation, listing.skipped, _stats(listing), rows
+    held_out = read_folder(validation_directory, strict=strict, max_image_pixels=max_image_pixels)
+    if held_out.class_names != listing.class_names:
         raise ValueError(
             f"The class sub-folders of {os.fspath(validation_directory)!r} differ from "
-            f"those of {os.fspath(directory)!r}: {val_names} vs {class_names}. Give both "
-            f"folders the same sub-folders."
+            f"those of {os.fspath(directory)!r}: {held_out.class_names} vs {listing.class_names}. "
+            f"Give both folders the same sub-folders."
         )
-    train, validation = file_part(paths, labels), file_part(val_paths, val_labels)
-    skipped.update(val_skipped)
-    rows = file_rows(directory, paths, labels, np.zeros(len(paths), dtype=bool))
-    rows += file_rows(validation_directory, val_paths, val_labels, np.ones(len(val_paths), dtype=bool))
-    return class_names, train, validation, skipped, list(paths) + list(val_paths), rows
+    train, validation = file_part(paths, labels), file_part(held_out.paths, held_out.labels)
+    skipped = {**listing.skipped, **held_out.skipped}
+    rows = file_rows(directory, paths, labels, np.zeros(len(paths), dtype=bool), sizes=listing.stats[:, 0])
+    rows += file_rows(
+        validation_directory,
+        held_out.paths,
+        held_out.labels,
+        np.ones(len(held_out.paths), dtype=bool),
+        sizes=held_out.stats[:, 0],
+    )
+    return listing.class_names, train, validation, skipped, _stats(listing) + _stats(held_out), rows
+
+
+def _stats(listing: FolderListing) -> list[tuple[str, int, int]]:
+    """`file_stat` of each readable file of `listing`, from the listing's own measures."""
+    return [(path, int(size), int(mtime)) for path, (size, mtime) in zip(listing.paths, listing.stats)]
 
 
 def file_rows(
-    folder: str | os.PathLike, paths: np.ndarray, labels: np.ndarray, in_validation: np.ndarray
+    folder: str | os.PathLike,
+    paths: np.ndarray,
+    labels: np.ndarray,
+    in_validation: np.ndarray,
+    *,
+    sizes: np.ndarray | None = None,
 ) -> list[tuple[str, int, int, bool]]:
     """`(path relative to folder, size, label, in validation)` per file: what the data is, for
     its fingerprint (a folder moved elsewhere keeps it; a renamed, resized or relabelled file
-    does not). A multi-hot row stands as the tuple of its labels.
+    does not). A multi-hot row stands as the tuple of its labels. `sizes`, when given, are the
+    files' sizes (measured otherwise).
 
     Example:
         file_rows("flowers/", np.array(["flowers/roses/1.jpg"]), np.array([1]), np.array([False]))
         # [('roses/1.jpg', 48213, 1, False)]
     """
+    if sizes is None:
+        sizes = [fs.stat(path)[0] for path in paths]
     return [
-        (os.path.relpath(path, folder), os.path.getsize(path), _label_key(label), bool(held_out))
-        for path, label, held_out in zip(paths, labels, in_validation)
+        (os.path.relpath(path, folder), int(size), _label_key(label), bool(held_out))
+        for path, size, label, held_out in zip(paths, sizes, labels, in_validation)
     ]
 
 
@@ -239,9 +241,13 @@ def _label_key(label: np.ndarray) -> int | tuple[int, ...]:
 
 
 def file_stat(path: str) -> tuple[str, int, int]:
-    """A file's path, size and modification time: what tells a stale file cache."""
-    stat = os.stat(path)
-    return path, stat.st_size, stat.st_mtime_ns
+    """A file's path, size and modification time: what tells a stale file cache.
+
+    Example:
+        file_stat("flowers/roses/1.jpg")
+        # ('flowers/roses/1.jpg', 48213, 1733000000123456789)
+    """
+    return (path, *fs.stat(path))
 
 
 def file_part(paths: np.ndarray, labels: np.ndarray) -> Part:
@@ -250,34 +256,73 @@ def file_part(paths: np.ndarray, labels: np.ndarray) -> Part:
     return Part(items=items, load=tf.io.read_file, labels=labels, paths=[str(path) for path in paths])
 
 
+@dataclasses.dataclass(frozen=True)
+class FolderListing:
+    """A folder of class folders, listed and checked: what `from_folder` loads and the dataset
+    check reads.
+
+    Attributes:
+        class_names: The class folders' names, sorted; label `i` is `class_names[i]`.
+        paths: The readable images' paths, class by class, each class's in sorted order.
+        labels: Their labels (int32).
+        skipped: The files left out (path: reason).
+        stats: Each readable image's `(size, modification time in ns)`, as measured when
+            listed (int64, shape `(images, 2)`).
+    """
+
+    class_names: list[str]
+    paths: np.ndarray
+    labels: np.ndarray
+    skipped: dict[str, str]
+    stats: np.ndarray
+
+
 def list_folder(
     directory: str | os.PathLike, *, strict: bool, max_image_pixels: int = MAX_IMAGE_PIXELS
 ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, str]]:
-    """Class names, image paths, labels and skipped files of a folder, checked."""
+    """Class names, image paths, labels and skipped files of a folder, checked (`read_folder`).
+
+    Example:
+        class_names, paths, labels, skipped = list_folder("flowers/", strict=False)
+    """
+    listing = read_folder(directory, strict=strict, max_image_pixels=max_image_pixels)
+    return listing.class_names, listing.paths, listing.labels, listing.skipped
+
+
+def read_folder(
+    directory: str | os.PathLike, *, strict: bool, max_image_pixels: int = MAX_IMAGE_PIXELS
+) -> FolderListing:
+    """The folder's class names, readable images, labels, skipped files and the images' sizes and
+    times, every file checked (`check_files`, its results kept between runs).
+
+    Example:
+        listing = read_folder("flowers/", strict=False)
+        listing.class_names, len(listing.paths)
+        # (['daisy', 'roses'], 120)
+    """
     directory = os.fspath(directory)
-    if not os.path.isdir(directory):
+    if not fs.isdir(directory):
         raise FileNotFoundError(
             f"Image folder not found: {directory!r}. Pass a folder holding one sub-folder of "
             f"images per class."
         )
-    class_names = sorted(
-        entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith(".")
-    )
+    class_names = class_folders(directory)
     if not class_names:
         raise ValueError(
             f"No class sub-folders in {directory!r}. Put the images of each class in a "
             f"sub-folder named after it, e.g. {os.path.join(directory, 'cats', '1.jpg')!r}."
         )
-    candidates = [
-        (path, label)
-        for label, name in enumerate(class_names)
-        for path in files_under(os.path.join(directory, name))
-    ]
-    skipped = check_files(
-        [path for path, _ in candidates], where=directory, strict=strict, max_pixels=max_image_pixels
-    )
-    kept = [(path, label) for path, label in candidates if path not in skipped]
-    counts = np.bincount([label for _, label in kept], minlength=len(class_names))
+    candidates, stats = [], []
+    for label, name in enumerate(class_names):
+        found, measured = list_files(os.path.join(directory, name))
+        candidates += [(path, label) for path in found]
+        stats.append(measured)
+    stats = np.concatenate(stats)
+    listed = [path for path, _ in candidates]
+    skipped = check_files(listed, where=directory, strict=strict, max_pixels=max_image_pixels, stats=stats)
+    kept = np.array([path not in skipped for path in listed], dtype=bool)
+    labels = np.array([label for (_, label), ok in zip(candidates, kept) if ok], dtype=np.int32)
+    counts = np.bincount(labels, minlength=len(class_names))
     for name, count in zip(class_names, counts):
         if count == 0:
             bad = sum(path.startswith(os.path.join(directory, name, "")) for path in skipped)
@@ -287,104 +332,5 @@ def list_folder(
                 f"remove it."
             )
     check_class_count(class_names, repr(directory))
-    paths = np.array([path for path, _ in kept], dtype=str)
-    labels = np.array([label for _, label in kept], dtype=np.int32)
-    return class_names, paths, labels, skipped
-
-
-def files_under(folder: str, *, suffixes: tuple[str, ...] | None = None) -> list[str]:
-    """The files under `folder`, recursively, in sorted order, without hidden files and folders;
-    with `suffixes`, only those whose lower-case name ends with one of them.
-
-    Example:
-        files_under("flowers/daisy", suffixes=IMAGE_EXTENSIONS)[:1]
-        # ['flowers/daisy/1.jpg']
-    """
-    found = []
-    for root, folders, files in os.walk(folder):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found += [
-            os.path.join(root, name)
-            for name in sorted(files)
-            if not name.startswith(".") and (suffixes is None or name.lower().endswith(suffixes))
-        ]
-    return found
-
-
-def check_files(
-    paths: list[str], *, where: str, strict: bool, max_pixels: int = MAX_IMAGE_PIXELS
-) -> dict[str, str]:
-    """The files of `paths` that are not usable images, mapped to the reason, checked in
-    threads; reported in one warning naming `where` (with `strict`, a ValueError)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        reasons = list(pool.map(lambda path: check_file(path, max_pixels=max_pixels), paths))
-    skipped = {path: reason for path, reason in zip(paths, reasons) if reason}
-    _report(skipped, where, strict)
-    return skipped
-
-
-def check_file(path: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """Why `path` is not a usable image, or None: measures it from its header (an image over
-    `max_pixels` is refused undecoded), then reads it whole and
-    decodes it."""
-    if not path.lower().endswith(IMAGE_EXTENSIONS):
-        return f"not a {', '.join(IMAGE_EXTENSIONS)} file"
-    try:
-        with open(path, "rb") as file:
-            contents = file.read()
-    except OSError as error:
-        return f"unreadable: {error.strerror}"
-    if not contents:
-        return "empty file"
-    kind = next((kind for kind, (starts, _) in FILE_SIGNATURES.items() if contents.startswith(starts)), None)
-    if kind is None:
-        return "not a JPEG, PNG, GIF or BMP image"
-    if kind == "BMP":
-        bits = int.from_bytes(contents[28:30], "little")
-        if bits not in BMP_BITS:
-            return f"{bits}-bit BMP (only 24- and 32-bit BMP decode correctly)"
-    too_large = size_error(image_pixels(path) or 0, max_pixels)
-    if too_large:
-        return too_large
-    error = _decode_error(contents, kind)
-    if error is None:
-        return None
-    return f"{'corrupt' if _looks_complete(contents, kind) else 'truncated'}: {error}"
-
-
-def _decode_error(contents: bytes, kind: str) -> str | None:
-    """TensorFlow's reason for failing to decode `contents`, or None when it decodes."""
-    try:
-        if kind == "JPEG":
-            tf.io.decode_jpeg(contents, channels=3, ratio=CHECK_JPEG_RATIO)
-        else:
-            tf.io.decode_image(contents, channels=3, expand_animations=False)
-    except tf.errors.OpError as error:
-        # Drop the op's location and name around TensorFlow's message.
-        return re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", error.message, flags=re.DOTALL) or "fails to decode"
-    return None
-
-
-def _looks_complete(contents: bytes, kind: str) -> bool:
-    """Whether the file's end is there: its trailer, or the size a BMP header declares."""
-    if kind == "BMP":
-        return int.from_bytes(contents[2:6], "little") <= len(contents)
-    return FILE_SIGNATURES[kind][1] in contents[-16:]
-
-
-def _report(skipped: dict[str, str], directory: str, strict: bool) -> None:
-    if not skipped:
-        return
-    listed = "; ".join(f"{path} ({reason})" for path, reason in list(skipped.items())[:REPORTED_FILES])
-    more = len(skipped) - REPORTED_FILES
-    listed += f"; and {more} more" if more > 0 else ""
-    if strict:
-        raise ValueError(
-            f"{len(skipped)} files in {directory!r} are not readable images: {listed}. "
-            f"Remove or replace them, or pass strict=False to skip them."
-        )
-    warnings.warn(
-        f"Skipped {len(skipped)} files in {directory!r} that are not readable images: "
-        f"{listed}. ImageData.skipped lists them.",
-        stacklevel=6,  # the caller of from_folder or from_csv
-    )
+    paths = np.array([path for path, ok in zip(listed, kept) if ok], dtype=str)
+    return FolderListing(class_names, paths, labels, skipped, stats[kept])

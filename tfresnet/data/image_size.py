@@ -12,6 +12,7 @@ the limit before they silence TensorFlow's start-up lines.
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -39,10 +40,10 @@ def size_error(pixels: int, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     return f"image of {pixels} pixels is over the limit of {max_pixels} pixels"
 
 
-def image_pixels(path: str) -> int | None:
-    """Width times height of the JPEG, PNG or BMP at `path`, from its header (PIL's parsers,
-    without decoding and without PIL's own cap), or what a GIF decodes to (`gif_pixels`);
-    None for anything else.
+def image_pixels(source: str | bytes) -> int | None:
+    """Width times height of the JPEG, PNG or BMP at the path `source` (local or on a store,
+    `gs://...`), or in the bytes `source`, from its header (PIL's parsers, without decoding and
+    without PIL's own cap), or what a GIF decodes to (`gif_pixels`); None for anything else.
 
     Example:
         image_pixels("big.png")
@@ -50,13 +51,15 @@ def image_pixels(path: str) -> int | None:
     """
     from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin
 
+    from tfresnet.paths import open_file
+
     parsers = (
         (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
         (b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
         (b"BM", BmpImagePlugin.BmpImageFile),
     )
     try:
-        with open(path, "rb") as file:
+        with io.BytesIO(source) if isinstance(source, bytes) else open_file(source, "rb") as file:
             start = file.read(8)
             file.seek(0)
             if start.startswith(GIF_MAGIC):

@@ -5,6 +5,7 @@ the stratified split and the class-count check (the file caches: `tfresnet.data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Callable, Sequence
 
@@ -65,6 +66,11 @@ class ImageData:
         multi_label: Several labels per image: labels are float32 multi-hot rows
             `(batch, len(class_names))` (an image may have none), and `class_counts` counts
             the training images that have each label.
+        train_shard: For data read from files, `train_shard(index, count, batch_size)` builds
+            one pass of worker `index` of `count` over its share of the training files (see
+            `shard_part`), read and decoded from those files only, shuffled and augmented as
+            `train` is, in batches of `batch_size`: what each worker of a multi-worker run
+            trains on. None for arrays and TFDS, which every worker reads whole.
 
     Example:
         data = from_folder("flowers/", image_size=224, seed=0)
@@ -86,6 +92,9 @@ class ImageData:
     fingerprint: str = ""
     files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     multi_label: bool = False
+    train_shard: Callable[[int, int, int], tf.data.Dataset] | None = dataclasses.field(
+        default=None, repr=False
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +247,55 @@ def assemble(
             name: part.paths for name, part in parts.items() if part is not None and part.paths is not None
         },
         multi_label=multi_label,
+        train_shard=None
+        if train.paths is None
+        else functools.partial(_train_shard, train, settings, f"train-{fingerprint}{crop}", shuffle_buffer),
+    )
+
+
+def shard_part(part: Part, index: int, count: int) -> Part:
+    """Share `index` of `count` of a part: every `count`-th item from `index` (a class-sorted
+    list gives each share its classes' proportions), taken before anything is loaded, and
+    padded with its own first items to `ceil(len / count)` items, as many as every share.
+
+    Example:
+        shard_part(part, 1, 2).labels  # of a part of 6 labels: labels 1, 3 and 5
+    """
+    total = len(part.labels)
+    if not (isinstance(count, (int, np.integer)) and 1 <= count <= total and 0 <= index < count):
+        raise ValueError(
+            f"A share of {total} items needs 0 <= index < count <= {total}. Received: {index=}, {count=}"
+        )
+    chosen = np.resize(np.arange(index, total, count), -(-total // count))
+    return Part(
+        items=part.items.shard(count, index).repeat().take(len(chosen)),
+        load=part.load,
+        labels=part.labels[chosen],
+        paths=None if part.paths is None else [part.paths[position] for position in chosen],
+    )
+
+
+def _train_shard(
+    part: Part,
+    settings: Settings,
+    cache_name: str,
+    shuffle_buffer: int | None,
+    index: int,
+    count: int,
+    batch_size: int,
+) -> tf.data.Dataset:
+    """The training pipeline of share `index` of `count` (see `ImageData.train_shard`), its random
+    draws seeded apart per share."""
+    check_positive_int("batch_size", batch_size)
+    seed = None if settings.seed is None else int(settings.seed) + index
+    share = dataclasses.replace(settings, batch_size=batch_size, seed=seed)
+    name = f"{cache_name}-share{index}of{count}"
+    return _pipeline(
+        shard_part(part, index, count),
+        training=True,
+        settings=share,
+        cache_name=name,
+        shuffle_buffer=shuffle_buffer,
     )
 
 

@@ -5,7 +5,8 @@ Converts a SavedModel written by `export_saved_model` (no retraining) to a LiteR
 training images) or an ONNX file, with its class names in `<file>.labels.txt` (and a multi-label
 model's thresholds in `<file>.json`). With `--eval-data`, a folder of class sub-folders or a labels
 CSV (`path,label`; a multi-label model's labels separated by `--label-delimiter`), it also
-measures the file against the SavedModel on those images.
+measures the file against the SavedModel on those images. Every path may be local or on a store
+TensorFlow reads (`gs://bucket/models/flowers/1`).
 
 Prints one JSON line: `output`, `format`, `quantization`, `size_bytes`, and with `--eval-data`
 `agreement` (share of images whose top-1 label equals the SavedModel's), `max_abs_difference`
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
+from tfresnet import paths
 from tfresnet.cli import console
 from tfresnet.data.label_sets import LABEL_DELIMITER
 from tfresnet.export.kinds import FILE_FORMATS, QUANTIZATIONS
@@ -96,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 EXIT_CANNOT_CONVERT,
             )
         summary = {
-            "output": os.path.abspath(args.output),
+            "output": paths.absolute(args.output),
             "format": args.format,
             "quantization": args.quantize,
-            "size_bytes": os.path.getsize(args.output),
+            "size_bytes": paths.stat(args.output)[0],
         }
         if evaluation is not None:
             summary.update(_measure(reference, args.output, evaluation))
@@ -148,15 +149,15 @@ def _calibration_images(folder: str, reference):
     from tfresnet.export.litert import CALIBRATION_IMAGES
     from tfresnet.export.predictor import ImageDecoder, list_images
 
-    if not os.path.isdir(folder):
+    if not paths.isdir(folder):
         raise FileNotFoundError(
             f"--calibration-data {folder!r} is not a folder: pass a folder of training images."
         )
-    paths = list_images([folder])
-    order = np.random.default_rng(0).permutation(len(paths))
+    files = list_images([folder])
+    order = np.random.default_rng(0).permutation(len(files))
     decoder, images = ImageDecoder(reference.image_size, crop_fraction=reference.crop_fraction), []
-    for start in range(0, len(paths), CALIBRATION_IMAGES):
-        chunk = [paths[i] for i in order[start : start + CALIBRATION_IMAGES]]
+    for start in range(0, len(files), CALIBRATION_IMAGES):
+        chunk = [files[i] for i in order[start : start + CALIBRATION_IMAGES]]
         images += [image for image in decoder.decode(chunk) if not isinstance(image, str)]
         if len(images) >= CALIBRATION_IMAGES:
             break
@@ -182,7 +183,7 @@ def _evaluation_data(path: str, reference, delimiter: str = LABEL_DELIMITER):
         "augmentation": "none",
         "cache": False,
     }
-    if os.path.isfile(path) and path.lower().endswith(".csv"):
+    if paths.isfile(path) and path.lower().endswith(".csv"):
         multi_label = {"multi_label": True, "label_delimiter": delimiter} if reference.multi_label else {}
         data = from_csv(path, **options, **multi_label)
     else:

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import internals
+from tfresnet import internals, paths
 from tfresnet.data.transforms import CROP_FRACTION, check_crop_fraction
 from tfresnet.export.saved_model import CONFIG_FILE, LABELS_FILE, decision_thresholds, write_labels
 from tfresnet.files import read_json, write_atomically, write_json
@@ -130,7 +130,7 @@ def classifier_source(
 
 
 def _saved_model_source(path: str, class_names: list[str] | None) -> Source:
-    if not os.path.isdir(path):
+    if not paths.isdir(path):
         raise FileNotFoundError(
             f"SavedModel folder not found: {path!r}. Pass the folder export_saved_model wrote "
             f"(the one holding saved_model.pb)."
@@ -151,8 +151,8 @@ def _saved_model_source(path: str, class_names: list[str] | None) -> Source:
     inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
     outputs = layer(inputs)
     model = keras.Model(inputs, outputs[OUTPUT_NAME], name="saved_model")
-    names = read_labels(os.path.join(path, LABELS_FILE)) if class_names is None else list(class_names)
-    config = {"crop_fraction": CROP_FRACTION, **(read_json(os.path.join(path, CONFIG_FILE)) or {})}
+    names = read_labels(paths.join(path, LABELS_FILE)) if class_names is None else list(class_names)
+    config = {"crop_fraction": CROP_FRACTION, **(read_json(paths.join(path, CONFIG_FILE)) or {})}
     thresholds = settings_thresholds(config, model.output_shape[-1], path)
     return Source(model, names, image_size, config["crop_fraction"], thresholds)
 
@@ -195,18 +195,22 @@ def settings_thresholds(settings: dict, num_labels: int, where: str | None = Non
 
 
 def read_labels(path: str) -> list[str]:
-    """The class names in a labels file, one a line.
+    """The class names in a labels file, one a line (local or on a store, `gs://...`).
 
     Raises:
         FileNotFoundError: No such file.
+
+    Example:
+        read_labels("gs://bucket/models/flowers/1/labels.txt")
+        # ['daisy', 'roses', 'tulips']
     """
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
         raise FileNotFoundError(
             f"No {os.path.basename(path)} at {path!r}: the exports keep their class names, one a "
             f"line, in {LABELS_FILE} inside a SavedModel folder and in <file>{LABELS_SUFFIX} beside "
             f"a .tflite or .onnx file. Write it, or export the model again."
         )
-    with open(path, encoding="utf-8") as file:
+    with paths.open_file(path, encoding="utf-8") as file:
         return [line.rstrip("\n") for line in file if line.strip()]
 
 
@@ -245,17 +249,22 @@ def read_settings(model_path: str | None) -> dict:
 
 
 def check_output_path(path: str | os.PathLike, suffix: str) -> str:
-    """`path` as a string, checked: it ends with `suffix` and its folder can be made.
+    """`path` as a string, checked: it ends with `suffix` and its folder can be made (local or
+    on a store, `gs://...`).
 
     Raises:
         ValueError: Another suffix, or a folder at `path`.
+
+    Example:
+        check_output_path("gs://bucket/models/flowers/model.onnx", ".onnx")
+        # 'gs://bucket/models/flowers/model.onnx'
     """
     path = os.fspath(path)
     if not path.lower().endswith(suffix):
         raise ValueError(f"The output file must end with {suffix}. Received: {path!r}")
-    if os.path.isdir(path):
+    if paths.isdir(path):
         raise ValueError(f"{path!r} is a folder; pass a file path ending with {suffix}.")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    paths.makedirs(os.path.dirname(paths.absolute(path)))
     return path
 
 
@@ -273,8 +282,7 @@ def write_model_and_labels(path: str, contents: bytes, source: Source) -> None:
             file.write(contents)
 
     for stale in (labels_path(path), settings_path(path)):
-        if os.path.exists(stale):
-            os.remove(stale)
+        paths.remove(stale)
     write_atomically(path, write_bytes)
     settings = {
         "crop_fraction": source.crop_fraction,

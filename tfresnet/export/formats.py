@@ -10,13 +10,13 @@ those sets against the multi-hot labels (`f1_micro`, `reference_f1_micro`).
 
 from __future__ import annotations
 
-import os
 from typing import Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import paths
 from tfresnet.export.kinds import FILE_FORMATS, FORMATS, QUANTIZATIONS
 from tfresnet.export.saved_model import decision_thresholds
 from tfresnet.insight.evaluation import labelled_batches
@@ -40,7 +40,8 @@ def export_formats(
 
     Args:
         model: The trained Keras classifier.
-        output_dir: Where the files go (each with its `<file>.labels.txt`).
+        output_dir: Where the files go (each with its `<file>.labels.txt`), local or on a store
+            (`gs://...`).
         formats: Names among `"saved_model"` (skipped here: `export_saved_model` writes it),
             `"litert"` and `"onnx"`.
         quantize: The LiteRT file's quantization (see `export_litert`); ONNX stays float32.
@@ -78,7 +79,7 @@ def export_formats(
     for format in formats:
         if format == "saved_model":
             continue
-        path = os.path.join(output_dir, FILE_FORMATS[format].file_name)
+        path = paths.join(output_dir, FILE_FORMATS[format].file_name)
         if format == "litert":
             from tfresnet.export.litert import export_litert
 
@@ -88,10 +89,10 @@ def export_formats(
 
             export_onnx(model, path, **settings)
         written[format] = {
-            "path": os.path.abspath(path),
+            "path": paths.absolute(path),
             "format": format,
             "quantization": quantize if format == "litert" else "none",
-            "size_bytes": os.path.getsize(path),
+            "size_bytes": paths.stat(path)[0],
         }
     if validation is not None and written:
         thresholds = settings["thresholds"]

@@ -57,8 +57,10 @@ def export_litert(
     stays float32.
 
     Args:
-        model: A Keras classifier, or a SavedModel folder written by `export_saved_model`.
-        path: The `.tflite` file to write (replaced whole, or left as it was on failure).
+        model: A Keras classifier, or a SavedModel folder written by `export_saved_model` (local
+            or on a store).
+        path: The `.tflite` file to write (replaced whole, or left as it was on failure), local
+            or on a store (`gs://...`).
         quantization: `"none"` (float32), `"float16"` (float16 weights, half the size),
             `"dynamic"` (int8 weights, float activations) or `"int8"` (full integer, calibrated
             on `representative_data`).

@@ -48,8 +48,10 @@ def export_onnx(
     `(batch, classes)`. Run it with `onnxruntime`.
 
     Args:
-        model: A Keras classifier, or a SavedModel folder written by `export_saved_model`.
-        path: The `.onnx` file to write (replaced whole, or left as it was on failure).
+        model: A Keras classifier, or a SavedModel folder written by `export_saved_model` (local
+            or on a store).
+        path: The `.onnx` file to write (replaced whole, or left as it was on failure), local or
+            on a store (`gs://...`).
         class_names: Written to `<path>.labels.txt`; needed for a Keras model (a SavedModel
             has its own).
         crop_fraction: The evaluation transform's central crop, recorded for the predictor

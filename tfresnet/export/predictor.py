@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS, image_pixels, size_error
 from tfresnet.data.transforms import CROP_FRACTION, check_crop_fraction
+from tfresnet.paths import isdir, read_bytes
 
 DECODE_THREADS = 8
 
@@ -36,7 +37,8 @@ DECODE_THREADS = 8
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """The image files among `paths`: files as given, and the image files under folders.
+    """The image files among `paths`: files as given, and the image files under folders (local
+    or on a store, `gs://bucket/photos`).
 
     Folders are searched recursively, in sorted order, skipping hidden files and folders and
     files without an image suffix (`tfresnet.data.IMAGE_EXTENSIONS`). A file named explicitly
@@ -46,11 +48,12 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[str]:
         list_images(["photos/", "extra.jpg"])
         # ['photos/a.jpg', 'photos/trip/b.png', 'extra.jpg']
     """
-    from tfresnet.data.folder import IMAGE_EXTENSIONS, files_under
+    from tfresnet.data.file_check import IMAGE_EXTENSIONS
+    from tfresnet.data.listing import files_under
 
     found: list[str] = []
     for path in map(os.fspath, paths):
-        found += files_under(path, suffixes=IMAGE_EXTENSIONS) if os.path.isdir(path) else [path]
+        found += files_under(path, suffixes=IMAGE_EXTENSIONS) if isdir(path) else [path]
     return found
 
 
@@ -84,10 +87,11 @@ class ImageDecoder:
 
         if isinstance(item, str):
             try:
-                with open(item, "rb") as file:
-                    encoded = file.read()
+                encoded = read_bytes(item)
             except OSError as error:
                 return f"unreadable: {error.strerror or error}"
+            except tf.errors.OpError as error:  # a file on a store, read through tf.io.gfile
+                return f"unreadable: {_message(error)}"
             too_large = size_error(image_pixels(item) or 0, self.max_pixels)
             if too_large:  # refused before decoding (bytes are checked in the graph)
                 return too_large
@@ -101,13 +105,16 @@ class ImageDecoder:
 
 def _reason(item: str | bytes, error, max_pixels: int) -> str:
     """Why an image failed to decode: the folder check's reason for files, else TensorFlow's."""
-    from tfresnet.data.folder import check_file
+    from tfresnet.data.file_check import check_file
 
     reason = check_file(item, max_pixels=max_pixels) if isinstance(item, str) else None
-    if reason:
-        return reason
+    return reason or _message(error) or "fails to decode"
+
+
+def _message(error) -> str:
+    """A TensorFlow error's message on one line, without its graph and op annotations."""
     message = re.sub(r"^\{\{.*?\}\}\s*|\s*\[\[.*$|\s*\[Op:.*$", "", error.message, flags=re.DOTALL)
-    return " ".join(message.split())[:300] or "fails to decode"
+    return " ".join(message.split())[:300]
 
 
 # === The predictor ===
@@ -149,8 +156,8 @@ class Predictor:
         for a multi-label model `path`, `labels`, `scores` and `error`.
 
         Args:
-            paths_or_bytes: Image file paths, folders (searched as `list_images` does), or
-                encoded images (`bytes`); one of them alone, or a list.
+            paths_or_bytes: Image file paths or folders, local or on a store (searched as
+                `list_images` does), or encoded images (`bytes`); one of them alone, or a list.
             top_k: Labels per image, best first, at most the number of classes. Ignored for a
                 multi-label model: its rows hold every label that reaches its threshold.
             progress: Show a progress bar on stderr (on a terminal, beyond one batch).
@@ -261,7 +268,8 @@ def load_predictor(
 
     Args:
         model: A SavedModel folder of `export_saved_model`, a `.tflite` or an `.onnx` file,
-            with `labels.txt` inside the folder, `<file>.labels.txt` beside a file.
+            with `labels.txt` inside the folder, `<file>.labels.txt` beside a file; local or
+            on a store (`gs://...`: a file is read into memory, as its runtime takes bytes).
         batch_size: Images per call of the model.
         max_image_pixels: The largest image decoded, in pixels, read from its header before
             decoding (default PIL's cap, about 89 megapixels); a larger one gets an error row.

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from tfresnet import internals
+from tfresnet import internals, paths
 from tfresnet.data.transforms import CROP_FRACTION
 from tfresnet.export.common import (
     INPUT_NAME,
@@ -51,12 +51,12 @@ def model_format(path: str | os.PathLike) -> str:
         # 'litert'
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not paths.exists(path):
         raise FileNotFoundError(
             f"Model not found: {path!r}. Pass a SavedModel folder, a .tflite or an .onnx file."
         )
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if paths.isdir(path):
+        if not paths.isfile(paths.join(path, "saved_model.pb")):
             raise ValueError(f"{path!r} is a folder without saved_model.pb: not a SavedModel folder.")
         return "saved_model"
     suffix = os.path.splitext(path)[1].lower()
@@ -131,7 +131,7 @@ class SavedModelRuntime(Runtime):
     def __init__(self, path: str):
         import tensorflow as tf
 
-        if not os.path.isfile(os.path.join(path, "variables", "variables.index")):
+        if not paths.isfile(paths.join(path, "variables", "variables.index")):
             raise ValueError(
                 f"The SavedModel at {path!r} has no variables/ (its weights): it was copied or "
                 f"written only in part. Copy the whole folder, or export the model again."
@@ -152,8 +152,8 @@ class SavedModelRuntime(Runtime):
         self._serve = self._loaded.signatures[PIXELS_SIGNATURE]
         spec = self._serve.structured_input_signature[1][INPUT_NAME]
         num_classes = self._serve.structured_outputs[OUTPUT_NAME].shape[-1]
-        super().__init__(path, read_labels(os.path.join(path, LABELS_FILE)), int(spec.shape[1]), num_classes)
-        self._use_settings(read_json(os.path.join(path, CONFIG_FILE)) or {})
+        super().__init__(path, read_labels(paths.join(path, LABELS_FILE)), int(spec.shape[1]), num_classes)
+        self._use_settings(read_json(paths.join(path, CONFIG_FILE)) or {})
 
     def _run(self, images):
         return self._serve(images=images)[OUTPUT_NAME].numpy()
@@ -168,8 +168,9 @@ class LiteRTRuntime(Runtime):
         self, path: str | None = None, *, content: bytes | None = None, class_names: list[str] | None = None
     ):
         interpreter_module = import_runtime("litert")
+        local, self._content = _local_or_content(path, content)
         self._interpreter = interpreter_module.Interpreter(
-            model_path=path, model_content=content, num_threads=len(os.sched_getaffinity(0))
+            model_path=local, model_content=self._content, num_threads=len(os.sched_getaffinity(0))
         )
         runner = self._interpreter.get_signature_runner()
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
@@ -206,8 +207,9 @@ class OnnxRuntime(Runtime):
         onnxruntime = import_runtime("onnx")
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only
+        local, content = _local_or_content(path, content)
         self._session = onnxruntime.InferenceSession(
-            content if content is not None else path, options, providers=["CPUExecutionProvider"]
+            content if content is not None else local, options, providers=["CPUExecutionProvider"]
         )
         (image_input,) = self._session.get_inputs()
         self._input = image_input.name
@@ -220,8 +222,17 @@ class OnnxRuntime(Runtime):
         return self._session.run(None, {self._input: images})[0]
 
 
+def _local_or_content(path: str | None, content: bytes | None) -> tuple[str | None, bytes | None]:
+    """What a runtime that reads local files or bytes is given: a local path as it is, the
+    bytes of a file on a store (`gs://...`), or the bytes given."""
+    if content is not None or path is None or paths.is_local(path):
+        return path, content
+    return None, paths.read_bytes(path)
+
+
 def load_runtime(path: str | os.PathLike) -> Runtime:
-    """Loads an exported classifier, whatever its format (see `model_format`).
+    """Loads an exported classifier, whatever its format (see `model_format`), from a local path
+    or a store (`gs://...`).
 
     Raises:
         FileNotFoundError: No model, or no class names (`labels.txt` in a SavedModel folder,

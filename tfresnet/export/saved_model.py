@@ -8,17 +8,13 @@ classifier's export also applies its per-label decision thresholds in the graph 
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-
 import keras
 import tensorflow as tf
 
+from tfresnet import paths
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.transforms import CROP_FRACTION, check_crop_fraction, decode_for_eval
-from tfresnet.files import current_umask, write_text
+from tfresnet.files import write_json, write_text
 from tfresnet.models.classifier import float32_copy, is_multi_label
 from tfresnet.models.thresholds import THRESHOLD, check_thresholds
 
@@ -63,14 +59,16 @@ def export_saved_model(
     `(batch, labels)`: 1 where a label's probability reaches its threshold.
 
     `labels.txt` (one class name per line) and `tfresnet_config.json` are written beside
-    `saved_model.pb`. The directory is written under a temporary name and renamed into place,
-    so an interrupted export never leaves a half-written model at `export_dir`. TF Serving
-    expects versioned folders: export to `.../my_model/1`. A mixed-precision model is exported
-    in float32 (`tfresnet.models.float32_copy`).
+    `saved_model.pb`. The folder is written under a temporary name beside `export_dir` and
+    renamed into place (`tfresnet.paths.replace_folder`), so an interrupted local export never
+    leaves a half-written model at `export_dir`; on a store (`gs://...`) it is moved file by
+    file, and the next export writes it whole again. TF Serving expects versioned folders:
+    export to `.../my_model/1`. A mixed-precision model is exported in float32
+    (`tfresnet.models.float32_copy`).
 
     Args:
         model: A model from `build_classifier` (raw [0, 255] RGB in, probabilities out).
-        export_dir: The folder to create or replace.
+        export_dir: The folder to create or replace, local or on a store (`gs://bucket/...`).
         class_names: Label `i` is `class_names[i]`.
         top_k: How many classes `classes`, `labels` and `scores` hold (at most all).
         config: Settings stored in `tfresnet_config.json` (e.g. `FinetuneResult.config`).
@@ -124,20 +122,16 @@ def export_saved_model(
         "thresholds": thresholds,
     }
 
-    export_dir = os.path.abspath(export_dir)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    _restore_aside(export_dir)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.", dir=parent)
+    export_dir = paths.absolute(export_dir).rstrip("/")
+    paths.restore_folder(export_dir)  # the previous export, if a kill left it aside
+    staging = paths.staging_folder(export_dir)
     try:
         archive.write_out(staging, verbose=False)
-        write_labels(os.path.join(staging, LABELS_FILE), class_names)
-        with open(os.path.join(staging, CONFIG_FILE), "w") as file:
-            json.dump({**settings, **(config or {})}, file, indent=2, default=str)
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is the owner's alone
-        _replace_directory(staging, export_dir)
+        write_labels(paths.join(staging, LABELS_FILE), class_names)
+        write_json(paths.join(staging, CONFIG_FILE), {**settings, **config})
+        paths.replace_folder(staging, export_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        paths.rmtree(staging)
     return export_dir
 
 
@@ -209,35 +203,3 @@ def _signatures(
         return outputs(images)
 
     return {"serving_default": serve_bytes, "serve_images": serve_images}
-
-
-def _replace_directory(source: str, target: str) -> None:
-    """Renames `source` to `target`; an existing `target` is moved aside first, then removed.
-
-    Between the two renames the previous export sits at `_aside(target)`: an exception there
-    puts it back at once, and after a kill the next export finds it (`_restore_aside`).
-    """
-    if not os.path.exists(target):
-        os.rename(source, target)
-        return
-    aside = _aside(target)
-    shutil.rmtree(aside, ignore_errors=True)
-    os.rename(target, aside)
-    try:
-        os.rename(source, target)
-    except BaseException:
-        if not os.path.exists(target):
-            os.rename(aside, target)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _aside(target: str) -> str:
-    return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.previous")
-
-
-def _restore_aside(target: str) -> None:
-    """Puts back a previous export left aside by an export killed between its two renames."""
-    aside = _aside(target)
-    if os.path.isdir(aside) and not os.path.exists(target):
-        os.rename(aside, target)

@@ -15,6 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import paths
 from tfresnet.data.transforms import check_positive_int
 from tfresnet.files import new_figure, save_figure
 
@@ -110,7 +111,8 @@ def show_batch(
             batched by `max_images`); images raw [0, 255] pixels, labels class indices, one-hot
             or soft (see `label_title`).
         class_names: Label `i` is `class_names[i]`.
-        path: The PNG file to write (its folder is created if needed).
+        path: The PNG file to write (its folder is created if needed), local or on a store
+            (`gs://...`).
         max_images: Show at most this many images of the batch.
         multi_label: The labels are multi-hot (or mixed) rows of several labels per image
             (`ImageData.multi_label`), titled by `label_set_title`.
@@ -147,6 +149,6 @@ def show_batch(
         axis.imshow(image)
         axis.set_title(title, fontsize=8)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    paths.makedirs(os.path.dirname(paths.absolute(path)))
     save_figure(figure, path)
     return path

@@ -21,22 +21,21 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from tfresnet import paths as fs
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.label_sets import LABEL_DELIMITER
-from tfresnet.insight.check_images import (
-    HAMMING_THRESHOLD,
-    HASH_SIDE,
-    describe_images,
-    find_duplicates,
-    mode_counts,
-    size_summary,
-)
+from tfresnet.insight.check_images import HASH_SIDE, describe_images, mode_counts, size_summary
+from tfresnet.insight.duplicates import HAMMING_THRESHOLD, find_duplicates
 from tfresnet.insight.label_issues import LabelIssueOptions
 from tfresnet.insight.multi_label_check import label_set_findings, summary_rows
+
+if TYPE_CHECKING:
+    from tfresnet.data.csv_labels import CsvListing
+    from tfresnet.data.folder import FolderListing
 
 REPORT_FILE = "dataset_report.json"
 
@@ -83,22 +82,20 @@ def check_dataset(
         report["num_images"], report["cross_split"]
         # (300, [])
     """
-    from tfresnet.data.folder import from_folder, list_folder
+    from tfresnet.data.folder import from_folder, read_folder
     from tfresnet.data.pipeline import stratified_split
 
     _check_arguments(val_split, hamming_threshold, label_issues)
     directory = os.fspath(directory)
     with warnings.catch_warnings():  # the bad files are reported below, not warned about
         warnings.simplefilter("ignore")
-        class_names, paths, labels, skipped = list_folder(
-            directory, strict=False, max_image_pixels=max_image_pixels
-        )
-    in_validation = np.zeros(len(paths), bool)
+        listing = read_folder(directory, strict=False, max_image_pixels=max_image_pixels)
+    in_validation = np.zeros(len(listing.paths), bool)
     if val_split:
-        in_validation[stratified_split(labels, val_split, seed)[1]] = True
-    findings = _findings(directory, class_names, paths, labels, in_validation, skipped, hamming_threshold)
+        in_validation[stratified_split(listing.labels, val_split, seed)[1]] = True
+    findings = _findings(listing, in_validation, directory, directory, hamming_threshold)
     report = {
-        "directory": os.path.abspath(directory),
+        "directory": fs.absolute(directory),
         **findings,
         "val_split": val_split,
         "seed": seed,
@@ -182,18 +179,10 @@ def check_csv(
             multi_label=multi_label,
             label_delimiter=label_delimiter,
         )
-    findings = _findings(
-        listing.image_dir,
-        listing.class_names,
-        listing.paths,
-        listing.labels,
-        listing.in_validation,
-        listing.skipped,
-        hamming_threshold,
-    )
+    findings = _findings(listing, listing.in_validation, listing.image_dir, csv_path, hamming_threshold)
     report = {
-        "directory": os.path.abspath(listing.image_dir),
-        "csv": os.path.abspath(csv_path),
+        "directory": fs.absolute(listing.image_dir),
+        "csv": fs.absolute(csv_path),
         "path_column": path_column,
         "label_column": label_column,
         **({"label_delimiter": label_delimiter} if multi_label else {}),
@@ -239,7 +228,7 @@ def _label_issues(
         cache_dir=options.cache_dir,
     )
     for issue in found["issues"]:
-        issue["path"] = os.path.relpath(issue["path"], directory or ".")
+        issue["path"] = relative_path(issue["path"], directory)
     return found
 
 
@@ -261,33 +250,31 @@ def _check_arguments(
 
 
 def _findings(
-    directory: str,
-    class_names: list[str],
-    paths: np.ndarray,
-    labels: np.ndarray,
+    listing: FolderListing | CsvListing,
     in_validation: np.ndarray,
-    skipped: dict[str, str],
+    directory: str,
+    source: str,
     hamming_threshold: int,
 ) -> dict:
-    """The report's findings on the listed images (paths relative to `directory`)."""
+    """The report's findings on the listed images (paths relative to `directory`); what is read
+    of each image is kept between runs with the results of `source` (the folder or CSV)."""
+    class_names, paths, labels = listing.class_names, listing.paths, listing.labels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        images = describe_images(list(paths))
-    unreadable = dict(skipped)
+        images = describe_images(list(paths), source=source, stats=listing.stats)
+    unreadable = dict(listing.skipped)
     unreadable.update({path: found for path, found in zip(paths, images) if isinstance(found, str)})
     kept = [i for i, found in enumerate(images) if not isinstance(found, str)]
     described = [images[i] for i in kept]
     exact, near = find_duplicates([paths[i] for i in kept], described, hamming_threshold)
-
-    def relative(path: str) -> str:
-        return os.path.relpath(path, directory or ".")
 
     multi_label = labels.ndim == 2
 
     def member(j: int) -> tuple[str, str | None, bool]:
         """The relative path, class (None: multi-label) and split side of readable image `j`."""
         i = kept[j]
-        return relative(paths[i]), None if multi_label else class_names[labels[i]], bool(in_validation[i])
+        name = None if multi_label else class_names[labels[i]]
+        return relative_path(paths[i], directory), name, bool(in_validation[i])
 
     # (kind, members) of each duplicate group; the groups of a kind sorted by their paths.
     groups = [
@@ -296,7 +283,8 @@ def _findings(
         for members in sorted([member(j) for j in group] for group in found)
     ]
     if multi_label:
-        labelled = label_set_findings(class_names, labels[kept], [relative(paths[i]) for i in kept])
+        named = [relative_path(paths[i], directory) for i in kept]
+        labelled = label_set_findings(class_names, labels[kept], named)
     else:
         counts = np.bincount(labels[kept], minlength=len(class_names))
         labelled = {
@@ -307,10 +295,22 @@ def _findings(
         "num_images": len(kept),
         **labelled,
         **_duplicate_findings(groups, conflicts=not multi_label),
-        "unreadable": {relative(path): reason for path, reason in sorted(unreadable.items())},
+        "unreadable": {relative_path(path, directory): reason for path, reason in sorted(unreadable.items())},
         "image_sizes": size_summary(described),
         "modes": mode_counts(described),
     }
+
+
+def relative_path(path: str, directory: str) -> str:
+    """`path` as the report names it: relative to `directory` (a URL on another store as it is).
+
+    Example:
+    >>> relative_path("gs://bucket/photos/cats/1.jpg", "gs://bucket/photos")
+    'cats/1.jpg'
+    """
+    if fs.is_local(path) != fs.is_local(directory or "."):
+        return path
+    return os.path.relpath(path, directory or ".")
 
 
 def _duplicate_findings(groups: list[tuple[str, list[tuple]]], conflicts: bool) -> dict:

@@ -4,6 +4,7 @@
 `label_issues.csv` (`path,given,suggested,probability,action`), the action empty for a person to
 fill with `relabel`, `drop` or `keep`; `apply_label_fixes` turns the filled file and the dataset
 into a labels CSV that `tfresnet.from_csv` (`--csv`) trains on. No image is moved or changed.
+Every file may be local or on a store (`gs://...`).
 
 Example:
     write_issues_csv("runs/check/label_issues.csv", report["label_issues"]["issues"])
@@ -17,7 +18,8 @@ import csv
 import io
 import os
 
-from tfresnet.files import write_text
+from tfresnet import paths
+from tfresnet.files import read_json, write_text
 
 ISSUES_FILE = "label_issues.csv"
 ISSUE_COLUMNS = ("path", "given", "suggested", "probability", "action")
@@ -51,7 +53,7 @@ def read_fixes(path: str | os.PathLike, class_names: list[str]) -> dict[str, tup
         # {'cat/7.jpg': ('relabel', 'dog'), 'dog/3.jpg': ('drop', 'dog')}
     """
     path = _existing(path)
-    with open(path, newline="", encoding="utf-8-sig") as file:
+    with paths.open_file(path, newline="", encoding="utf-8-sig") as file:
         rows = list(csv.DictReader(file))
         header = list(rows[0]) if rows else []
     missing = [column for column in ISSUE_COLUMNS if rows and column not in header]
@@ -73,7 +75,7 @@ def read_fixes(path: str | os.PathLike, class_names: list[str]) -> dict[str, tup
                 f"({', '.join(class_names)}). Put a class name in its 'suggested' column."
             )
         if action in ("relabel", "drop"):
-            fixes[os.path.normpath(row["path"].strip())] = (action, label)
+            fixes[_normal(row["path"].strip())] = (action, label)
     return fixes
 
 
@@ -85,16 +87,13 @@ def checked_dataset(issues_csv: str | os.PathLike) -> dict:
         checked_dataset("runs/check/label_issues.csv")
         # {'directory': '/data/flowers', 'csv_path': None, ...}
     """
-    import json
-
-    issues_csv = os.path.abspath(_existing(issues_csv))
+    issues_csv = paths.absolute(_existing(issues_csv))
     folder = os.path.dirname(issues_csv)
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    for name in paths.listdir(folder) if paths.isdir(folder) else []:
         if not name.endswith(".json"):
             continue
         try:
-            with open(os.path.join(folder, name), encoding="utf-8") as file:
-                report = json.load(file)
+            report = read_json(paths.join(folder, name))
         except (OSError, ValueError):
             continue
         if not isinstance(report, dict) or (report.get("label_issues") or {}).get("file") != issues_csv:
@@ -145,13 +144,13 @@ def apply_label_fixes(
             "Pass the dataset the check ran on: either a folder or a CSV file, not both or neither."
         )
     if csv_path is None:
-        class_names, paths, labels, _ = list_folder(directory, strict=False)
+        class_names, files, labels, _ = list_folder(directory, strict=False)
         root, split = os.fspath(directory), None
     else:
         listing = list_csv(
             csv_path, image_dir=image_dir, path_column=path_column, label_column=label_column, val_split=0
         )
-        class_names, paths, labels, root = (
+        class_names, files, labels, root = (
             listing.class_names,
             listing.paths,
             listing.labels,
@@ -159,7 +158,7 @@ def apply_label_fixes(
         )
         split = listing.in_validation if listing.split_column else None
     fixes = read_fixes(issues_csv, class_names)
-    relative = [os.path.normpath(os.path.relpath(path, root)) for path in paths]
+    relative = [_relative(path, root) for path in files]
     unknown = sorted(set(fixes) - set(relative))
     if unknown:
         raise ValueError(
@@ -167,6 +166,7 @@ def apply_label_fixes(
             f"folder or CSV the check that wrote it ran on."
         )
     output = os.fspath(output)
+    folder = os.path.dirname(paths.absolute(output))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow([path_column, label_column] + ([SPLIT_COLUMN] if split is not None else []))
@@ -175,18 +175,32 @@ def apply_label_fixes(
         action, label = fixes.get(path, ("keep", name))
         if action == "drop":
             continue
-        row = [os.path.relpath(paths[i], os.path.dirname(os.path.abspath(output))), label]
+        row = [_relative(files[i], folder), label]
         writer.writerow(row + (["validation" if split[i] else "train"] if split is not None else []))
         written += 1
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    paths.makedirs(folder)
     write_text(output, text.getvalue())
     actions = [action for action, _ in fixes.values()]
     return {"images": written, "relabelled": actions.count("relabel"), "dropped": actions.count("drop")}
 
 
+def _normal(path: str) -> str:
+    """`os.path.normpath` of a local path; a URL as it is (normpath would fold its `//`)."""
+    return os.path.normpath(path) if paths.is_local(path) else path
+
+
+def _relative(path: str, folder: str) -> str:
+    """`path` relative to `folder`, as a labels CSV in `folder` names it: `os.path.relpath`
+    for local paths; on a store, the part below `folder`, else the whole (absolute) path."""
+    if paths.is_local(path) and paths.is_local(folder):
+        return os.path.normpath(os.path.relpath(path, folder))
+    inside = os.fspath(folder).rstrip("/") + "/"
+    return path[len(inside) :] if path.startswith(inside) else paths.absolute(path)
+
+
 def _existing(path: str | os.PathLike) -> str:
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
         raise FileNotFoundError(
             f"Label issues file not found: {path!r}. Pass the {ISSUES_FILE} the check wrote."
         )

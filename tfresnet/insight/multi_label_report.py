@@ -14,7 +14,6 @@ their given and predicted label sets) and `report.html`. Temperature scaling is 
 from __future__ import annotations
 
 import heapq
-import os
 
 import keras
 import numpy as np
@@ -25,6 +24,7 @@ from tfresnet.insight import calibration, evaluation, multi_label_metrics, repor
 from tfresnet.insight.report import REPORT_FILE, TOP_LOSSES, _figure, _plot_history
 from tfresnet.models.classifier import MEAN_AVERAGE_PRECISION
 from tfresnet.models.thresholds import apply_thresholds
+from tfresnet.paths import join, makedirs
 
 PR_CURVES_FILE = "pr_curves.png"
 # pr_curves.png draws at most this many labels (beyond: those with the most images).
@@ -113,7 +113,7 @@ def write_multi_label_report(
     """
     if calibrate:
         raise ValueError(calibration.SINGLE_LABEL_ONLY)
-    os.makedirs(output_dir, exist_ok=True)
+    makedirs(output_dir)
     probabilities, labels, kept, tta_probabilities = _evaluate(model, dataset, keep=TOP_LOSSES, tta=tta)
     if labels.shape[1] != len(class_names):
         raise ValueError(
@@ -129,7 +129,7 @@ def write_multi_label_report(
     report["top_losses"] = _top_losses(probabilities, labels, report, sorted(kept), paths)
     if dataset_check is not None:
         report["dataset"] = dataset_check
-    write_json(os.path.join(output_dir, REPORT_FILE), report)
+    write_json(join(output_dir, REPORT_FILE), report)
     if history:
         _plot_history(history, output_dir, score=MEAN_AVERAGE_PRECISION)
     _plot_pr_curves(probabilities, labels, report, output_dir)
@@ -222,7 +222,7 @@ def _plot_pr_curves(probabilities: np.ndarray, labels: np.ndarray, report: dict,
     shown_of = f" (the {len(shown)} most frequent of {len(names)} labels)" if len(shown) < len(names) else ""
     figure.suptitle(f"precision-recall curves{shown_of}")
     figure.tight_layout()
-    save_figure(figure, os.path.join(output_dir, PR_CURVES_FILE))
+    save_figure(figure, join(output_dir, PR_CURVES_FILE))
 
 
 def _plot_top_losses(entries: list[dict], images: dict[int, np.ndarray], output_dir: str) -> None:
@@ -239,4 +239,4 @@ def _plot_top_losses(entries: list[dict], images: dict[int, np.ndarray], output_
         axis.set_title(f"given: {given}\npredicted: {predicted}", fontsize=8)
     figure.suptitle("highest loss (binary cross-entropy): given / predicted labels")
     figure.tight_layout()
-    save_figure(figure, os.path.join(output_dir, "top_losses.png"))
+    save_figure(figure, join(output_dir, "top_losses.png"))

@@ -16,7 +16,6 @@ fails at the first plot, saying what to install. A multi-label model's: `multi_l
 from __future__ import annotations
 
 import heapq
-import os
 
 import keras
 import numpy as np
@@ -25,6 +24,7 @@ import tensorflow as tf
 from tfresnet.files import new_figure, save_figure, write_json
 from tfresnet.insight import calibration, evaluation, label_issues, report_html
 from tfresnet.models.classifier import is_multi_label
+from tfresnet.paths import join, makedirs, remove
 
 REPORT_FILE = "report.json"
 HTML_FILE = report_html.HTML_FILE
@@ -144,7 +144,7 @@ def write_report(
         model: A classifier of raw [0, 255] RGB images.
         dataset: Batches of `(images, int labels)`, e.g. `ImageData.validation`.
         class_names: Label `i` is `class_names[i]`.
-        output_dir: Where the files go (created if needed).
+        output_dir: Where the files go (created if needed), local or on a store (`gs://...`).
         history: Per-epoch metrics (`FineTuneResult.history`) for the training curves.
         evaluated_on: What `dataset` is, recorded in `report.json` (e.g. `"validation"`, or
             `"training (evaluation transform)"` for a run without a validation set).
@@ -190,7 +190,7 @@ def write_report(
         )
     if thresholds is not None:
         raise ValueError("thresholds apply to a multi-label model (sigmoid outputs): leave them out here.")
-    os.makedirs(output_dir, exist_ok=True)
+    makedirs(output_dir)
     probabilities, labels, kept, samples, tta_probabilities = _evaluate(
         model, dataset, keep=TOP_LOSSES + SUSPECTS_SHOWN, per_class=GRADCAM_PER_CLASS, tta=tta
     )
@@ -214,21 +214,20 @@ def write_report(
     heatmaps, report["grad_cam"] = _heatmaps(model, top, samples)
     if dataset_check is not None:
         report["dataset"] = dataset_check
-    write_json(os.path.join(output_dir, REPORT_FILE), report)
+    write_json(join(output_dir, REPORT_FILE), report)
     _plot_confusion_matrix(np.array(report["confusion_matrix"]), class_names, output_dir)
     if history:
         _plot_history(history, output_dir)
     _plot_top_losses(top, probabilities, labels, class_names, output_dir, heatmaps)
-    reliability_png = os.path.join(output_dir, "calibration.png")
+    reliability_png = join(output_dir, "calibration.png")
     calibration.plot_reliability(probabilities, labels, calibrated, reliability_png)
     if heatmaps:
         _plot_gradcam(samples, probabilities, labels, class_names, output_dir, heatmaps)
-    suspects_png = os.path.join(output_dir, label_issues.SUSPECTS_FILE)
+    suspects_png = join(output_dir, label_issues.SUSPECTS_FILE)
     if not label_issues.plot_suspected(
         report["suspected_label_errors"], kept, suspects_png, limit=SUSPECTS_SHOWN
     ):
-        if os.path.exists(suspects_png):  # an older run's, in the same folder
-            os.remove(suspects_png)
+        remove(suspects_png)  # an older run's, in the same folder
     report_html.write_html(report, output_dir, config=config)
     return report
 
@@ -309,7 +308,7 @@ def _plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], output_di
     for (i, j), count in np.ndenumerate(matrix[np.ix_(shown, shown)]):
         axes.text(j, i, str(count), ha="center", va="center")
     figure.tight_layout()
-    save_figure(figure, os.path.join(output_dir, "confusion_matrix.png"))
+    save_figure(figure, join(output_dir, "confusion_matrix.png"))
 
 
 def _plot_history(history: dict[str, list[float]], output_dir: str, score: str = "accuracy") -> None:
@@ -326,7 +325,7 @@ def _plot_history(history: dict[str, list[float]], output_dir: str, score: str =
         panel.set_title(metric)
         panel.legend()
     figure.tight_layout()
-    save_figure(figure, os.path.join(output_dir, "training_curves.png"))
+    save_figure(figure, join(output_dir, "training_curves.png"))
 
 
 def _plot_top_losses(
@@ -354,7 +353,7 @@ def _plot_top_losses(
     heat = ", Grad-CAM of the prediction" if heatmaps else ""
     figure.suptitle(f"highest loss: prediction / truth / probability{heat}")
     figure.tight_layout()
-    save_figure(figure, os.path.join(output_dir, "top_losses.png"))
+    save_figure(figure, join(output_dir, "top_losses.png"))
 
 
 def _show(axis, image: np.ndarray, heatmap: np.ndarray | None) -> None:
@@ -390,4 +389,4 @@ def _plot_gradcam(
             )
     figure.suptitle("Grad-CAM of the prediction: truth: prediction probability")
     figure.tight_layout()
-    save_figure(figure, os.path.join(output_dir, "gradcam.png"))
+    save_figure(figure, join(output_dir, "gradcam.png"))

@@ -2,9 +2,10 @@
 
 Every picture is inlined as a `data:` URI (the report's PNG files, and small JPEG thumbnails of
 the duplicate images the dataset check found), the style sheet sits in the page, and nothing
-else is referenced: the file opens from disk, offline, and can be mailed as it is. The markup
-is well-formed XML (void elements closed, text escaped), so any parser reads it. A multi-label
-report's sections are `tfresnet.insight.multi_label_html`'s.
+else is referenced: the file opens from disk, offline, and can be mailed as it is. The report's
+folder and the images may be local or on a store (`gs://...`). The markup is well-formed XML
+(void elements closed, text escaped), so any parser reads it. A multi-label report's sections
+are `tfresnet.insight.multi_label_html`'s.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import base64
 import html
 import io
 import json
-import os
 
-from tfresnet.files import write_atomically
+from tfresnet.files import write_text
+from tfresnet.paths import isfile, join, open_file, read_bytes
 
 HTML_FILE = "report.html"
 # The dataset section shows this many groups of each kind, and this many images of a group.
@@ -101,13 +102,8 @@ def write_page(sections: list[tuple[str, str, str]], output_dir: str) -> str:
         f"<title>tfresnet report</title><style>{STYLE}</style></head>\n<body>"
         f"<h1>Evaluation report</h1><nav>{navigation}</nav>\n{content}</body></html>\n"
     )
-    path = os.path.join(output_dir, HTML_FILE)
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(page)
-
-    write_atomically(path, write)
+    path = join(output_dir, HTML_FILE)
+    write_text(path, page)
     return path
 
 
@@ -149,11 +145,10 @@ def _data_uri(data: bytes, mime: str) -> str:
 
 
 def _picture(output_dir: str, name: str, missing: str) -> str:
-    path = os.path.join(output_dir, name)
-    if not os.path.isfile(path):
+    path = join(output_dir, name)
+    if not isfile(path):
         return _note(missing)
-    with open(path, "rb") as file:
-        uri = _data_uri(file.read(), "image/png")
+    uri = _data_uri(read_bytes(path), "image/png")
     return f'<img class="figure" alt="{_text(name)}" src="{uri}" />'
 
 
@@ -339,7 +334,7 @@ def _group(directory: str, paths: list[str]) -> str:
     """One group of images, as small thumbnails captioned with their paths."""
     figures = []
     for path in paths[:SHOWN_MEMBERS]:
-        uri = _thumbnail(os.path.join(directory, path))
+        uri = _thumbnail(join(directory, path))
         image = f'<img alt="{_text(path)}" src="{uri}" />' if uri else ""
         figures.append(f'<figure class="thumb">{image}<figcaption>{_text(path)}</figcaption></figure>')
     return f"<div>{''.join(figures)}</div>"
@@ -350,7 +345,7 @@ def _thumbnail(path: str) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with open_file(path, "rb") as file, Image.open(file) as image:
             image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
             small = image.convert("RGB")
             small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))

@@ -17,27 +17,30 @@ import re
 import keras
 import tensorflow as tf
 
-from tfresnet import internals
+from tfresnet import internals, paths
 
 # Where tfhub.dev and Kaggle downloads go when TFHUB_CACHE_DIR is not set: a folder of the
 # user's own (tensorflow_hub's default is a shared folder under /tmp that another user can fill
 # first).
 HUB_CACHE = os.path.join("~", ".keras", "tfhub_modules")
+# Handles `tensorflow_hub` downloads; any other is a folder, local or on a store (`gs://...`).
+WEB_SCHEMES = ("http://", "https://")
 
 
 def resolve_handle(handle: str) -> str:
-    """Returns a local directory for a Hub handle, downloading it once when it is a URL.
+    """Returns the SavedModel directory of a Hub handle, downloading it once when it is a URL.
 
-    URLs (tfhub.dev, Kaggle) go through `tensorflow_hub.resolve`, which caches them in
+    Web URLs (tfhub.dev, Kaggle) go through `tensorflow_hub.resolve`, which caches them in
     `TFHUB_CACHE_DIR`, or when it is not set in `hub_cache_dir()`, a folder of the user's own.
-    A local path must exist.
+    A folder, local or on any file system TensorFlow has (`gs://bucket/module`), must exist
+    and hold a SavedModel; it is loaded from where it is.
 
     Example:
         resolve_handle("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5")
         # '/home/me/.keras/tfhub_modules/...'
     """
-    if "://" not in handle:
-        if not os.path.isdir(handle):
+    if not handle.startswith(WEB_SCHEMES):
+        if not paths.isdir(handle):
             raise FileNotFoundError(
                 f"Hub module not found: {handle!r} is not a directory. Pass the folder of a "
                 "TF2 SavedModel (the one holding saved_model.pb) or a tfhub.dev/Kaggle URL."

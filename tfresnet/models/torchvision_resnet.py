@@ -23,11 +23,14 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Mapping
 
 import keras
 import numpy as np
+
+from tfresnet import paths
 
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")
 EXPANSION = 4  # a bottleneck's output has 4 times the channels of its 3x3 convolution
@@ -185,7 +188,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     or `"state_dict"`) needs PyTorch, and is read with `weights_only=True`.
 
     Args:
-        path: The file.
+        path: The file, local or on any file system TensorFlow has (`gs://...`: read whole
+            into memory).
 
     Returns:
         Arrays by state-dict key.
@@ -197,12 +201,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         try:
-            from safetensors.numpy import load_file
+            from safetensors.numpy import load, load_file
         except ImportError:
             raise ImportError(
                 f"Reading {path!r} needs the safetensors package: pip install safetensors"
             ) from None
-        return dict(_unwrap(load_file(path)))
+        return dict(_unwrap(load_file(path) if paths.is_local(path) else load(paths.read_bytes(path))))
     try:
         import torch
     except ImportError:
@@ -212,7 +216,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "'resnet50.safetensors'), and pass the .safetensors file: reading it needs only "
             "pip install safetensors."
         ) from None
-    checkpoint = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    source = path if paths.is_local(path) else io.BytesIO(paths.read_bytes(path))
+    checkpoint = _unwrap(torch.load(source, map_location="cpu", weights_only=True))
     return {
         key: value.detach().cpu().float().numpy() if value.is_floating_point() else value.cpu().numpy()
         for key, value in checkpoint.items()

@@ -1,30 +1,37 @@
 """Resolving and loading backbone weights: the Keras cache, local files, torchvision's files.
 
-`resolve_weights(row, weights)` turns what users pass as `weights=` into a local file (Keras
+`resolve_weights(row, weights)` turns what users pass as `weights=` into a file (Keras
 downloads ImageNet files once into its cache, `~/.keras/models` or `$KERAS_HOME/models`), and
 `load_weights(network, path, row)` loads one into a backbone, with an error that says what is
 wrong and how to fix it when the file is missing, of another kind or of another architecture.
+A user's file may be on any file system TensorFlow has (`gs://bucket/resnet50.weights.h5`): a
+Keras file is copied to a local temporary file to load (HDF5 reads local files only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
+import tempfile
+from typing import Iterator
 
 import h5py
 import keras
 
+from tfresnet import paths
 from tfresnet.models.backbones import BACKBONES, TORCHVISION_PREFIX, Backbone
 from tfresnet.models.torchvision_resnet import STATE_DICT_SUFFIXES, load_state_dict
 
 
 def resolve_weights(row: Backbone, weights: str | os.PathLike | None) -> str | None:
-    """The local file that `weights=` names for the backbone `row` (None: random weights).
+    """The file that `weights=` names for the backbone `row` (None: random weights).
 
     Args:
         row: The backbone's row of `tfresnet.models.backbones.BACKBONES`.
-        weights: `"imagenet"`, None, a file path, or for torchvision backbones
-            `"torchvision:<version>"`.
+        weights: `"imagenet"`, None, a file path (local or on a store, `gs://...`), or for
+            torchvision backbones `"torchvision:<version>"`.
 
     Returns:
         The path of the file to load, downloaded into the Keras cache when needed, or None.
@@ -141,13 +148,14 @@ def _torchvision_weights_path(backbone: Backbone, version: str) -> str:
 
 
 def load_weights(network: keras.Model, path: str, backbone: Backbone) -> None:
-    """Loads a Keras `.h5` / `.weights.h5` file or a PyTorch state dict into `network`.
+    """Loads a Keras `.h5` / `.weights.h5` file or a PyTorch state dict (local, or on any file
+    system TensorFlow has) into `network`.
 
     Example:
         load_weights(network, "resnet50_notop.h5", BACKBONES["resnet50"])
     """
     state_dicts = " (or a .pth/.safetensors state dict)" if backbone.torchvision_weights else ""
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
         raise FileNotFoundError(
             f"Weights file not found: {path!r}. Pass 'imagenet', None, or the path of an "
             f".h5 or .weights.h5 file saved from a Keras backbone{state_dicts}."
@@ -161,15 +169,32 @@ def load_weights(network: keras.Model, path: str, backbone: Backbone) -> None:
             )
         load_state_dict(network, path)
         return
-    if not h5py.is_hdf5(path):
-        raise ValueError(
-            f"{path!r} is not a weights file: Keras weights are HDF5 files (.h5 or "
-            f".weights.h5), e.g. the ones keras.applications caches in ~/.keras/models{state_dicts}."
-        )
+    with _local_copy(path) as local:
+        if not h5py.is_hdf5(local):
+            raise ValueError(
+                f"{path!r} is not a weights file: Keras weights are HDF5 files (.h5 or "
+                f".weights.h5), e.g. the ones keras.applications caches in ~/.keras/models{state_dicts}."
+            )
+        try:
+            network.load_weights(local)
+        except Exception as error:  # Keras reports mismatches with several exception types
+            raise ValueError(
+                f"The weights in {path!r} do not fit the {backbone.name} backbone "
+                f"(saved from another architecture or input shape?): {error}"
+            ) from None
+
+
+@contextlib.contextmanager
+def _local_copy(path: str) -> Iterator[str]:
+    """`path` itself when local; else a copy in a temporary folder (under the file's own name,
+    whose suffix tells Keras the format), removed when the block ends."""
+    if paths.is_local(path):
+        yield path
+        return
+    folder = tempfile.mkdtemp(prefix="tfresnet-weights-")
     try:
-        network.load_weights(path)
-    except Exception as error:  # Keras reports mismatches with several exception types
-        raise ValueError(
-            f"The weights in {path!r} do not fit the {backbone.name} backbone "
-            f"(saved from another architecture or input shape?): {error}"
-        ) from None
+        local = os.path.join(folder, os.path.basename(path))
+        paths.copy_file(path, local)
+        yield local
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

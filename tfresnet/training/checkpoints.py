@@ -1,7 +1,8 @@
 """What makes a run resumable: the epoch backup, the best checkpoint, the logs.
 
 Every file here is written through `tfresnet.files` (beside its target, then renamed over
-it), so a run killed at any moment leaves either the previous file or the new one.
+it), so a run killed at any moment leaves either the previous file or the new one; and read and
+written through `tfresnet.paths`, so a run folder may be on any file system TensorFlow has.
 
 At the end of an epoch `EpochBackup` commits the epoch first (the weights and optimizer
 state, then the epoch number and its metrics); only then do `EpochLog` (one row per epoch)
@@ -28,7 +29,7 @@ import os
 
 import keras
 
-from tfresnet import internals
+from tfresnet import internals, paths
 from tfresnet.files import copy_atomically, read_json, save_weights_atomically, write_atomically, write_json
 
 BEST_STATE = "best.json"
@@ -56,7 +57,7 @@ class EpochBackup(keras.callbacks.Callback):
     def __init__(self, directory: str, *, replay: list[keras.callbacks.Callback] = ()):
         super().__init__()
         self.directory = directory
-        self.state_path = os.path.join(directory, BACKUP_STATE)
+        self.state_path = paths.join(directory, BACKUP_STATE)
         self.replay = list(replay)
         self.restored = False  # whether the last fit() began from a committed epoch
 
@@ -64,7 +65,7 @@ class EpochBackup(keras.callbacks.Callback):
     def weights_path(self) -> str | None:
         """The committed epoch's weights file (None before the first commit)."""
         state = read_json(self.state_path)
-        return None if state is None else os.path.join(self.directory, state["weights"])
+        return None if state is None else paths.join(self.directory, state["weights"])
 
     def on_train_begin(self, logs=None):
         state = read_json(self.state_path)
@@ -76,19 +77,19 @@ class EpochBackup(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.directory, state["weights"]))
+        self.model.load_weights(paths.join(self.directory, state["weights"]))
         for callback in self.replay:
             callback.on_epoch_end(state["epoch"], state["logs"])
 
     def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(self.directory, exist_ok=True)
+        paths.makedirs(self.directory)
         name = BACKUP_WEIGHTS.format(epoch=epoch)
-        save_weights_atomically(self.model, os.path.join(self.directory, name))
+        save_weights_atomically(self.model, paths.join(self.directory, name))
         metrics = {key: float(value) for key, value in (logs or {}).items()}
         write_json(self.state_path, {"epoch": epoch, "weights": name, "logs": metrics})
-        for other in os.listdir(self.directory):
+        for other in paths.listdir(self.directory):
             if other != name and other.startswith("epoch-") and other.endswith(".weights.h5"):
-                os.remove(os.path.join(self.directory, other))
+                paths.remove(paths.join(self.directory, other))
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
@@ -140,7 +141,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     def __init__(self, path: str | None, monitor: str = "val_accuracy", *, resume: bool = False):
         super().__init__()
         self.path = path
-        self.state_path = os.path.join(os.path.dirname(path), BEST_STATE) if path else None
+        self.state_path = paths.join(os.path.dirname(path), BEST_STATE) if path else None
         self.monitor = monitor
         self.phase = "head"
         self.backup: EpochBackup | None = None
@@ -185,7 +186,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             model.set_weights(self.weights)
             return True
         if self.path and self.best_epoch is not None:
-            if not os.path.exists(self.path):
+            if not paths.exists(self.path):
                 raise FileNotFoundError(
                     f"The best epoch's weights {self.path!r} ({self.best_epoch}) are gone: "
                     f"the best epoch cannot be restored."
@@ -245,9 +246,9 @@ def read_log(path: str) -> list[dict]:
         read_log("runs/flowers/log_fine_tune.csv")[-1]["val_accuracy"]
         # 0.93
     """
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return []
-    with open(path, newline="") as file:
+    with paths.open_file(path, newline="") as file:
         rows = list(csv.DictReader(file))
     return [
         {key: int(value) if key == "epoch" else float(value) for key, value in row.items() if value}

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import warnings
 
 import keras
 import tensorflow as tf
 
+from tfresnet import paths
 from tfresnet.data import ImageData
-from tfresnet.data.augment import mix_batches
 from tfresnet.files import copy_atomically, write_json
 from tfresnet.models.backbones import eval_crop_fraction
 from tfresnet.models.classifier import build_classifier, compile_classifier
@@ -56,6 +55,7 @@ from tfresnet.training.run_files import (
 from tfresnet.training.run_identity import run_identity
 from tfresnet.training.settings import PHASES, RunSettings, fine_tune_schedule, steps_per_epoch
 from tfresnet.training.targets import loss_labels, monitor, run_thresholds, weights_facts
+from tfresnet.training.worker_data import images_per_worker, mixed_batches, training_input
 
 
 @dataclasses.dataclass
@@ -163,7 +163,9 @@ def fine_tune(
         seed: Makes initialisation, shuffling and augmentation repeatable.
         output_dir: Where checkpoints and logs go (None: nowhere).
         resume: Continue the run found in `output_dir`.
-        strategy: A `tf.distribute` strategy; default `resolve_strategy()`'s choice.
+        strategy: A `tf.distribute` strategy; default `resolve_strategy()`'s choice. Under a
+            `MultiWorkerMirroredStrategy`, each worker reads only its share of the training
+            files, with the steps per epoch of one machine (`tfresnet.training.worker_data`).
         verbose: Keras's `fit` verbosity; the progress bar by default.
 
     Returns:
@@ -226,12 +228,12 @@ def _run(
     ):
         if run_dir and resume and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             check_workers_agree(strategy, run_dir, output_dir)
-        finished = bool(run_dir and resume and os.path.exists(os.path.join(run_dir, DONE_FILE)))
+        finished = bool(run_dir and resume and paths.exists(paths.join(run_dir, DONE_FILE)))
         if run_dir and resume:
             settings = recorded_settings(run_dir, settings, finished=finished)
             facts = _run_facts(data, strategy, settings)
         elif run_dir and is_chief(strategy):  # what a resume reads back
-            write_json(os.path.join(run_dir, CONFIG_FILE), {**settings.to_json(), **facts})
+            write_json(paths.join(run_dir, CONFIG_FILE), {**settings.to_json(), **facts})
         model = build_classifier(
             len(data.class_names), image_size=data.image_size, multi_label=data.multi_label, **settings.model
         )
@@ -258,7 +260,7 @@ def _run(
             "thresholds": thresholds,
         }
         if run_dir and is_chief(strategy):
-            write_json(os.path.join(run_dir, CONFIG_FILE), config)
+            write_json(paths.join(run_dir, CONFIG_FILE), config)
     return FineTuneResult(
         model=model, history=history, class_names=list(data.class_names), config=config, thresholds=thresholds
     )
@@ -276,6 +278,7 @@ def _run_facts(data: ImageData, strategy: tf.distribute.Strategy, settings: RunS
         "num_validation": data.num_validation,
         **weights_facts(data, settings.class_weight),
         "steps_per_epoch": steps_per_epoch(data),
+        "images_per_worker": images_per_worker(data, strategy),
         "fine_tune_rate": settings.fine_tune_rate,
         "averaged_phase": settings.averaged_phase,
         "mixed_precision": resolve_mixed_precision(settings.mixed_precision),
@@ -307,7 +310,7 @@ def training_batches(
     Example:
         tfresnet.show_batch(training_batches(data, mixup=0.2), data.class_names, "batch.png")
     """
-    return mix_batches(loss_labels(data.train, data), mixup=mixup, cutmix=cutmix, seed=seed)
+    return mixed_batches(data.train, data, mixup=mixup, cutmix=cutmix, seed=seed)
 
 
 def _train(
@@ -323,10 +326,13 @@ def _train(
 ) -> tuple[dict[str, list[float]], dict | None]:
     """Runs both phases; returns the history and the best epoch, and leaves the best epoch's
     weights in `model`."""
-    train = training_batches(data, mixup=settings.mixup, cutmix=settings.cutmix, seed=settings.seed)
+    mixing = {"mixup": settings.mixup, "cutmix": settings.cutmix, "seed": settings.seed}
+    train = training_input(
+        data, strategy, steps=facts["steps_per_epoch"], class_weights=facts["class_weights"], **mixing
+    )
     validation = _validation_batches(data, strategy)
     watched = monitor(data)
-    best = BestCheckpoint(run_dir and os.path.join(run_dir, BEST_WEIGHTS), watched, resume=resume)
+    best = BestCheckpoint(run_dir and paths.join(run_dir, BEST_WEIGHTS), watched, resume=resume)
     history: dict[str, list[float]] = {}
 
     def run_phase(phase: str, phase_epochs: int, learning_rate) -> None:
@@ -345,27 +351,26 @@ def _train(
         best.phase = phase
         callbacks, log = phase_callbacks(phase, run_dir, best, watched, settings.patience, resume, averaged)
         fitted = model.fit(
-            train,
             validation_data=validation,
             epochs=phase_epochs,
             verbose=verbose,
-            class_weight=facts["class_weights"],
             callbacks=callbacks,
             shuffle=False,  # the loaders shuffle; Keras would only warn that it cannot
+            **train,
         )
         rows = log.rows if log else history_rows(fitted.history)
         extend_history(history, rows, PHASES.index(phase) + 1)
 
-    head_done = run_dir and resume and os.path.exists(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
+    head_done = run_dir and resume and paths.exists(paths.join(run_dir, HEAD_DONE_WEIGHTS))
     if head_done:
-        model.load_weights(os.path.join(run_dir, HEAD_DONE_WEIGHTS))
-        extend_history(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase="head"))), 1)
+        model.load_weights(paths.join(run_dir, HEAD_DONE_WEIGHTS))
+        extend_history(history, read_log(paths.join(run_dir, LOG_FILE.format(phase="head"))), 1)
     elif settings.head_epochs:
         freeze(model, until=None)
         run_phase("head", settings.head_epochs, settings.learning_rate)
         if run_dir:  # the phase's backup holds the weights it ended with
             copy_atomically(
-                phase_backup(run_dir, "head").weights_path, os.path.join(run_dir, HEAD_DONE_WEIGHTS)
+                phase_backup(run_dir, "head").weights_path, paths.join(run_dir, HEAD_DONE_WEIGHTS)
             )
     if settings.epochs:
         freeze(model, until=settings.freeze_until)
@@ -378,7 +383,7 @@ def _train(
         run_phase("fine_tune", settings.epochs, schedule)
     best.restore(model)
     if run_dir:  # finished: a resume goes straight to the report and the export
-        write_json(os.path.join(run_dir, DONE_FILE), {"best_epoch": best.best_epoch, "monitor": watched})
+        write_json(paths.join(run_dir, DONE_FILE), {"best_epoch": best.best_epoch, "monitor": watched})
         remove(run_dir, BACKUP_DIR, HEAD_DONE_WEIGHTS)
     return history, best.best_epoch
 

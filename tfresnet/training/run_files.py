@@ -7,17 +7,20 @@ row per epoch), `backup/<phase>/` (the last finished epoch, see `EpochBackup`),
 `training_done.json`, `config.json`, `run.json` (what the run is: `tfresnet.training.run_identity`) and
 `run.lock` (held by the process running it: `run_lock`).
 
+`output_dir` may be on any file system TensorFlow has (`gs://bucket/runs/flowers`; see
+`tfresnet.paths`): each file is written whole there too, but a store has no file lock, so
+nothing stops a second run in the same folder (`run_lock`).
+
 Several workers (`MultiWorkerMirroredStrategy`): the chief writes `output_dir`; every other
-worker writes into a private temporary folder, removed at the end, and resumes from a copy of
-the chief's committed state, never from state of its own; the workers check that they all
-resume from the same point.
+worker writes into a private temporary folder on its own disk, removed at the end, and resumes
+from a copy of the chief's committed state, never from state of its own; the workers check that
+they all resume from the same point.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import warnings
 from typing import Iterator
@@ -25,6 +28,7 @@ from typing import Iterator
 import keras
 import tensorflow as tf
 
+from tfresnet import paths
 from tfresnet.files import read_json, write_json
 from tfresnet.models.classifier import compile_classifier, is_multi_label
 from tfresnet.training.checkpoints import (
@@ -79,7 +83,7 @@ def run_folder(
 
     Example:
         with run_folder("runs/flowers", strategy, resume=True, identity=identity) as folder:
-            model.load_weights(os.path.join(folder, BEST_WEIGHTS))
+            model.load_weights(paths.join(folder, BEST_WEIGHTS))
     """
     if not output_dir:
         yield None
@@ -93,12 +97,12 @@ def run_folder(
                 copy_state(output_dir, private)
             yield private
         finally:
-            shutil.rmtree(private, ignore_errors=True)
+            paths.rmtree(private)
         return
     with run_lock(output_dir):
         if not resume:
             remove(output_dir, *STATE)
-        identity_path = os.path.join(output_dir, IDENTITY_FILE)
+        identity_path = paths.join(output_dir, IDENTITY_FILE)
         if identity is not None and (not resume or read_json(identity_path) is None):
             write_json(identity_path, identity)
         yield output_dir
@@ -110,10 +114,10 @@ def check_resume(output_dir: str, identity: dict) -> None:
     Example:
         check_resume("runs/flowers", run_identity(data, backbone="resnet50", ...))
     """
-    recorded = read_json(os.path.join(output_dir, IDENTITY_FILE))
+    recorded = read_json(paths.join(output_dir, IDENTITY_FILE))
     if recorded is not None:
         compare(recorded, identity, output_dir)
-    elif any(os.path.exists(os.path.join(output_dir, name)) for name in STATE):
+    elif any(paths.exists(paths.join(output_dir, name)) for name in STATE):
         raise ResumeError(
             f"resume: the run in {output_dir!r} has no {IDENTITY_FILE} (what it was started with; "
             f"an older tfresnet wrote it), so it cannot be shown to be this run. Start afresh "
@@ -122,13 +126,17 @@ def check_resume(output_dir: str, identity: dict) -> None:
 
 
 def copy_state(output_dir: str, destination: str) -> None:
-    """Copies the committed state of the run in `output_dir` (what `STATE` names) into `destination`."""
+    """Copies the committed state of the run in `output_dir` (what `STATE` names) into `destination`.
+
+    Example:
+        copy_state("gs://bucket/runs/flowers", "/tmp/tfresnet-worker-1")
+    """
     for name in STATE:
-        source = os.path.join(output_dir, name)
-        if os.path.isdir(source):
-            shutil.copytree(source, os.path.join(destination, name))
-        elif os.path.exists(source):
-            shutil.copyfile(source, os.path.join(destination, name))
+        source = paths.join(output_dir, name)
+        if paths.isdir(source):
+            paths.copy_tree(source, paths.join(destination, name))
+        elif paths.exists(source):
+            paths.copy_file(source, paths.join(destination, name))
 
 
 @contextlib.contextmanager
@@ -138,7 +146,9 @@ def run_lock(output_dir: str) -> Iterator[None]:
     A second process raises `RunDirInUse` naming the holder's process id; the same process
     may take it again (the command holds it, then `fine_tune`). The system releases it when
     the process ends, however it ends (a SIGKILL too); the file goes when the block ends (a
-    killed process leaves it behind, unlocked). Without `fcntl` (Windows) nothing is locked.
+    killed process leaves it behind, unlocked). Without `fcntl` (Windows) nothing is locked,
+    nor on a store (`gs://...`: no file locks there): one run at a time per folder is then the
+    user's to keep.
 
     Example:
         with run_lock("runs/flowers"):
@@ -147,6 +157,8 @@ def run_lock(output_dir: str) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:
+        fcntl = None
+    if fcntl is None or not paths.is_local(output_dir):
         yield
         return
     key = os.path.realpath(output_dir)
@@ -202,10 +214,10 @@ def resume_point(run_dir: str) -> list[int]:
         # [0, 1, 2, 0]
     """
     epochs = [
-        (read_json(os.path.join(run_dir, BACKUP_DIR, phase, BACKUP_STATE)) or {}).get("epoch", -1)
+        (read_json(paths.join(run_dir, BACKUP_DIR, phase, BACKUP_STATE)) or {}).get("epoch", -1)
         for phase in PHASES
     ]
-    done = [os.path.exists(os.path.join(run_dir, name)) for name in (DONE_FILE, HEAD_DONE_WEIGHTS)]
+    done = [paths.exists(paths.join(run_dir, name)) for name in (DONE_FILE, HEAD_DONE_WEIGHTS)]
     return [int(flag) for flag in done] + [int(epoch) for epoch in epochs]
 
 
@@ -246,11 +258,11 @@ def remove(directory: str, *names: str) -> None:
     >>> remove("runs/flowers", BACKUP_DIR, HEAD_DONE_WEIGHTS)
     """
     for name in names:
-        path = os.path.join(directory, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+        path = paths.join(directory, name)
+        if paths.isdir(path):
+            paths.rmtree(path)
+        else:
+            paths.remove(path)
 
 
 def finished_run(
@@ -265,8 +277,8 @@ def finished_run(
         jit_compile=settings.jit_compile,
         multi_label=is_multi_label(model),
     )
-    model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
-    best_epoch = (read_json(os.path.join(run_dir, DONE_FILE)) or {}).get("best_epoch")
+    model.load_weights(paths.join(run_dir, BEST_WEIGHTS))
+    best_epoch = (read_json(paths.join(run_dir, DONE_FILE)) or {}).get("best_epoch")
     return logged_history(run_dir), best_epoch
 
 
@@ -282,7 +294,7 @@ def recorded_settings(run_dir: str, settings: RunSettings, *, finished: bool) ->
     >>> recorded_settings("runs/flowers", RunSettings(epochs=20), finished=False).epochs
     20
     """
-    recorded = read_json(os.path.join(run_dir, CONFIG_FILE))
+    recorded = read_json(paths.join(run_dir, CONFIG_FILE))
     if recorded is None:  # a run from before config.json was written at the start
         return settings
     recorded = RunSettings.from_json(recorded)
@@ -306,7 +318,7 @@ def logged_history(run_dir: str) -> dict[str, list[float]]:
     """
     history: dict[str, list[float]] = {}
     for number, phase in enumerate(PHASES, 1):
-        extend_history(history, read_log(os.path.join(run_dir, LOG_FILE.format(phase=phase))), number)
+        extend_history(history, read_log(paths.join(run_dir, LOG_FILE.format(phase=phase))), number)
     return history
 
 
@@ -341,7 +353,7 @@ def extend_history(history: dict[str, list[float]], rows: list[dict], phase: int
 
 def phase_backup(run_dir: str, phase: str, replay: list[keras.callbacks.Callback] = ()) -> EpochBackup:
     """The `EpochBackup` of a phase, in `run_dir/backup/<phase>`."""
-    return EpochBackup(os.path.join(run_dir, BACKUP_DIR, phase), replay=replay)
+    return EpochBackup(paths.join(run_dir, BACKUP_DIR, phase), replay=replay)
 
 
 def phase_callbacks(
@@ -355,7 +367,7 @@ def phase_callbacks(
 ) -> tuple[list[keras.callbacks.Callback], EpochLog | None]:
     """The phase's callbacks, in order: the averaged weights (if any) go into the model, then
     the backup commits an epoch before anything records it."""
-    log = EpochLog(os.path.join(run_dir, LOG_FILE.format(phase=phase)), resume=resume) if run_dir else None
+    log = EpochLog(paths.join(run_dir, LOG_FILE.format(phase=phase)), resume=resume) if run_dir else None
     found: list[keras.callbacks.Callback] = []
     best.backup = None
     if run_dir:
@@ -368,5 +380,5 @@ def phase_callbacks(
     if patience is not None and monitor.startswith("val_"):
         found.append(ResumableEarlyStopping(monitor, patience=patience, log=log))
     if run_dir:
-        found.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs", phase)))
+        found.append(keras.callbacks.TensorBoard(paths.join(run_dir, "logs", phase)))
     return found, log

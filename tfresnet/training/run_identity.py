@@ -19,6 +19,8 @@ import functools
 import hashlib
 import os
 
+from tfresnet import paths
+
 IDENTITY_FILE = "run.json"
 # The facts compared, in the order a difference is told; each decides what the weights mean.
 FIELDS = ("backbone", "weights", "head_units", "dropout", "image_size", "ema", "class_names", "data")
@@ -85,7 +87,8 @@ def run_identity(
 
 
 def weights_identity(weights: str | os.PathLike | None) -> str | dict | None:
-    """A name (`"imagenet"`, `"torchvision:..."`, None) as it is; a file by its path and SHA-256.
+    """A name (`"imagenet"`, `"torchvision:..."`, None) as it is; a file (local or on a store,
+    `gs://...`) by its path and SHA-256.
 
     Example:
         weights_identity("my.weights.h5")
@@ -94,17 +97,24 @@ def weights_identity(weights: str | os.PathLike | None) -> str | dict | None:
     if weights is None:
         return None
     path = os.fspath(weights)
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
         return path
-    stat = os.stat(path)
-    return {"file": path, "sha256": _file_sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)}
+    size, mtime_ns = paths.stat(path)
+    # A store that keeps no modification time (ram://) cannot tell a change: read each time.
+    sha256 = _cached_sha256(paths.absolute(path), size, mtime_ns) if mtime_ns else _sha256(path)
+    return {"file": path, "sha256": sha256}
 
 
 @functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """The SHA-256 of a file, once per process for a file unchanged (the command checks, then trains)."""
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """`_sha256`, once per process for a file unchanged (the command checks, then trains)."""
+    return _sha256(path)
+
+
+def _sha256(path: str) -> str:
+    """The SHA-256 of a file, local or on a store."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with paths.open_file(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import paths
 from tfresnet.data import ImageData
 from tfresnet.files import save_arrays
 from tfresnet.models.backbones import TORCHVISION_PREFIX, get_backbone
@@ -83,8 +84,8 @@ def extract_features(
         seed: Seeds a random backbone (`weights=None`), as `ClassifierHyperModel` does.
         cache_dir: A folder to keep the features in (`features-<key>.npz`, the key naming the
             data (multi-label or not), backbone, weights (a file by the SHA-256 of its bytes),
-            seed and dtype policy); a later call finds them there.
-            None keeps them in memory only.
+            seed and dtype policy); a later call finds them there. Any file system TensorFlow
+            has (`gs://bucket/tuning`). None keeps them in memory only.
         distribution_strategy: Computes the features under this strategy (default: the
             active one).
 
@@ -133,9 +134,9 @@ def load_or_extract(
     """
     if key is None and cache_dir is not None:
         key = features_key(describe_data(data), backbone, weights, seed)
-    path = None if cache_dir is None else os.path.join(os.fspath(cache_dir), CACHE_FILE.format(key=key))
-    if path is not None and os.path.exists(path):
-        with np.load(path) as stored:
+    path = None if cache_dir is None else paths.join(cache_dir, CACHE_FILE.format(key=key))
+    if path is not None and paths.exists(path):
+        with paths.open_file(path, "rb") as file, np.load(file) as stored:
             return Features(
                 **{name: stored[name] for name in stored.files if name != "batch_size"},
                 batch_size=int(stored["batch_size"]),
@@ -164,7 +165,7 @@ def load_or_extract(
     )
     del extractor
     if path is not None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        paths.makedirs(os.path.dirname(path))
         save_arrays(path, **dataclasses.asdict(features))  # workers sharing it never read half a file
     return features
 
@@ -267,8 +268,9 @@ def describe_data(data: ImageData) -> dict:
 
 
 def describe_weights(weights):
-    """`weights` as the settings record them: a name, or a file's absolute path and the SHA-256
-    of its bytes (another file at the same path, even of the same size, is other weights).
+    """`weights` as the settings record them: a name, or a file's absolute path (a store's URL,
+    `gs://...`, as it is) and the SHA-256 of its bytes (another file at the same path, even of
+    the same size, is other weights).
 
     Example:
     >>> describe_weights(None), describe_weights("imagenet")
@@ -276,19 +278,19 @@ def describe_weights(weights):
     """
     if weights is None or weights == "imagenet" or str(weights).startswith(TORCHVISION_PREFIX):
         return weights
-    path = os.path.abspath(os.fspath(weights))
-    return {"path": path, "sha256": file_digest(path) if os.path.isfile(path) else None}
+    path = paths.absolute(weights)
+    return {"path": path, "sha256": file_digest(path) if paths.isfile(path) else None}
 
 
 def file_digest(path: str) -> str:
-    """The SHA-256 of a file's bytes, in hexadecimal.
+    """The SHA-256 of a file's bytes (local or on a store), in hexadecimal.
 
     Example:
         file_digest("resnet50_notop.h5")[:12]
         # '4d473c1dd8be'
     """
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with paths.open_file(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

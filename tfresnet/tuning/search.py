@@ -3,12 +3,10 @@ reports the best values (see the package documentation for the whole story)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import glob
+import fnmatch
 import json
 import os
-import shutil
 from typing import Sequence
 
 import keras
@@ -16,6 +14,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import paths
 from tfresnet.data import ImageData
 from tfresnet.files import read_json, write_json
 from tfresnet.models.backbones import get_backbone
@@ -50,6 +49,7 @@ from tfresnet.tuning.tuner import (
     remove_checkpoints,
     require_bayesian,
     role,
+    trial_dirs,
     warn_if_exposed,
 )
 
@@ -105,6 +105,8 @@ def search(
         max_trials: Trials to run in all (a Hyperband continuation counts as a trial).
         tune_epochs: Epochs per trial; Hyperband's largest number of epochs for one trial.
         directory: The search's own directory, created if needed; running again resumes it.
+            Any file system TensorFlow has (`gs://bucket/tuning`); keras-tuner reads and writes
+            it through `tf.io.gfile` too.
         overwrite: Start afresh: delete the search's own files in `directory` first (its
             trials, keras-tuner's state, the feature cache, `search.json` and the summary),
             nothing else.
@@ -143,7 +145,7 @@ def search(
     if process == "chief":
         warn_if_exposed()
 
-    project_dir = os.path.abspath(os.fspath(directory))
+    project_dir = paths.absolute(os.fspath(directory).rstrip("/") or "/")  # keras-tuner: parent + name
     description = describe_data(data)
     use_fast = fast and not choices
     settings = dict(tuner=tuner, objective=objective, tune_epochs=int(tune_epochs), fast=use_fast)
@@ -247,17 +249,17 @@ def _start_directory(project_dir: str, settings: dict, *, overwrite: bool, role:
     process then writes them."""
     _check_settings(project_dir, settings, overwrite=overwrite, role=role)
     if role != "worker":
-        os.makedirs(project_dir, exist_ok=True)
-        write_json(os.path.join(project_dir, SETTINGS_FILE), settings)
+        paths.makedirs(project_dir)
+        write_json(paths.join(project_dir, SETTINGS_FILE), settings)
 
 
 def _check_settings(project_dir: str, settings: dict, *, overwrite: bool, role: str) -> None:
     """Refuses to continue a search made with other settings (keras-tuner would mix them)."""
-    path = os.path.join(project_dir, SETTINGS_FILE)
+    path = paths.join(project_dir, SETTINGS_FILE)
     if overwrite and role != "worker":
         _remove_search(project_dir)
         return
-    if os.path.exists(path):
+    if paths.exists(path):
         stored = {"multi_label": False, **read_json(path)}  # a file from before multi-label data
         if stored == settings:
             return
@@ -271,7 +273,7 @@ def _check_settings(project_dir: str, settings: dict, *, overwrite: bool, role: 
             f"continuing it would mix its trials into this search. Pass overwrite=True "
             f"(--overwrite on the command line) to start afresh, or choose another directory."
         )
-    if os.path.exists(os.path.join(project_dir, "oracle.json")):
+    if paths.exists(paths.join(project_dir, "oracle.json")):
         raise ValueError(
             f"{project_dir!r} holds a keras-tuner search without {SETTINGS_FILE}, so its "
             f"settings are unknown. Pass overwrite=True (--overwrite on the command line) to "
@@ -283,21 +285,21 @@ def _remove_search(project_dir: str) -> None:
     """Deletes the search's own files in `project_dir`, and nothing else there (it may be the
     run's output folder): keras-tuner's `oracle.json`, trial folders and tuner files, the
     feature cache, the settings, the best values and the summary."""
-    trial_dirs = glob.glob(os.path.join(project_dir, "trial_*"))
+    if not paths.isdir(project_dir):
+        return
+    trials = trial_dirs(project_dir)
     workers = {"tuner0", os.environ.get("KERASTUNER_TUNER_ID") or "tuner0"}
-    for trial_dir in trial_dirs:
-        worker = read_json(os.path.join(trial_dir, WORKER_FILE))
+    for trial_dir in trials:
+        worker = read_json(paths.join(trial_dir, WORKER_FILE))
         if isinstance(worker, dict) and isinstance(worker.get("worker"), str):
             workers.add(worker["worker"])
     names = ["oracle.json", SETTINGS_FILE, BEST_FILE, TRIALS_TABLE, TRIALS_PLOT]
     names += [f"{os.path.basename(worker)}.json" for worker in workers]
-    files = [os.path.join(project_dir, name) for name in names]
-    files += glob.glob(os.path.join(project_dir, CACHE_FILE.format(key="*")))
-    for path in files:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-    for trial_dir in trial_dirs:
-        shutil.rmtree(trial_dir, ignore_errors=True)
+    names += fnmatch.filter(paths.listdir(project_dir), CACHE_FILE.format(key="*"))
+    for name in names:
+        paths.remove(paths.join(project_dir, name))
+    for trial_dir in trials:
+        paths.rmtree(trial_dir)
 
 
 def _short(value) -> str:
@@ -374,7 +376,7 @@ def _report(project_dir: str, objective: str, process: str) -> dict:
     best = _best_values(trials, objective, project_dir)
     if process != "worker":
         remove_checkpoints(project_dir)
-        write_json(os.path.join(project_dir, BEST_FILE), best)
+        write_json(paths.join(project_dir, BEST_FILE), best)
         write_summary(project_dir, trials, objective)
     return best
 

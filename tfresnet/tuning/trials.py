@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import glob
-import os
 
 import numpy as np
 
+from tfresnet import paths
 from tfresnet.files import new_figure, read_json, save_figure, write_atomically
-from tfresnet.tuning.tuner import OBJECTIVES, WORKER_FILE
+from tfresnet.tuning.tuner import OBJECTIVES, WORKER_FILE, trial_dirs
 
 TRIALS_TABLE = "trials.csv"
 TRIALS_PLOT = "trials.png"
@@ -26,12 +25,11 @@ def read_trials(project_dir: str) -> list[dict]:
         # ['COMPLETED', 'COMPLETED']
     """
     trials = []
-    paths = glob.glob(os.path.join(project_dir, "trial_*", "trial.json"))
-    # By number: keras-tuner pads trial ids to the width of max_trials, so a resumed search with
-    # more trials writes trial_010 beside trial_09, which a sort by name would put first.
-    for path in sorted(paths, key=lambda path: int(os.path.basename(os.path.dirname(path))[len("trial_") :])):
-        trial = read_json(path)
-        worker = (read_json(os.path.join(os.path.dirname(path), WORKER_FILE)) or {}).get("worker")
+    for trial_dir in trial_dirs(project_dir):
+        trial = read_json(paths.join(trial_dir, "trial.json"))
+        if trial is None:  # not written yet, or emptied by overwrite on a store that keeps folders
+            continue
+        worker = (read_json(paths.join(trial_dir, WORKER_FILE)) or {}).get("worker")
         trials.append(
             {
                 "trial_id": trial["trial_id"],
@@ -83,7 +81,7 @@ def _write_table(project_dir: str, trials: list[dict], objective: str) -> None:
             writer.writerow(["trial_id", "status", objective, *searched, "epochs", "continues", "worker"])
             writer.writerows(rows)
 
-    write_atomically(os.path.join(project_dir, TRIALS_TABLE), write)
+    write_atomically(paths.join(project_dir, TRIALS_TABLE), write)
 
 
 def _write_plot(project_dir: str, trials: list[dict], objective: str) -> None:
@@ -104,4 +102,4 @@ def _write_plot(project_dir: str, trials: list[dict], objective: str) -> None:
     axes.set_ylabel(objective)
     axes.set_title(f"{len(scored)} of {len(trials)} trials completed")
     figure.tight_layout()
-    save_figure(figure, os.path.join(project_dir, TRIALS_PLOT), dpi=100)
+    save_figure(figure, paths.join(project_dir, TRIALS_PLOT), dpi=100)

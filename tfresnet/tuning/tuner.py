@@ -4,13 +4,17 @@
 Hyperband continuations with the optimizer's state, checkpoints only where a promotion needs
 one, and the worker that ran each trial recorded. `check_strategy` and `role` say where trials
 run: under which `tf.distribute` strategy, and as which process of a shared search.
+
+The search's state files (`oracle.json`, `trial_*/trial.json`, `tuner0.json`) are written
+whole, through `tfresnet.files`, on any file system TensorFlow has: keras-tuner writes them in
+place, so a search killed during a write would leave a file its resume cannot read (and
+`ram://` appends a file written again to the old one).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import glob
 import importlib.util
 import os
 import socket
@@ -21,7 +25,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from tfresnet import internals
+from tfresnet import internals, paths
 from tfresnet.files import save_arrays, write_json
 from tfresnet.tuning.hypermodels import HeadHyperModel
 from tfresnet.tuning.label_kinds import VAL_ACCURACY, VAL_LOSS, VAL_MEAN_AVERAGE_PRECISION
@@ -38,7 +42,7 @@ CHECKPOINT_FILE = "continuation.npz"
 SHARED_SEARCH_VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
-class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
+class SearchTuner(internals.DeclaredSpace, internals.WholeTunerFile, keras_tuner.Tuner):
     """Runs trials for any oracle: fresh Keras sessions, Hyperband continuations that keep the
     optimizer's state, checkpoints only where a promotion needs one, the worker recorded.
 
@@ -98,7 +102,7 @@ class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
         if "tuner/epochs" in hp.values and epochs < self.max_epochs:
             self._save(model, trial.trial_id)
         if parent is not None:
-            _remove(self._checkpoint_path(parent))
+            paths.remove(self._checkpoint_path(parent))
         results = _best_epoch(history.history, self.oracle.objective)
         del model, history
         self._session_trials += 1
@@ -110,7 +114,7 @@ class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
         return results
 
     def _checkpoint_path(self, trial_id: str) -> str:
-        return os.path.join(self.project_dir, f"trial_{trial_id}", CHECKPOINT_FILE)
+        return paths.join(self.project_dir, f"trial_{trial_id}", CHECKPOINT_FILE)
 
     def _save(self, model: keras.Model, trial_id: str) -> None:
         arrays = {
@@ -127,14 +131,14 @@ class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
 
     def _restore(self, model: keras.Model, trial_id: str) -> bool:
         path = self._checkpoint_path(trial_id)
-        if not os.path.exists(path):
+        if not paths.exists(path):
             warnings.warn(
                 f"Hyperband promoted trial {trial_id}, but its checkpoint {path} is gone (the "
                 f"search was stopped and resumed?): its continuation trains from scratch.",
                 stacklevel=2,
             )
             return False
-        with np.load(path) as stored:
+        with paths.open_file(path, "rb") as file, np.load(file) as stored:
             for i, variable in enumerate(model.trainable_variables):
                 variable.assign(stored[f"model_{i}"])
             for i, variable in enumerate(model.optimizer.variables):
@@ -142,8 +146,23 @@ class SearchTuner(internals.DeclaredSpace, keras_tuner.Tuner):
         return True
 
     def _record_worker(self, trial_id: str) -> None:
-        path = os.path.join(self.get_trial_dir(trial_id), WORKER_FILE)
+        path = paths.join(self.get_trial_dir(trial_id), WORKER_FILE)
         write_json(path, {"worker": self.tuner_id, "host": socket.gethostname()})
+
+
+# === Oracles that write their state files whole (see the module's note) ===
+
+
+class _HyperbandOracle(internals.WholeOracleFiles, keras_tuner.oracles.HyperbandOracle):
+    pass
+
+
+class _RandomSearchOracle(internals.WholeOracleFiles, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class _BayesianOptimizationOracle(internals.WholeOracleFiles, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass
 
 
 def _best_epoch(history: dict, objective: keras_tuner.Objective) -> dict:
@@ -155,7 +174,8 @@ def _best_epoch(history: dict, objective: keras_tuner.Objective) -> dict:
 
 
 def make_oracle(tuner: str, *, objective: str, max_trials: int, tune_epochs: int, seed: int | None):
-    """The keras-tuner oracle of `tuner`, which stops after `max_trials` trials.
+    """The keras-tuner oracle of `tuner`, which stops after `max_trials` trials (and writes its
+    state files whole).
 
     Example:
     >>> make_oracle("hyperband", objective="val_loss", max_trials=20, tune_epochs=9, seed=0).max_trials
@@ -165,7 +185,7 @@ def make_oracle(tuner: str, *, objective: str, max_trials: int, tune_epochs: int
     if seed == 0:  # keras-tuner's oracles read a seed of 0 as no seed at all
         seed = ZERO_SEED
     if tuner == "hyperband":
-        oracle = keras_tuner.oracles.HyperbandOracle(
+        oracle = _HyperbandOracle(
             goal,
             max_epochs=tune_epochs,
             factor=HYPERBAND_FACTOR,
@@ -175,8 +195,8 @@ def make_oracle(tuner: str, *, objective: str, max_trials: int, tune_epochs: int
         oracle.max_trials = max_trials  # brackets repeat until the trial budget is spent
         return oracle
     if tuner == "random":
-        return keras_tuner.oracles.RandomSearchOracle(goal, max_trials=max_trials, seed=seed)
-    return keras_tuner.oracles.BayesianOptimizationOracle(goal, max_trials=max_trials, seed=seed)
+        return _RandomSearchOracle(goal, max_trials=max_trials, seed=seed)
+    return _BayesianOptimizationOracle(goal, max_trials=max_trials, seed=seed)
 
 
 def remove_checkpoints(project_dir: str) -> None:
@@ -185,13 +205,25 @@ def remove_checkpoints(project_dir: str) -> None:
     Example:
     >>> remove_checkpoints("runs/tuning")
     """
-    for path in glob.glob(os.path.join(project_dir, "trial_*", CHECKPOINT_FILE)):
-        _remove(path)
+    for trial_dir in trial_dirs(project_dir):
+        paths.remove(paths.join(trial_dir, CHECKPOINT_FILE))
 
 
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+def trial_dirs(project_dir: str) -> list[str]:
+    """The trial folders (`trial_<id>`) of the search in `project_dir` (on any file system
+    TensorFlow has), by trial number: keras-tuner pads trial ids to the width of `max_trials`,
+    so a resumed search with more trials writes `trial_010` beside `trial_09`, which a sort by
+    name would put first.
+
+    Example:
+    >>> trial_dirs("runs/no-search-here")
+    []
+    """
+    if not paths.isdir(project_dir):
+        return []
+    names = [name for name in paths.listdir(project_dir) if name.startswith("trial_")]
+    numbered = sorted((int(name[len("trial_") :]), name) for name in names if name[len("trial_") :].isdigit())
+    return [paths.join(project_dir, name) for _, name in numbered]
 
 
 # === Devices and processes ===
