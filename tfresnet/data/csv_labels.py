@@ -16,7 +16,7 @@ from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS
 from tfresnet.data.cache import cache_fingerprint, fingerprint_of
 from tfresnet.data.check_cache import file_stats
 from tfresnet.data.file_check import IMAGE_EXTENSIONS, check_files
-from tfresnet.data.folder import file_part, file_rows
+from tfresnet.data.folder import file_part, file_rows, path_stats
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
 from tfresnet.data.label_sets import LABEL_DELIMITER, iterative_split, multi_hot, read_label_sets
 from tfresnet.data.pipeline import (
@@ -181,7 +181,7 @@ def from_csv(
     )
     paths, labels, held_out = listing.paths, listing.labels, listing.in_validation
     validation = file_part(paths[held_out], labels[held_out]) if held_out.any() else None
-    stats = [(path, int(size), int(mtime)) for path, (size, mtime) in zip(paths, listing.stats)]
+    stats = path_stats(paths, listing.stats)
     rows = file_rows(listing.image_dir, paths, labels, held_out, sizes=listing.stats[:, 0])
     return assemble(
         file_part(paths[~held_out], labels[~held_out]),

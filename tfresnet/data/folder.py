@@ -165,7 +165,7 @@ def _folder_parts(
     max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[list[str], Part, Part | None, dict[str, str], list[tuple[str, int, int]], list[tuple]]:
     """Class names, training and validation parts, skipped files, every file listed with its
-    size and modification time (`file_stat`), and their `file_rows`.
+    size and modification time (`path_stats`), and their `file_rows`.
 
     The validation part is `validation_directory`'s files when given, else a stratified
     `val_split` of `directory`'s (None when `val_split` is 0).
@@ -204,8 +204,18 @@ def _folder_parts(
 
 
 def _stats(listing: FolderListing) -> list[tuple[str, int, int]]:
-    """`file_stat` of each readable file of `listing`, from the listing's own measures."""
-    return [(path, int(size), int(mtime)) for path, (size, mtime) in zip(listing.paths, listing.stats)]
+    return path_stats(listing.paths, listing.stats)
+
+
+def path_stats(paths: np.ndarray, stats: np.ndarray) -> list[tuple[str, int, int]]:
+    """`(path, size, modification time)` of each file, from the listing's measures
+    (`listing.list_files`): what tells a stale file cache.
+
+    Example:
+        path_stats(np.array(["flowers/roses/1.jpg"]), np.array([[48213, 1733000000123456789]]))
+        # [('flowers/roses/1.jpg', 48213, 1733000000123456789)]
+    """
+    return [(str(path), int(size), int(mtime)) for path, (size, mtime) in zip(paths, stats)]
 
 
 def file_rows(
@@ -214,19 +224,18 @@ def file_rows(
     labels: np.ndarray,
     in_validation: np.ndarray,
     *,
-    sizes: np.ndarray | None = None,
+    sizes: np.ndarray,
 ) -> list[tuple[str, int, int, bool]]:
     """`(path relative to folder, size, label, in validation)` per file: what the data is, for
     its fingerprint (a folder moved elsewhere keeps it; a renamed, resized or relabelled file
-    does not). A multi-hot row stands as the tuple of its labels. `sizes`, when given, are the
-    files' sizes (measured otherwise).
+    does not). A multi-hot row stands as the tuple of its labels; `sizes` are the files' sizes,
+    as listed.
 
     Example:
-        file_rows("flowers/", np.array(["flowers/roses/1.jpg"]), np.array([1]), np.array([False]))
+        file_rows("flowers/", np.array(["flowers/roses/1.jpg"]), np.array([1]), np.array([False]),
+                  sizes=np.array([48213]))
         # [('roses/1.jpg', 48213, 1, False)]
     """
-    if sizes is None:
-        sizes = [fs.stat(path)[0] for path in paths]
     return [
         (os.path.relpath(path, folder), int(size), _label_key(label), bool(held_out))
         for path, size, label, held_out in zip(paths, sizes, labels, in_validation)
@@ -238,16 +247,6 @@ def _label_key(label: np.ndarray) -> int | tuple[int, ...]:
     if np.ndim(label) == 0:
         return int(label)
     return tuple(int(j) for j in np.flatnonzero(label))
-
-
-def file_stat(path: str) -> tuple[str, int, int]:
-    """A file's path, size and modification time: what tells a stale file cache.
-
-    Example:
-        file_stat("flowers/roses/1.jpg")
-        # ('flowers/roses/1.jpg', 48213, 1733000000123456789)
-    """
-    return (path, *fs.stat(path))
 
 
 def file_part(paths: np.ndarray, labels: np.ndarray) -> Part:
