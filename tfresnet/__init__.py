@@ -10,9 +10,8 @@ and the export (`export_saved_model`). The search lives in
 
 Names resolve on first use (PEP 562). `import tfresnet` also imports `tfresnet.models`, so
 that Keras knows the custom layers of a saved `.keras` model (`ImageNormalization`,
-`HubLayer`), except on the way to running a command (`python -m tfresnet.finetune`, when
-`sys.argv[0]` is still `"-m"`): the command keeps TensorFlow's start-up lines off the terminal
-before TensorFlow loads.
+`HubLayer`). It imports TensorFlow first, keeping the lines TensorFlow's native libraries print
+while they load (`tfresnet.startup`): the commands keep the terminal to their own lines.
 
 Example:
     import tfresnet
@@ -22,9 +21,8 @@ Example:
 from __future__ import annotations
 
 import importlib
-import sys
 
-from tfresnet import lazy
+from tfresnet import lazy, startup
 
 __version__ = "0.2.0"
 
@@ -70,6 +68,5 @@ __all__ = [*_EXPORTS, "__version__"]
 
 __getattr__, __dir__ = lazy.attach(__name__, _EXPORTS, submodules=True)
 
-
-if sys.argv[:1] != ["-m"]:
-    importlib.import_module("tfresnet.models")
+startup.import_tensorflow()
+importlib.import_module("tfresnet.models")

@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 output = _writable(args.output or REPORT_FILE, "a JSON file")
                 run_check = _chosen_check(args)
-                with console.native_stderr_captured(enabled=not args.verbose):
-                    report = run_check()
+                report = run_check()
                 if "label_issues" in report:
                     report["label_issues"]["file"] = _write_issues(report, output)
                 write_json(output, report)

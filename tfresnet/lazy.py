@@ -1,6 +1,6 @@
-"""Public names that import their module on first use (PEP 562), for the packages a command
-imports before it keeps TensorFlow's log lines off the terminal (`tfresnet`, `tfresnet.data`,
-`tfresnet.export`).
+"""Public names that import their module on first use (PEP 562), for the packages whose
+modules are costly to import and often not needed (`tfresnet`, `tfresnet.data`,
+`tfresnet.export`: TFDS, TF Hub, the converters load only when a name asks for them).
 
 Example:
 >>> __getattr__, __dir__ = attach("tfresnet.data", {"from_folder": "tfresnet.data.folder"})

@@ -4,24 +4,21 @@ Every command (`python -m tfresnet.finetune`, ...) parses its flags with `Parser
 reports a bad flag in one line with exit code 2; prints bad input with `print_bad_input`, in
 one line, exit code 2; and runs inside `quiet_output`, which keeps TensorFlow's own log lines
 and library warnings that a user cannot act on off the terminal (unless `--verbose`).
+TensorFlow itself is already imported by then, its start-up lines kept (`tfresnet.startup`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
-import tempfile
 import warnings
+
+from tfresnet import startup
 
 EXIT_BAD_INPUT = 2
 # The largest seed NumPy's and Keras's generators take.
 MAX_SEED = 2**32 - 1
-# Without --verbose: TensorFlow's C++ logs stay off (unless the variable is set); its errors reach
-# Python as exceptions. 3 also drops the "failed call to cuInit" line of machines without a GPU.
-LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
-QUIET_LOG_LEVEL = "3"
 # Without --verbose: warnings of the libraries underneath that a user of the command cannot act on.
 QUIET_WARNINGS = (
     r"`shuffle=True` was passed, but will be ignored",  # keras-tuner's default; the loaders shuffle
@@ -172,82 +169,25 @@ def wants_verbose(argv: list[str]) -> bool:
 
 @contextlib.contextmanager
 def quiet_output(*, verbose: bool):
-    """Keeps TensorFlow's logs and unactionable warnings off the terminal inside the block."""
+    """Keeps TensorFlow's logs and unactionable warnings off the terminal inside the block.
+
+    What native code writes to descriptor 2 is dropped (written out before a traceback if the
+    block fails), TensorFlow's Python logger shows errors only. With `verbose`, the block runs
+    as it is, after the lines TensorFlow printed while it loaded.
+    """
     if verbose:
+        sys.stderr.write(startup.tensorflow_load_log())
         yield
         return
-    previous = os.environ.get(LOG_LEVEL_VARIABLE)
-    os.environ.setdefault(LOG_LEVEL_VARIABLE, QUIET_LOG_LEVEL)
-    try:
-        with warnings.catch_warnings():
-            for pattern in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
-            import_tensorflow_quietly()
-            import tensorflow as tf
+    import tensorflow as tf
 
-            logger = tf.get_logger()
-            level = logger.level
-            logger.setLevel("ERROR")
-            try:
-                yield
-            finally:
-                logger.setLevel(level)
-    finally:
-        if previous is None:
-            os.environ.pop(LOG_LEVEL_VARIABLE, None)
-        else:
-            os.environ[LOG_LEVEL_VARIABLE] = previous
-
-
-def import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with the lines its native libraries print kept off the terminal.
-
-    While its libraries load, TensorFlow logs through absl before any setting applies (oneDNN,
-    CUDA stubs, CPU features, factories registered twice): no variable silences those lines.
-    They are dropped, or written out after all if the import fails.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    with native_stderr_captured():
-        import tensorflow  # noqa: F401
-
-
-@contextlib.contextmanager
-def native_stderr_captured(enabled: bool = True):
-    """Sends file descriptor 2 to a temporary file inside the block; `sys.stderr` keeps writing
-    to the terminal.
-
-    What native code (TensorFlow's C++ logs, converters, libjpeg) writes straight to descriptor 2
-    is dropped, unless the block fails: then it is written out, before the traceback. With
-    `enabled=False` (a command's `--verbose`) the block runs as it is.
-
-    Example:
-    >>> with native_stderr_captured():
-    ...     import tensorflow
-    """
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2) if enabled else None
-    except OSError:  # no descriptor 2 to protect
-        saved = None
-    if saved is None:
-        yield
-        return
-    python_stderr = sys.stderr
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None))
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        sys.stderr = terminal
+    with warnings.catch_warnings(), startup.native_stderr_captured():
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")
         try:
             yield
-        except BaseException as error:
-            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
-                captured.seek(0)
-                terminal.flush()
-                os.write(saved, captured.read())
-            raise
         finally:
-            sys.stderr = python_stderr
-            terminal.close()
-            os.dup2(saved, 2)
-            os.close(saved)
+            logger.setLevel(level)

@@ -149,12 +149,11 @@ def _check_dataset(args: argparse.Namespace, *, chief: bool) -> dict | None:
 
     if args.tfds or args.no_check or not chief or (args.tune and _search_worker_id() is not None):
         return None
-    with console.native_stderr_captured(enabled=not args.verbose):
-        split = {"val_split": args.val_split, "seed": args.seed, "max_image_pixels": args.max_image_pixels}
-        if args.csv:
-            found = dataset_check.check_csv(args.csv, image_dir=args.image_dir, **csv_columns(args), **split)
-        else:
-            found = dataset_check.check_dataset(args.data_dir, **split)
+    split = {"val_split": args.val_split, "seed": args.seed, "max_image_pixels": args.max_image_pixels}
+    if args.csv:
+        found = dataset_check.check_csv(args.csv, image_dir=args.image_dir, **csv_columns(args), **split)
+    else:
+        found = dataset_check.check_dataset(args.data_dir, **split)
     print(dataset_check.summary_table(found))
     if dataset_check.has_problems(found):
         print("The dataset check found leakage across the split or conflicting labels: see report.html.")

@@ -1,12 +1,11 @@
 """A clean terminal for the export and predict commands, on top of `tfresnet.cli.console.quiet_output`.
 
-`console.quiet_output` keeps TensorFlow's start-up lines and logs off the terminal. The TFLite
-converter, LiteRT and tf2onnx also write lines of their own from C++ straight to file
-descriptor 2 while they work ("Ignored output_format.", "Created TensorFlow Lite XNNPACK
-delegate", the quantizer's settings), which no setting silences. Inside `quiet_terminal()`
-descriptor 2 goes to a temporary file while Python's `sys.stderr` still reaches the terminal:
-the commands' own lines, warnings and progress bars show, the libraries' native lines do not.
-If the block fails, the captured lines are written out after all, before the traceback.
+`console.quiet_output` keeps what native code writes to descriptor 2 off the terminal: the TFLite
+converter, LiteRT and tf2onnx write lines of their own from C++ while they work ("Ignored
+output_format.", "Created TensorFlow Lite XNNPACK delegate", the quantizer's settings), which no
+setting silences. `quiet_terminal()` also quiets the converters' Python loggers and the warnings
+a user of the commands cannot act on; the commands' own lines, other warnings and progress bars
+show. If the block fails, the captured lines are written out after all, before the traceback.
 """
 
 from __future__ import annotations
@@ -37,10 +36,9 @@ def quiet_terminal(*, verbose: bool = False):
         yield
         return
     with console.quiet_output(verbose=False), warnings.catch_warnings(), _quiet_loggers():
-        with console.native_stderr_captured():
-            for pattern in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
-            yield
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
 
 
 @contextlib.contextmanager

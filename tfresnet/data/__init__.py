@@ -10,8 +10,8 @@ image's size before it is decoded in `image_size`, the listing of a folder (loca
 store) in `listing`, the check that each file is a usable image in `file_check`, the results of
 both checks kept between runs in `check_cache`, and the example folder in `examples`.
 
-Names are imported on first use (PEP 562): the parts that need no TensorFlow (`image_size`,
-`examples`) load without it, so a command can keep TensorFlow's log lines off the terminal.
+Names are imported on first use (PEP 562): a command imports only the loaders it uses (TFDS
+only for TFDS data).
 """
 
 from __future__ import annotations

@@ -5,9 +5,6 @@ from its header first and refused above `MAX_IMAGE_PIXELS` (PIL's own default ca
 with PIL's header parsers (`image_pixels`: the dataset check, the folder listing, `predict`),
 in the graph with `check_pixel_count` (the pipeline and the exported
 `serving_default`, where an oversized image fails its request instead of allocating).
-
-TensorFlow is imported only where the graph check runs, so that the command-line tools read
-the limit before they silence TensorFlow's start-up lines.
 """
 
 from __future__ import annotations

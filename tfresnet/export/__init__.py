@@ -7,8 +7,7 @@ convert a Keras classifier or such a SavedModel, with the class names in `<file>
 A multi-label classifier's exports keep its decision threshold of each label: the SavedModel
 applies them (its `predicted` output), the files record them in `<file>.json`.
 
-Names are imported on first use (PEP 562), so `python -m tfresnet.export` can keep
-TensorFlow's log lines off the terminal before TensorFlow loads.
+Names are imported on first use (PEP 562): the converters load only for the formats asked for.
 """
 
 from __future__ import annotations
