@@ -8,7 +8,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_close_across_kernels
+from conftest import (
+    REPORT_LABELS,
+    REPORT_WRONG,
+    assert_close_across_kernels,
+    report_model,
+    reshuffling_dataset,
+)
 
 import tfresnet
 from tfresnet.insight import evaluation, multi_label_metrics
@@ -192,3 +198,40 @@ def test_labelled_batches_keep_multi_hot_rows_and_refuse_class_indices():
 def test_thresholds_are_for_multi_label_models_only(model):
     with pytest.raises(ValueError, match="thresholds apply to a multi-label model"):
         tfresnet.evaluate(model, _dataset(_images(), np.zeros(8, "int64")), thresholds=[0.5, 0.5, 0.5])
+
+
+# === One pass for the reports: the highest-loss images and each class's first ones ===
+
+
+def test_a_pass_keeps_the_top_loss_images_with_their_own_predictions():
+    found = evaluation.evaluation_pass(report_model(), reshuffling_dataset(), keep=len(REPORT_WRONG))
+    probabilities, labels, top, _, tta = found
+    assert sorted(labels) == sorted(REPORT_LABELS) and tta is None
+    shown = {int(round(image[0, 0, 2] / 10)) for image in top.values()}
+    assert shown == REPORT_WRONG
+    for position, image in top.items():
+        assert image[0, 0, 0] / 100 == labels[position]  # the image shows the label reported for it
+        assert image[0, 0, 1] == 255
+        assert probabilities[position].argmax() == (labels[position] + 1) % 3
+
+
+def test_a_pass_keeps_each_class_s_first_images_with_their_own_labels():
+    _, labels, _, samples, _ = evaluation.evaluation_pass(report_model(), reshuffling_dataset(), per_class=2)
+    assert sorted(samples) == [0, 1, 2]
+    for label, kept in samples.items():
+        assert sorted(kept) == list(np.flatnonzero(labels == label)[:2])
+        for image in kept.values():
+            assert image[0, 0, 0] / 100 == label
+
+
+def test_a_multi_label_pass_keeps_the_images_of_the_highest_mean_cross_entropy():
+    rng = np.random.default_rng(0)
+    images = _filled(rng.uniform(0.05, 0.95, (8, 2)))
+    rows = rng.integers(0, 2, (8, 2)).astype("float32")
+    found = evaluation.evaluation_pass(_sigmoid_model(), _dataset(images, rows), keep=3)
+    np.testing.assert_array_equal(found.labels, rows)
+    losses = multi_label_metrics.image_losses(found.probabilities, rows)
+    assert sorted(found.highest_losses) == sorted(np.argsort(-losses)[:3])
+    for position, image in found.highest_losses.items():
+        np.testing.assert_array_equal(image, images[position])
+    assert found.samples == {}  # first images per class: single-label only

@@ -36,26 +36,6 @@ def test_the_dataset_really_reshuffles():
     assert len(orders) > 1
 
 
-def test_top_loss_images_are_the_wrong_ones_with_their_own_predictions():
-    probabilities, labels, top, _, tta = report._evaluate(_model(), _reshuffling_dataset(), keep=len(WRONG))
-    assert sorted(labels) == sorted(LABELS) and tta is None
-    shown = {int(round(image[0, 0, 2] / 10)) for image in top.values()}
-    assert shown == WRONG
-    for position, image in top.items():
-        assert image[0, 0, 0] / 100 == labels[position]  # the image shows the label reported for it
-        assert image[0, 0, 1] == 255
-        assert probabilities[position].argmax() == (labels[position] + 1) % 3
-
-
-def test_each_class_keeps_its_first_images_of_the_pass_with_their_own_labels():
-    _, labels, _, samples, _ = report._evaluate(_model(), _reshuffling_dataset(), keep=0, per_class=2)
-    assert sorted(samples) == [0, 1, 2]
-    for label, kept in samples.items():
-        assert sorted(kept) == list(np.flatnonzero(labels == label)[:2])
-        for image in kept.values():
-            assert image[0, 0, 0] / 100 == label
-
-
 def test_write_report_counts_and_records_what_it_evaluated(tmp_path):
     history = {
         "loss": [1.0, 0.5, 0.4],

@@ -17,7 +17,8 @@ its labels kept as multi-hot rows; TTA averages its probabilities in the same vi
 
 from __future__ import annotations
 
-from typing import Iterator
+import heapq
+from typing import Iterator, NamedTuple
 
 import keras
 import numpy as np
@@ -261,14 +262,71 @@ def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset) -> tuple
 
 
 def _predict(model: keras.Model, dataset: tf.data.Dataset, tta: bool):
-    """One pass: single-view probabilities, view-averaged ones (None without `tta`), class indices
+    """Single-view probabilities, view-averaged ones (None without `tta`), class indices
     (multi-hot rows for a multi-label model)."""
-    single, averaged, labels = [], [], []
-    for images, batch_labels in labelled_batches(dataset, multi_label=is_multi_label(model)):
+    found = evaluation_pass(model, dataset, tta=tta)
+    return found.probabilities, found.tta_probabilities, found.labels
+
+
+class EvaluationPass(NamedTuple):
+    """What one pass over an evaluation set found (see `evaluation_pass`)."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    highest_losses: dict[int, np.ndarray]
+    samples: dict[int, dict[int, np.ndarray]]
+    tta_probabilities: np.ndarray | None
+
+
+def evaluation_pass(
+    model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False, keep: int = 0, per_class: int = 0
+) -> EvaluationPass:
+    """One pass over `(images, labels)` batches: the one loop evaluation and the reports share.
+
+    Args:
+        model: A classifier; a multi-label one (sigmoid outputs) keeps its labels as multi-hot rows.
+        dataset: Labelled batches, read once (a reshuffling dataset is seen in one order).
+        tta: Also the probabilities averaged over `TTA_VIEWS` (else None).
+        keep: How many of the highest-loss images to keep, by their index in the pass (the loss
+            of the label for single-label models, the mean binary cross-entropy of the labels
+            for multi-label ones).
+        per_class: How many of each class's first images to keep, by index (single-label).
+
+    Example:
+        found = evaluation_pass(model, data.validation, keep=9)
+        found.probabilities.shape, sorted(found.highest_losses)[:3]
+        # ((60, 3), [4, 17, 31])
+    """
+    multi_label = is_multi_label(model)
+    probabilities, labels, averaged, worst, samples, index = [], [], [], [], {}, 0
+    for images, batch_labels in labelled_batches(dataset, multi_label=multi_label):
         views = predict_views(model, images, tta=tta)
-        single.append(views[0])
+        probabilities.append(views[0])
         if tta:
             averaged.append(views.mean(axis=0))
         labels.append(batch_labels)
-    averaged = np.concatenate(averaged) if tta else None
-    return np.concatenate(single), averaged, np.concatenate(labels)
+        if keep:
+            losses = _image_losses(views[0], batch_labels, multi_label=multi_label)
+            for offset, loss in enumerate(losses):
+                item = (float(loss), index + offset, np.asarray(images[offset]))
+                (heapq.heappush if len(worst) < keep else heapq.heappushpop)(worst, item)
+        if per_class and not multi_label:
+            for offset, label in enumerate(batch_labels):
+                kept = samples.setdefault(int(label), {})
+                if len(kept) < per_class:
+                    kept[index + offset] = np.asarray(images[offset])
+        index += len(batch_labels)
+    return EvaluationPass(
+        probabilities=np.concatenate(probabilities),
+        labels=np.concatenate(labels),
+        highest_losses={position: image for _, position, image in worst},
+        samples=samples,
+        tta_probabilities=np.concatenate(averaged) if tta else None,
+    )
+
+
+def _image_losses(probabilities: np.ndarray, labels: np.ndarray, *, multi_label: bool) -> np.ndarray:
+    if multi_label:
+        return multi_label_metrics.image_losses(probabilities, labels)
+    picked = probabilities[np.arange(len(labels)), labels]
+    return -np.log(np.clip(picked, 1e-12, 1.0))

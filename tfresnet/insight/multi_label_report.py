@@ -13,8 +13,6 @@ their given and predicted label sets) and `report.html`. Temperature scaling is 
 
 from __future__ import annotations
 
-import heapq
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -114,7 +112,9 @@ def write_multi_label_report(
     if calibrate:
         raise ValueError(calibration.SINGLE_LABEL_ONLY)
     makedirs(output_dir)
-    probabilities, labels, kept, tta_probabilities = _evaluate(model, dataset, keep=TOP_LOSSES, tta=tta)
+    probabilities, labels, kept, _, tta_probabilities = evaluation.evaluation_pass(
+        model, dataset, keep=TOP_LOSSES, tta=tta
+    )
     if labels.shape[1] != len(class_names):
         raise ValueError(
             f"The dataset's labels are rows of {labels.shape[1]} for {len(class_names)} class names. "
@@ -136,25 +136,6 @@ def write_multi_label_report(
     _plot_top_losses(report["top_losses"], kept, output_dir)
     report_html.write_html(report, output_dir, config=config)
     return report
-
-
-def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, tta: bool):
-    """One pass: probabilities, multi-hot labels, the `keep` highest-loss images by index, and the
-    TTA probabilities (None without `tta`)."""
-    probabilities, labels, averaged, worst, index = [], [], [], [], 0
-    for images, batch_labels in evaluation.labelled_batches(dataset, multi_label=True):
-        views = evaluation.predict_views(model, images, tta=tta)
-        probabilities.append(views[0])
-        if tta:
-            averaged.append(views.mean(axis=0))
-        labels.append(batch_labels)
-        for offset, loss in enumerate(multi_label_metrics.image_losses(views[0], batch_labels)):
-            item = (float(loss), index + offset, np.asarray(images[offset]))
-            (heapq.heappush if len(worst) < keep else heapq.heappushpop)(worst, item)
-        index += len(batch_labels)
-    top = {position: image for _, position, image in worst}
-    tta_probabilities = np.concatenate(averaged) if tta else None
-    return np.concatenate(probabilities), np.concatenate(labels), top, tta_probabilities
 
 
 def _names(row: np.ndarray, class_names: list[str]) -> list[str]:

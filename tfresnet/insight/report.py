@@ -15,8 +15,6 @@ fails at the first plot, saying what to install. A multi-label model's: `multi_l
 
 from __future__ import annotations
 
-import heapq
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -39,32 +37,6 @@ GRADCAM_BATCH = 16  # heatmaps computed this many images at a time
 # confusion_matrix.png shows at most this many classes (beyond: those most often confused), so
 # its size stays bounded whatever the number of classes (report.json keeps the whole matrix).
 CONFUSION_CLASSES = 30
-
-
-def _evaluate(model: keras.Model, dataset: tf.data.Dataset, keep: int, per_class: int = 0, tta: bool = False):
-    """One pass: probabilities, labels, the `keep` highest-loss images by index, the first
-    `per_class` images of each label by index, and the TTA probabilities (None without `tta`)."""
-    probabilities, labels, averaged, worst, samples, index = [], [], [], [], {}, 0
-    for images, batch_labels in evaluation.labelled_batches(dataset):
-        views = evaluation.predict_views(model, images, tta=tta)
-        batch_probabilities = views[0]
-        probabilities.append(batch_probabilities)
-        if tta:
-            averaged.append(views.mean(axis=0))
-        labels.append(batch_labels)
-        if keep:
-            picked = batch_probabilities[np.arange(len(batch_labels)), batch_labels]
-            for offset, loss in enumerate(-np.log(np.clip(picked, 1e-12, 1.0))):
-                item = (float(loss), index + offset, np.asarray(images[offset]))
-                (heapq.heappush if len(worst) < keep else heapq.heappushpop)(worst, item)
-        for offset, label in enumerate(batch_labels):
-            kept = samples.setdefault(int(label), {})
-            if len(kept) < per_class:
-                kept[index + offset] = np.asarray(images[offset])
-        index += len(batch_labels)
-    top = {position: image for _, position, image in worst}
-    tta_probabilities = np.concatenate(averaged) if tta else None
-    return np.concatenate(probabilities), np.concatenate(labels), top, samples, tta_probabilities
 
 
 def classification_report(
@@ -191,7 +163,7 @@ def write_report(
     if thresholds is not None:
         raise ValueError("thresholds apply to a multi-label model (sigmoid outputs): leave them out here.")
     makedirs(output_dir)
-    probabilities, labels, kept, samples, tta_probabilities = _evaluate(
+    probabilities, labels, kept, samples, tta_probabilities = evaluation.evaluation_pass(
         model, dataset, keep=TOP_LOSSES + SUSPECTS_SHOWN, per_class=GRADCAM_PER_CLASS, tta=tta
     )
     given = probabilities[np.arange(len(labels)), labels]
