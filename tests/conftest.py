@@ -27,6 +27,17 @@ def _offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", local_only)
 
 
+def free_ports(count: int = 1) -> list[int]:
+    """`count` distinct ports of this machine that nothing listens on (for processes of a cluster)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
 def _is_local(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -747,6 +758,7 @@ def report_case_dataset() -> tf.data.Dataset:
 
 # === Folders on TensorFlow's in-memory file system (ram://), read through tf.io.gfile ===
 
+import base64  # noqa: E402
 import uuid  # noqa: E402
 
 from tfresnet import paths  # noqa: E402
@@ -765,6 +777,14 @@ def copy_to_ram(local_folder: str, ram_folder: str) -> str:
     """Copies a local folder (images, a CSV) to `ram_folder`; returns `ram_folder`."""
     paths.copy_tree(local_folder, ram_folder)
     return ram_folder
+
+
+def assert_pictures_in_the_page(output_dir: str, pictures: list[str], html_file: str) -> None:
+    """Each PNG of a report folder (local or on a store) is embedded in its page, whole."""
+    page = paths.read_bytes(paths.join(output_dir, html_file)).decode("utf-8")
+    for name in pictures:
+        picture = paths.read_bytes(paths.join(output_dir, name))
+        assert picture[:8] == b"\x89PNG\r\n\x1a\n" and base64.b64encode(picture).decode() in page, name
 
 
 def ram_files(folder: str) -> list[str]:

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_image_folder
+from conftest import free_ports, write_image_folder
 
 from tfresnet.files import read_json
 from tfresnet.training import distribute, run_files
@@ -112,16 +111,6 @@ def test_precision_policy_applies_inside_the_block_only():
 # === Two workers over loopback ===
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def _h5_arrays(path: str) -> dict[str, np.ndarray]:
     arrays = {}
     with h5py.File(path, "r") as file:
@@ -148,7 +137,7 @@ def two_workers(tmp_path_factory):
     images, output_dir, temporary = (str(root / name) for name in ("images", "run", "tmp"))
     write_image_folder(images, images_per_class=10, size=32)  # 21 training, 9 validation images
     os.makedirs(temporary)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     command = [sys.executable, "-m", "tfresnet.finetune", "--data-dir", images, "--output-dir", output_dir]
     command += ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
     command += ["--val-split", "0.3", "--augmentation", "none", "--head-epochs", "2", "--epochs", "1"]
@@ -225,7 +214,7 @@ def test_two_workers_killed_in_phase_2_resume_from_the_chief_state(tmp_path):
     command += ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "4"]
     command += ["--val-split", "0.3", "--augmentation", "none", "--head-epochs", "1", "--epochs", "3"]
     command += ["--patience", "0", "--seed", "0", "--no-check"]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = _start_workers(tmp_path, command, cluster, temporary, "first")
     committed = os.path.join(output_dir, "backup", "fine_tune", "epoch.json")
     deadline = time.monotonic() + 540
@@ -240,7 +229,7 @@ def test_two_workers_killed_in_phase_2_resume_from_the_chief_state(tmp_path):
     shutil.rmtree(temporary)  # whatever a worker kept on its machine is gone
     os.makedirs(temporary)
 
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = _start_workers(tmp_path, [*command, "--resume"], cluster, temporary, "resumed")
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, (tmp_path / f"resumed{index}.log").read_text()[-3000:]

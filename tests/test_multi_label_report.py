@@ -2,7 +2,6 @@
 on a constructed case counted by hand and on a trained model recomputed (its page:
 test_multi_label_html.py)."""
 
-import base64
 import json
 import os
 
@@ -13,6 +12,7 @@ from conftest import (
     REPORT_CASE_NAMES,
     REPORT_CASE_PATHS,
     REPORT_CASE_PROBABILITIES,
+    assert_pictures_in_the_page,
     ram_files,
     report_case_dataset,
     report_case_model,
@@ -22,7 +22,7 @@ from sklearn.metrics import average_precision_score
 from tfresnet.files import read_json
 from tfresnet.insight import evaluation, multi_label_metrics, multi_label_report, report
 from tfresnet.insight.dataset_check import check_csv
-from tfresnet.paths import join, read_bytes
+from tfresnet.paths import join
 
 NAMES = REPORT_CASE_NAMES
 PROBABILITIES, LABELS, PATHS = REPORT_CASE_PROBABILITIES, REPORT_CASE_LABELS, REPORT_CASE_PATHS
@@ -80,10 +80,7 @@ def test_a_report_on_a_store_holds_the_files_of_a_local_one(tmp_path, ram_dir):
         == sorted(os.listdir(tmp_path))
         == sorted([*pictures, "report.html", "report.json"])
     )
-    page = read_bytes(join(output_dir, report.HTML_FILE)).decode("utf-8")
-    for name in pictures:
-        picture = read_bytes(join(output_dir, name))
-        assert picture[:8] == PNG and base64.b64encode(picture).decode() in page, name
+    assert_pictures_in_the_page(output_dir, pictures, report.HTML_FILE)
 
 
 def test_a_trained_models_report_is_its_recomputed_measures(multi_label_model, multi_label_csv, tmp_path):

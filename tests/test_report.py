@@ -1,7 +1,6 @@
 """The evaluation report: counts, the top-loss images paired with their own predictions, plots,
 calibration, Grad-CAM, and its files written whole (its page: test_report_html.py)."""
 
-import base64
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ from conftest import REPORT_CLASS_NAMES as CLASS_NAMES
 from conftest import REPORT_LABELS as LABELS
 from conftest import REPORT_SIZE as SIZE
 from conftest import REPORT_WRONG as WRONG
-from conftest import assert_close_across_kernels, ram_files
+from conftest import assert_close_across_kernels, assert_pictures_in_the_page, ram_files
 from conftest import report_images as _images
 from conftest import report_model as _model
 from conftest import reshuffling_dataset as _reshuffling_dataset
@@ -25,7 +24,7 @@ import tfresnet
 from tfresnet.files import read_json
 from tfresnet.insight import calibration, evaluation, multi_label_report, report
 from tfresnet.insight.gradcam import grad_cam
-from tfresnet.paths import join, read_bytes
+from tfresnet.paths import join
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -298,10 +297,7 @@ def test_a_report_on_a_store_holds_the_files_of_a_local_one_and_drops_an_older_p
         == sorted(os.listdir(tmp_path))
         == sorted([*pictures, "report.json", "report.html"])
     )
-    page = read_bytes(join(output_dir, report.HTML_FILE)).decode("utf-8")
-    for name in pictures:
-        picture = read_bytes(join(output_dir, name))
-        assert picture[:8] == b"\x89PNG\r\n\x1a\n" and base64.b64encode(picture).decode() in page, name
+    assert_pictures_in_the_page(output_dir, pictures, report.HTML_FILE)
 
     right = tf.data.Dataset.from_tensor_slices((_images()[[0, 2, 4]], LABELS[[0, 2, 4]])).batch(5)
     assert report.write_report(model, right, CLASS_NAMES, output_dir)["suspected_label_errors"] == []

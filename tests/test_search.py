@@ -5,7 +5,6 @@ import importlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY, RecordTraining, copy_search, ram_files, take_all
+from conftest import TINY, RecordTraining, copy_search, free_ports, ram_files, take_all
 
 from tfresnet import paths, tuning
 from tfresnet.data import ImageData
@@ -562,12 +561,6 @@ SEARCH_PROCESS = textwrap.dedent("""
 """)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_chief_and_two_workers_share_the_trials(make_image_folder, tmp_path):
     folder = make_image_folder(images_per_class=10)
@@ -575,7 +568,7 @@ def test_chief_and_two_workers_share_the_trials(make_image_folder, tmp_path):
     script.write_text(SEARCH_PROCESS)
     directory, barrier = tmp_path / "search", tmp_path / "barrier"
     barrier.mkdir()
-    port = free_port()
+    (port,) = free_ports()
     processes = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
         env = {

@@ -157,8 +157,8 @@ def predict_tta(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarra
         float((probabilities.argmax(axis=1) == labels).mean())
         # 0.93
     """
-    _, averaged, labels = _predict(model, dataset, tta=True)
-    return averaged, labels
+    found = evaluation_pass(model, dataset, tta=True)
+    return found.tta_probabilities, found.labels
 
 
 def evaluate(
@@ -192,7 +192,7 @@ def evaluate(
             "thresholds apply to a multi-label model (sigmoid outputs); this one is single-label. "
             "Leave thresholds out."
         )
-    single, averaged, labels = _predict(model, dataset, tta=tta)
+    single, labels, _, _, averaged = evaluation_pass(model, dataset, tta=tta)
     if multi_label:
         return _multi_label_result(single, averaged, labels, thresholds)
     result = {"accuracy": accuracy(single, labels), "num_images": int(len(labels))}
@@ -257,15 +257,8 @@ def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset) -> tuple
     Example:
         probabilities, labels = predict_probabilities(model, data.validation)
     """
-    single, _, labels = _predict(model, dataset, tta=False)
-    return single, labels
-
-
-def _predict(model: keras.Model, dataset: tf.data.Dataset, tta: bool):
-    """Single-view probabilities, view-averaged ones (None without `tta`), class indices
-    (multi-hot rows for a multi-label model)."""
-    found = evaluation_pass(model, dataset, tta=tta)
-    return found.probabilities, found.tta_probabilities, found.labels
+    found = evaluation_pass(model, dataset)
+    return found.probabilities, found.labels
 
 
 class EvaluationPass(NamedTuple):
