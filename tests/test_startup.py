@@ -59,12 +59,6 @@ def test_native_lines_are_written_out_before_a_failure_propagates(capfd):
     assert capfd.readouterr().err == "what went wrong natively\n"
 
 
-def test_a_disabled_capture_lets_native_lines_through(capfd):
-    with startup.native_stderr_captured(enabled=False) as captured:
-        os.write(2, b"native line\n")
-    assert captured() == "" and capfd.readouterr().err == "native line\n"
-
-
 def test_a_verbose_command_prints_the_kept_lines_first(monkeypatch, capsys):
     monkeypatch.setattr(startup, "_load_log", "I0000 port.cc] oneDNN custom operations are on.\n")
     with console.quiet_output(verbose=True):

@@ -52,13 +52,13 @@ def tensorflow_load_log() -> str:
 
 
 @contextlib.contextmanager
-def native_stderr_captured(enabled: bool = True):
+def native_stderr_captured():
     """Sends file descriptor 2 to a temporary file inside the block; `sys.stderr` keeps writing
     to the terminal.
 
     What native code writes straight to descriptor 2 is dropped, unless the block fails: then
     it is written out, before the traceback. The block gets a function returning what was
-    captured so far. With `enabled=False` (a command's `--verbose`) the block runs as it is.
+    captured so far.
 
     Example:
     >>> with native_stderr_captured() as captured:
@@ -68,7 +68,7 @@ def native_stderr_captured(enabled: bool = True):
     """
     sys.stderr.flush()
     try:
-        saved = os.dup(2) if enabled else None
+        saved = os.dup(2)
     except OSError:  # no descriptor 2 to protect
         saved = None
     if saved is None:
