@@ -91,6 +91,17 @@ def hub_module_dir(tmp_path_factory) -> str:
     return save_hub_feature_vector(str(tmp_path_factory.mktemp("hub") / "resnet_v2_50"))
 
 
+@pytest.fixture(scope="session")
+def tiny_hub_module_dir(tmp_path_factory) -> str:
+    """Path of the test backbone (`resnet-test`, 55 layers, 128 features) as a Hub-format
+    feature-vector module: for runs through a Hub module that do not need ResNet50V2's shapes."""
+    from tfresnet.models.tiny_resnet import resnet_test
+
+    network = resnet_test(input_shape=(None, None, 3))
+    pooled = keras.Model(network.input, keras.layers.GlobalAveragePooling2D()(network.output))
+    return save_hub_module(str(tmp_path_factory.mktemp("hub") / "resnet_test"), pooled)
+
+
 @pytest.fixture
 def images() -> np.ndarray:
     """Four random RGB images, 32 px, raw pixel values in [0, 255]."""
@@ -257,12 +268,12 @@ def tuning_data(tuning_folder):
 
 # The searches below and in the tuning tests build every model on the tiny test backbone (128
 # features), and run on 32 images of 32 px in three imbalanced classes.
-TINY = {"backbone": "resnet-tiny", "weights": None}
+TINY = {"backbone": "resnet-test", "weights": None}
 # Images per class: imbalanced, so the balanced class weights differ from 1. A quarter of each
 # class is held out: 24 training images (12, 6, 6), 3 batches of 8, and 8 validation images.
 CLASS_SIZES = (16, 8, 8)
 NUM_CLASSES = len(CLASS_SIZES)
-FEATURE_SIZE = 128  # resnet-tiny's
+FEATURE_SIZE = 128  # resnet-test's
 
 
 def make_arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -541,7 +552,7 @@ def trained(tmp_path_factory):
     held_out = tfresnet.from_folder(folders["held_out"], **options)
     keras.utils.set_random_seed(0)
     model = tfresnet.build_classifier(
-        3, backbone="resnet-tiny", weights=None, image_size=TRAINED_IMAGE_SIZE, dropout=0.0, freeze_until=0
+        3, backbone="resnet-test", weights=None, image_size=TRAINED_IMAGE_SIZE, dropout=0.0, freeze_until=0
     )
     compile_classifier(model, learning_rate=3e-3, jit_compile=False)
     model.fit(data.train.map(one_hot_labels(3)), epochs=6, shuffle=False, verbose=0)
@@ -719,7 +730,7 @@ def multi_label_model():
     data = make_multi_label_data()
     model = build_classifier(
         len(data.class_names),
-        backbone="resnet-tiny",
+        backbone="resnet-test",
         weights=None,
         image_size=32,
         multi_label=True,

@@ -12,7 +12,8 @@ import tfresnet
 from tfresnet.models.backbones import BACKBONES, TorchvisionWeights, get_backbone
 
 REAL = ["resnet50", "resnet50v2", "resnet50-torchvision"]
-BUILT = [*REAL, "resnet-tiny"]
+TEST_ONLY = ["resnet-tiny", "resnet-test"]
+BUILT = [*REAL, *TEST_ONLY]
 STAGES = [(name, stage) for name in BUILT for stage in BACKBONES[name].stages]
 
 
@@ -54,12 +55,13 @@ def test_feature_size_is_the_output_channels(networks, name):
         ("resnet50-torchvision", "torch", 2048),
         ("hub", "unit", 2048),
         ("resnet-tiny", "caffe", 128),
+        ("resnet-test", "caffe", 128),
     ],
 )
 def test_normalization_and_feature_size_of_each_row(name, normalization, feature_size):
     row = BACKBONES[name]
     assert (row.normalization, row.feature_size) == (normalization, feature_size)
-    assert row.test_only == (name == "resnet-tiny")
+    assert row.test_only == (name in TEST_ONLY)
 
 
 def test_hub_row_pools_itself_and_counts_no_layers():
@@ -103,7 +105,7 @@ def test_torchvision_weights_facts():
     assert TorchvisionWeights("x-0123abcd.safetensors", 0.0, 1).sha256_prefix == "0123abcd"
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnet50v2", "resnet-tiny"])
+@pytest.mark.parametrize("name", ["resnet50", "resnet50v2", *TEST_ONLY])
 def test_only_torchvision_takes_torchvision_weights(name):
     assert not BACKBONES[name].torchvision_weights
 
@@ -184,6 +186,7 @@ def test_get_backbone_hub_prefix_needs_a_handle():
         ("resnet50-torchvision", "/weights/my_own.pth", 256),
         ("resnet50-torchvision", None, 256),
         ("resnet-tiny", None, 256),
+        ("resnet-test", None, 256),
     ],
 )
 def test_each_weights_are_evaluated_at_their_own_crop(backbone, weights, resize):

@@ -83,7 +83,7 @@ def test_scaling_keeps_the_predicted_labels():
 
 @pytest.fixture
 def classifier():
-    return tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32, head_units=16)
+    return tfresnet.build_classifier(3, backbone="resnet-test", weights=None, image_size=32, head_units=16)
 
 
 def test_the_temperature_baked_into_a_classifier_scales_its_probabilities(classifier, images):
@@ -122,7 +122,7 @@ def test_calibration_is_single_label_only():
     with pytest.raises(ValueError, match=r"single-label only.*Received: multi-hot labels of shape \(2, 3\)"):
         calibration.fit_temperature(probabilities, np.array([[1, 0, 1], [0, 1, 0]]))
     model = tfresnet.build_classifier(
-        3, backbone="resnet-tiny", weights=None, image_size=32, multi_label=True
+        3, backbone="resnet-test", weights=None, image_size=32, multi_label=True
     )
     kernel = model.get_layer("predictions").kernel.numpy()
     with pytest.raises(ValueError, match=r"^Calibration \(temperature scaling.*\) is single-label only"):

@@ -203,7 +203,7 @@ def test_a_missing_folder_or_csv_on_a_store_is_the_one_line_of_a_local_one(tmp_p
 def test_label_issues_on_a_store_keep_their_features_and_csv_there(flipped_folder, ram_dir, capsys):
     ram = copy_to_ram(flipped_folder, paths.join(ram_dir, "images"))
     output, features = paths.join(ram_dir, "check", "report.json"), paths.join(ram_dir, "features")
-    tiny = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--folds", "2"]
+    tiny = ["--backbone", "resnet-test", "--weights", "none", "--image-size", "32", "--folds", "2"]
 
     assert (
         check.main([ram, "--label-issues", *tiny, "--seed", "0", "--output", output, "--cache-dir", features])

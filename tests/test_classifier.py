@@ -13,7 +13,7 @@ from tfresnet.models.backbones import BACKBONES
 from tfresnet.models.classifier import all_layers, float32_copy, one_hot_labels
 from tfresnet.training import distribute
 
-TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32}
+TINY = {"backbone": "resnet-test", "weights": None, "image_size": 32}
 REAL = ["resnet50", "resnet50v2", "resnet50-torchvision"]
 CLASSIFIER_LAYERS = ["images", "preprocessing", "backbone", "pooler", "output_dropout", "predictions"]
 LABELS = np.array([0, 1, 2, 0])
@@ -46,7 +46,7 @@ def _batch_norm_statistics(model: keras.Model) -> list[np.ndarray]:
 
 def test_layers_and_output(model, images):
     assert [layer.name for layer in model.layers] == CLASSIFIER_LAYERS
-    assert model.name == "resnet-tiny_classifier"
+    assert model.name == "resnet-test_classifier"
     assert (model.input_shape, model.output_shape) == ((None, 32, 32, 3), (None, 3))
     probabilities = keras.ops.convert_to_numpy(model(images))
     assert probabilities.shape == (4, 3)
@@ -58,7 +58,7 @@ def test_normalization_comes_first(model, images):
     # backbone(normalise(raw pixels)), not those of backbone(raw pixels).
     preprocessing = model.layers[1]
     assert isinstance(preprocessing, tfresnet.ImageNormalization)
-    assert preprocessing.mode == BACKBONES["resnet-tiny"].normalization == "caffe"
+    assert preprocessing.mode == BACKBONES["resnet-test"].normalization == "caffe"
     features = keras.Model(model.input, model.get_layer("pooler").output)(images)
     backbone, pooler = model.get_layer("backbone"), model.get_layer("pooler")
     # The same layers called eagerly on the same batch: the same kernels.
@@ -165,7 +165,7 @@ def test_build_head_layers(head_units, dropout, names):
 @pytest.mark.parametrize("head_units, dropout", [(None, 0.2), (16, 0.3)])
 def test_classifier_head_is_build_head(head_units, dropout):
     model = tfresnet.build_classifier(3, **TINY, head_units=head_units, dropout=dropout)
-    features = keras.Input((BACKBONES["resnet-tiny"].feature_size,))
+    features = keras.Input((BACKBONES["resnet-test"].feature_size,))
     head = keras.Model(features, tfresnet.build_head(features, 3, head_units=head_units, dropout=dropout))
 
     def described(layers):
@@ -289,7 +289,7 @@ def test_real_backbone_classifier(name, images):
 def test_float32_copy_of_a_mixed_precision_model_computes_in_float32_with_its_weights():
     with distribute.precision_policy(True):
         mixed = tfresnet.build_classifier(
-            3, backbone="resnet-tiny", weights=None, image_size=32, head_units=8
+            3, backbone="resnet-test", weights=None, image_size=32, head_units=8
         )
     assert "float16" in {layer.compute_dtype for layer in all_layers(mixed)}
     copy = float32_copy(mixed)
@@ -299,7 +299,7 @@ def test_float32_copy_of_a_mixed_precision_model_computes_in_float32_with_its_we
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     # float16 keeps about 3 significant digits: the two agree to that, not to float32's 7.
     np.testing.assert_allclose(copy.predict(images, verbose=0), mixed.predict(images, verbose=0), atol=2e-2)
-    plain = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+    plain = tfresnet.build_classifier(3, backbone="resnet-test", weights=None, image_size=32)
     assert float32_copy(plain) is plain
 
 
@@ -308,7 +308,7 @@ def test_float32_copy_of_a_mixed_precision_model_computes_in_float32_with_its_we
 
 def test_a_multi_label_classifier_gives_an_independent_sigmoid_per_label(tmp_path):
     model = tfresnet.build_classifier(
-        4, backbone="resnet-tiny", weights=None, image_size=32, multi_label=True
+        4, backbone="resnet-test", weights=None, image_size=32, multi_label=True
     )
     tfresnet.models.compile_classifier(
         model,
@@ -331,5 +331,5 @@ def test_a_multi_label_classifier_gives_an_independent_sigmoid_per_label(tmp_pat
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert tfresnet.models.is_multi_label(loaded)
     np.testing.assert_allclose(loaded.predict(images, verbose=0), probabilities, rtol=1e-5)
-    single = tfresnet.build_classifier(4, backbone="resnet-tiny", weights=None, image_size=32)
+    single = tfresnet.build_classifier(4, backbone="resnet-test", weights=None, image_size=32)
     assert not tfresnet.models.is_multi_label(single)

@@ -139,7 +139,7 @@ def two_workers(tmp_path_factory):
     os.makedirs(temporary)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     command = [sys.executable, "-m", "tfresnet.finetune", "--data-dir", images, "--output-dir", output_dir]
-    command += ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
+    command += ["--backbone", "resnet-test", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
     command += ["--val-split", "0.3", "--augmentation", "none", "--head-epochs", "2", "--epochs", "1"]
     command += ["--patience", "0", "--seed", "0"]
     workers = _start_workers(root, command, cluster, temporary, "worker")
@@ -211,7 +211,7 @@ def test_two_workers_killed_in_phase_2_resume_from_the_chief_state(tmp_path):
     write_image_folder(images, images_per_class=6, size=32)
     os.makedirs(temporary)
     command = [sys.executable, "-m", "tfresnet.finetune", "--data-dir", images, "--output-dir", output_dir]
-    command += ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "4"]
+    command += ["--backbone", "resnet-test", "--weights", "none", "--image-size", "32", "--batch-size", "4"]
     command += ["--val-split", "0.3", "--augmentation", "none", "--head-epochs", "1", "--epochs", "3"]
     command += ["--patience", "0", "--seed", "0", "--no-check"]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}

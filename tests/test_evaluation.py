@@ -26,7 +26,7 @@ NUM_CLASSES = 3
 @pytest.fixture(scope="module")
 def model() -> keras.Model:
     keras.utils.set_random_seed(0)
-    return tfresnet.build_classifier(NUM_CLASSES, backbone="resnet-tiny", weights=None, image_size=SIZE)
+    return tfresnet.build_classifier(NUM_CLASSES, backbone="resnet-test", weights=None, image_size=SIZE)
 
 
 def _images(count: int = 8) -> np.ndarray:
@@ -168,7 +168,7 @@ def test_multi_label_evaluate_by_hand():
 def test_multi_label_tta_averages_the_views_probabilities():
     keras.utils.set_random_seed(0)
     model = tfresnet.build_classifier(
-        3, backbone="resnet-tiny", weights=None, image_size=SIZE, multi_label=True
+        3, backbone="resnet-test", weights=None, image_size=SIZE, multi_label=True
     )
     images = _images()
     labels = (np.random.default_rng(1).uniform(size=(8, 3)) < 0.5).astype("float32")

@@ -144,8 +144,8 @@ def test_the_feature_cache_holds_multi_hot_rows_keyed_apart(data, multi_label_da
     assert description["multi_label"] is True
     assert "multi_label" not in features_module.describe_data(data)  # as single-label data always was
     single = {name: value for name, value in description.items() if name != "multi_label"}
-    key = features_module.features_key(description, "resnet-tiny", None, 3)
-    assert key != features_module.features_key(single, "resnet-tiny", None, 3)
+    key = features_module.features_key(description, "resnet-test", None, 3)
+    assert key != features_module.features_key(single, "resnet-test", None, 3)
     assert path.name == f"features-{key}.npz"
     single_label = extract_features(data, seed=3, cache_dir=tmp_path, **TINY)
     assert single_label.train_labels.dtype == np.int32 and single_label.train_labels.ndim == 1

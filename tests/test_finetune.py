@@ -25,7 +25,7 @@ from tfresnet.insight import calibration, dataset_check
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = [
     "--backbone",
-    "resnet-tiny",
+    "resnet-test",
     "--weights",
     "none",
     "--image-size",
@@ -35,9 +35,9 @@ QUICK = [
     "--seed",
     "0",
 ]
-# A random tiny backbone learns the colour-and-shape classes with its head: 8 epochs at a high rate,
-# then 4 at a decaying one with the backbone still frozen (175: all its layers) settle it. Best
-# validation accuracy 0.9-1.0 on every seed tried (0, 1, 2).
+# A random tiny backbone learns the colour-and-shape classes: its head 8 epochs at a high rate, then
+# the whole network (frozen until layer 0) 4 epochs at a decaying one. Best validation accuracy
+# 0.9-1.0 on every seed tried (0, 1, 2); 0.9-0.93 on a folder it never saw.
 LEARN = [
     "--augmentation",
     "none",
@@ -46,7 +46,7 @@ LEARN = [
     "--epochs",
     "4",
     "--freeze-until",
-    "175",
+    "0",
     "--learning-rate",
     "3e-2",
     "--fine-tune-learning-rate",
@@ -430,7 +430,7 @@ def _bad_inputs(tmp_path, folder):
     ]
     with open(csv_two_lines, "w", newline="") as file:
         file.write("\n".join(["path,label", *rows]) + "\n")
-    tiny = ["--backbone", "resnet-tiny", "--weights", "none"]
+    tiny = ["--backbone", "resnet-test", "--weights", "none"]
     tune = ["--tune", "--tuner", "random", "--max-trials", "1", "--tune-epochs", "1"]
     data = ["--data-dir", folder]
     cases = [
@@ -455,7 +455,7 @@ def _bad_inputs(tmp_path, folder):
         ),
         ("freeze-index", [*data, *tiny, "--freeze-until", "999"], "out of range", ()),
         ("freeze-name", [*data, *tiny, "--freeze-until", "conv9"], "conv9", ()),
-        ("tiny-imagenet", [*data, "--backbone", "resnet-tiny"], "weights=None", ()),
+        ("tiny-imagenet", [*data, "--backbone", "resnet-test"], "weights=None", ()),
         (
             "not-weights",
             [*data, "--backbone", "resnet50", "--weights", str(tmp_path / "not_weights.h5")],
@@ -627,7 +627,7 @@ def test_bad_input_from_a_plain_terminal_prints_one_line_and_nothing_else(tmp_pa
 
 def test_a_saved_keras_model_loads_after_import_tfresnet(tmp_path):
     """`import tfresnet` is enough for Keras to find the custom layers of a `.keras` file."""
-    model = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32)
+    model = tfresnet.build_classifier(3, backbone="resnet-test", weights=None, image_size=32)
     model.save(tmp_path / "model.keras")
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "pixels.npy", pixels)

@@ -53,6 +53,7 @@ def test_the_heatmap_is_where_the_evidence_for_the_class_is():
     [
         ("resnet50", "conv5_block3_out"),
         ("resnet-tiny", "conv5_block3_out"),
+        ("resnet-test", "conv5_block1_out"),
         ("resnet50v2", "post_relu"),
         ("resnet50-torchvision", "layer4_2_out"),
     ],
@@ -79,7 +80,7 @@ def test_grad_cam_weighs_the_last_convolutional_stage(backbone, last_stage, imag
 
 
 def test_heatmaps_of_a_hidden_head_lie_in_0_1(images):
-    model = tfresnet.build_classifier(4, backbone="resnet-tiny", weights=None, image_size=SIZE, head_units=8)
+    model = tfresnet.build_classifier(4, backbone="resnet-test", weights=None, image_size=SIZE, head_units=8)
     pixels = tf.image.resize(images, (SIZE, SIZE)).numpy()
     heatmaps = grad_cam(model, pixels)
     assert heatmaps.shape == (4, SIZE, SIZE) and heatmaps.dtype == np.float32

@@ -18,7 +18,7 @@ from tfresnet.insight import label_fixes, label_issues
 from tfresnet.tuning.hypermodels import HeadHyperModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32"]
+TINY = ["--backbone", "resnet-test", "--weights", "none", "--image-size", "32"]
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +99,14 @@ def test_fixes_fed_back_make_a_labels_csv_that_trains(checked, flipped_folder, t
     kept = {path for path in written if path not in FLIPPED}
     assert all(written[path] == path.split("/")[0] for path in kept)
     result = tfresnet.fine_tune(
-        data, backbone="resnet-tiny", weights=None, head_epochs=1, epochs=0, seed=0, verbose=0
+        data, backbone="resnet-test", weights=None, head_epochs=1, epochs=0, seed=0, verbose=0
     )
     assert np.isfinite(result.history["loss"]).all()
 
 
 def test_the_python_call_on_a_set_without_a_split(flipped_folder):
     data = tfresnet.from_folder(flipped_folder, image_size=32, val_split=0, augmentation="none", seed=0)
-    found = label_issues.find_label_issues(data, backbone="resnet-tiny", weights=None, folds=3)
+    found = label_issues.find_label_issues(data, backbone="resnet-test", weights=None, folds=3)
     assert found["num_images"] == 42 and found["folds"] == 3
     assert set(FLIPPED) <= {os.path.relpath(issue["path"], flipped_folder) for issue in found["issues"]}
 
@@ -201,12 +201,12 @@ def test_a_search_on_the_same_data_starts_from_the_checks_features(checked, flip
     cached = [name for name in os.listdir(checked) if name.startswith("features-")]
     monkeypatch.setattr(features, "_feature_extractor", lambda *args, **kwargs: pytest.fail("computed again"))
     data = tfresnet.from_folder(flipped_folder, image_size=32, seed=0, augmentation="standard")
-    found = features.extract_features(data, backbone="resnet-tiny", weights=None, seed=0, cache_dir=checked)
+    found = features.extract_features(data, backbone="resnet-test", weights=None, seed=0, cache_dir=checked)
     assert [name for name in os.listdir(checked) if name.startswith("features-")] == cached
     assert len(found.train_labels) + len(found.validation_labels) == 42
 
 
 def test_multi_label_data_is_refused_in_one_line(multi_label_data):
     with pytest.raises(ValueError, match=r"^The search for label issues is single-label only") as caught:
-        label_issues.find_label_issues(multi_label_data, backbone="resnet-tiny", weights=None)
+        label_issues.find_label_issues(multi_label_data, backbone="resnet-test", weights=None)
     assert "\n" not in str(caught.value)

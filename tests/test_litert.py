@@ -51,7 +51,7 @@ def test_float16_and_dynamic_range(
         np.testing.assert_allclose(probabilities, expected, atol=tolerance)
     assert compare(expected, probabilities)["agreement"] >= 0.95
     float_size = keras_exports[1]["litert"]["size_bytes"]
-    # Far from the 0.5 and 0.25 of a full-size ResNet50: the tiny network's 175 layers weigh
+    # Far from the 0.5 and 0.25 of a full-size ResNet50: the tiny network's 55 layers weigh
     # little next to the file's own structure.
     assert os.path.getsize(path) < (0.7 if quantization == "float16" else 0.5) * float_size
 
@@ -100,7 +100,7 @@ def test_a_conversion_that_computes_something_else_is_refused_and_nothing_replac
     output_dir, _ = keras_exports
     with open(os.path.join(output_dir, "model.tflite"), "rb") as file:
         trained_file = file.read()
-    other = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=IMAGE_SIZE)
+    other = tfresnet.build_classifier(3, backbone="resnet-test", weights=None, image_size=IMAGE_SIZE)
     target = tmp_path / "model.tflite"
     target.write_bytes(b"previous export")
     monkeypatch.setattr(litert, "convert", lambda *args, **kwargs: trained_file)

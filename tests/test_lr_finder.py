@@ -25,7 +25,7 @@ def _data():
 
 
 def _head_model() -> keras.Model:
-    model = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=32, dropout=0.0)
+    model = tfresnet.build_classifier(3, backbone="resnet-test", weights=None, image_size=32, dropout=0.0)
     tfresnet.freeze(model, until=None)  # the head phase: a quick sweep
     return model
 
@@ -102,7 +102,7 @@ def test_bad_sweeps_fail_before_training(kwargs, message):
 def test_a_multi_label_model_sweeps_on_its_multi_hot_rows(multi_label_data):
     keras.utils.set_random_seed(0)
     model = tfresnet.build_classifier(
-        3, backbone="resnet-tiny", weights=None, image_size=32, dropout=0.0, multi_label=True
+        3, backbone="resnet-test", weights=None, image_size=32, dropout=0.0, multi_label=True
     )
     tfresnet.freeze(model, until=None)
     found = find_lr(model, multi_label_data.train, start_lr=START, end_lr=END, steps=STEPS)

@@ -2,8 +2,8 @@
 
 Each notebook's parameters cell holds its Colab defaults (ResNet50 or a Hub module, ImageNet
 weights, real photos). As papermill does, the run inserts a cell after it that overrides them: the
-tiny `"resnet-tiny"` backbone with random weights (the small Hub-format module of
-`tests/conftest.py` for `02_tfhub_backbone.ipynb`), 32 px, a tiny image folder from
+tiny `"resnet-test"` backbone with random weights (the test network as a Hub-format
+module, from `tests/conftest.py`, for `02_tfhub_backbone.ipynb`), 32 px, a tiny image folder from
 `tfresnet.examples`, one epoch or less. Notebooks run with nbclient in a temporary folder, where
 their files land, in a kernel of the Python running the tests; the first cell that raises fails
 the test with that cell and its traceback. Each notebook runs once per module: the tests of what
@@ -31,10 +31,10 @@ from tfresnet.data.examples import write_shapes_folder
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 COLAB = "https://colab.research.google.com/github/tfresnet/tfresnet/blob/main/notebooks/"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-TINY = {"backbone": "resnet-tiny", "weights": None, "image_size": 32, "batch_size": 8}
+TINY = {"backbone": "resnet-test", "weights": None, "image_size": 32, "batch_size": 8}
 SHAPES = "shapes"  # written in the working directory of the notebook
 SHAPES_CLASSES, SHAPES_PER_CLASS = 3, 8
-HUB_MODULE = "hub:<the module of conftest.save_hub_feature_vector>"
+HUB_MODULE = "hub:<the module of the conftest fixture tiny_hub_module_dir>"
 # The overrides of each notebook's parameters in CI.
 CI_PARAMETERS = {
     "01_quickstart.ipynb": {"image_folder": SHAPES, **TINY, "head_epochs": 1, "epochs": 0},
@@ -57,7 +57,7 @@ CI_PARAMETERS = {
         "epochs": 0,
     },
     # Nothing there: the notebook exports its offline fallback.
-    "04_serving.ipynb": {"export_dir": "models/offline/1", "backbone": "resnet-tiny", "image_size": 32},
+    "04_serving.ipynb": {"export_dir": "models/offline/1", "backbone": "resnet-test", "image_size": 32},
 }
 # What the notebooks print and write, in their working directory.
 DIFFERENCE = "max abs difference"  # between two routes to the same probabilities
@@ -68,7 +68,7 @@ RUN_DIRS = {  # the output_dir of fine_tune
     "02_tfhub_backbone.ipynb": "runs/hub",
     "03_hyperparameter_search.ipynb": "runs/best",
 }
-MAX_TINY_EXPORT = 4 << 20  # bytes of a "resnet-tiny" classifier's variables; ResNet50's: 90 MiB
+MAX_TINY_EXPORT = 4 << 20  # bytes of a "resnet-test" classifier's variables; ResNet50's: 90 MiB
 QUICKSTART_CSV = "labels.csv"  # the quickstart's CSV of the image folder, with a split column
 QUICKSTART_GRID = "augmented_batch.png"  # its grid of augmented, mixed batches, in its run folder
 # PNG images each notebook displays (the augmented batch, report figures, predictions, the trials' plot).
@@ -190,7 +190,7 @@ def run(tmp_path_factory, request):
             folder = tmp_path_factory.mktemp(Path(name).stem)
             try:
                 runs[name] = (
-                    execute(name, folder, lambda: request.getfixturevalue("hub_module_dir")),
+                    execute(name, folder, lambda: request.getfixturevalue("tiny_hub_module_dir")),
                     folder,
                 )
             except Exception as error:  # kept, raised again below
@@ -259,7 +259,7 @@ def test_notebook_trains_the_backbone_of_its_parameters(name, run, request):
     _, folder = run(name)
     expected = CI_PARAMETERS[name]["backbone"]
     if expected == HUB_MODULE:
-        expected = "hub:" + request.getfixturevalue("hub_module_dir")
+        expected = "hub:" + request.getfixturevalue("tiny_hub_module_dir")
     assert read_json(folder / RUN_DIRS[name] / "config.json")["backbone"] == expected
 
 

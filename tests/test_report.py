@@ -160,7 +160,7 @@ def test_a_classifier_report_overlays_grad_cam_calibrates_and_holds_the_dataset_
 ):
     data = tfresnet.from_folder(folder_with_a_conflict, image_size=64, batch_size=4, val_split=0.3, seed=0)
     check = tfresnet.check_dataset(folder_with_a_conflict, val_split=0.3, seed=0)
-    model = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=64)
+    model = tfresnet.build_classifier(3, backbone="resnet-test", weights=None, image_size=64)
     shown = []
     monkeypatch.setattr(report, "_show", lambda axis, image, heatmap: shown.append((image, heatmap)))
     written = report.write_report(

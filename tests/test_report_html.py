@@ -26,9 +26,9 @@ def _page_images(page: str) -> list[str]:
 def test_the_page_is_self_contained_and_every_picture_decodes(folder_with_a_conflict, tmp_path):
     data = tfresnet.from_folder(folder_with_a_conflict, image_size=64, batch_size=8, val_split=0.3, seed=0)
     check = tfresnet.check_dataset(folder_with_a_conflict, val_split=0.3, seed=0)
-    model = tfresnet.build_classifier(3, backbone="resnet-tiny", weights=None, image_size=64)
+    model = tfresnet.build_classifier(3, backbone="resnet-test", weights=None, image_size=64)
     history = {"loss": [1.0, 0.8], "accuracy": [0.4, 0.6], "phase": [1, 2]}
-    config = {"backbone": "resnet-tiny", "note": "<b>&'\"</b>"}
+    config = {"backbone": "resnet-test", "note": "<b>&'\"</b>"}
     report.write_report(
         model,
         data.validation,

@@ -16,7 +16,7 @@ from tfresnet.training import run_files
 from tfresnet.training.checkpoints import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "4"]
+RUN = ["--backbone", "resnet-test", "--weights", "none", "--image-size", "32", "--batch-size", "4"]
 RUN += ["--seed", "0", "--augmentation", "none", "--no-check", "--patience", "0"]
 
 
@@ -127,7 +127,7 @@ def test_a_best_epoch_that_cannot_be_restored_raises(tmp_path, monkeypatch, dama
     with pytest.raises((OSError, FileNotFoundError)):
         training.fine_tune(
             data,
-            backbone="resnet-tiny",
+            backbone="resnet-test",
             weights=None,
             head_epochs=1,
             epochs=0,
@@ -139,7 +139,7 @@ def test_a_best_epoch_that_cannot_be_restored_raises(tmp_path, monkeypatch, dama
 
 # === A run folder on a store (ram://, TensorFlow's in-memory file system, through tf.io.gfile) ===
 
-STORE_RUN = dict(backbone="resnet-tiny", weights=None, head_epochs=1, epochs=2, seed=0, verbose=0)
+STORE_RUN = dict(backbone="resnet-test", weights=None, head_epochs=1, epochs=2, seed=0, verbose=0)
 
 
 def _store_run_data():

@@ -14,7 +14,7 @@ from tfresnet.files import read_json, write_text
 from tfresnet.training.run_identity import weights_identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = ["--backbone", "resnet-tiny", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
+RUN = ["--backbone", "resnet-test", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
 RUN += ["--seed", "0", "--head-epochs", "1", "--epochs", "1", "--augmentation", "none", "--no-check"]
 
 
@@ -58,7 +58,7 @@ def test_the_same_command_resumes_a_finished_run(finished, tmp_path):
     "change, named",
     [
         (["--image-size", "48"], "image_size 32, now 48"),
-        (["--backbone", "resnet50"], "backbone 'resnet-tiny', now 'resnet50'"),
+        (["--backbone", "resnet50"], "backbone 'resnet-test', now 'resnet50'"),
         (["--head-units", "8"], "head_units none, now 8"),
         (["--ema"], "ema off, now on"),
         (

@@ -36,7 +36,7 @@ np.savez(sys.argv[3], probabilities=outputs["probabilities"].numpy(), labels=lab
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """`(model, export_dir, held-out image files, class names)`: a tiny classifier trained on a
-    learnable folder (its head: 8 epochs at a high rate, 4 at a decaying one), exported with
+    learnable folder (its head 8 epochs at a high rate, then all of it 4 at a decaying one), exported with
     top_k=2, and image files of the same classes that it never saw (another seed)."""
     root = tmp_path_factory.mktemp("export")
     write_image_folder(str(root / "train"), num_classes=3, images_per_class=20, size=40, seed=0)
@@ -46,11 +46,11 @@ def trained(tmp_path_factory):
     )
     result = tfresnet.fine_tune(
         data,
-        backbone="resnet-tiny",
+        backbone="resnet-test",
         weights=None,
         head_epochs=8,
         epochs=4,
-        freeze_until=175,
+        freeze_until=0,
         learning_rate=3e-2,
         fine_tune_learning_rate=1e-2,
         patience=None,

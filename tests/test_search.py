@@ -56,7 +56,7 @@ def record_fit_calls(monkeypatch, hypermodel_class) -> list[dict]:
 class RecordBackboneKernels(keras.callbacks.Callback):
     """Records a conv5 and a conv4 kernel of the backbone when a trial's fit starts and ends."""
 
-    LAYERS = ("conv5_block1_1_conv", "conv4_block6_3_conv")
+    LAYERS = ("conv5_block1_1_conv", "conv4_block1_3_conv")
     record = []
 
     def on_train_begin(self, logs=None):
@@ -87,7 +87,7 @@ def test_freeze_choices_are_checked_against_the_table_without_building(monkeypat
     with pytest.raises(ValueError, match=r"until=176 is out of range: the backbone has 175 layers"):
         check(("176",), backbone="resnet50", image_size=224)
     assert built == []
-    check(("conv5", "conv4_block2"), backbone="resnet-tiny", image_size=32)  # a block: built to be checked
+    check(("conv5", "conv4_block1"), backbone="resnet-test", image_size=32)  # a block: built to be checked
     assert [kwargs["weights"] for kwargs in built] == [None]
 
 
@@ -360,7 +360,7 @@ def test_full_model_search_trains_the_backbone_from_the_chosen_stage(data, tmp_p
 
     begin, end = RecordBackboneKernels.record
     assert not np.allclose(begin["conv5_block1_1_conv"], end["conv5_block1_1_conv"])  # trained
-    np.testing.assert_array_equal(begin["conv4_block6_3_conv"], end["conv4_block6_3_conv"])  # frozen
+    np.testing.assert_array_equal(begin["conv4_block1_3_conv"], end["conv4_block1_3_conv"])  # frozen
     (fit,) = fits
     assert fit["class_weight"] == class_weights(data.class_counts, "balanced")
 
@@ -555,7 +555,7 @@ SEARCH_PROCESS = textwrap.dedent("""
 
 
     data = from_folder(folder, image_size=32, batch_size=8, val_split=0.3, augmentation="none", seed=0)
-    best = search(data, backbone="resnet-tiny", weights=None, tuner="random", max_trials=4, tune_epochs=1,
+    best = search(data, backbone="resnet-test", weights=None, tuner="random", max_trials=4, tune_epochs=1,
                   seed=0, directory=directory, callbacks=[WaitForBothWorkers()], verbose=0)
     print("BEST " + json.dumps(best))
 """)

@@ -14,7 +14,7 @@ import tfresnet
 from tfresnet.cli.finetune_flags import build_parser, run_settings
 from tfresnet.training.settings import RunSettings
 
-TINY = dict(backbone="resnet-tiny", weights=None, head_epochs=1, epochs=0, seed=0, verbose=0)
+TINY = dict(backbone="resnet-test", weights=None, head_epochs=1, epochs=0, seed=0, verbose=0)
 
 
 def _data():

@@ -1,4 +1,5 @@
-"""Tests of tfresnet.models.tiny_resnet: ResNet50's layers at a hundredth of its weights, never pretrained."""
+"""Tests of tfresnet.models.tiny_resnet: ResNet50's layers at a hundredth of its weights, never pretrained,
+and the one-block-a-stage network of the tests."""
 
 import pytest
 from conftest import layer_names as _names
@@ -28,6 +29,13 @@ def test_tiny_has_resnet50_kernels_and_strides(networks):
     assert geometry(networks("resnet-tiny")) == geometry(networks("resnet50"))
 
 
+def test_the_test_network_is_the_tiny_one_with_a_block_a_stage(networks):
+    tiny, test = _names(networks("resnet-tiny")), _names(networks("resnet-test"))
+    assert len(test) == 55
+    assert test[1:] == [name for name in tiny[1:] if "_block" not in name or "_block1_" in name]
+    assert networks("resnet-test").output_shape == networks("resnet-tiny").output_shape
+
+
 def test_tiny_has_under_a_hundredth_of_the_weights(networks):
     # Its build time is not asserted: speed is for benchmarks/, where a busy machine cannot fail CI.
     assert networks("resnet-tiny").count_params() < networks("resnet50").count_params() / 100
@@ -47,7 +55,13 @@ def test_tiny_refuses_pretrained_weights(build):
         build()
 
 
+def test_the_test_network_refuses_pretrained_weights():
+    with pytest.raises(ValueError, match=r"'resnet-test' is a tiny network for tests .* pass weights=None"):
+        tfresnet.build_backbone("resnet-test", weights="imagenet", image_size=32)
+
+
+@pytest.mark.parametrize("builder", [tiny_resnet.tiny_resnet, tiny_resnet.resnet_test])
 @pytest.mark.parametrize("kwargs", [{"weights": "imagenet"}, {"include_top": True}])
-def test_tiny_builder_refuses_a_top_and_weights(kwargs):
+def test_tiny_builder_refuses_a_top_and_weights(builder, kwargs):
     with pytest.raises(ValueError, match="no classification top and no pretrained weights"):
-        tiny_resnet.tiny_resnet(**kwargs)
+        builder(**kwargs)

@@ -177,7 +177,7 @@ def add_backbone_flags(group: argparse._ArgumentGroup) -> None:
         type=_backbone,
         default=RunSettings.backbone,
         metavar="{" + ",".join(name for name in BACKBONES if name != "hub") + ",hub:HANDLE}",
-        help="backbone (resnet-tiny: a tiny network for tests and smoke runs, weights none); "
+        help="backbone (resnet-tiny, resnet-test: tiny networks for smoke runs and tests, weights none); "
         "HANDLE is a tfhub.dev/Kaggle URL or a local SavedModel folder",
     )
     group.add_argument(

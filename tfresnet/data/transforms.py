@@ -76,6 +76,9 @@ def decode_for_eval(
     return eval_transform(image_bytes, image_size, max_pixels, crop_fraction)
 
 
+# The transforms are graph code as written (tf.cond, tf.switch_case; Python `if`s test only shapes
+# and dtypes): autograph's conversion would only cost time, about a second a process.
+@tf.autograph.experimental.do_not_convert
 def eval_transform(
     image: tf.Tensor,
     image_size: int,
@@ -86,6 +89,7 @@ def eval_transform(
     return tf.round(_crop_and_resize(image, _central_box(crop_fraction), image_size, max_pixels))
 
 
+@tf.autograph.experimental.do_not_convert
 def train_transform(
     image: tf.Tensor, seed: tf.Tensor, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS
 ) -> tf.Tensor:

@@ -73,6 +73,7 @@ class ImageDecoder:
         self._decode = tf.function(
             lambda encoded: decode_for_eval(encoded, image_size, max_pixels, crop_fraction),
             input_signature=[tf.TensorSpec([], tf.string)],
+            autograph=False,
         )
 
     def decode(self, items: Sequence[str | bytes]) -> list:

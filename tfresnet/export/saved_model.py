@@ -187,7 +187,8 @@ def _signatures(
             served["predicted"] = tf.cast(probabilities >= cuts, tf.int32)
         return served
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    # Graph code as written (the `if` tests a Python value): no autograph conversion to wait for.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def serve_bytes(image_bytes):
         images = tf.map_fn(
             lambda encoded: decode_for_eval(encoded, image_size, max_image_pixels, crop_fraction),
@@ -197,7 +198,8 @@ def _signatures(
         return outputs(images)
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")]
+        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")],
+        autograph=False,
     )
     def serve_images(images):
         return outputs(images)

@@ -97,7 +97,7 @@ class Backbone:
         return KERAS_WEIGHTS_URL + self.weights_file if self.weights_file else None
 
 
-# Keras's ResNet50, and the tiny test network that copies its structure.
+# Keras's ResNet50, and the tiny network that copies its structure.
 RESNET50_STAGES = {"conv2": 7, "conv3": 39, "conv4": 81, "conv5": 143}
 
 BACKBONES = {
@@ -142,6 +142,15 @@ BACKBONES = {
         num_layers=175,
         test_only=True,
     ),
+    "resnet-test": Backbone(
+        name="resnet-test",
+        builder=tiny_resnet.resnet_test,
+        normalization="caffe",
+        feature_size=tiny_resnet.EXPANSION * tiny_resnet.STAGE_FILTERS[-1],
+        stages={"conv2": 7, "conv3": 19, "conv4": 31, "conv5": 43},
+        num_layers=55,
+        test_only=True,
+    ),
 }
 
 
@@ -149,9 +158,9 @@ def get_backbone(name: str) -> tuple[Backbone, str | None]:
     """Looks a backbone up by the name users pass.
 
     Args:
-        name: `"resnet50"`, `"resnet50v2"`, `"resnet50-torchvision"`, `"resnet-tiny"` (for
-            tests), `"hub:<handle>"` (a TF Hub or Kaggle URL or a local path), or a bare TF Hub
-            / Kaggle URL.
+        name: `"resnet50"`, `"resnet50v2"`, `"resnet50-torchvision"`, `"resnet-tiny"` and
+            `"resnet-test"` (for tests), `"hub:<handle>"` (a TF Hub or Kaggle URL or a local
+            path), or a bare TF Hub / Kaggle URL.
 
     Returns:
         The backbone's row and, for a Hub module, its handle (None otherwise).

@@ -42,8 +42,8 @@ def build_backbone(
 
     Args:
         backbone: A name of `tfresnet.BACKBONES` (`"resnet50"`, `"resnet50v2"`,
-            `"resnet50-torchvision"`, `"resnet-tiny"` for tests) or `"hub:<handle>"` (a TF Hub /
-            Kaggle URL or a local SavedModel directory).
+            `"resnet50-torchvision"`; `"resnet-tiny"` and `"resnet-test"` for tests) or
+            `"hub:<handle>"` (a TF Hub / Kaggle URL or a local SavedModel directory).
         weights: `"imagenet"`, None (random), or the path of an `.h5` / `.weights.h5` file.
             For `"resnet50-torchvision"` also `"torchvision:IMAGENET1K_V1"`,
             `"torchvision:IMAGENET1K_V2"` (what `"imagenet"` loads: torchvision's default) or
