@@ -223,9 +223,14 @@ def test_the_gpu_defaults_with_a_colab_users_options_run_on_the_cpu_and_serve_fl
     gpu_defaults = ["--mixed-precision", "on", "--jit-compile", "on"]
     colab = ["--augmentation", "randaugment", "--mixup", "0.2", "--ema", "--tta"]
     colab += ["--export-formats", "saved_model,litert", "--head-epochs", "1", "--epochs", "1"]
+    # 15 training images in 3 whole batches: XLA compiles each phase's step for one batch shape
+    # (a last partial batch would compile it once more).
+    whole_batches = ["--batch-size", "5"]
     output = tmp_path / "out"
 
-    run = _run_cli(*QUICK, *gpu_defaults, *colab, "--data-dir", str(folder), "--output-dir", str(output))
+    run = _run_cli(
+        *QUICK, *gpu_defaults, *colab, *whole_batches, "--data-dir", str(folder), "--output-dir", str(output)
+    )
 
     assert run.returncode == 0, run.stderr[-4000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])

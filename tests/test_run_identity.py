@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_image_folder
+from conftest import exit_code, write_image_folder
 
 from tfresnet import paths
 from tfresnet.files import read_json, write_text
+from tfresnet.finetune import main
 from tfresnet.training.run_identity import weights_identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,20 +68,19 @@ def test_the_same_command_resumes_a_finished_run(finished, tmp_path):
         ),
     ],
 )
-def test_a_resume_with_another_setting_is_bad_input_naming_it(finished, tmp_path, change, named):
+def test_a_resume_with_another_setting_is_bad_input_naming_it(finished, tmp_path, change, named, capfd):
+    """What the one line names, in this process (the command as a separate process, its one line
+    and nothing else on a plain terminal, is tested in tests/test_finetune.py)."""
     images, output_dir = _copy(finished, tmp_path)
     before = sorted(os.listdir(output_dir))
     if change == "rename":
         os.rename(os.path.join(images, "red"), os.path.join(images, "rouge"))
         change = []
-    completed = _cli("--data-dir", images, "--output-dir", output_dir, *RUN, *change, "--resume")
-    assert completed.returncode == 2, completed.stderr[-3000:]
-    lines = [
-        line
-        for line in completed.stderr.splitlines()
-        if line.startswith("python -m tfresnet.finetune: error:")
-    ]
-    assert len(lines) == 1 and "Traceback" not in completed.stderr
+    code = exit_code(main, ["--data-dir", images, "--output-dir", output_dir, *RUN, *change, "--resume"])
+    stderr = capfd.readouterr().err
+    assert code == 2, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("python -m tfresnet.finetune: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr
     assert named in lines[0] and "--resume" in lines[0] and "--output-dir" in lines[0]
     assert sorted(os.listdir(output_dir)) == before
 
