@@ -8,6 +8,7 @@ from test_finetune import QUICK
 from tfresnet import training
 from tfresnet.cli import finetune_run
 from tfresnet.cli.finetune_flags import build_parser
+from tfresnet.models.backbones import BACKBONES
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,8 @@ def test_a_multi_label_run_from_a_csv_exports_its_thresholds_and_predicts_label_
 
     tags = write_multi_label_csv(str(tmp_path / "tags"))
     output = tmp_path / "run"
-    learn = ["--augmentation", "none", "--head-epochs", "8", "--epochs", "1", "--freeze-until", "55"]
+    all_layers = str(BACKBONES["resnet-test"].num_layers)  # the backbone stays frozen
+    learn = ["--augmentation", "none", "--head-epochs", "8", "--epochs", "1", "--freeze-until", all_layers]
     completed = subprocess.run(
         [sys.executable, "-m", "tfresnet.finetune", "--csv", tags, "--multi-label", *TINY, *learn]
         + ["--learning-rate", "3e-2", "--val-split", "0.25", "--output-dir", str(output)],

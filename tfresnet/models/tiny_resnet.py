@@ -21,6 +21,7 @@ STAGE_FILTERS = (4, 8, 16, 32)
 STAGE_BLOCKS = (3, 4, 6, 3)
 TEST_STAGE_BLOCKS = (1, 1, 1, 1)
 EXPANSION = 4  # a bottleneck's output has 4 times the channels of its 3x3 convolution
+FEATURE_SIZE = EXPANSION * STAGE_FILTERS[-1]  # the output channels of both networks
 BATCH_NORM_EPSILON = 1.001e-5  # as keras.applications' ResNet
 
 
