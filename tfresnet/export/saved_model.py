@@ -104,11 +104,8 @@ def export_saved_model(
         crop_fraction = (config or {}).get("crop_fraction", CROP_FRACTION)
     crop_fraction = check_crop_fraction(crop_fraction)
     model = float32_copy(model)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
     signatures = _signatures(model, class_names, k, max_image_pixels, crop_fraction, thresholds)
-    for name, function in signatures.items():
-        archive.add_endpoint(name, function)
+    module = _serving_module(model, signatures)
     settings = {
         "class_names": list(class_names),
         "image_size": model.input_shape[1],
@@ -126,7 +123,7 @@ def export_saved_model(
     paths.restore_folder(export_dir)  # the previous export, if a kill left it aside
     staging = paths.staging_folder(export_dir)
     try:
-        archive.write_out(staging, verbose=False)
+        tf.saved_model.save(module, staging, signatures=signatures)
         write_labels(paths.join(staging, LABELS_FILE), class_names)
         write_json(paths.join(staging, CONFIG_FILE), {**settings, **config})
         paths.replace_folder(staging, export_dir)
@@ -159,6 +156,23 @@ def decision_thresholds(
             )
         return None
     return check_thresholds([THRESHOLD] * num_labels if thresholds is None else thresholds, num_labels)
+
+
+def _serving_module(model: keras.Model, signatures: dict) -> tf.Module:
+    """What the SavedModel holds: the model's variables and the signatures as its functions.
+
+    `tf.saved_model.save` traces each signature once, in its save context, when given the
+    functions untraced. Keras's `ExportArchive` traces each endpoint before saving and again
+    while saving, and walks the model's object graph for lookup tables the classifier does not
+    have: the same SavedModel (the same signatures, variables and outputs) in about 2.5x the
+    time. The variables saved are the TensorFlow variables under the Keras ones, as
+    `ExportArchive` saves them.
+    """
+    module = tf.Module()
+    module.model_variables = [variable.value for variable in model.variables]
+    for name, function in signatures.items():
+        setattr(module, name, function)
+    return module
 
 
 def _signatures(
