@@ -204,3 +204,31 @@ def test_the_loaders_evaluate_at_their_crop_fraction():
     assert data.crop_fraction == 0.5
     batch = next(iter(data.train_evaluation))[0].numpy()
     np.testing.assert_array_equal(batch, images[:, 10:30, 10:30].astype(np.float32))
+
+
+def test_one_setting_decodes_files_with_one_trace_shared_by_pipelines_and_exports(tmp_path):
+    """Each setting's transforms of a file are one `tf.function`: a second folder, and a
+    predictor of the same setting, run the graph traced for the first instead of tracing it again;
+    another crop fraction is a function of its own."""
+    from tfresnet.data import from_folder, transforms
+    from tfresnet.export.predictor import load_predictor
+    from tfresnet.export.saved_model import export_saved_model
+    from tfresnet.models import build_classifier
+
+    image_size = 36  # a size no other test of this process decodes at
+    write_image_folder(str(tmp_path / "images"), num_classes=2, images_per_class=4, size=SIDE)
+    options = {"image_size": image_size, "batch_size": 4, "val_split": 0.25, "augmentation": "standard"}
+    for seed in (0, 1):
+        data = from_folder(str(tmp_path / "images"), seed=seed, **options)
+        [next(iter(batches)) for batches in (data.train, data.validation)]
+    evaluation = transforms._eval_of_bytes(image_size, transforms.MAX_IMAGE_PIXELS, CROP_FRACTION)
+    training = transforms._train_of_bytes(image_size, transforms.MAX_IMAGE_PIXELS, tf.int64)
+    assert (evaluation.experimental_get_tracing_count(), training.experimental_get_tracing_count()) == (1, 1)
+
+    model = build_classifier(2, backbone="resnet-test", weights=None, image_size=image_size)
+    export_dir = export_saved_model(model, str(tmp_path / "export" / "1"), class_names=data.class_names)
+    rows = load_predictor(export_dir).predict([str(tmp_path / "images")])
+    assert len(rows) == 8 and not any(row["error"] for row in rows)
+    assert evaluation.experimental_get_tracing_count() == 2  # once more, inside the SavedModel
+    other = transforms._eval_of_bytes(image_size, transforms.MAX_IMAGE_PIXELS, 0.5)
+    assert other is not evaluation and other.experimental_get_tracing_count() == 0
