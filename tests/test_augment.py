@@ -51,15 +51,26 @@ def test_mixed_labels_weigh_each_image_by_its_share(option):
         assert set(np.unique(images)) <= {0.0, 255.0}
 
 
+def _kinds(mixed) -> list[str]:
+    """How each batch was mixed: blended (MixUp) or pasted (CutMix)."""
+    return ["mixup" if ((images > 0.5) & (images < 254.5)).numpy().any() else "cutmix" for images, _ in mixed]
+
+
 def test_with_both_each_batch_is_mixed_one_way():
     mixed = mix_batches(black_and_white_batches(batches=16), mixup=1.0, cutmix=1.0, seed=0)
 
-    kinds = []
-    for images, _ in mixed:
-        blended = bool(((images > 0.5) & (images < 254.5)).numpy().any())
-        kinds.append("mixup" if blended else "cutmix")
+    assert set(_kinds(mixed)) == {"mixup", "cutmix"}
 
-    assert set(kinds) == {"mixup", "cutmix"}
+
+def test_one_seed_chooses_the_same_mixing_per_batch_whatever_tensorflows_global_seed():
+    """The layers' own draws may reach the images in another order (see `augment`); the choice
+    of MixUp or CutMix for each batch is the seed's alone."""
+
+    def kinds(global_seed):
+        tf.random.set_seed(global_seed)
+        return _kinds(mix_batches(black_and_white_batches(batches=16), mixup=1.0, cutmix=1.0, seed=0))
+
+    assert kinds(1) == kinds(2) == kinds(3)
 
 
 def test_off_leaves_the_batches_alone():

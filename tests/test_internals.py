@@ -257,3 +257,18 @@ def test_keras_tuner_writes_its_state_where_the_whole_file_writers_write_it(tmp_
     assert sorted(written["whole"]) == sorted(written["plain"]) == ["oracle.json", "trial_0/trial.json"]
     assert written["whole"]["trial_0/trial.json"] == written["plain"]["trial_0/trial.json"]
     assert written["whole"]["oracle.json"].keys() == written["plain"]["oracle.json"].keys()
+
+
+def test_global_seed_sets_tensorflows_seed_inside_the_block_and_puts_back_the_previous_one():
+    from tensorflow.python.eager import context
+
+    tf.random.set_seed(3)
+    with internals.global_seed(11):
+        assert context.global_seed() == 11
+    assert context.global_seed() == 3
+    tf.random.set_seed(None)
+    with internals.global_seed(None):
+        assert context.global_seed() is None  # no seed: nothing set
+    with pytest.raises(RuntimeError), internals.global_seed(5):
+        raise RuntimeError("failed inside")
+    assert context.global_seed() is None

@@ -45,6 +45,28 @@ def test_same_seed_same_batches_other_seed_other_batches(make_image_folder):
     assert not np.array_equal(first[0][0], first[1][0])  # each epoch augments anew
 
 
+def test_one_seed_gives_the_same_batches_whatever_tensorflows_global_seed(make_image_folder):
+    """What ran before (`tf.random.set_seed`, or `fine_tune(seed=...)`, which sets it) changes
+    neither the shuffle nor the augmentation, and the global seed is left as it was."""
+    folder = make_image_folder(images_per_class=3, size=SIZE)
+
+    def batches(global_seed):
+        tf.random.set_seed(global_seed)
+        train = from_folder(folder, image_size=SIZE, batch_size=4, seed=7).train
+        assert tf.random.uniform([], seed=1).numpy() == _first_draw(global_seed)  # the seed was kept
+        return take_all(train)
+
+    first, other = batches(1), batches(2)
+
+    np.testing.assert_array_equal(first[1], other[1])
+    np.testing.assert_array_equal(first[0], other[0])
+
+
+def _first_draw(global_seed: int) -> float:
+    tf.random.set_seed(global_seed)
+    return tf.random.uniform([], seed=1).numpy()
+
+
 @pytest.mark.parametrize("augmentation", AUGMENTATIONS)
 def test_batches_are_float32_raw_pixels_and_int32_labels(image_folder, augmentation):
     data = from_folder(

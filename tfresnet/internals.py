@@ -1,5 +1,5 @@
-"""Every use of a private API of Keras, keras-tuner or LiteRT in tfresnet, in one place, each
-with the reason no public one does.
+"""Every use of a private API of Keras, TensorFlow, keras-tuner or LiteRT in tfresnet, in one
+place, each with the reason no public one does.
 
 Each is pinned by a test in `tests/test_internals.py` that fails when the library changes
 under it: upgrade Keras or keras-tuner, run those tests, and this module says what to mend.
@@ -12,7 +12,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     import keras
@@ -186,6 +187,36 @@ class WholeTunerFile:
         if not self._is_worker():
             self.oracle.save()
         write_state(self._get_tuner_fname(), self)
+
+
+# === TensorFlow: the global seed tf.data's seeded operations mix in ===
+
+
+@contextlib.contextmanager
+def global_seed(seed: int | None) -> Iterator[None]:
+    """Sets TensorFlow's global seed to `seed` inside the block, then puts the previous one back
+    (nothing changes when `seed` is None).
+
+    tf.data's seeded operations (`shuffle(seed=...)`, `Dataset.random(seed=...)`, the stateful
+    random ops of a traced `map`) take the pair (global seed, their seed), the global seed as it
+    is when they are built: without this block, one loader seed would give other batches after
+    `tf.random.set_seed` or `keras.utils.set_random_seed` (which `fine_tune(seed=...)` calls).
+
+    Why private: TensorFlow has no public getter of the global seed to put back
+    (`context.global_seed()`).
+    """
+    if seed is None:
+        yield
+        return
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    previous = context.global_seed()
+    tf.random.set_seed(seed)
+    try:
+        yield
+    finally:
+        tf.random.set_seed(previous)
 
 
 # === LiteRT ===

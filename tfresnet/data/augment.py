@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from tfresnet import internals
+
 # === RandAugment ===
 
 # timm's defaults (`rand-m9-n2`): the magnitude on its 0-10 scale, the operations per image.
@@ -200,15 +202,17 @@ def mix_batches(
 
         return mix
 
-    if len(layers) == 1:
-        return dataset.map(apply(layers[0]), num_parallel_calls=tf.data.AUTOTUNE)
-    coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    mixup_batch, cutmix_batch = apply(layers[0]), apply(layers[1])
+    # The same draws for the same seed, whatever TensorFlow's global seed is now.
+    with internals.global_seed(seed):
+        if len(layers) == 1:
+            return dataset.map(apply(layers[0]), num_parallel_calls=tf.data.AUTOTUNE)
+        coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        mixup_batch, cutmix_batch = apply(layers[0]), apply(layers[1])
 
-    def either(batch, coin):
-        images, labels = batch
-        return tf.cond(
-            coin % 2 == 0, lambda: mixup_batch(images, labels), lambda: cutmix_batch(images, labels)
-        )
+        def either(batch, coin):
+            images, labels = batch
+            return tf.cond(
+                coin % 2 == 0, lambda: mixup_batch(images, labels), lambda: cutmix_batch(images, labels)
+            )
 
-    return tf.data.Dataset.zip((dataset, coins)).map(either, num_parallel_calls=tf.data.AUTOTUNE)
+        return tf.data.Dataset.zip((dataset, coins)).map(either, num_parallel_calls=tf.data.AUTOTUNE)

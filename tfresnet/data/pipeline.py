@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfresnet import internals
 from tfresnet.data.augment import RANDAUGMENT_MAGNITUDE, RANDAUGMENT_OPS, check_randaugment, randaugment
 from tfresnet.data.cache import cached
 from tfresnet.data.image_size import MAX_IMAGE_PIXELS
@@ -348,14 +349,21 @@ def _pipeline(
     (a quarter of float32's memory), then shuffled and flipped at random if training.
     Random ops are stateless, seeded per element from a seeded stream, so one seed gives the
     same batches, augmentation included, whatever the parallelism (RandAugment's draws excepted:
-    see `augment`). Only the training set
+    see `augment`) and whatever TensorFlow's global seed (`internals.global_seed`). Only the training set
     drops a last partial batch (with `drop_remainder`), and only the training set
     skips an image that fails to decode (see `_skip_errors`): the other sets raise, so that
     they never hold an image twice.
     """
+    with internals.global_seed(settings.seed):  # one seed, one set of batches, whatever ran before
+        return _batches(part, training, settings, cache_name, shuffle_buffer)
+
+
+def _batches(
+    part: Part, training: bool, settings: Settings, cache_name: str, buffer: int | None
+) -> tf.data.Dataset:
     size, pixels, crop = settings.image_size, settings.max_image_pixels, settings.crop_fraction
     autotune = tf.data.AUTOTUNE
-    buffer = min(shuffle_buffer or len(part.labels), len(part.labels))
+    buffer = min(buffer or len(part.labels), len(part.labels))
     seeds = tf.data.Dataset.random(seed=settings.seed, rerandomize_each_iteration=True).batch(2)
     if training and settings.augmentation in RANDOM_CROP_AUGMENTATIONS:
         dataset = part.items.shuffle(buffer, seed=settings.seed, reshuffle_each_iteration=True)
