@@ -17,6 +17,7 @@ from conftest import make_multi_label_data, ram_files, write_image_folder
 import tfresnet
 from tfresnet import paths, training
 from tfresnet.files import read_json
+from tfresnet.finetune import main
 from tfresnet.training.checkpoints import EpochLog, read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -433,19 +434,17 @@ def _logs(output_dir) -> dict[str, list[dict]]:
     return {phase: read_log(os.path.join(output_dir, f"log_{phase}.csv")) for phase in ("head", "fine_tune")}
 
 
-@pytest.mark.slow
-def test_the_command_without_a_validation_set_reports_on_the_training_images(tmp_path):
+def test_the_command_without_a_validation_set_reports_on_the_training_images(tmp_path, capsys):
     write_image_folder(str(tmp_path / "images"), num_classes=2, images_per_class=6, size=32)
     output_dir = tmp_path / "run"
-    completed = _cli(
-        *("--data-dir", str(tmp_path / "images"), "--val-split", "0", "--head-epochs", "1", "--epochs", "1"),
-        *("--output-dir", str(output_dir)),
-    )
+    run = ["--data-dir", str(tmp_path / "images"), "--val-split", "0", "--head-epochs", "1", "--epochs", "1"]
+    assert main([*CLI, *run, "--output-dir", str(output_dir)]) == 0
+    stdout = capsys.readouterr().out
 
     report = read_json(str(output_dir / "report.json"))
     assert report["evaluated_on"] == "training (evaluation transform)"
     assert report["num_images"] == 12
-    assert json.loads(completed.stdout.strip().splitlines()[-1])["evaluated_on"] == report["evaluated_on"]
+    assert json.loads(stdout.strip().splitlines()[-1])["evaluated_on"] == report["evaluated_on"]
     logs = _logs(output_dir)
     assert [len(logs["head"]), len(logs["fine_tune"])] == [1, 1]
     assert all(set(row) == {"epoch", "loss", "accuracy"} for rows in logs.values() for row in rows)

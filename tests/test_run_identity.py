@@ -3,8 +3,6 @@
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from conftest import exit_code, write_image_folder
@@ -14,25 +12,19 @@ from tfresnet.files import read_json, write_text
 from tfresnet.finetune import main
 from tfresnet.training.run_identity import weights_identity
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--backbone", "resnet-test", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
 RUN += ["--seed", "0", "--head-epochs", "1", "--epochs", "1", "--augmentation", "none", "--no-check"]
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "tfresnet.finetune", *args], capture_output=True, text=True, cwd=ROOT
-    )
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished run on a 3-class folder; each test resumes it from a copy."""
+    """A finished run on a 3-class folder (the command in this process); each test resumes it
+    from a copy. A run resumed by the command as a separate process, after a real kill, is
+    tested in tests/test_fine_tuning.py."""
     root = tmp_path_factory.mktemp("identity")
     images, output_dir = str(root / "images"), str(root / "run")
     write_image_folder(images, num_classes=3, images_per_class=4, size=32)
-    completed = _cli("--data-dir", images, "--output-dir", output_dir, *RUN)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert exit_code(main, ["--data-dir", images, "--output-dir", output_dir, *RUN]) == 0
     return images, output_dir
 
 
@@ -49,8 +41,7 @@ def test_the_same_command_resumes_a_finished_run(finished, tmp_path):
     images, output_dir = _copy(finished, tmp_path)
     recorded = read_json(os.path.join(output_dir, "run.json"))
     assert recorded["class_names"] == ["blue", "green", "red"] and recorded["image_size"] == 32
-    completed = _cli("--data-dir", images, "--output-dir", output_dir, *RUN, "--resume")
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert exit_code(main, ["--data-dir", images, "--output-dir", output_dir, *RUN, "--resume"]) == 0
     assert read_json(os.path.join(output_dir, "run.json")) == recorded
 
 
