@@ -66,6 +66,32 @@ def test_load_predictor_is_public():
     assert tfresnet.load_predictor is predictor_module.load_predictor
 
 
+def test_predictors_of_one_setting_share_one_traced_transform(exported):
+    """A new `tf.function` each predictor made costs a trace and its first run (about 1 s): the
+    decoders of one setting in a process call one function, traced once, from their threads."""
+    from tfresnet.data import transforms
+
+    paths, _, images, _ = exported
+    files = predictor_module.list_images([images])
+    assert len(files) > predictor_module.DECODE_THREADS
+    crop_fraction = 0.8125  # a setting no other test of this process decodes at
+    first, second = (predictor_module.ImageDecoder(IMAGE_SIZE, crop_fraction=crop_fraction) for _ in range(2))
+    decoded = first.decode(files)
+    assert first._decode is second._decode
+    assert first._decode.experimental_get_tracing_count() == 1
+    for image, again, path in zip(decoded, second.decode(files), files):
+        if isinstance(image, str):
+            assert again == image
+        else:
+            expected = transforms.decode_for_eval(
+                tf.io.read_file(path), IMAGE_SIZE, crop_fraction=crop_fraction
+            )
+            np.testing.assert_array_equal(image, expected.numpy())
+            np.testing.assert_array_equal(again, image)
+    predictor = predictor_module.load_predictor(paths["litert"], crop_fraction=crop_fraction)
+    assert predictor._decoder._decode is first._decode
+
+
 # === Exports and images on a store (TensorFlow's in-memory file system) ===
 
 

@@ -221,7 +221,7 @@ def test_one_setting_decodes_files_with_one_trace_shared_by_pipelines_and_export
     for seed in (0, 1):
         data = from_folder(str(tmp_path / "images"), seed=seed, **options)
         [next(iter(batches)) for batches in (data.train, data.validation)]
-    evaluation = transforms._eval_of_bytes(image_size, transforms.MAX_IMAGE_PIXELS, CROP_FRACTION)
+    evaluation = transforms.eval_of_bytes(image_size, transforms.MAX_IMAGE_PIXELS, CROP_FRACTION)
     training = transforms._train_of_bytes(image_size, transforms.MAX_IMAGE_PIXELS, tf.int64)
     assert (evaluation.experimental_get_tracing_count(), training.experimental_get_tracing_count()) == (1, 1)
 
@@ -230,5 +230,5 @@ def test_one_setting_decodes_files_with_one_trace_shared_by_pipelines_and_export
     rows = load_predictor(export_dir).predict([str(tmp_path / "images")])
     assert len(rows) == 8 and not any(row["error"] for row in rows)
     assert evaluation.experimental_get_tracing_count() == 2  # once more, inside the SavedModel
-    other = transforms._eval_of_bytes(image_size, transforms.MAX_IMAGE_PIXELS, 0.5)
-    assert other is not evaluation and other.experimental_get_tracing_count() == 0
+    other = transforms.eval_of_bytes(image_size, transforms.MAX_IMAGE_PIXELS, 0.5)
+    assert other is not evaluation and other.experimental_get_tracing_count() == 1  # traced when made

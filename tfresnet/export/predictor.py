@@ -63,18 +63,12 @@ class ImageDecoder:
     def __init__(
         self, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = CROP_FRACTION
     ):
-        import tensorflow as tf
-
-        from tfresnet.data import decode_for_eval
+        from tfresnet.data.transforms import eval_of_bytes
 
         self.image_size = image_size
         self.max_pixels = max_pixels
         self.crop_fraction = crop_fraction
-        self._decode = tf.function(
-            lambda encoded: decode_for_eval(encoded, image_size, max_pixels, crop_fraction),
-            input_signature=[tf.TensorSpec([], tf.string)],
-            autograph=False,
-        )
+        self._decode = eval_of_bytes(image_size, max_pixels, crop_fraction)  # traced here, once a process
 
     def decode(self, items: Sequence[str | bytes]) -> list:
         """For each path or bytes: float32 pixels `(size, size, 3)`, or the reason (a str) it failed."""
