@@ -85,10 +85,28 @@ def save_hub_feature_vector(path: str) -> str:
     return save_hub_module(path, network)
 
 
+def built_once(tmp_path_factory, name: str, build) -> str:
+    """The folder `build(path)` writes, written once for all the test processes of a run (each
+    pytest-xdist worker has a session of its own): the first to ask builds it, the others wait."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's
+    path = root / "built_once" / name
+    path.parent.mkdir(exist_ok=True)
+    with open(path.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path.parent / f"{name}.done").exists():
+            build(str(path))
+            (path.parent / f"{name}.done").touch()
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def hub_module_dir(tmp_path_factory) -> str:
-    """Path of a Hub-format ResNet50V2 feature-vector module, built once per session."""
-    return save_hub_feature_vector(str(tmp_path_factory.mktemp("hub") / "resnet_v2_50"))
+    """Path of a Hub-format ResNet50V2 feature-vector module, built once per run."""
+    return built_once(tmp_path_factory, "resnet_v2_50", save_hub_feature_vector)
 
 
 @pytest.fixture(scope="session")

@@ -213,9 +213,9 @@ def test_a_run_on_a_store_killed_in_its_fine_tuning_resumes_with_the_command(
 
 @pytest.mark.slow
 def test_the_gpu_defaults_with_a_colab_users_options_run_on_the_cpu_and_serve_float32(tmp_path, png_bomb):
-    """What `"auto"` turns on with a GPU (float16, XLA), with the options a Colab user adds, run
-    as a user runs it; an image bomb in the folder is unreadable for the check, for training
-    and for predict, with one reason, and is never decoded."""
+    """What `"auto"` turns on with a GPU (float16, XLA), with the options a Colab user adds; an
+    image bomb in the folder is unreadable for the check, for training and for predict, with one
+    reason, and is never decoded."""
     folder = tmp_path / "images"
     write_image_folder(str(folder), num_classes=3, images_per_class=6, size=40)
     classes = sorted(os.listdir(folder))
@@ -228,12 +228,11 @@ def test_the_gpu_defaults_with_a_colab_users_options_run_on_the_cpu_and_serve_fl
     whole_batches = ["--batch-size", "5"]
     output = tmp_path / "out"
 
-    run = _run_cli(
-        *QUICK, *gpu_defaults, *colab, *whole_batches, "--data-dir", str(folder), "--output-dir", str(output)
-    )
+    folders = ["--data-dir", str(folder), "--output-dir", str(output)]
+    code, stdout = _main([*QUICK, *gpu_defaults, *colab, *whole_batches, *folders])
 
-    assert run.returncode == 0, run.stderr[-4000:]
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert code == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
     reason = "image of 400000000 pixels is over the limit of 89478485 pixels"
     assert summary["skipped_files"] == 1
     report = json.loads((output / "report.json").read_text())

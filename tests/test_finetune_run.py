@@ -94,8 +94,8 @@ def test_bad_multi_label_input_returns_exit_code_2_with_one_line(
 
 
 @pytest.mark.slow
-def test_a_multi_label_run_from_a_csv_exports_its_thresholds_and_predicts_label_sets(tmp_path):
-    """As a user runs it: train, then predict in another process, and serve the export here."""
+def test_a_multi_label_run_from_a_csv_exports_its_thresholds_and_predicts_label_sets(tmp_path, capsys):
+    """Train with the command, predict with the command in another process, serve the export here."""
     import csv
     import json
     import os
@@ -104,21 +104,17 @@ def test_a_multi_label_run_from_a_csv_exports_its_thresholds_and_predicts_label_
 
     import numpy as np
     import tensorflow as tf
-    from conftest import MULTI_LABEL_NAMES, write_multi_label_csv
+    from conftest import MULTI_LABEL_NAMES, exit_code, write_multi_label_csv
+
+    from tfresnet.finetune import main
 
     tags = write_multi_label_csv(str(tmp_path / "tags"))
     output = tmp_path / "run"
     all_layers = str(BACKBONES["resnet-test"].num_layers)  # the backbone stays frozen
     learn = ["--augmentation", "none", "--head-epochs", "8", "--epochs", "1", "--freeze-until", all_layers]
-    completed = subprocess.run(
-        [sys.executable, "-m", "tfresnet.finetune", "--csv", tags, "--multi-label", *TINY, *learn]
-        + ["--learning-rate", "3e-2", "--val-split", "0.25", "--output-dir", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    argv = ["--csv", tags, "--multi-label", *TINY, *learn, "--learning-rate", "3e-2", "--val-split", "0.25"]
+    assert exit_code(main, [*argv, "--output-dir", str(output)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     report = json.loads((output / "report.json").read_text())
     assert summary["mean_average_precision"] == pytest.approx(report["mean_average_precision"])
     assert summary["mean_average_precision"] > 0.7 and "accuracy" not in summary

@@ -11,9 +11,10 @@ import sys
 import keras_tuner
 import numpy as np
 import pytest
-from conftest import FLIPPED
+from conftest import FLIPPED, exit_code
 
 import tfresnet
+from tfresnet.check import main as check_main
 from tfresnet.insight import label_fixes, label_issues
 from tfresnet.tuning.hypermodels import HeadHyperModel
 
@@ -62,7 +63,7 @@ def test_the_check_finds_the_flipped_labels_and_suggests_their_class(checked):
     assert list(rows[0]) == list(label_fixes.ISSUE_COLUMNS) and {row["action"] for row in rows} == {""}
 
 
-def test_fixes_fed_back_make_a_labels_csv_that_trains(checked, flipped_folder, tmp_path):
+def test_fixes_fed_back_make_a_labels_csv_that_trains(checked, flipped_folder, tmp_path, capsys):
     rows = _issues(checked)
     for row in rows:
         row["action"] = "relabel" if row["path"] in FLIPPED else "keep"
@@ -75,14 +76,8 @@ def test_fixes_fed_back_make_a_labels_csv_that_trains(checked, flipped_folder, t
         writer.writerows(rows)
     labels_csv = str(tmp_path / "fixed" / "labels.csv")
     # No DATA_DIR: the dataset is the one the check's report beside the file names.
-    completed = subprocess.run(
-        [sys.executable, "-m", "tfresnet.check", "--apply-fixes", issues_csv, "--output", labels_csv],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert f"{42 - len(dropped)} images: 3 relabelled, {len(dropped)} dropped" in completed.stdout
+    assert exit_code(check_main, ["--apply-fixes", issues_csv, "--output", labels_csv]) == 0
+    assert f"{42 - len(dropped)} images: 3 relabelled, {len(dropped)} dropped" in capsys.readouterr().out
     data = tfresnet.from_csv(
         labels_csv, image_size=32, batch_size=8, val_split=0, augmentation="none", seed=0
     )

@@ -9,10 +9,11 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import ram_files, write_image_folder
+from conftest import exit_code, ram_files, write_image_folder
 
 import tfresnet
 from tfresnet import paths, training
+from tfresnet.finetune import main
 from tfresnet.training import run_files
 from tfresnet.training.checkpoints import read_log
 
@@ -26,7 +27,8 @@ def _command(*args):
 
 
 @pytest.mark.slow
-def test_a_second_run_in_a_live_output_folder_exits_2_naming_the_holder(tmp_path):
+def test_a_second_run_in_a_live_output_folder_exits_2_naming_the_holder(tmp_path, capfd):
+    """The first run a separate process, the second the command in this one."""
     images, output_dir = str(tmp_path / "images"), str(tmp_path / "run")
     write_image_folder(images, num_classes=2, images_per_class=6, size=32)
     run = ["--data-dir", images, "--output-dir", output_dir, "--head-epochs", "2", "--epochs", "2"]
@@ -39,16 +41,16 @@ def test_a_second_run_in_a_live_output_folder_exits_2_naming_the_holder(tmp_path
         time.sleep(0.1)
 
     first.send_signal(signal.SIGSTOP)  # alive, holding the folder, for as long as the second takes
+    capfd.readouterr()
     try:
-        second = subprocess.run(_command(*run), cwd=ROOT, capture_output=True, text=True)
+        code = exit_code(main, [*RUN, *run])
     finally:
         first.send_signal(signal.SIGCONT)
 
-    assert second.returncode == 2, second.stderr[-3000:]
-    errors = [
-        line for line in second.stderr.splitlines() if line.startswith("python -m tfresnet.finetune: error:")
-    ]
-    assert len(errors) == 1 and "Traceback" not in second.stderr
+    stderr = capfd.readouterr().err
+    assert code == 2, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("python -m tfresnet.finetune: error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr
     assert f"process {first.pid} holds" in errors[0]
     assert first.wait(timeout=600) == 0, (tmp_path / "first.err").read_text()[-3000:]
     assert [row["epoch"] for row in read_log(os.path.join(output_dir, "log_fine_tune.csv"))] == [0, 1]

@@ -6,12 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_close_across_kernels, ram_files, write_image_folder
+from conftest import TRAINED_IMAGE_SIZE, assert_close_across_kernels, ram_files
 from PIL import Image
 
 import tfresnet
@@ -19,7 +20,7 @@ from tfresnet import export, paths
 from tfresnet.data.transforms import CROP_FRACTION
 from tfresnet.files import read_json
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = TRAINED_IMAGE_SIZE
 SERVE = """
 import json, sys
 import numpy as np, tensorflow as tf
@@ -34,33 +35,15 @@ np.savez(sys.argv[3], probabilities=outputs["probabilities"].numpy(), labels=lab
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """`(model, export_dir, held-out image files, class names)`: a tiny classifier trained on a
-    learnable folder (its head 8 epochs at a high rate, then all of it 4 at a decaying one), exported with
-    top_k=2, and image files of the same classes that it never saw (another seed)."""
-    root = tmp_path_factory.mktemp("export")
-    write_image_folder(str(root / "train"), num_classes=3, images_per_class=20, size=40, seed=0)
-    write_image_folder(str(root / "held_out"), num_classes=3, images_per_class=10, size=40, seed=5)
-    data = tfresnet.from_folder(
-        str(root / "train"), image_size=IMAGE_SIZE, batch_size=8, val_split=0.2, augmentation="none", seed=0
-    )
-    result = tfresnet.fine_tune(
-        data,
-        backbone="resnet-test",
-        weights=None,
-        head_epochs=8,
-        epochs=4,
-        freeze_until=0,
-        learning_rate=3e-2,
-        fine_tune_learning_rate=1e-2,
-        patience=None,
-        seed=0,
-        verbose=0,
-    )
-    path = str(root / "serving" / "1")
-    export.export_saved_model(result.model, path, class_names=data.class_names, top_k=2)
-    files = sorted(str(p) for p in (root / "held_out").rglob("*") if p.is_file())
-    return result.model, path, files, data.class_names
+def trained(trained, tmp_path_factory):
+    """`(model, export_dir, held-out image files, class names)`: the session's tiny classifier
+    trained on a learnable folder (conftest's `trained`), exported with top_k=2, and image files
+    of the same classes that it never saw."""
+    model, class_names, folders, _ = trained
+    path = str(tmp_path_factory.mktemp("export") / "serving" / "1")
+    export.export_saved_model(model, path, class_names=class_names, top_k=2)
+    files = sorted(str(p) for p in Path(folders["held_out"]).rglob("*") if p.is_file())
+    return model, path, files, class_names
 
 
 @pytest.fixture

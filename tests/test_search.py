@@ -545,18 +545,32 @@ SEARCH_PROCESS = textwrap.dedent("""
     folder, directory, barrier = sys.argv[1:]
 
 
-    class WaitForBothWorkers(keras.callbacks.Callback):
-        # Holds each worker's first trial until the other worker runs a trial too.
+    class InStep(keras.callbacks.Callback):
+        # Each worker starts and ends its n-th trial with the other's n-th: both workers run
+        # trials, and both ask for a trial after the last at once (the chief, once told the trials
+        # are done, checks that no worker is left every 20 s).
+        trials = 0  # of this process; keras-tuner gives each trial a copy of the callback
+
         def on_train_begin(self, logs=None):
-            open(os.path.join(barrier, os.environ["KERASTUNER_TUNER_ID"]), "w").close()
+            InStep.trials += 1
+            self._wait_for_the_other("begin")
+
+        def on_train_end(self, logs=None):
+            self._wait_for_the_other("end")
+
+        def _wait_for_the_other(self, event):
+            name = f"{event}-{InStep.trials}"
+            open(os.path.join(barrier, f"{name}-{os.environ['KERASTUNER_TUNER_ID']}"), "w").close()
             deadline = time.time() + 240
-            while len(os.listdir(barrier)) < 2 and time.time() < deadline:
-                time.sleep(0.2)
+            while sum(mark.startswith(name + "-") for mark in os.listdir(barrier)) < 2:
+                if time.time() > deadline:
+                    return
+                time.sleep(0.05)
 
 
     data = from_folder(folder, image_size=32, batch_size=8, val_split=0.3, augmentation="none", seed=0)
     best = search(data, backbone="resnet-test", weights=None, tuner="random", max_trials=4, tune_epochs=1,
-                  seed=0, directory=directory, callbacks=[WaitForBothWorkers()], verbose=0)
+                  seed=0, directory=directory, callbacks=[InStep()], verbose=0)
     print("BEST " + json.dumps(best))
 """)
 
