@@ -103,6 +103,23 @@ def built_once(tmp_path_factory, name: str, build) -> str:
     return str(path)
 
 
+def fitted_once(tmp_path_factory, name: str, model: keras.Model, fit) -> keras.Model:
+    """`model` with the weights `fit(model)` trains it to: trained by the first test process of
+    the run that asks, loaded from its weights file by the others."""
+    fitted_here = []
+
+    def build(folder: str) -> None:
+        fit(model)
+        os.makedirs(folder)
+        model.save_weights(os.path.join(folder, "model.weights.h5"))
+        fitted_here.append(True)
+
+    folder = built_once(tmp_path_factory, name, build)
+    if not fitted_here:
+        model.load_weights(os.path.join(folder, "model.weights.h5"))
+    return model
+
+
 @pytest.fixture(scope="session")
 def hub_module_dir(tmp_path_factory) -> str:
     """Path of a Hub-format ResNet50V2 feature-vector module, built once per run."""
@@ -550,11 +567,11 @@ from tfresnet.models.classifier import compile_classifier, one_hot_labels  # noq
 TRAINED_IMAGE_SIZE = 32
 
 
-# test_hub.py and test_saved_model.py train models of their own under this name.
+# test_hub.py trains a model of its own under this name; test_saved_model.py exports this one.
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """`(model, class_names, folders, held-out data)`: a tiny ResNet trained on 3 x 20 images,
-    and 3 x 10 images of the same classes it never saw."""
+    """`(model, class_names, folders, held-out data)`: a tiny ResNet trained on 3 x 20 images
+    (once a run), and 3 x 10 images of the same classes it never saw."""
     root = tmp_path_factory.mktemp("formats")
     folders = {"train": str(root / "train"), "held_out": str(root / "held_out")}
     write_image_folder(folders["train"], images_per_class=20, size=40, seed=0)
@@ -573,7 +590,11 @@ def trained(tmp_path_factory):
         3, backbone="resnet-test", weights=None, image_size=TRAINED_IMAGE_SIZE, dropout=0.0, freeze_until=0
     )
     compile_classifier(model, learning_rate=3e-3, jit_compile=False)
-    model.fit(data.train.map(one_hot_labels(3)), epochs=6, shuffle=False, verbose=0)
+
+    def fit(model):
+        model.fit(data.train.map(one_hot_labels(3)), epochs=6, shuffle=False, verbose=0)
+
+    fitted_once(tmp_path_factory, "trained", model, fit)
     return model, data.class_names, folders, held_out
 
 
@@ -740,8 +761,9 @@ def multi_label_csv(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def multi_label_model():
-    """`(model, data)`: a tiny multi-label classifier trained a few epochs on `make_multi_label_data()`."""
+def multi_label_model(tmp_path_factory):
+    """`(model, data)`: a tiny multi-label classifier trained a few epochs on
+    `make_multi_label_data()` (once a run)."""
     from tfresnet.models import build_classifier, compile_classifier
 
     keras.utils.set_random_seed(0)
@@ -755,7 +777,11 @@ def multi_label_model():
         freeze_until=0,
     )
     compile_classifier(model, learning_rate=3e-3, label_smoothing=0.0, multi_label=True)
-    model.fit(data.train, validation_data=data.validation, epochs=8, verbose=0)
+
+    def fit(model):
+        model.fit(data.train, validation_data=data.validation, epochs=8, verbose=0)
+
+    fitted_once(tmp_path_factory, "multi_label_model", model, fit)
     return model, data
 
 

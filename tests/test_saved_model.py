@@ -24,13 +24,14 @@ IMAGE_SIZE = TRAINED_IMAGE_SIZE
 SERVE = """
 import json, sys
 import numpy as np, tensorflow as tf
-served = tf.saved_model.load(sys.argv[1])
-with open(sys.argv[2]) as file:
-    paths = json.load(file)
-encoded = [open(path, "rb").read() for path in paths]
-outputs = served.signatures["serving_default"](image_bytes=tf.constant(encoded))
-labels = outputs["labels"].numpy().astype(str)
-np.savez(sys.argv[3], probabilities=outputs["probabilities"].numpy(), labels=labels)
+for export_dir, files, output in zip(*[iter(sys.argv[1:])] * 3):
+    served = tf.saved_model.load(export_dir)
+    with open(files) as file:
+        encoded = [open(path, "rb").read() for path in json.load(file)]
+    outputs = served.signatures["serving_default"](image_bytes=tf.constant(encoded))
+    outputs = {name: value.numpy() for name, value in outputs.items()}
+    outputs["labels"] = outputs["labels"].astype(str)
+    np.savez(output, **outputs)
 """
 
 
@@ -67,16 +68,25 @@ def _served_pixels(path, images):
 # === What it serves ===
 
 
-def test_served_image_files_in_a_fresh_process_match_the_model_and_their_folders(trained, tmp_path):
-    model, path, files, class_names = trained
-    (tmp_path / "files.json").write_text(json.dumps(files))
-    completed = subprocess.run(
-        [sys.executable, "-c", SERVE, path, str(tmp_path / "files.json"), str(tmp_path / "served.npz")],
-        capture_output=True,
-        text=True,
-    )
+@pytest.fixture(scope="module")
+def served_in_a_fresh_process(trained, multi_label_export, tmp_path_factory):
+    """What the exports of `trained` and `multi_label_export` serve for their image files, in one
+    process that never built a model: `{"single_label": outputs, "multi_label": outputs}`."""
+    root = tmp_path_factory.mktemp("served")
+    arguments = []
+    for name, path, files in [("single_label", *trained[1:3]), ("multi_label", *multi_label_export[1:])]:
+        (root / f"{name}.json").write_text(json.dumps(files))
+        arguments += [path, str(root / f"{name}.json"), str(root / f"{name}.npz")]
+    completed = subprocess.run([sys.executable, "-c", SERVE, *arguments], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    served = np.load(tmp_path / "served.npz")
+    return {name: np.load(root / f"{name}.npz") for name in ("single_label", "multi_label")}
+
+
+def test_served_image_files_in_a_fresh_process_match_the_model_and_their_folders(
+    trained, served_in_a_fresh_process
+):
+    model, _, files, class_names = trained
+    served = served_in_a_fresh_process["single_label"]
 
     decoded = np.stack(
         [tfresnet.decode_for_eval(tf.constant(open(f, "rb").read()), IMAGE_SIZE).numpy() for f in files]
@@ -302,18 +312,6 @@ def test_the_served_crop_is_the_runs_and_the_predictor_reads_it(tmp_path):
 
 # === Multi-label: the thresholds in the graph ===
 
-SERVE_MULTI_LABEL = """
-import json, sys
-import numpy as np, tensorflow as tf
-served = tf.saved_model.load(sys.argv[1])
-with open(sys.argv[2]) as file:
-    paths = json.load(file)
-encoded = [open(path, "rb").read() for path in paths]
-outputs = served.signatures["serving_default"](image_bytes=tf.constant(encoded))
-outputs = {name: value.numpy() for name, value in outputs.items()}
-outputs["labels"] = outputs["labels"].astype(str)
-np.savez(sys.argv[3], **outputs)
-"""
 MULTI_LABEL_THRESHOLDS = [0.3, 0.6, 0.9]
 
 
@@ -336,24 +334,10 @@ def multi_label_export(multi_label_model, tmp_path_factory):
 
 
 def test_multi_label_served_predicted_in_a_fresh_process_are_the_probabilities_over_the_stored_thresholds(
-    multi_label_export, tmp_path
+    multi_label_export, served_in_a_fresh_process
 ):
     model, path, files = multi_label_export
-    (tmp_path / "files.json").write_text(json.dumps(files))
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SERVE_MULTI_LABEL,
-            path,
-            str(tmp_path / "files.json"),
-            str(tmp_path / "out.npz"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    served = np.load(tmp_path / "out.npz")
+    served = served_in_a_fresh_process["multi_label"]
     assert set(served.files) == {"probabilities", "predicted", "classes", "labels", "scores"}
 
     with open(os.path.join(path, "tfresnet_config.json")) as file:
