@@ -600,17 +600,23 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def keras_exports(trained, tmp_path_factory):
-    """`export_formats` of the trained model: float32 LiteRT and ONNX files, measured on the held-out set."""
+    """`(folder, figures)`: `export_formats` of the trained model (a SavedModel, float32 LiteRT and
+    ONNX files, measured on the held-out set), written once a run; the tests only read them."""
+    import json
+
     model, class_names, _, held_out = trained
-    output_dir = str(tmp_path_factory.mktemp("run"))
-    figures = export_formats(
-        model,
-        output_dir,
-        ["saved_model", "litert", "onnx"],
-        validation=held_out.train_evaluation,
-        class_names=class_names,
-    )
-    return output_dir, figures
+
+    def build(output_dir: str) -> None:
+        formats = ["saved_model", "litert", "onnx"]
+        figures = export_formats(
+            model, output_dir, formats, validation=held_out.train_evaluation, class_names=class_names
+        )
+        with open(os.path.join(output_dir, "figures.json"), "w") as file:
+            json.dump(figures, file)
+
+    output_dir = built_once(tmp_path_factory, "keras_exports", build)
+    with open(os.path.join(output_dir, "figures.json")) as file:
+        return output_dir, json.load(file)
 
 
 @pytest.fixture(scope="session")
