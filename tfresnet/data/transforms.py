@@ -96,9 +96,7 @@ def train_transform(
     """The `"standard"` training transform: a random resized crop, then a random flip, seeded by `seed`."""
     if _is_one_file(image):
         seed = tf.convert_to_tensor(seed)
-        with _MAKING:
-            function = _train_of_bytes(int(image_size), int(max_pixels), seed.dtype)
-        return function(image, seed)
+        return _train_of_bytes(int(image_size), int(max_pixels), seed.dtype)(image, seed)
     return _train(image, seed, image_size, max_pixels)
 
 
@@ -125,7 +123,25 @@ def _is_one_file(image: tf.Tensor) -> bool:
     return image.dtype == tf.string and image.shape.rank == 0
 
 
-_MAKING = threading.RLock()
+_MAKING = threading.RLock()  # a transform made inside the making of another would not wait
+
+
+def _made_once(make: Callable[..., tf.types.experimental.PolymorphicFunction]) -> Callable:
+    """`make(*setting)`, made once per setting in a process, under a lock, and traced before any
+    caller gets it."""
+
+    @functools.cache
+    def traced(*setting):
+        function = make(*setting)
+        function.get_concrete_function()  # its input_signature says what to trace
+        return function
+
+    @functools.wraps(make)
+    def made(*setting):
+        with _MAKING:
+            return traced(*setting)
+
+    return made
 
 
 def eval_of_bytes(image_size: int, max_pixels: int = MAX_IMAGE_PIXELS, crop_fraction: float = CROP_FRACTION):
@@ -138,30 +154,25 @@ def eval_of_bytes(image_size: int, max_pixels: int = MAX_IMAGE_PIXELS, crop_frac
         decode(tf.io.read_file("flowers/daisy/1.jpg")).shape
         # TensorShape([224, 224, 3])
     """
-    with _MAKING:
-        return _eval_of_bytes(int(image_size), int(max_pixels), float(crop_fraction))
+    return _eval_of_bytes(int(image_size), int(max_pixels), float(crop_fraction))
 
 
-@functools.cache
-def _eval_of_bytes(image_size: int, max_pixels: int, crop_fraction: float) -> Callable:
-    function = tf.function(
+@_made_once
+def _eval_of_bytes(image_size: int, max_pixels: int, crop_fraction: float):
+    return tf.function(
         lambda image_bytes: _eval(image_bytes, image_size, max_pixels, crop_fraction),
         input_signature=[tf.TensorSpec([], tf.string)],
         autograph=False,
     )
-    function.get_concrete_function()
-    return function
 
 
-@functools.cache
-def _train_of_bytes(image_size: int, max_pixels: int, seed_dtype: tf.DType) -> Callable:
-    function = tf.function(
+@_made_once
+def _train_of_bytes(image_size: int, max_pixels: int, seed_dtype: tf.DType):
+    return tf.function(
         lambda image_bytes, seed: _train(image_bytes, seed, image_size, max_pixels),
         input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([None], seed_dtype)],
         autograph=False,
     )
-    function.get_concrete_function()
-    return function
 
 
 def check_positive_int(name: str, value) -> None:
