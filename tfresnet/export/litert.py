@@ -1,11 +1,12 @@
 """LiteRT (TensorFlow Lite) export: float32, float16, dynamic-range or full-integer int8.
 
-The classifier goes through Keras's own SavedModel export (`keras.export.ExportArchive`), then
-`tf.lite.TFLiteConverter.from_saved_model`: the route that keeps the weights (saving a Keras 3
-model with `tf.saved_model.save` and converting that writes a model without them, which
-outputs NaN). Only TFLite's builtin operators are allowed (no Flex ops, so the file runs with
-the plain LiteRT runtime), and every file is checked against its source on a probe batch
-before it is written.
+The classifier's probabilities function is saved as a SavedModel holding the model's TensorFlow
+variables (`tfresnet.export.saved_model.serving_module`, as the SavedModel export does), then
+converted by `tf.lite.TFLiteConverter.from_saved_model`. Saving the Keras 3 model object with
+`tf.saved_model.save` instead writes a model without weights, which converts and outputs NaN;
+Keras's `ExportArchive` keeps them too, in about twice the time. Only TFLite's builtin operators
+are allowed (no Flex ops, so the file runs with the plain LiteRT runtime), and every file is
+checked against its source on a probe batch before it is written.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tfresnet.export.common import (
 )
 from tfresnet.export.kinds import QUANTIZATIONS
 from tfresnet.export.runtime import LiteRTRuntime, import_runtime
+from tfresnet.export.saved_model import serving_module
 
 # Images of `representative_data` that calibrate int8 activations (TFLite suggests 100 to 500).
 CALIBRATION_IMAGES = 200
@@ -113,12 +115,12 @@ def export_litert(
 
 
 def convert(source: Source, quantization: str, calibration: np.ndarray | None = None) -> bytes:
-    """The `.tflite` bytes of `source`: Keras's SavedModel export, then TFLite's converter."""
+    """The `.tflite` bytes of `source`: a SavedModel of its probabilities, then TFLite's converter."""
+    # Graph code as written: no autograph conversion to wait for.
+    serve = tf.function(source.endpoint(), input_signature=source.input_signature(), autograph=False)
+    signatures = {"serving_default": serve}
     with tempfile.TemporaryDirectory(prefix="tfresnet-litert-") as saved_model_dir:
-        archive = keras.export.ExportArchive()
-        archive.track(source.model)
-        archive.add_endpoint("serve", source.endpoint(), input_signature=source.input_signature())
-        archive.write_out(saved_model_dir, verbose=False)
+        tf.saved_model.save(serving_module(source.model, signatures), saved_model_dir, signatures=signatures)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantization != "none":

@@ -105,7 +105,7 @@ def export_saved_model(
     crop_fraction = check_crop_fraction(crop_fraction)
     model = float32_copy(model)
     signatures = _signatures(model, class_names, k, max_image_pixels, crop_fraction, thresholds)
-    module = _serving_module(model, signatures)
+    module = serving_module(model, signatures)
     settings = {
         "class_names": list(class_names),
         "image_size": model.input_shape[1],
@@ -158,15 +158,20 @@ def decision_thresholds(
     return check_thresholds([THRESHOLD] * num_labels if thresholds is None else thresholds, num_labels)
 
 
-def _serving_module(model: keras.Model, signatures: dict) -> tf.Module:
-    """What the SavedModel holds: the model's variables and the signatures as its functions.
+def serving_module(model: keras.Model, signatures: dict) -> tf.Module:
+    """What a SavedModel of `model` holds: the model's variables and `signatures` (untraced
+    `tf.function`s with input signatures) as its functions; pass both to `tf.saved_model.save`.
 
-    `tf.saved_model.save` traces each signature once, in its save context, when given the
-    functions untraced. Keras's `ExportArchive` traces each endpoint before saving and again
-    while saving, and walks the model's object graph for lookup tables the classifier does not
-    have: the same SavedModel (the same signatures, variables and outputs) in about 2.5x the
-    time. The variables saved are the TensorFlow variables under the Keras ones, as
-    `ExportArchive` saves them.
+    `tf.saved_model.save` traces each signature once, in its save context. Keras's
+    `ExportArchive` traces each endpoint before saving and again while saving, and walks the
+    model's object graph for lookup tables a classifier does not have: the same SavedModel (the
+    same signatures, variables and outputs) in about 2.5x the time. The variables saved are the
+    TensorFlow variables under the Keras ones, as `ExportArchive` saves them; saving the Keras
+    model object itself would save none (Keras 3 variables are not TensorFlow trackables).
+
+    Example:
+        module = serving_module(model, {"serving_default": serve})
+        tf.saved_model.save(module, "models/flowers/1", signatures={"serving_default": serve})
     """
     module = tf.Module()
     module.model_variables = [variable.value for variable in model.variables]
