@@ -1,7 +1,7 @@
 """LiteRT (TensorFlow Lite) export: float32, float16, dynamic-range or full-integer int8.
 
 The classifier's probabilities function is saved as a SavedModel holding the model's TensorFlow
-variables (`tfresnet.export.saved_model.serving_module`, as the SavedModel export does), then
+variables (`tfresnet.export.saved_model.save_functions`, as the SavedModel export does), then
 converted by `tf.lite.TFLiteConverter.from_saved_model`. Saving the Keras 3 model object with
 `tf.saved_model.save` instead writes a model without weights, which converts and outputs NaN;
 Keras's `ExportArchive` keeps them too, in about twice the time. Only TFLite's builtin operators
@@ -30,7 +30,7 @@ from tfresnet.export.common import (
 )
 from tfresnet.export.kinds import QUANTIZATIONS
 from tfresnet.export.runtime import LiteRTRuntime, import_runtime
-from tfresnet.export.saved_model import serving_module
+from tfresnet.export.saved_model import save_functions
 
 # Images of `representative_data` that calibrate int8 activations (TFLite suggests 100 to 500).
 CALIBRATION_IMAGES = 200
@@ -118,9 +118,8 @@ def convert(source: Source, quantization: str, calibration: np.ndarray | None = 
     """The `.tflite` bytes of `source`: a SavedModel of its probabilities, then TFLite's converter."""
     # Graph code as written: no autograph conversion to wait for.
     serve = tf.function(source.endpoint(), input_signature=source.input_signature(), autograph=False)
-    signatures = {"serving_default": serve}
     with tempfile.TemporaryDirectory(prefix="tfresnet-litert-") as saved_model_dir:
-        tf.saved_model.save(serving_module(source.model, signatures), saved_model_dir, signatures=signatures)
+        save_functions(source.model, saved_model_dir, {"serving_default": serve})
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantization != "none":

@@ -105,7 +105,6 @@ def export_saved_model(
     crop_fraction = check_crop_fraction(crop_fraction)
     model = float32_copy(model)
     signatures = _signatures(model, class_names, k, max_image_pixels, crop_fraction, thresholds)
-    module = serving_module(model, signatures)
     settings = {
         "class_names": list(class_names),
         "image_size": model.input_shape[1],
@@ -123,7 +122,7 @@ def export_saved_model(
     paths.restore_folder(export_dir)  # the previous export, if a kill left it aside
     staging = paths.staging_folder(export_dir)
     try:
-        tf.saved_model.save(module, staging, signatures=signatures)
+        save_functions(model, staging, signatures)
         write_labels(paths.join(staging, LABELS_FILE), class_names)
         write_json(paths.join(staging, CONFIG_FILE), {**settings, **config})
         paths.replace_folder(staging, export_dir)
@@ -158,9 +157,9 @@ def decision_thresholds(
     return check_thresholds([THRESHOLD] * num_labels if thresholds is None else thresholds, num_labels)
 
 
-def serving_module(model: keras.Model, signatures: dict) -> tf.Module:
-    """What a SavedModel of `model` holds: the model's variables and `signatures` (untraced
-    `tf.function`s with input signatures) as its functions; pass both to `tf.saved_model.save`.
+def save_functions(model: keras.Model, path: str, signatures: dict) -> None:
+    """Saves `signatures` (untraced `tf.function`s with input signatures) of `model` as the
+    SavedModel `path`, with the model's variables.
 
     `tf.saved_model.save` traces each signature once, in its save context. Keras's
     `ExportArchive` traces each endpoint before saving and again while saving, and walks the
@@ -170,14 +169,13 @@ def serving_module(model: keras.Model, signatures: dict) -> tf.Module:
     model object itself would save none (Keras 3 variables are not TensorFlow trackables).
 
     Example:
-        module = serving_module(model, {"serving_default": serve})
-        tf.saved_model.save(module, "models/flowers/1", signatures={"serving_default": serve})
+        save_functions(model, "models/flowers/1", {"serving_default": serve})
     """
     module = tf.Module()
     module.model_variables = [variable.value for variable in model.variables]
     for name, function in signatures.items():
         setattr(module, name, function)
-    return module
+    tf.saved_model.save(module, path, signatures=signatures)
 
 
 def _signatures(
