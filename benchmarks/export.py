@@ -2,7 +2,8 @@
 writing the same two signatures of the same model.
 
 (a) `export_saved_model(model, ...)`: `serving_default` (encoded bytes, decoded in the graph)
-    and `serve_images` (pixels), saved with `tf.saved_model.save`, each signature traced once;
+    and `serve_images` (pixels), saved with `tf.saved_model.save`, each signature traced once
+    (the model itself once, for both);
 (b) `keras.export.ExportArchive` with the same two functions as endpoints, `write_out`: the
     plain-Keras way of the same file (each endpoint traced twice, once by `add_endpoint`, once
     in TensorFlow's save context), the fair peer;

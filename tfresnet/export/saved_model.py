@@ -191,6 +191,11 @@ def _signatures(
     labels = tf.constant(list(class_names))
     cuts = None if thresholds is None else tf.constant(thresholds, tf.float32)
 
+    pixels = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
+
+    # One trace of the model, called by both signatures (each tracing it again would double the
+    # export's longest step).
+    @tf.function(input_signature=[pixels], autograph=False)
     def outputs(images):
         probabilities = tf.cast(model(images, training=False), tf.float32)
         scores, classes = tf.math.top_k(probabilities, k=k)
@@ -214,10 +219,7 @@ def _signatures(
         )
         return outputs(images)
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")],
-        autograph=False,
-    )
+    @tf.function(input_signature=[pixels], autograph=False)
     def serve_images(images):
         return outputs(images)
 
