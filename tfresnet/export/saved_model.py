@@ -191,12 +191,13 @@ def _signatures(
     labels = tf.constant(list(class_names))
     cuts = None if thresholds is None else tf.constant(thresholds, tf.float32)
 
-    pixels = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
-
-    # One trace of the model, called by both signatures (each tracing it again would double the
-    # export's longest step).
-    @tf.function(input_signature=[pixels], autograph=False)
-    def outputs(images):
+    # Graph code as written (the `if`s test Python values): no autograph conversion to wait for.
+    # `serving_default` calls `serve_images`, so the model is traced once for both.
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")],
+        autograph=False,
+    )
+    def serve_images(images):
         probabilities = tf.cast(model(images, training=False), tf.float32)
         scores, classes = tf.math.top_k(probabilities, k=k)
         served = {
@@ -209,7 +210,6 @@ def _signatures(
             served["predicted"] = tf.cast(probabilities >= cuts, tf.int32)
         return served
 
-    # Graph code as written (the `if` tests a Python value): no autograph conversion to wait for.
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def serve_bytes(image_bytes):
         images = tf.map_fn(
@@ -217,10 +217,6 @@ def _signatures(
             image_bytes,
             fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
         )
-        return outputs(images)
-
-    @tf.function(input_signature=[pixels], autograph=False)
-    def serve_images(images):
-        return outputs(images)
+        return serve_images(images)
 
     return {"serving_default": serve_bytes, "serve_images": serve_images}
