@@ -138,11 +138,16 @@ def randaugment(
     operations = [name if callable(name) else builders[name](level, seed) for name in chosen]
     generator = keras.random.SeedGenerator(seed)
 
+    # One traced draw, called `ops` times: a pipeline's graph holds each operation once, not once
+    # per draw (half the time to build a pipeline at the usual 2 draws).
+    @tf.function(autograph=False)
+    def draw(image: tf.Tensor) -> tf.Tensor:
+        choice = keras.random.randint((), 0, len(operations), seed=generator)
+        return tf.switch_case(choice, [_applied(operation, image) for operation in operations])
+
     def augment(image: tf.Tensor) -> tf.Tensor:
         for _ in range(ops):
-            choice = keras.random.randint((), 0, len(operations), seed=generator)
-            branches = [_applied(operation, image) for operation in operations]
-            image = tf.switch_case(choice, branches)
+            image = draw(image)
         return tf.clip_by_value(image, 0.0, 255.0)
 
     return augment
