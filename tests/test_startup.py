@@ -18,28 +18,33 @@ def _python(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
-def test_import_tfresnet_keeps_the_lines_tensorflow_prints_while_it_loads():
-    plain = _python("-c", "import tensorflow")
-    script = "import sys, tfresnet; sys.stdout.write(tfresnet.startup.tensorflow_load_log())"
-    through_tfresnet = _python("-c", script)
-    assert plain.returncode == through_tfresnet.returncode == 0, through_tfresnet.stderr
-    assert through_tfresnet.stderr == ""
-    # The same lines, kept (their time stamps differ).
-    assert len(through_tfresnet.stdout.splitlines()) == len(plain.stderr.splitlines())
-
-
-def test_a_program_run_with_dash_m_that_imports_tfresnet_gets_its_layers_registered(tmp_path):
-    """`python -m tool` imports the package `tool` while `sys.argv[0]` is still "-m"."""
-    (tmp_path / "tool").mkdir()
-    (tmp_path / "tool" / "__init__.py").write_text(
-        "import keras, tfresnet\n"
+@pytest.fixture(scope="module")
+def tool(tmp_path_factory) -> subprocess.CompletedProcess:
+    """`python -m tool`, a program whose package imports tfresnet while `sys.argv[0]` is still
+    "-m"; it prints the custom layer Keras found registered, then the lines tfresnet kept."""
+    root = tmp_path_factory.mktemp("program")
+    (root / "tool").mkdir()
+    (root / "tool" / "__init__.py").write_text(
+        "import tfresnet, keras\n"
         "REGISTERED = keras.saving.get_registered_object('tfresnet>ImageNormalization')\n"
     )
-    main = "from tool import REGISTERED\nprint(REGISTERED.__name__)\n"
-    (tmp_path / "tool" / "__main__.py").write_text(main)
-    completed = _python("-m", "tool", cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert completed.stdout == "ImageNormalization\n"
+    main = "import sys, tfresnet\nfrom tool import REGISTERED\n"
+    main += "print(REGISTERED.__name__)\nsys.stdout.write(tfresnet.startup.tensorflow_load_log())\n"
+    (root / "tool" / "__main__.py").write_text(main)
+    return _python("-m", "tool", cwd=root)
+
+
+def test_import_tfresnet_keeps_the_lines_tensorflow_prints_while_it_loads(tool):
+    plain = _python("-c", "import tensorflow")
+    assert plain.returncode == tool.returncode == 0, tool.stderr[-2000:]
+    assert tool.stderr == ""
+    # The same lines, kept (their time stamps differ).
+    assert len(tool.stdout.splitlines()[1:]) == len(plain.stderr.splitlines())
+
+
+def test_a_program_run_with_dash_m_that_imports_tfresnet_gets_its_layers_registered(tool):
+    assert tool.returncode == 0, tool.stderr[-2000:]
+    assert tool.stdout.splitlines()[0] == "ImageNormalization"
 
 
 def test_native_lines_are_captured_while_pythons_stderr_still_shows(capfd):
