@@ -132,6 +132,20 @@ def test_randaugment_runs_ops_operations_per_image(ops):
     assert float(augment(tf.zeros((8, 8, 3))).numpy().max()) == ops
 
 
+def test_a_pipeline_traces_each_operation_once_whatever_the_draws():
+    traced = []
+
+    def add_one(image):
+        traced.append(image.shape)  # runs when TensorFlow traces the operation
+        return image + 1.0
+
+    augment = randaugment(seed=0, ops=3, operations=[add_one])
+    dataset = tf.data.Dataset.from_tensor_slices(tf.zeros((2, 8, 8, 3))).map(augment)
+
+    assert len(traced) == 1
+    assert [float(image.numpy().max()) for image in dataset] == [3.0, 3.0]
+
+
 def test_randaugment_table_covers_every_operation():
     names = [name for name, _, _ in RANDAUGMENT_TABLE]
     augment = randaugment(seed=0)
