@@ -225,7 +225,7 @@ def test_the_gpu_defaults_with_a_colab_users_options_run_on_the_cpu_and_serve_fl
     colab += ["--export-formats", "saved_model,litert", "--head-epochs", "1", "--epochs", "1"]
     # 15 training images in 3 whole batches: XLA compiles each phase's step for one batch shape
     # (a last partial batch would compile it once more). Fine-tuned from conv5 on, XLA compiles
-    # the gradients of the last stage only (the whole backbone's took a fifth longer to run).
+    # the gradients of the last stage only (the whole backbone's took a quarter longer to run).
     whole_batches = ["--batch-size", "5", "--freeze-until", "conv5"]
     output = tmp_path / "out"
 
